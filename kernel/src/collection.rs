@@ -1,0 +1,345 @@
+//! A collection: records with dense ids, stored column-wise, and exact search over them.
+//!
+//! Ids are assigned consecutively from 0 and never reused, so a record's id is its slot: the
+//! vector of record `id` is `vectors[id * dim .. (id + 1) * dim]`. A deleted record loses its tag
+//! and metadata and is marked dead, but keeps its vector: the HNSW index routes through it. It
+//! costs its vector's memory until the collection is dropped.
+
+use alloc::collections::{BTreeMap, BinaryHeap};
+use alloc::vec::Vec;
+
+use crate::codec::{DecodeError, Reader, Sink};
+use crate::distance::{self, Bound, Distance};
+use crate::error::Error;
+use crate::event::{decode_spec, encode_spec, CollectionSpec, Metric, NewRecord};
+use crate::fixed::Fixed;
+use crate::limits::*;
+
+/// One search result.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
+pub struct Hit {
+    /// Distance to the query (see [`Metric`] for units); results are ordered by it, then by id.
+    pub distance: Distance,
+    /// Record id.
+    pub id: u64,
+}
+
+/// A record as stored.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Record<'a> {
+    /// Record id.
+    pub id: u64,
+    /// The stored vector (unit length for cosine collections).
+    pub vector: &'a [i32],
+    /// Tag.
+    pub tag: u64,
+    /// Metadata, if any.
+    pub metadata: Option<&'a [u8]>,
+}
+
+/// A collection and its records.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Collection {
+    pub(crate) spec: CollectionSpec,
+    pub(crate) next_id: u64,
+    pub(crate) vectors: Vec<i32>,
+    pub(crate) tags: Vec<u64>,
+    pub(crate) live: Vec<bool>,
+    pub(crate) metadata: BTreeMap<u64, Vec<u8>>,
+    pub(crate) live_count: u64,
+    /// Largest absolute component ever stored: only chooses the narrow distance kernels,
+    /// which compute the same exact values as the wide ones.
+    pub(crate) max_abs: u32,
+}
+
+impl Collection {
+    pub(crate) fn new(spec: CollectionSpec) -> Self {
+        Collection {
+            spec,
+            next_id: 0,
+            vectors: Vec::new(),
+            tags: Vec::new(),
+            live: Vec::new(),
+            metadata: BTreeMap::new(),
+            live_count: 0,
+            max_abs: 0,
+        }
+    }
+
+    /// The collection's definition.
+    pub fn spec(&self) -> &CollectionSpec {
+        &self.spec
+    }
+
+    /// Number of live records.
+    pub fn len(&self) -> u64 {
+        self.live_count
+    }
+
+    /// Whether there are no live records.
+    pub fn is_empty(&self) -> bool {
+        self.live_count == 0
+    }
+
+    /// The id the next inserted record will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    fn dim(&self) -> usize {
+        self.spec.dimension as usize
+    }
+
+    /// Whether `id` names a live record.
+    pub fn contains(&self, id: u64) -> bool {
+        id < self.next_id && self.live[id as usize]
+    }
+
+    /// A live record.
+    pub fn get(&self, id: u64) -> Option<Record<'_>> {
+        if !self.contains(id) {
+            return None;
+        }
+        Some(Record {
+            id,
+            vector: self.slot(id),
+            tag: self.tags[id as usize],
+            metadata: self.metadata.get(&id).map(|m| m.as_slice()),
+        })
+    }
+
+    pub(crate) fn slot(&self, id: u64) -> &[i32] {
+        let d = self.dim();
+        let start = id as usize * d;
+        &self.vectors[start..start + d]
+    }
+
+    /// Live record ids in ascending order.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.next_id).filter(|&id| self.live[id as usize])
+    }
+
+    /// Checks a vector against the collection and returns its stored form (normalised for
+    /// cosine). `position` names the vector in error messages.
+    pub(crate) fn stored_form(&self, v: &[Fixed], position: u32) -> Result<Vec<i32>, Error> {
+        if v.len() != self.dim() {
+            return Err(Error::DimensionMismatch {
+                expected: self.spec.dimension,
+                got: v.len() as u32,
+                position,
+            });
+        }
+        let v = if self.spec.metric == Metric::Cosine {
+            distance::normalize(v).ok_or(Error::ZeroVector { position })?
+        } else {
+            v.to_vec()
+        };
+        Ok(v.into_iter().map(Fixed::raw).collect())
+    }
+
+    /// Validates records for insertion without changing anything.
+    pub(crate) fn check_insert(&self, records: &[NewRecord]) -> Result<(), Error> {
+        check_batch_shape(records)?;
+        for (i, rec) in records.iter().enumerate() {
+            if rec.vector.len() != self.dim() {
+                return Err(Error::DimensionMismatch {
+                    expected: self.spec.dimension,
+                    got: rec.vector.len() as u32,
+                    position: i as u32,
+                });
+            }
+            if self.spec.metric == Metric::Cosine && rec.vector.iter().all(|x| x.0 == 0) {
+                return Err(Error::ZeroVector { position: i as u32 });
+            }
+        }
+        self.next_id
+            .checked_add(records.len() as u64)
+            .ok_or(Error::IdsExhausted)?;
+        Ok(())
+    }
+
+    /// Appends a validated record and returns its id.
+    pub(crate) fn push(&mut self, rec: &NewRecord) -> u64 {
+        let stored = self
+            .stored_form(&rec.vector, 0)
+            .expect("record was validated before apply");
+        self.push_stored(&stored, rec.tag, rec.metadata.clone())
+    }
+
+    fn push_stored(&mut self, stored: &[i32], tag: u64, metadata: Option<Vec<u8>>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.max_abs = self.max_abs.max(distance::max_abs(stored));
+        self.vectors.extend_from_slice(stored);
+        self.tags.push(tag);
+        self.live.push(true);
+        if let Some(m) = metadata {
+            self.metadata.insert(id, m);
+        }
+        self.live_count += 1;
+        id
+    }
+
+    /// Deletes a live record. Its vector stays as a routing point of the index.
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.tags[id as usize] = 0;
+        self.live[id as usize] = false;
+        self.metadata.remove(&id);
+        self.live_count -= 1;
+    }
+
+    /// The distance bound for a query in stored form.
+    pub(crate) fn bound_for(&self, query: &[i32]) -> Bound {
+        Bound::new(
+            self.spec.metric,
+            self.spec.dimension,
+            self.max_abs,
+            distance::max_abs(query),
+        )
+    }
+
+    /// Exact k nearest live records to `query` (stored form), optionally only those with
+    /// `tag`, ordered by (distance, id).
+    pub fn search_exact(&self, query: &[i32], k: usize, tag: Option<u64>) -> Vec<Hit> {
+        let bound = self.bound_for(query);
+        let metric = self.spec.metric;
+        let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
+        for id in 0..self.next_id {
+            let slot = id as usize;
+            if !self.live[slot] || tag.is_some_and(|t| self.tags[slot] != t) {
+                continue;
+            }
+            let hit = Hit {
+                distance: distance::distance(metric, bound, query, self.slot(id)),
+                id,
+            };
+            if heap.len() < k {
+                heap.push(hit);
+            } else if heap.peek().is_some_and(|worst| hit < *worst) {
+                heap.pop();
+                heap.push(hit);
+            }
+        }
+        heap.into_sorted_vec()
+    }
+
+    /// Canonical encoding: spec, then every slot in id order: a live flag, and for a live
+    /// record its tag and metadata, then the vector. A deleted record keeps its vector as a
+    /// routing point of the index, so it stays part of the state (see ARCHITECTURE.md).
+    pub(crate) fn encode(&self, out: &mut impl Sink) {
+        encode_spec(&self.spec, out);
+        out.put_u64(self.next_id);
+        let mut buf = Vec::with_capacity(self.dim() * 4);
+        for id in 0..self.next_id {
+            if self.live[id as usize] {
+                out.put_u8(1);
+                out.put_u64(self.tags[id as usize]);
+                out.put_opt_bytes(self.metadata.get(&id).map(|m| m.as_slice()));
+            } else {
+                out.put_u8(0);
+            }
+            buf.clear();
+            for x in self.slot(id) {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            out.put(&buf);
+        }
+    }
+
+    /// Decodes [`Collection::encode`]'s output, checking every invariant it relies on.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let spec = decode_spec(r)?;
+        check_spec(&spec).map_err(|_| DecodeError::Invalid("collection definition"))?;
+        let slots = r.u64()?;
+        let dim = spec.dimension as usize;
+        // Every slot takes at least 1 + 4 * dim bytes: refuse counts the input cannot hold, so
+        // a forged counter cannot make decoding allocate without limit.
+        if slots.saturating_mul(1 + 4 * dim as u64) > r.remaining() as u64 {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        let mut c = Collection::new(spec);
+        let mut vector = alloc::vec![0i32; dim];
+        for _ in 0..slots {
+            let live = match r.u8()? {
+                0 => None,
+                1 => {
+                    let tag = r.u64()?;
+                    let metadata = r.opt_bytes("metadata", MAX_METADATA_BYTES)?;
+                    Some((tag, metadata))
+                }
+                tag => return Err(DecodeError::UnknownTag { what: "slot", tag }),
+            };
+            for x in vector.iter_mut() {
+                *x = r.i32()?;
+            }
+            match live {
+                Some((tag, metadata)) => {
+                    c.push_stored(&vector, tag, metadata);
+                }
+                None => {
+                    let id = c.push_stored(&vector, 0, None);
+                    c.remove(id);
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Checks a collection definition on its own.
+pub(crate) fn check_spec(spec: &CollectionSpec) -> Result<(), Error> {
+    let name = &spec.name;
+    let valid_name = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES as usize
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !valid_name {
+        return Err(Error::InvalidName { name: name.clone() });
+    }
+    if spec.dimension == 0 || spec.dimension > MAX_DIMENSION {
+        return Err(Error::InvalidDimension {
+            dimension: spec.dimension,
+        });
+    }
+    if let crate::event::IndexSpec::Hnsw(p) = spec.index {
+        if !(2..=128).contains(&p.m) {
+            return Err(Error::InvalidIndexParams("m must be 2 to 128"));
+        }
+        if !(1..=4096).contains(&p.ef_construction) {
+            return Err(Error::InvalidIndexParams(
+                "ef_construction must be 1 to 4096",
+            ));
+        }
+        if !(1..=4096).contains(&p.ef_search) {
+            return Err(Error::InvalidIndexParams("ef_search must be 1 to 4096"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks what a batch must satisfy whatever its collection: size and metadata limits.
+pub(crate) fn check_batch_shape(records: &[NewRecord]) -> Result<(), Error> {
+    if records.is_empty() {
+        return Err(Error::EmptyBatch);
+    }
+    if records.len() > MAX_BATCH_RECORDS as usize {
+        return Err(Error::TooLarge {
+            what: "batch (records)",
+            len: records.len() as u64,
+            max: u64::from(MAX_BATCH_RECORDS),
+        });
+    }
+    for rec in records {
+        if let Some(m) = &rec.metadata {
+            if m.len() > MAX_METADATA_BYTES as usize {
+                return Err(Error::TooLarge {
+                    what: "metadata",
+                    len: m.len() as u64,
+                    max: u64::from(MAX_METADATA_BYTES),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! Events: the only way state changes, and their canonical encoding.
+//!
+//! Encoding (format version [`EVENT_FORMAT_VERSION`]): one version byte, one tag byte naming the
+//! variant, then the variant's fields in declaration order using the rules of [`crate::codec`].
+//! Vectors are already Q16.16 here: floats never reach the log.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::codec::{DecodeError, Reader, Sink};
+use crate::fixed::Fixed;
+use crate::limits::*;
+
+/// Version byte that starts every encoded event.
+pub const EVENT_FORMAT_VERSION: u8 = 1;
+
+/// How a collection measures distance. Smaller is closer for all three.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// Squared Euclidean distance, in raw Q16.16 units squared (2^-32 per unit).
+    L2,
+    /// Negated dot product, in raw units squared.
+    InnerProduct,
+    /// Vectors are normalised to unit length at insert and at query; the distance is
+    /// `2^32 - dot`, that is `(1 - cosine)` in units of 2^-32.
+    Cosine,
+}
+
+impl Metric {
+    fn tag(self) -> u8 {
+        match self {
+            Metric::L2 => 0,
+            Metric::InnerProduct => 1,
+            Metric::Cosine => 2,
+        }
+    }
+    fn from_tag(tag: u8) -> Result<Self, DecodeError> {
+        Ok(match tag {
+            0 => Metric::L2,
+            1 => Metric::InnerProduct,
+            2 => Metric::Cosine,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "metric",
+                    tag,
+                })
+            }
+        })
+    }
+    /// Lower-case name used by the APIs: `l2`, `ip`, `cosine`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::L2 => "l2",
+            Metric::InnerProduct => "ip",
+            Metric::Cosine => "cosine",
+        }
+    }
+    /// Parses [`Metric::name`] (also accepts `inner_product`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "l2" => Some(Metric::L2),
+            "ip" | "inner_product" => Some(Metric::InnerProduct),
+            "cosine" => Some(Metric::Cosine),
+            _ => None,
+        }
+    }
+}
+
+/// Which index serves a collection's searches.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum IndexSpec {
+    /// Exact scan of every record.
+    Flat,
+    /// Hierarchical navigable small world graph.
+    Hnsw(HnswParams),
+}
+
+/// HNSW parameters of a collection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct HnswParams {
+    /// Neighbours per node above layer 0 (layer 0 keeps `2 * m`).
+    pub m: u16,
+    /// Candidate list size while linking a new node.
+    pub ef_construction: u16,
+    /// Default candidate list size of a search.
+    pub ef_search: u16,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+        }
+    }
+}
+
+/// Everything that defines a collection.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CollectionSpec {
+    /// Unique name: 1 to [`MAX_NAME_BYTES`] bytes of `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// Vector dimension, 1 to [`MAX_DIMENSION`].
+    pub dimension: u32,
+    /// Distance metric.
+    pub metric: Metric,
+    /// Index kind and parameters.
+    pub index: IndexSpec,
+}
+
+/// A record to insert; the kernel assigns its id.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewRecord {
+    /// The vector; its length must equal the collection's dimension.
+    pub vector: Vec<Fixed>,
+    /// Tag used by filtered search.
+    pub tag: u64,
+    /// Optional metadata, at most [`MAX_METADATA_BYTES`].
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// A link from a graph node to a record.
+#[derive(Clone, PartialEq, Eq, Debug, PartialOrd, Ord)]
+pub struct RecordRef {
+    /// Collection name.
+    pub collection: String,
+    /// Record id within it.
+    pub id: u64,
+}
+
+/// Every state change.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Event {
+    /// Creates an empty collection.
+    CreateCollection(CollectionSpec),
+    /// Removes a collection and all its records.
+    DropCollection {
+        /// Collection name.
+        name: String,
+    },
+    /// Inserts one or more records, all or nothing; ids are assigned consecutively.
+    /// Inserting into [`DEFAULT_COLLECTION`] when it does not exist creates it with the
+    /// vectors' dimension, metric L2 and an HNSW index with default parameters.
+    Insert {
+        /// Collection name.
+        collection: String,
+        /// 1 to [`MAX_BATCH_RECORDS`] records.
+        records: Vec<NewRecord>,
+    },
+    /// Deletes a record.
+    Delete {
+        /// Collection name.
+        collection: String,
+        /// Record id.
+        id: u64,
+    },
+    /// Creates a graph node; the kernel assigns its id.
+    CreateNode {
+        /// Kind label, 1 to [`MAX_KIND_BYTES`] bytes.
+        kind: String,
+        /// Optional link to a live record.
+        record: Option<RecordRef>,
+        /// Optional property bytes, at most [`MAX_METADATA_BYTES`].
+        properties: Option<Vec<u8>>,
+    },
+    /// Deletes a node and every edge that touches it.
+    DeleteNode {
+        /// Node id.
+        id: u64,
+    },
+    /// Creates a directed edge between existing nodes; the kernel assigns its id.
+    CreateEdge {
+        /// Source node.
+        from: u64,
+        /// Target node.
+        to: u64,
+        /// Kind label, 1 to [`MAX_KIND_BYTES`] bytes.
+        kind: String,
+    },
+    /// Deletes an edge.
+    DeleteEdge {
+        /// Edge id.
+        id: u64,
+    },
+}
+
+mod tag {
+    pub const CREATE_COLLECTION: u8 = 1;
+    pub const DROP_COLLECTION: u8 = 2;
+    pub const INSERT: u8 = 3;
+    pub const DELETE: u8 = 4;
+    pub const CREATE_NODE: u8 = 5;
+    pub const DELETE_NODE: u8 = 6;
+    pub const CREATE_EDGE: u8 = 7;
+    pub const DELETE_EDGE: u8 = 8;
+}
+
+pub(crate) fn encode_spec(spec: &CollectionSpec, out: &mut impl Sink) {
+    out.put_bytes(spec.name.as_bytes());
+    out.put_u32(spec.dimension);
+    out.put_u8(spec.metric.tag());
+    match spec.index {
+        IndexSpec::Flat => out.put_u8(0),
+        IndexSpec::Hnsw(p) => {
+            out.put_u8(1);
+            out.put(&p.m.to_le_bytes());
+            out.put(&p.ef_construction.to_le_bytes());
+            out.put(&p.ef_search.to_le_bytes());
+        }
+    }
+}
+
+pub(crate) fn decode_spec(r: &mut Reader<'_>) -> Result<CollectionSpec, DecodeError> {
+    let name = r.string("collection name", MAX_NAME_BYTES)?;
+    let dimension = r.u32()?;
+    let metric = Metric::from_tag(r.u8()?)?;
+    let index = match r.u8()? {
+        0 => IndexSpec::Flat,
+        1 => {
+            let mut u16s = [0u16; 3];
+            for v in &mut u16s {
+                let b = r.take(2)?;
+                *v = u16::from_le_bytes([b[0], b[1]]);
+            }
+            IndexSpec::Hnsw(HnswParams {
+                m: u16s[0],
+                ef_construction: u16s[1],
+                ef_search: u16s[2],
+            })
+        }
+        tag => return Err(DecodeError::UnknownTag { what: "index", tag }),
+    };
+    Ok(CollectionSpec {
+        name,
+        dimension,
+        metric,
+        index,
+    })
+}
+
+fn encode_vector(v: &[Fixed], out: &mut impl Sink) {
+    out.put_u32(v.len() as u32);
+    for x in v {
+        out.put_i32(x.0);
+    }
+}
+
+fn decode_vector(r: &mut Reader<'_>) -> Result<Vec<Fixed>, DecodeError> {
+    let n = r.count("vector", MAX_DIMENSION, 4)?;
+    (0..n).map(|_| r.i32().map(Fixed)).collect()
+}
+
+impl Event {
+    /// Appends the canonical encoding.
+    pub fn encode_into(&self, out: &mut impl Sink) {
+        out.put_u8(EVENT_FORMAT_VERSION);
+        match self {
+            Event::CreateCollection(spec) => {
+                out.put_u8(tag::CREATE_COLLECTION);
+                encode_spec(spec, out);
+            }
+            Event::DropCollection { name } => {
+                out.put_u8(tag::DROP_COLLECTION);
+                out.put_bytes(name.as_bytes());
+            }
+            Event::Insert {
+                collection,
+                records,
+            } => {
+                out.put_u8(tag::INSERT);
+                out.put_bytes(collection.as_bytes());
+                out.put_u32(records.len() as u32);
+                for rec in records {
+                    out.put_u64(rec.tag);
+                    out.put_opt_bytes(rec.metadata.as_deref());
+                    encode_vector(&rec.vector, out);
+                }
+            }
+            Event::Delete { collection, id } => {
+                out.put_u8(tag::DELETE);
+                out.put_bytes(collection.as_bytes());
+                out.put_u64(*id);
+            }
+            Event::CreateNode {
+                kind,
+                record,
+                properties,
+            } => {
+                out.put_u8(tag::CREATE_NODE);
+                out.put_bytes(kind.as_bytes());
+                match record {
+                    None => out.put_u8(0),
+                    Some(r) => {
+                        out.put_u8(1);
+                        out.put_bytes(r.collection.as_bytes());
+                        out.put_u64(r.id);
+                    }
+                }
+                out.put_opt_bytes(properties.as_deref());
+            }
+            Event::DeleteNode { id } => {
+                out.put_u8(tag::DELETE_NODE);
+                out.put_u64(*id);
+            }
+            Event::CreateEdge { from, to, kind } => {
+                out.put_u8(tag::CREATE_EDGE);
+                out.put_u64(*from);
+                out.put_u64(*to);
+                out.put_bytes(kind.as_bytes());
+            }
+            Event::DeleteEdge { id } => {
+                out.put_u8(tag::DELETE_EDGE);
+                out.put_u64(*id);
+            }
+        }
+    }
+
+    /// The canonical encoding as a new buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Decodes one event; the whole input must be consumed. Never panics.
+    ///
+    /// Decoding checks the format (lengths within limits, valid UTF-8, known tags), not the
+    /// event's validity against a state: that is [`crate::Kernel::validate`]'s job.
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != EVENT_FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(u32::from(version)));
+        }
+        let event = match r.u8()? {
+            tag::CREATE_COLLECTION => Event::CreateCollection(decode_spec(&mut r)?),
+            tag::DROP_COLLECTION => Event::DropCollection {
+                name: r.string("collection name", MAX_NAME_BYTES)?,
+            },
+            tag::INSERT => {
+                let collection = r.string("collection name", MAX_NAME_BYTES)?;
+                // Each record is at least tag (8) + metadata flag (1) + vector length (4).
+                let n = r.count("batch", MAX_BATCH_RECORDS, 13)?;
+                let mut records = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let tag = r.u64()?;
+                    let metadata = r.opt_bytes("metadata", MAX_METADATA_BYTES)?;
+                    let vector = decode_vector(&mut r)?;
+                    records.push(NewRecord {
+                        vector,
+                        tag,
+                        metadata,
+                    });
+                }
+                Event::Insert {
+                    collection,
+                    records,
+                }
+            }
+            tag::DELETE => Event::Delete {
+                collection: r.string("collection name", MAX_NAME_BYTES)?,
+                id: r.u64()?,
+            },
+            tag::CREATE_NODE => {
+                let kind = r.string("node kind", MAX_KIND_BYTES)?;
+                let record = match r.u8()? {
+                    0 => None,
+                    1 => Some(RecordRef {
+                        collection: r.string("collection name", MAX_NAME_BYTES)?,
+                        id: r.u64()?,
+                    }),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "record link",
+                            tag,
+                        })
+                    }
+                };
+                let properties = r.opt_bytes("properties", MAX_METADATA_BYTES)?;
+                Event::CreateNode {
+                    kind,
+                    record,
+                    properties,
+                }
+            }
+            tag::DELETE_NODE => Event::DeleteNode { id: r.u64()? },
+            tag::CREATE_EDGE => Event::CreateEdge {
+                from: r.u64()?,
+                to: r.u64()?,
+                kind: r.string("edge kind", MAX_KIND_BYTES)?,
+            },
+            tag::DELETE_EDGE => Event::DeleteEdge { id: r.u64()? },
+            tag => return Err(DecodeError::UnknownTag { what: "event", tag }),
+        };
+        r.finish()?;
+        Ok(event)
+    }
+}

@@ -1,0 +1,494 @@
+//! The state machine: collections and the graph, changed only by [`Kernel::apply`].
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::codec::{DecodeError, Reader, Sink};
+use crate::collection::{check_batch_shape, check_spec, Collection, Hit, Record};
+use crate::error::Error;
+use crate::event::{CollectionSpec, Event, HnswParams, IndexSpec, Metric, NewRecord, RecordRef};
+use crate::fixed::Fixed;
+use crate::graph::{Direction, Edge, Graph, Neighbor, Node, Traversal};
+use crate::limits::*;
+
+/// A blake3 hash.
+pub type Hash = [u8; 32];
+
+/// The chain hash before the first event.
+pub const GENESIS_CHAIN: Hash = [0; 32];
+
+/// Version of the canonical state encoding (the state hash's input and the snapshot body).
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// `h_n = blake3(h_{n-1} || encode(event_n))`.
+pub fn chain_next(prev: &Hash, encoded_event: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(encoded_event);
+    *h.finalize().as_bytes()
+}
+
+/// What an applied event produced.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Applied {
+    /// Nothing to report (collection created or dropped, record/node/edge deleted).
+    Done,
+    /// Records inserted with ids `first .. first + count`.
+    Inserted {
+        /// First id.
+        first: u64,
+        /// How many.
+        count: u32,
+    },
+    /// A graph node was created.
+    Node(u64),
+    /// A graph edge was created.
+    Edge(u64),
+}
+
+/// Parameters of a search.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SearchParams {
+    /// How many results, 1 to [`MAX_K`].
+    pub k: u32,
+    /// Only records with this tag.
+    pub tag: Option<u64>,
+    /// Candidate list size for indexed collections (defaults to the collection's `ef_search`).
+    pub ef: Option<u32>,
+}
+
+/// The deterministic state machine.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Kernel {
+    collections: BTreeMap<String, Collection>,
+    graph: Graph,
+    seq: u64,
+    chain: Hash,
+}
+
+impl Kernel {
+    /// An empty state at sequence number 0.
+    pub fn new() -> Self {
+        Kernel::default()
+    }
+
+    /// Number of events applied.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Chain hash after the last applied event ([`GENESIS_CHAIN`] before any).
+    pub fn chain_hash(&self) -> Hash {
+        self.chain
+    }
+
+    /// A collection by name.
+    pub fn collection(&self, name: &str) -> Option<&Collection> {
+        self.collections.get(name)
+    }
+
+    /// All collections, by name.
+    pub fn collections(&self) -> impl Iterator<Item = &Collection> {
+        self.collections.values()
+    }
+
+    /// The knowledge graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn collection_or_err(&self, name: &str) -> Result<&Collection, Error> {
+        self.collections
+            .get(name)
+            .ok_or_else(|| Error::CollectionNotFound { name: name.into() })
+    }
+
+    /// The collection spec an insert into a missing default collection creates.
+    fn implicit_default(name: &str, records: &[NewRecord]) -> Option<CollectionSpec> {
+        if name != DEFAULT_COLLECTION {
+            return None;
+        }
+        Some(CollectionSpec {
+            name: name.into(),
+            dimension: records.first()?.vector.len() as u32,
+            metric: Metric::L2,
+            index: IndexSpec::Hnsw(HnswParams::default()),
+        })
+    }
+
+    /// Checks `event` against the current state without changing anything ("shadow
+    /// execution"). [`Kernel::apply`] succeeds exactly when this does.
+    pub fn validate(&self, event: &Event) -> Result<(), Error> {
+        match event {
+            Event::CreateCollection(spec) => {
+                check_spec(spec)?;
+                if self.collections.contains_key(&spec.name) {
+                    return Err(Error::CollectionExists {
+                        name: spec.name.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Event::DropCollection { name } => self.collection_or_err(name).map(|_| ()),
+            Event::Insert {
+                collection,
+                records,
+            } => match self.collections.get(collection) {
+                Some(c) => c.check_insert(records),
+                None => {
+                    check_batch_shape(records)?;
+                    let spec = Self::implicit_default(collection, records).ok_or_else(|| {
+                        Error::CollectionNotFound {
+                            name: collection.clone(),
+                        }
+                    })?;
+                    check_spec(&spec)?;
+                    Collection::new(spec).check_insert(records)
+                }
+            },
+            Event::Delete { collection, id } => {
+                let c = self.collection_or_err(collection)?;
+                if c.contains(*id) {
+                    Ok(())
+                } else {
+                    Err(Error::RecordNotFound {
+                        collection: collection.clone(),
+                        id: *id,
+                    })
+                }
+            }
+            Event::CreateNode {
+                kind,
+                record,
+                properties,
+            } => {
+                check_kind(kind)?;
+                if let Some(r) = record {
+                    if !self.collection_or_err(&r.collection)?.contains(r.id) {
+                        return Err(Error::RecordNotFound {
+                            collection: r.collection.clone(),
+                            id: r.id,
+                        });
+                    }
+                }
+                if let Some(p) = properties {
+                    if p.len() > MAX_METADATA_BYTES as usize {
+                        return Err(Error::TooLarge {
+                            what: "node properties",
+                            len: p.len() as u64,
+                            max: u64::from(MAX_METADATA_BYTES),
+                        });
+                    }
+                }
+                if self.graph.next_node == u64::MAX {
+                    return Err(Error::IdsExhausted);
+                }
+                Ok(())
+            }
+            Event::DeleteNode { id } => self.node_or_err(*id),
+            Event::CreateEdge { from, to, kind } => {
+                check_kind(kind)?;
+                self.node_or_err(*from)?;
+                self.node_or_err(*to)?;
+                if self.graph.next_edge == u64::MAX {
+                    return Err(Error::IdsExhausted);
+                }
+                Ok(())
+            }
+            Event::DeleteEdge { id } => {
+                if self.graph.edge(*id).is_some() {
+                    Ok(())
+                } else {
+                    Err(Error::EdgeNotFound { id: *id })
+                }
+            }
+        }
+    }
+
+    fn node_or_err(&self, id: u64) -> Result<(), Error> {
+        if self.graph.node(id).is_some() {
+            Ok(())
+        } else {
+            Err(Error::NodeNotFound { id })
+        }
+    }
+
+    /// Applies one event: validates it completely, then mutates, advances the sequence number
+    /// and extends the chain hash. On error nothing changes.
+    pub fn apply(&mut self, event: &Event) -> Result<Applied, Error> {
+        self.validate(event)?;
+        let encoded = event.encode();
+        Ok(self.apply_validated(event, &encoded))
+    }
+
+    /// Applies an event whose canonical encoding the caller already has (a log entry), saving
+    /// one encoding. `encoded` must be `event.encode()`.
+    pub fn apply_encoded(&mut self, event: &Event, encoded: &[u8]) -> Result<Applied, Error> {
+        self.validate(event)?;
+        debug_assert_eq!(event.encode(), encoded);
+        Ok(self.apply_validated(event, encoded))
+    }
+
+    fn apply_validated(&mut self, event: &Event, encoded: &[u8]) -> Applied {
+        let applied = match event {
+            Event::CreateCollection(spec) => {
+                self.collections
+                    .insert(spec.name.clone(), Collection::new(spec.clone()));
+                Applied::Done
+            }
+            Event::DropCollection { name } => {
+                self.collections.remove(name);
+                Applied::Done
+            }
+            Event::Insert {
+                collection,
+                records,
+            } => {
+                if !self.collections.contains_key(collection) {
+                    let spec = Self::implicit_default(collection, records)
+                        .expect("validated: the default collection may be created");
+                    self.collections
+                        .insert(collection.clone(), Collection::new(spec));
+                }
+                let c = self
+                    .collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists");
+                let first = c.next_id();
+                for rec in records {
+                    c.push(rec);
+                }
+                Applied::Inserted {
+                    first,
+                    count: records.len() as u32,
+                }
+            }
+            Event::Delete { collection, id } => {
+                self.collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists")
+                    .remove(*id);
+                Applied::Done
+            }
+            Event::CreateNode {
+                kind,
+                record,
+                properties,
+            } => Applied::Node(self.graph.add_node(Node {
+                kind: kind.clone(),
+                record: record.clone(),
+                properties: properties.clone(),
+            })),
+            Event::DeleteNode { id } => {
+                self.graph.remove_node(*id);
+                Applied::Done
+            }
+            Event::CreateEdge { from, to, kind } => Applied::Edge(self.graph.add_edge(Edge {
+                from: *from,
+                to: *to,
+                kind: kind.clone(),
+            })),
+            Event::DeleteEdge { id } => {
+                self.graph.remove_edge(*id);
+                Applied::Done
+            }
+        };
+        self.chain = chain_next(&self.chain, encoded);
+        self.seq += 1;
+        applied
+    }
+
+    /// A live record.
+    pub fn get(&self, collection: &str, id: u64) -> Result<Record<'_>, Error> {
+        self.collection_or_err(collection)?
+            .get(id)
+            .ok_or_else(|| Error::RecordNotFound {
+                collection: collection.into(),
+                id,
+            })
+    }
+
+    /// The `k` nearest live records to `query`, ordered by (distance, id). With a tag, only
+    /// records carrying it are returned, and as many as exist up to `k`.
+    pub fn search(
+        &self,
+        collection: &str,
+        query: &[Fixed],
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>, Error> {
+        let c = self.collection_or_err(collection)?;
+        if params.k == 0 || params.k > MAX_K {
+            return Err(Error::InvalidSearch("k must be 1 to 10000"));
+        }
+        if params.ef.is_some_and(|ef| ef == 0 || ef > 4096) {
+            return Err(Error::InvalidSearch("ef must be 1 to 4096"));
+        }
+        let q = c.stored_form(query, 0)?;
+        Ok(c.search_exact(&q, params.k as usize, params.tag))
+    }
+
+    /// Neighbours of a graph node (see [`Graph::neighbors`]).
+    pub fn neighbors(
+        &self,
+        node: u64,
+        direction: Direction,
+        kinds: &[String],
+    ) -> Result<Vec<Neighbor>, Error> {
+        self.node_or_err(node)?;
+        Ok(self.graph.neighbors(node, direction, kinds))
+    }
+
+    /// Bounded breadth-first traversal (see [`Graph::traverse`]); at most
+    /// [`MAX_TRAVERSAL_NODES`] nodes.
+    pub fn traverse(
+        &self,
+        start: u64,
+        max_depth: u32,
+        direction: Direction,
+        kinds: &[String],
+    ) -> Result<Traversal, Error> {
+        self.node_or_err(start)?;
+        if max_depth > MAX_TRAVERSAL_DEPTH {
+            return Err(Error::InvalidTraversal("max_depth must be at most 64"));
+        }
+        Ok(self
+            .graph
+            .traverse(start, max_depth, direction, kinds, MAX_TRAVERSAL_NODES))
+    }
+
+    /// Writes the canonical encoding of the whole state (not the sequence number or chain hash).
+    pub fn encode_state(&self, out: &mut impl Sink) {
+        out.put_u32(STATE_FORMAT_VERSION);
+        out.put_u32(self.collections.len() as u32);
+        for c in self.collections.values() {
+            c.encode(out);
+        }
+        let g = &self.graph;
+        out.put_u64(g.next_node);
+        out.put_u64(g.next_edge);
+        out.put_u64(g.nodes.len() as u64);
+        for (id, n) in &g.nodes {
+            out.put_u64(*id);
+            out.put_bytes(n.kind.as_bytes());
+            match &n.record {
+                None => out.put_u8(0),
+                Some(r) => {
+                    out.put_u8(1);
+                    out.put_bytes(r.collection.as_bytes());
+                    out.put_u64(r.id);
+                }
+            }
+            out.put_opt_bytes(n.properties.as_deref());
+        }
+        out.put_u64(g.edges.len() as u64);
+        for (id, e) in &g.edges {
+            out.put_u64(*id);
+            out.put_u64(e.from);
+            out.put_u64(e.to);
+            out.put_bytes(e.kind.as_bytes());
+        }
+    }
+
+    /// blake3 of the canonical state encoding.
+    pub fn state_hash(&self) -> Hash {
+        let mut h = blake3::Hasher::new();
+        self.encode_state(&mut h);
+        *h.finalize().as_bytes()
+    }
+
+    /// Decodes [`Kernel::encode_state`]'s output into a state at `seq` with chain hash `chain`.
+    pub fn decode_state(bytes: &[u8], seq: u64, chain: Hash) -> Result<Kernel, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u32()?;
+        if version != STATE_FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let mut k = Kernel {
+            seq,
+            chain,
+            ..Kernel::default()
+        };
+        let n = r.count("collections", u32::MAX, 16)?;
+        for _ in 0..n {
+            let c = Collection::decode(&mut r)?;
+            let name = c.spec.name.clone();
+            if k.collections
+                .keys()
+                .next_back()
+                .is_some_and(|last| *last >= name)
+            {
+                return Err(DecodeError::Invalid("collections out of order"));
+            }
+            k.collections.insert(name, c);
+        }
+        let g = &mut k.graph;
+        g.next_node = r.u64()?;
+        g.next_edge = r.u64()?;
+        let nodes = r.u64()?;
+        // A node takes at least 8 + 4 + 1 + 1 bytes, an edge 8 * 3 + 4.
+        if nodes.saturating_mul(14) > r.remaining() as u64 {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        for _ in 0..nodes {
+            let id = r.u64()?;
+            if id >= g.next_node || g.nodes.keys().next_back().is_some_and(|&last| last >= id) {
+                return Err(DecodeError::Invalid(
+                    "node ids out of order or out of range",
+                ));
+            }
+            let kind = r.string("node kind", MAX_KIND_BYTES)?;
+            let record = match r.u8()? {
+                0 => None,
+                1 => Some(RecordRef {
+                    collection: r.string("collection name", MAX_NAME_BYTES)?,
+                    id: r.u64()?,
+                }),
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "record link",
+                        tag,
+                    })
+                }
+            };
+            let properties = r.opt_bytes("properties", MAX_METADATA_BYTES)?;
+            g.insert_node_with_id(
+                id,
+                Node {
+                    kind,
+                    record,
+                    properties,
+                },
+            );
+        }
+        let edges = r.u64()?;
+        if edges.saturating_mul(28) > r.remaining() as u64 {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        for _ in 0..edges {
+            let id = r.u64()?;
+            if id >= g.next_edge || g.edges.keys().next_back().is_some_and(|&last| last >= id) {
+                return Err(DecodeError::Invalid(
+                    "edge ids out of order or out of range",
+                ));
+            }
+            let from = r.u64()?;
+            let to = r.u64()?;
+            let kind = r.string("edge kind", MAX_KIND_BYTES)?;
+            if g.node(from).is_none() || g.node(to).is_none() {
+                return Err(DecodeError::Invalid("edge to a missing node"));
+            }
+            g.insert_edge_with_id(id, Edge { from, to, kind });
+        }
+        r.finish()?;
+        Ok(k)
+    }
+}
+
+fn check_kind(kind: &str) -> Result<(), Error> {
+    if kind.is_empty() || kind.len() > MAX_KIND_BYTES as usize {
+        Err(Error::InvalidKind)
+    } else {
+        Ok(())
+    }
+}

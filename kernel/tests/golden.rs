@@ -1,0 +1,335 @@
+//! Golden workloads: committed event scripts with their expected hashes and query answers.
+//!
+//! Each `tests/golden/NAME.workload` is run on a fresh kernel; the transcript (sequence number,
+//! chain hash, state hash, and the answer to every query line) must equal
+//! `tests/golden/NAME.expected` byte for byte. Any platform must print the same transcript. A
+//! change that alters one is a format change: regenerate on purpose with
+//! `VALORI_BLESS=1 cargo test -p valori-kernel --test golden` and say so in the commit.
+//!
+//! Workload lines (`#` starts a comment):
+//! ```text
+//! create NAME dim=D metric=l2|ip|cosine index=flat|hnsw[:M,EFC,EFS]
+//! drop NAME
+//! insert COLL tag=T [meta=HEX] vec=F,F,...      one record (floats go through Fixed::from_f32;
+//!                                                raw:N gives the raw Q16.16 value N)
+//! batch COLL                                     then record lines "tag=.. vec=..", then "end"
+//! delete COLL ID
+//! node KIND [record=COLL:ID] [props=HEX]
+//! delnode ID | edge FROM TO KIND | deledge ID
+//! reject CODE <any line above>                   must fail with that error code, changing nothing
+//! search COLL k=K [tag=T] [ef=E] vec=F,...       prints the hits
+//! neighbors ID dir=out|in|both [kinds=a,b]       prints the neighbours
+//! traverse ID depth=D [dir=..] [kinds=a,b]       prints the visited nodes
+//! get COLL ID                                    prints the stored record
+//! state                                          prints seq, chain and state hash
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use valori_kernel::{
+    CollectionSpec, Direction, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord,
+    RecordRef, SearchParams,
+};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex {s}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// `key=value` options of a line, after its positional words.
+struct Opts<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> Opts<'a> {
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+    fn req(&self, key: &str) -> &'a str {
+        self.get(key)
+            .unwrap_or_else(|| panic!("missing option {key}"))
+    }
+}
+
+fn split(line: &str) -> (Vec<&str>, Opts<'_>) {
+    let mut words = Vec::new();
+    let mut opts = Vec::new();
+    for w in line.split_whitespace() {
+        match w.split_once('=') {
+            Some((k, v)) => opts.push((k, v)),
+            None => words.push(w),
+        }
+    }
+    (words, Opts(opts))
+}
+
+fn vector(s: &str) -> Vec<Fixed> {
+    s.split(',')
+        .map(|x| match x.strip_prefix("raw:") {
+            Some(raw) => Fixed(raw.parse().expect("raw i32")),
+            None => Fixed::from_f32(x.parse().expect("float")).expect("representable"),
+        })
+        .collect()
+}
+
+fn record(opts: &Opts<'_>) -> NewRecord {
+    NewRecord {
+        vector: vector(opts.req("vec")),
+        tag: opts.get("tag").map_or(0, |t| t.parse().expect("tag")),
+        metadata: opts.get("meta").map(unhex),
+    }
+}
+
+fn direction(opts: &Opts<'_>) -> Direction {
+    match opts.get("dir").unwrap_or("out") {
+        "out" => Direction::Out,
+        "in" => Direction::In,
+        "both" => Direction::Both,
+        d => panic!("direction {d}"),
+    }
+}
+
+fn kinds(opts: &Opts<'_>) -> Vec<String> {
+    opts.get("kinds")
+        .map(|k| k.split(',').map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// Parses an event line; batches consume following lines.
+fn event<'a>(words: &[&str], opts: &Opts<'_>, rest: &mut impl Iterator<Item = &'a str>) -> Event {
+    match words[0] {
+        "create" => {
+            let index = match opts.req("index") {
+                "flat" => IndexSpec::Flat,
+                "hnsw" => IndexSpec::Hnsw(HnswParams::default()),
+                p => {
+                    let nums: Vec<u16> = p
+                        .strip_prefix("hnsw:")
+                        .expect("index")
+                        .split(',')
+                        .map(|n| n.parse().expect("param"))
+                        .collect();
+                    IndexSpec::Hnsw(HnswParams {
+                        m: nums[0],
+                        ef_construction: nums[1],
+                        ef_search: nums[2],
+                    })
+                }
+            };
+            Event::CreateCollection(CollectionSpec {
+                name: words[1].into(),
+                dimension: opts.req("dim").parse().expect("dim"),
+                metric: Metric::parse(opts.req("metric")).expect("metric"),
+                index,
+            })
+        }
+        "drop" => Event::DropCollection {
+            name: words[1].into(),
+        },
+        "insert" => Event::Insert {
+            collection: words[1].into(),
+            records: vec![record(opts)],
+        },
+        "batch" => {
+            let mut records = Vec::new();
+            for line in rest.by_ref() {
+                let line = line.trim();
+                if line == "end" {
+                    break;
+                }
+                records.push(record(&split(line).1));
+            }
+            Event::Insert {
+                collection: words[1].into(),
+                records,
+            }
+        }
+        "delete" => Event::Delete {
+            collection: words[1].into(),
+            id: words[2].parse().expect("id"),
+        },
+        "node" => Event::CreateNode {
+            kind: words[1].into(),
+            record: opts.get("record").map(|r| {
+                let (c, id) = r.split_once(':').expect("COLL:ID");
+                RecordRef {
+                    collection: c.into(),
+                    id: id.parse().expect("id"),
+                }
+            }),
+            properties: opts.get("props").map(unhex),
+        },
+        "delnode" => Event::DeleteNode {
+            id: words[1].parse().expect("id"),
+        },
+        "edge" => Event::CreateEdge {
+            from: words[1].parse().expect("from"),
+            to: words[2].parse().expect("to"),
+            kind: words[3].into(),
+        },
+        "deledge" => Event::DeleteEdge {
+            id: words[1].parse().expect("id"),
+        },
+        w => panic!("unknown line {w}"),
+    }
+}
+
+fn state_line(k: &Kernel, out: &mut String) {
+    writeln!(
+        out,
+        "state seq={} chain={} state={}",
+        k.seq(),
+        hex(&k.chain_hash()),
+        hex(&k.state_hash())
+    )
+    .unwrap();
+}
+
+/// Runs a workload and returns its transcript.
+fn run(script: &str) -> String {
+    let mut k = Kernel::new();
+    let mut out = String::new();
+    let mut lines = script.lines();
+    while let Some(line) = lines.next() {
+        let line = line.split('#').next().unwrap().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (words, opts) = split(line);
+        match words[0] {
+            "reject" => {
+                let code = words[1];
+                let e = event(&words[2..], &opts, &mut lines);
+                let before = (k.seq(), k.chain_hash(), k.state_hash());
+                let err = k.apply(&e).expect_err(line);
+                assert_eq!(err.code(), code, "{line}: {err}");
+                assert_eq!(before, (k.seq(), k.chain_hash(), k.state_hash()), "{line}");
+                writeln!(out, "rejected {code}: {err}").unwrap();
+            }
+            "search" => {
+                let params = SearchParams {
+                    k: opts.req("k").parse().unwrap(),
+                    tag: opts.get("tag").map(|t| t.parse().unwrap()),
+                    ef: opts.get("ef").map(|t| t.parse().unwrap()),
+                };
+                let hits = k
+                    .search(words[1], &vector(opts.req("vec")), &params)
+                    .expect(line);
+                let hits: Vec<String> = hits
+                    .iter()
+                    .map(|h| format!("{}:{}", h.id, h.distance))
+                    .collect();
+                writeln!(out, "search {} => {}", words[1], hits.join(" ")).unwrap();
+            }
+            "neighbors" => {
+                let n = k
+                    .neighbors(words[1].parse().unwrap(), direction(&opts), &kinds(&opts))
+                    .expect(line);
+                let n: Vec<String> = n
+                    .iter()
+                    .map(|n| {
+                        let arrow = if n.outgoing { "->" } else { "<-" };
+                        format!("{arrow}{}[{}:{}]", n.node, n.edge, n.kind)
+                    })
+                    .collect();
+                writeln!(out, "neighbors {} => {}", words[1], n.join(" ")).unwrap();
+            }
+            "traverse" => {
+                let t = k
+                    .traverse(
+                        words[1].parse().unwrap(),
+                        opts.req("depth").parse().unwrap(),
+                        direction(&opts),
+                        &kinds(&opts),
+                    )
+                    .expect(line);
+                let n: Vec<String> = t.nodes.iter().map(|(n, d)| format!("{n}@{d}")).collect();
+                writeln!(out, "traverse {} => {}", words[1], n.join(" ")).unwrap();
+            }
+            "get" => {
+                let r = k.get(words[1], words[2].parse().unwrap()).expect(line);
+                let v: Vec<String> = r.vector.iter().map(|x| x.to_string()).collect();
+                writeln!(
+                    out,
+                    "get {} {} => tag={} meta={} vec={}",
+                    words[1],
+                    r.id,
+                    r.tag,
+                    r.metadata.map_or("-".into(), hex),
+                    v.join(",")
+                )
+                .unwrap();
+            }
+            "state" => state_line(&k, &mut out),
+            _ => {
+                let e = event(&words, &opts, &mut lines);
+                k.apply(&e).unwrap_or_else(|err| panic!("{line}: {err}"));
+            }
+        }
+    }
+    state_line(&k, &mut out);
+    // The snapshot of the final state restores to the identical state.
+    let restored = Kernel::restore(&k.snapshot()).expect("snapshot restores");
+    assert_eq!(restored.state_hash(), k.state_hash());
+    assert_eq!(restored, k);
+    out
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+#[test]
+fn golden_workloads() {
+    let bless = std::env::var_os("VALORI_BLESS").is_some();
+    let mut workloads: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "workload"))
+        .collect();
+    workloads.sort();
+    assert!(
+        workloads.len() >= 3,
+        "expected at least three golden workloads"
+    );
+    let mut failures = Vec::new();
+    for w in &workloads {
+        let got = run(&std::fs::read_to_string(w).unwrap());
+        let expected_path = w.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run with VALORI_BLESS=1",
+                expected_path.display()
+            )
+        });
+        if got != expected {
+            failures.push(format!(
+                "{}:\n--- expected\n{expected}--- got\n{got}",
+                w.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatch:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The same workload run twice in one process gives the same transcript (no hidden state).
+#[test]
+fn golden_runs_are_repeatable() {
+    let w = golden_dir().join("graph.workload");
+    let script = std::fs::read_to_string(w).unwrap();
+    assert_eq!(run(&script), run(&script));
+}

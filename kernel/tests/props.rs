@@ -1,0 +1,356 @@
+//! Property tests of the kernel's determinism rules.
+
+use proptest::prelude::*;
+use valori_kernel::distance::{self, Bound};
+use valori_kernel::{
+    CollectionSpec, Event, Fixed, IndexSpec, Kernel, Metric, NewRecord, RecordRef, SearchParams,
+};
+
+const NAMES: [&str; 3] = ["a", "b", "default"];
+
+fn component() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        Just(i32::MIN),
+        Just(i32::MAX),
+        Just(0),
+        -3i32..=3,
+        -(1i32 << 17)..=(1 << 17),
+        any::<i32>(),
+    ]
+}
+
+fn fixed_vec(dim: impl Strategy<Value = usize>) -> impl Strategy<Value = Vec<Fixed>> {
+    dim.prop_flat_map(|d| prop::collection::vec(component().prop_map(Fixed), d))
+}
+
+fn metric() -> impl Strategy<Value = Metric> {
+    prop_oneof![
+        Just(Metric::L2),
+        Just(Metric::InnerProduct),
+        Just(Metric::Cosine)
+    ]
+}
+
+fn new_record() -> impl Strategy<Value = NewRecord> {
+    (
+        fixed_vec(1usize..=4),
+        0u64..4,
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..6)),
+    )
+        .prop_map(|(vector, tag, metadata)| NewRecord {
+            vector,
+            tag,
+            metadata,
+        })
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop::sample::select(&NAMES[..]).prop_map(String::from)
+}
+
+fn kind() -> impl Strategy<Value = String> {
+    prop::sample::select(&["knows", "likes"][..]).prop_map(String::from)
+}
+
+/// Events against a small space of names and ids, so that many apply and many are rejected.
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        (name(), 1u32..=4, metric()).prop_map(|(name, dimension, metric)| {
+            Event::CreateCollection(CollectionSpec {
+                name,
+                dimension,
+                metric,
+                index: IndexSpec::Flat,
+            })
+        }),
+        name().prop_map(|name| Event::DropCollection { name }),
+        (name(), prop::collection::vec(new_record(), 1..4)).prop_map(|(collection, records)| {
+            Event::Insert {
+                collection,
+                records,
+            }
+        }),
+        (name(), prop::collection::vec(new_record(), 1..4)).prop_map(|(collection, records)| {
+            Event::Insert {
+                collection,
+                records,
+            }
+        }),
+        (name(), 0u64..8).prop_map(|(collection, id)| Event::Delete { collection, id }),
+        (
+            kind(),
+            prop::option::of((name(), 0u64..6)),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..4))
+        )
+            .prop_map(|(kind, link, properties)| Event::CreateNode {
+                kind,
+                record: link.map(|(collection, id)| RecordRef { collection, id }),
+                properties,
+            }),
+        (0u64..6).prop_map(|id| Event::DeleteNode { id }),
+        (0u64..6, 0u64..6, kind()).prop_map(|(from, to, kind)| Event::CreateEdge {
+            from,
+            to,
+            kind
+        }),
+        (0u64..6, 0u64..6, kind()).prop_map(|(from, to, kind)| Event::CreateEdge {
+            from,
+            to,
+            kind
+        }),
+        (0u64..10).prop_map(|id| Event::DeleteEdge { id }),
+    ]
+}
+
+/// Applies events, checking that rejected ones change nothing; returns the kernel and the
+/// encodings of the accepted events (the log).
+fn run(events: &[Event]) -> (Kernel, Vec<Vec<u8>>) {
+    let mut k = Kernel::new();
+    let mut log = Vec::new();
+    for e in events {
+        let before = (k.seq(), k.chain_hash(), k.state_hash());
+        match k.apply(e) {
+            Ok(_) => log.push(e.encode()),
+            Err(_) => assert_eq!(before, (k.seq(), k.chain_hash(), k.state_hash())),
+        }
+    }
+    (k, log)
+}
+
+fn naive_distance(metric: Metric, a: &[i32], b: &[i32]) -> i128 {
+    let dot: i128 = a.iter().zip(b).map(|(&x, &y)| x as i128 * y as i128).sum();
+    match metric {
+        Metric::L2 => a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as i128 - y as i128).pow(2))
+            .sum(),
+        Metric::InnerProduct => -dot,
+        Metric::Cosine => (1i128 << 32) - dot,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Replaying the log of accepted events rebuilds the identical state.
+    #[test]
+    fn replay_equals_live(events in prop::collection::vec(event(), 0..60)) {
+        let (live, log) = run(&events);
+        let mut replayed = Kernel::new();
+        for bytes in &log {
+            let e = Event::decode(bytes).expect("log entries decode");
+            replayed.apply_encoded(&e, bytes).expect("log entries apply on replay");
+        }
+        prop_assert_eq!(replayed.seq(), live.seq());
+        prop_assert_eq!(replayed.chain_hash(), live.chain_hash());
+        prop_assert_eq!(replayed.state_hash(), live.state_hash());
+        prop_assert_eq!(&replayed, &live);
+    }
+
+    /// A snapshot restores to the identical state, hash, sequence number and chain.
+    #[test]
+    fn snapshot_round_trip(events in prop::collection::vec(event(), 0..60)) {
+        let (live, _) = run(&events);
+        let snap = live.snapshot();
+        let restored = Kernel::restore(&snap).expect("restores");
+        prop_assert_eq!(restored.state_hash(), live.state_hash());
+        prop_assert_eq!(restored.seq(), live.seq());
+        prop_assert_eq!(restored.chain_hash(), live.chain_hash());
+        prop_assert_eq!(&restored, &live);
+        // Applying more events to both keeps them equal (derived indexes were rebuilt right).
+        let (mut a, mut b) = (live, restored);
+        for e in events.iter().take(10) {
+            prop_assert_eq!(a.apply(e).is_ok(), b.apply(e).is_ok());
+        }
+        prop_assert_eq!(a.state_hash(), b.state_hash());
+    }
+
+    /// A snapshot with any byte changed, or cut short, is refused.
+    #[test]
+    fn damaged_snapshots_are_refused(
+        events in prop::collection::vec(event(), 0..30),
+        pos in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let (live, _) = run(&events);
+        let snap = live.snapshot();
+        let i = pos.index(snap.len());
+        let mut damaged = snap.clone();
+        damaged[i] ^= flip;
+        prop_assert!(Kernel::restore(&damaged).is_err());
+        prop_assert!(Kernel::restore(&snap[..i]).is_err());
+        // Damage the body and forge a matching checksum: still refused (state hash).
+        let body_start = 8 + 4 + 8 + 32 + 32 + 8;
+        if snap.len() > body_start + 32 + 4 {
+            let j = body_start + 4 + pos.index(snap.len() - body_start - 36);
+            let mut forged = snap.clone();
+            forged[j] ^= flip;
+            let end = forged.len() - 32;
+            let sum = *blake3::hash(&forged[..end]).as_bytes();
+            forged[end..].copy_from_slice(&sum);
+            prop_assert!(Kernel::restore(&forged).is_err());
+        }
+    }
+
+    /// decode(encode(e)) == e.
+    #[test]
+    fn event_codec_round_trip(e in event()) {
+        let bytes = e.encode();
+        prop_assert_eq!(Event::decode(&bytes), Ok(e));
+        // Any strict prefix is refused.
+        for cut in 0..bytes.len() {
+            prop_assert!(Event::decode(&bytes[..cut]).is_err());
+        }
+    }
+
+    /// Arbitrary bytes never panic the decoders.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Event::decode(&bytes);
+        let _ = Kernel::restore(&bytes);
+        let _ = Kernel::decode_state(&bytes, 0, [0; 32]);
+        // With a valid header and checksum around them, too.
+        let mut framed = Vec::new();
+        framed.extend_from_slice(b"VALORISN");
+        framed.extend_from_slice(&1u32.to_le_bytes());
+        framed.extend_from_slice(&[0; 8 + 32 + 32]);
+        framed.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        framed.extend_from_slice(&bytes);
+        let sum = *blake3::hash(&framed).as_bytes();
+        framed.extend_from_slice(&sum);
+        let _ = Kernel::restore(&framed);
+    }
+
+    /// Arbitrary bytes after a valid event prefix never panic either (deeper decoder paths).
+    #[test]
+    fn mutated_events_never_panic(e in event(), pos in any::<prop::sample::Index>(), b in any::<u8>()) {
+        let mut bytes = e.encode();
+        let i = pos.index(bytes.len());
+        bytes[i] = b;
+        let _ = Event::decode(&bytes);
+    }
+
+    /// Exact search equals a naive reference; a tag filter returns only that tag and every
+    /// record of it up to k.
+    #[test]
+    fn exact_search_matches_reference(
+        metric in metric(),
+        dim in 1usize..6,
+        rows in prop::collection::vec((prop::collection::vec(component(), 6), 0u64..3), 1..50),
+        deletes in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+        query in prop::collection::vec(component(), 6),
+        k in 1u32..12,
+        tag in prop::option::of(0u64..3),
+    ) {
+        let mut kernel = Kernel::new();
+        kernel.apply(&Event::CreateCollection(CollectionSpec {
+            name: "c".into(), dimension: dim as u32, metric, index: IndexSpec::Flat,
+        })).unwrap();
+        let records: Vec<NewRecord> = rows.iter().map(|(v, t)| NewRecord {
+            vector: v[..dim].iter().map(|&x| Fixed(x)).collect(),
+            tag: *t,
+            metadata: None,
+        }).collect();
+        let cosine_zero = |r: &NewRecord| metric == Metric::Cosine && r.vector.iter().all(|x| x.0 == 0);
+        let records: Vec<NewRecord> = records.into_iter().filter(|r| !cosine_zero(r)).collect();
+        prop_assume!(!records.is_empty());
+        kernel.apply(&Event::Insert { collection: "c".into(), records: records.clone() }).unwrap();
+        for d in &deletes {
+            let _ = kernel.apply(&Event::Delete { collection: "c".into(), id: d.index(records.len()) as u64 });
+        }
+        let q: Vec<Fixed> = query[..dim].iter().map(|&x| Fixed(x)).collect();
+        let q_stored: Vec<i32> = if metric == Metric::Cosine {
+            match distance::normalize(&q) {
+                Some(n) => n.iter().map(|x| x.0).collect(),
+                None => {
+                    let refused = kernel.search("c", &q, &SearchParams { k, tag, ef: None }).is_err();
+                    prop_assert!(refused);
+                    return Ok(());
+                }
+            }
+        } else {
+            q.iter().map(|x| x.0).collect()
+        };
+        let hits = kernel.search("c", &q, &SearchParams { k, tag, ef: None }).unwrap();
+        let c = kernel.collection("c").unwrap();
+        let mut expected: Vec<(i128, u64)> = c.ids()
+            .map(|id| c.get(id).unwrap())
+            .filter(|r| tag.is_none_or(|t| r.tag == t))
+            .map(|r| (naive_distance(metric, &q_stored, r.vector), r.id))
+            .collect();
+        expected.sort();
+        expected.truncate(k as usize);
+        let got: Vec<(i128, u64)> = hits.iter().map(|h| (h.distance, h.id)).collect();
+        prop_assert_eq!(got, expected);
+        if let Some(t) = tag {
+            for h in &hits {
+                prop_assert_eq!(c.get(h.id).unwrap().tag, t);
+            }
+        }
+    }
+
+    /// The narrow (i64) kernels agree with the wide ones whenever the bound admits them.
+    #[test]
+    fn narrow_equals_wide(
+        metric in metric(),
+        pair in (1usize..64).prop_flat_map(|d| (
+            prop::collection::vec(component(), d),
+            prop::collection::vec(component(), d),
+        )),
+    ) {
+        let (a, b) = pair;
+        let bound = Bound::new(metric, a.len() as u32, distance::max_abs(&a), distance::max_abs(&b));
+        let wide = naive_distance(metric, &a, &b);
+        prop_assert_eq!(distance::distance(metric, bound, &a, &b), wide);
+        if bound.is_narrow() {
+            match metric {
+                Metric::L2 => prop_assert_eq!(distance::l2_sq_narrow(&a, &b) as i128, wide),
+                _ => prop_assert_eq!(-(distance::dot_narrow(&a, &b) as i128), naive_distance(Metric::InnerProduct, &a, &b)),
+            }
+        }
+    }
+
+    /// Two states that differ in one field hash differently.
+    #[test]
+    fn one_field_changes_the_hash(
+        rows in prop::collection::vec((prop::collection::vec(component(), 3), 0u64..4, prop::collection::vec(any::<u8>(), 1..4)), 1..8),
+        which in any::<prop::sample::Index>(),
+        field in 0u8..6,
+        delta in 1i32..1000,
+    ) {
+        let build = |rows: &[(Vec<i32>, u64, Vec<u8>)], edge: (u64, u64, &str)| {
+            let mut k = Kernel::new();
+            k.apply(&Event::CreateCollection(CollectionSpec {
+                name: "c".into(), dimension: 3, metric: Metric::L2, index: IndexSpec::Flat,
+            })).unwrap();
+            k.apply(&Event::Insert {
+                collection: "c".into(),
+                records: rows.iter().map(|(v, t, m)| NewRecord {
+                    vector: v.iter().map(|&x| Fixed(x)).collect(),
+                    tag: *t,
+                    metadata: Some(m.clone()),
+                }).collect(),
+            }).unwrap();
+            for kind in ["x", "y", "z"] {
+                k.apply(&Event::CreateNode { kind: kind.into(), record: None, properties: None }).unwrap();
+            }
+            k.apply(&Event::CreateEdge { from: edge.0, to: edge.1, kind: edge.2.into() }).unwrap();
+            k
+        };
+        let base = build(&rows, (0, 1, "e"));
+        let i = which.index(rows.len());
+        let mut changed = rows.clone();
+        let mut edge = (0, 1, "e");
+        match field {
+            0 => changed[i].0[0] = changed[i].0[0].wrapping_add(delta),
+            1 => changed[i].0[2] = changed[i].0[2].wrapping_sub(delta),
+            2 => changed[i].1 ^= delta as u64,
+            3 => changed[i].2[0] ^= delta as u8 | 1,
+            4 => edge.1 = 2,
+            _ => edge.2 = "f",
+        }
+        let other = build(&changed, edge);
+        prop_assert_ne!(base.state_hash(), other.state_hash());
+    }
+}
