@@ -11,9 +11,15 @@ use alloc::vec::Vec;
 use crate::codec::{DecodeError, Reader, Sink};
 use crate::distance::{self, Bound, Distance};
 use crate::error::Error;
-use crate::event::{decode_spec, encode_spec, CollectionSpec, Metric, NewRecord};
+use crate::event::{decode_spec, encode_spec, CollectionSpec, IndexSpec, Metric, NewRecord};
+use crate::exec::Executor;
 use crate::fixed::Fixed;
+use crate::hnsw::{Hnsw, SearchScratch, Space};
 use crate::limits::*;
+
+/// A tag filter with at most this many live records is answered by an exact scan of the tag
+/// instead of a filtered graph walk (the scan is both exact and cheaper at that size).
+pub const FILTER_SCAN_MAX: u64 = 4096;
 
 /// One search result.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
@@ -50,11 +56,21 @@ pub struct Collection {
     /// Largest absolute component ever stored: only chooses the narrow distance kernels,
     /// which compute the same exact values as the wide ones.
     pub(crate) max_abs: u32,
+    /// The graph index, for HNSW collections.
+    pub(crate) index: Option<Hnsw>,
+    /// Live ids per tag, ascending: derived from `tags` and `live`, never encoded.
+    pub(crate) postings: BTreeMap<u64, Vec<u32>>,
 }
 
 impl Collection {
     pub(crate) fn new(spec: CollectionSpec) -> Self {
+        let index = match spec.index {
+            IndexSpec::Flat => None,
+            IndexSpec::Hnsw(p) => Some(Hnsw::new(p)),
+        };
         Collection {
+            index,
+            postings: BTreeMap::new(),
             spec,
             next_id: 0,
             vectors: Vec::new(),
@@ -152,18 +168,53 @@ impl Collection {
                 return Err(Error::ZeroVector { position: i as u32 });
             }
         }
-        self.next_id
-            .checked_add(records.len() as u64)
-            .ok_or(Error::IdsExhausted)?;
+        // Slots are u32 inside the index.
+        if self.next_id + records.len() as u64 > u64::from(u32::MAX) {
+            return Err(Error::IdsExhausted);
+        }
         Ok(())
     }
 
-    /// Appends a validated record and returns its id.
-    pub(crate) fn push(&mut self, rec: &NewRecord) -> u64 {
-        let stored = self
-            .stored_form(&rec.vector, 0)
-            .expect("record was validated before apply");
-        self.push_stored(&stored, rec.tag, rec.metadata.clone())
+    /// Appends validated records and indexes them; returns the first id.
+    pub(crate) fn insert<E: Executor>(&mut self, records: &[NewRecord], exec: &E) -> u64 {
+        let first = self.next_id;
+        for rec in records {
+            let stored = self
+                .stored_form(&rec.vector, 0)
+                .expect("record was validated before apply");
+            self.push_stored(&stored, rec.tag, rec.metadata.clone());
+        }
+        let end = self.next_id;
+        if let Some(mut index) = self.index.take() {
+            index.insert_batch(&self.space(), first, end, exec);
+            self.index = Some(index);
+        }
+        first
+    }
+
+    /// The distance context of this collection's stored vectors.
+    pub(crate) fn space(&self) -> Space<'_> {
+        let bound = Bound::new(
+            self.spec.metric,
+            self.spec.dimension,
+            self.max_abs,
+            self.max_abs,
+        );
+        Space {
+            vectors: &self.vectors,
+            dim: self.dim(),
+            metric: self.spec.metric,
+            narrow: bound.is_narrow(),
+            kernels: distance::narrow_kernels(),
+        }
+    }
+
+    /// Blake3 of the index's canonical encoding (`None` for flat collections).
+    pub fn index_hash(&self) -> Option<[u8; 32]> {
+        let index = self.index.as_ref()?;
+        let mut h = blake3::Hasher::new();
+        index.encode(&mut h);
+        Some(*h.finalize().as_bytes())
     }
 
     fn push_stored(&mut self, stored: &[i32], tag: u64, metadata: Option<Vec<u8>>) -> u64 {
@@ -173,6 +224,7 @@ impl Collection {
         self.vectors.extend_from_slice(stored);
         self.tags.push(tag);
         self.live.push(true);
+        self.postings.entry(tag).or_default().push(id as u32);
         if let Some(m) = metadata {
             self.metadata.insert(id, m);
         }
@@ -182,6 +234,15 @@ impl Collection {
 
     /// Deletes a live record. Its vector stays as a routing point of the index.
     pub(crate) fn remove(&mut self, id: u64) {
+        let tag = self.tags[id as usize];
+        if let Some(list) = self.postings.get_mut(&tag) {
+            if let Ok(i) = list.binary_search(&(id as u32)) {
+                list.remove(i);
+            }
+            if list.is_empty() {
+                self.postings.remove(&tag);
+            }
+        }
         self.tags[id as usize] = 0;
         self.live[id as usize] = false;
         self.metadata.remove(&id);
@@ -201,16 +262,11 @@ impl Collection {
     /// Exact k nearest live records to `query` (stored form), optionally only those with
     /// `tag`, ordered by (distance, id).
     pub fn search_exact(&self, query: &[i32], k: usize, tag: Option<u64>) -> Vec<Hit> {
-        let bound = self.bound_for(query);
-        let metric = self.spec.metric;
+        let space = self.space_for(query);
         let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
-        for id in 0..self.next_id {
-            let slot = id as usize;
-            if !self.live[slot] || tag.is_some_and(|t| self.tags[slot] != t) {
-                continue;
-            }
+        let mut consider = |id: u64| {
             let hit = Hit {
-                distance: distance::distance(metric, bound, query, self.slot(id)),
+                distance: space.dist(query, id as u32),
                 id,
             };
             if heap.len() < k {
@@ -219,8 +275,69 @@ impl Collection {
                 heap.pop();
                 heap.push(hit);
             }
+        };
+        match tag {
+            Some(t) => {
+                for &id in self.postings.get(&t).map_or(&[][..], |l| l.as_slice()) {
+                    consider(u64::from(id));
+                }
+            }
+            None => self.ids().for_each(consider),
         }
         heap.into_sorted_vec()
+    }
+
+    /// The distance context for a particular query: its magnitude joins the bound.
+    fn space_for(&self, query: &[i32]) -> Space<'_> {
+        let mut space = self.space();
+        space.narrow = self.bound_for(query).is_narrow();
+        space
+    }
+
+    /// The k nearest live records: through the index when there is one (`ef` candidates), else
+    /// exactly. With a tag, only records carrying it, and as many as exist up to k: a tag with
+    /// few records, or a filtered walk that comes back short, is answered by an exact scan of
+    /// the tag.
+    pub fn search(
+        &self,
+        query: &[i32],
+        k: usize,
+        ef: Option<usize>,
+        tag: Option<u64>,
+        scratch: &mut SearchScratch,
+    ) -> Vec<Hit> {
+        let Some(index) = &self.index else {
+            return self.search_exact(query, k, tag);
+        };
+        let ef = ef.unwrap_or(usize::from(index.params().ef_search));
+        let space = self.space_for(query);
+        let to_hits = |found: Vec<(Distance, u32)>| -> Vec<Hit> {
+            found
+                .into_iter()
+                .map(|(distance, slot)| Hit {
+                    distance,
+                    id: u64::from(slot),
+                })
+                .collect()
+        };
+        match tag {
+            None => {
+                let live = |s: u32| self.live[s as usize];
+                to_hits(index.search(&space, query, k, ef, &live, scratch))
+            }
+            Some(t) => {
+                let count = self.postings.get(&t).map_or(0, |l| l.len() as u64);
+                if count <= FILTER_SCAN_MAX {
+                    return self.search_exact(query, k, tag);
+                }
+                let accept = |s: u32| self.live[s as usize] && self.tags[s as usize] == t;
+                let found = index.search(&space, query, k, ef, &accept, scratch);
+                if (found.len() as u64) < count.min(k as u64) {
+                    return self.search_exact(query, k, tag);
+                }
+                to_hits(found)
+            }
+        }
     }
 
     /// Canonical encoding: spec, then every slot in id order: a live flag, and for a live
@@ -243,6 +360,9 @@ impl Collection {
                 buf.extend_from_slice(&x.to_le_bytes());
             }
             out.put(&buf);
+        }
+        if let Some(index) = &self.index {
+            index.encode(out);
         }
     }
 
@@ -281,6 +401,9 @@ impl Collection {
                     c.remove(id);
                 }
             }
+        }
+        if let IndexSpec::Hnsw(p) = c.spec.index {
+            c.index = Some(Hnsw::decode(p, slots, r)?);
         }
         Ok(c)
     }

@@ -68,8 +68,19 @@ pub fn dot_wide(a: &[i32], b: &[i32]) -> i128 {
     acc
 }
 
-/// Exact squared L2 distance when `Bound::is_narrow` holds for these inputs.
+/// Exact squared L2 distance when `Bound::is_narrow` holds for these inputs: the SIMD kernel
+/// where the CPU has one, else [`l2_sq_narrow_scalar`]. Both give the same value.
 pub fn l2_sq_narrow(a: &[i32], b: &[i32]) -> i64 {
+    (narrow_kernels().l2)(a, b)
+}
+
+/// Exact dot product when `Bound::is_narrow` holds for these inputs (SIMD where available).
+pub fn dot_narrow(a: &[i32], b: &[i32]) -> i64 {
+    (narrow_kernels().dot)(a, b)
+}
+
+/// The portable narrow squared L2 kernel.
+pub fn l2_sq_narrow_scalar(a: &[i32], b: &[i32]) -> i64 {
     let mut acc: i64 = 0;
     for (&x, &y) in a.iter().zip(b) {
         let d = i64::from(x) - i64::from(y);
@@ -78,13 +89,140 @@ pub fn l2_sq_narrow(a: &[i32], b: &[i32]) -> i64 {
     acc
 }
 
-/// Exact dot product when `Bound::is_narrow` holds for these inputs.
-pub fn dot_narrow(a: &[i32], b: &[i32]) -> i64 {
+/// The portable narrow dot product kernel.
+pub fn dot_narrow_scalar(a: &[i32], b: &[i32]) -> i64 {
     let mut acc: i64 = 0;
     for (&x, &y) in a.iter().zip(b) {
         acc += i64::from(x) * i64::from(y);
     }
     acc
+}
+
+/// A narrow distance kernel.
+pub type NarrowFn = fn(&[i32], &[i32]) -> i64;
+
+/// The narrow kernels chosen for this CPU.
+#[derive(Clone, Copy)]
+pub struct NarrowKernels {
+    /// Squared L2.
+    pub l2: NarrowFn,
+    /// Dot product.
+    pub dot: NarrowFn,
+    /// Name of the instruction set: `avx2` or `scalar`.
+    pub name: &'static str,
+}
+
+#[cfg(target_arch = "x86_64")]
+cpufeatures::new!(avx2_cpuid, "avx2");
+
+/// Picks the narrow kernels once per call site: AVX2 when the CPU reports it (runtime
+/// detection), else scalar. Setting `force_scalar` (see [`narrow_kernels_with`]) is for tests and
+/// benchmarks that compare the two.
+pub fn narrow_kernels() -> NarrowKernels {
+    narrow_kernels_with(false)
+}
+
+/// [`narrow_kernels`], optionally forcing the scalar kernels.
+pub fn narrow_kernels_with(force_scalar: bool) -> NarrowKernels {
+    #[cfg(target_arch = "x86_64")]
+    if !force_scalar && avx2_cpuid::get() {
+        return NarrowKernels {
+            l2: avx2::l2_sq,
+            dot: avx2::dot,
+            name: "avx2",
+        };
+    }
+    let _ = force_scalar;
+    NarrowKernels {
+        l2: l2_sq_narrow_scalar,
+        dot: dot_narrow_scalar,
+        name: "scalar",
+    }
+}
+
+/// AVX2 kernels. Each 256-bit register holds eight `i32`s; `_mm256_mul_epi32` multiplies the
+/// even lanes into four exact `i64` products, and a 32-bit shift brings the odd lanes into
+/// place for a second multiply. Partial sums are `i64` lanes: each is at most the full sum,
+/// which `Bound` proved fits, so the result equals the scalar kernel's exactly (integer
+/// addition is associative).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use core::arch::x86_64::*;
+
+    pub fn l2_sq(a: &[i32], b: &[i32]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX2.
+        unsafe { l2_sq_avx2(a, b) }
+    }
+
+    pub fn dot(a: &[i32], b: &[i32]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX2.
+        unsafe { dot_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn hsum(v: __m256i) -> i64 {
+        let lo = _mm256_castsi256_si128(v);
+        let hi = _mm256_extracti128_si256::<1>(v);
+        let s = _mm_add_epi64(lo, hi);
+        let s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+        _mm_cvtsi128_si64(s)
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn l2_sq_avx2(a: &[i32], b: &[i32]) -> i64 {
+        let n = a.len().min(b.len());
+        let chunks = n / 8;
+        let mut acc0 = _mm256_setzero_si256();
+        let mut acc1 = _mm256_setzero_si256();
+        for i in 0..chunks {
+            // SAFETY: i * 8 + 8 <= n, within both slices; loadu has no alignment needs.
+            let (va, vb) = unsafe {
+                (
+                    _mm256_loadu_si256(a.as_ptr().add(i * 8).cast()),
+                    _mm256_loadu_si256(b.as_ptr().add(i * 8).cast()),
+                )
+            };
+            // |a_i - b_i| < 2^31 under the narrow bound: no wrap.
+            let d = _mm256_sub_epi32(va, vb);
+            let d_odd = _mm256_srli_epi64::<32>(d);
+            acc0 = _mm256_add_epi64(acc0, _mm256_mul_epi32(d, d));
+            acc1 = _mm256_add_epi64(acc1, _mm256_mul_epi32(d_odd, d_odd));
+        }
+        let mut sum = hsum(_mm256_add_epi64(acc0, acc1));
+        for i in chunks * 8..n {
+            let d = i64::from(a[i]) - i64::from(b[i]);
+            sum += d * d;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_avx2(a: &[i32], b: &[i32]) -> i64 {
+        let n = a.len().min(b.len());
+        let chunks = n / 8;
+        let mut acc0 = _mm256_setzero_si256();
+        let mut acc1 = _mm256_setzero_si256();
+        for i in 0..chunks {
+            // SAFETY: i * 8 + 8 <= n, within both slices; loadu has no alignment needs.
+            let (va, vb) = unsafe {
+                (
+                    _mm256_loadu_si256(a.as_ptr().add(i * 8).cast()),
+                    _mm256_loadu_si256(b.as_ptr().add(i * 8).cast()),
+                )
+            };
+            acc0 = _mm256_add_epi64(acc0, _mm256_mul_epi32(va, vb));
+            acc1 = _mm256_add_epi64(
+                acc1,
+                _mm256_mul_epi32(_mm256_srli_epi64::<32>(va), _mm256_srli_epi64::<32>(vb)),
+            );
+        }
+        let mut sum = hsum(_mm256_add_epi64(acc0, acc1));
+        for i in chunks * 8..n {
+            sum += i64::from(a[i]) * i64::from(b[i]);
+        }
+        sum
+    }
 }
 
 /// 2^32: the dot product of two unit vectors that point the same way, in raw units.

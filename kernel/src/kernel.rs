@@ -8,8 +8,10 @@ use crate::codec::{DecodeError, Reader, Sink};
 use crate::collection::{check_batch_shape, check_spec, Collection, Hit, Record};
 use crate::error::Error;
 use crate::event::{CollectionSpec, Event, HnswParams, IndexSpec, Metric, NewRecord, RecordRef};
+use crate::exec::{Executor, Sequential};
 use crate::fixed::Fixed;
 use crate::graph::{Direction, Edge, Graph, Neighbor, Node, Traversal};
+use crate::hnsw::SearchScratch;
 use crate::limits::*;
 
 /// A blake3 hash.
@@ -219,18 +221,24 @@ impl Kernel {
     pub fn apply(&mut self, event: &Event) -> Result<Applied, Error> {
         self.validate(event)?;
         let encoded = event.encode();
-        Ok(self.apply_validated(event, &encoded))
+        Ok(self.apply_validated(event, &encoded, &Sequential))
     }
 
-    /// Applies an event whose canonical encoding the caller already has (a log entry), saving
-    /// one encoding. `encoded` must be `event.encode()`.
-    pub fn apply_encoded(&mut self, event: &Event, encoded: &[u8]) -> Result<Applied, Error> {
+    /// [`Kernel::apply`] for an event whose canonical encoding the caller already has (a log
+    /// entry), with index construction run by `exec`. `encoded` must be `event.encode()`.
+    /// The resulting state is identical whatever the executor.
+    pub fn apply_with<E: Executor>(
+        &mut self,
+        event: &Event,
+        encoded: &[u8],
+        exec: &E,
+    ) -> Result<Applied, Error> {
         self.validate(event)?;
         debug_assert_eq!(event.encode(), encoded);
-        Ok(self.apply_validated(event, encoded))
+        Ok(self.apply_validated(event, encoded, exec))
     }
 
-    fn apply_validated(&mut self, event: &Event, encoded: &[u8]) -> Applied {
+    fn apply_validated<E: Executor>(&mut self, event: &Event, encoded: &[u8], exec: &E) -> Applied {
         let applied = match event {
             Event::CreateCollection(spec) => {
                 self.collections
@@ -255,10 +263,7 @@ impl Kernel {
                     .collections
                     .get_mut(collection)
                     .expect("validated: collection exists");
-                let first = c.next_id();
-                for rec in records {
-                    c.push(rec);
-                }
+                let first = c.insert(records, exec);
                 Applied::Inserted {
                     first,
                     count: records.len() as u32,
@@ -317,6 +322,18 @@ impl Kernel {
         query: &[Fixed],
         params: &SearchParams,
     ) -> Result<Vec<Hit>, Error> {
+        self.search_with(collection, query, params, &mut SearchScratch::new())
+    }
+
+    /// [`Kernel::search`] with caller-owned scratch memory (keep one per thread for speed).
+    /// The results do not depend on the scratch's history.
+    pub fn search_with(
+        &self,
+        collection: &str,
+        query: &[Fixed],
+        params: &SearchParams,
+        scratch: &mut SearchScratch,
+    ) -> Result<Vec<Hit>, Error> {
         let c = self.collection_or_err(collection)?;
         if params.k == 0 || params.k > MAX_K {
             return Err(Error::InvalidSearch("k must be 1 to 10000"));
@@ -325,7 +342,13 @@ impl Kernel {
             return Err(Error::InvalidSearch("ef must be 1 to 4096"));
         }
         let q = c.stored_form(query, 0)?;
-        Ok(c.search_exact(&q, params.k as usize, params.tag))
+        Ok(c.search(
+            &q,
+            params.k as usize,
+            params.ef.map(|ef| ef as usize),
+            params.tag,
+            scratch,
+        ))
     }
 
     /// Neighbours of a graph node (see [`Graph::neighbors`]).

@@ -36,14 +36,18 @@
 #![deny(clippy::float_arithmetic)]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod codec;
 pub mod collection;
 pub mod distance;
 pub mod error;
 pub mod event;
+pub mod exec;
 pub mod fixed;
 pub mod graph;
+pub mod hnsw;
 pub mod kernel;
 pub mod limits;
 pub mod snapshot;
@@ -51,7 +55,9 @@ pub mod snapshot;
 pub use collection::{Collection, Hit, Record};
 pub use error::Error;
 pub use event::{CollectionSpec, Event, HnswParams, IndexSpec, Metric, NewRecord, RecordRef};
+pub use exec::{Executor, Sequential};
 pub use fixed::{Fixed, FixedError};
 pub use graph::{Direction, Neighbor, Traversal};
+pub use hnsw::SearchScratch;
 pub use kernel::{chain_next, Applied, Hash, Kernel, SearchParams, GENESIS_CHAIN};
 pub use snapshot::{SnapshotError, SnapshotInfo};

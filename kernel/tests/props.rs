@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 use valori_kernel::distance::{self, Bound};
 use valori_kernel::{
-    CollectionSpec, Event, Fixed, IndexSpec, Kernel, Metric, NewRecord, RecordRef, SearchParams,
+    CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, RecordRef,
+    SearchParams,
 };
 
 const NAMES: [&str; 3] = ["a", "b", "default"];
@@ -63,6 +64,20 @@ fn event() -> impl Strategy<Value = Event> {
                 index: IndexSpec::Flat,
             })
         }),
+        (name(), 1u32..=4, metric(), 2u16..=4, 1u16..=12).prop_map(
+            |(name, dimension, metric, m, ef)| {
+                Event::CreateCollection(CollectionSpec {
+                    name,
+                    dimension,
+                    metric,
+                    index: IndexSpec::Hnsw(HnswParams {
+                        m,
+                        ef_construction: ef,
+                        ef_search: ef,
+                    }),
+                })
+            }
+        ),
         name().prop_map(|name| Event::DropCollection { name }),
         (name(), prop::collection::vec(new_record(), 1..4)).prop_map(|(collection, records)| {
             Event::Insert {
@@ -140,7 +155,7 @@ proptest! {
         let mut replayed = Kernel::new();
         for bytes in &log {
             let e = Event::decode(bytes).expect("log entries decode");
-            replayed.apply_encoded(&e, bytes).expect("log entries apply on replay");
+            replayed.apply_with(&e, bytes, &valori_kernel::Sequential).expect("log entries apply on replay");
         }
         prop_assert_eq!(replayed.seq(), live.seq());
         prop_assert_eq!(replayed.chain_hash(), live.chain_hash());
@@ -308,6 +323,31 @@ proptest! {
                 Metric::L2 => prop_assert_eq!(distance::l2_sq_narrow(&a, &b) as i128, wide),
                 _ => prop_assert_eq!(-(distance::dot_narrow(&a, &b) as i128), naive_distance(Metric::InnerProduct, &a, &b)),
             }
+        }
+    }
+
+    /// The SIMD kernels equal the scalar kernels exactly, across the whole range the narrow
+    /// bound admits (including its extremes).
+    #[test]
+    fn simd_equals_scalar(
+        pair in (1usize..300, 0u32..=31).prop_flat_map(|(d, bits)| {
+            let hi = (1i64 << bits) - 1;
+            let c = prop_oneof![Just(hi), Just(-hi), -hi..=hi].prop_map(|x| x as i32);
+            (prop::collection::vec(c.clone(), d), prop::collection::vec(c, d))
+        }),
+    ) {
+        let (a, b) = pair;
+        let simd = distance::narrow_kernels();
+        let scalar = distance::narrow_kernels_with(true);
+        let dim = a.len() as u32;
+        let (ma, mb) = (distance::max_abs(&a), distance::max_abs(&b));
+        if Bound::new(Metric::L2, dim, ma, mb).is_narrow() {
+            prop_assert_eq!((simd.l2)(&a, &b), (scalar.l2)(&a, &b));
+            prop_assert_eq!((scalar.l2)(&a, &b) as i128, naive_distance(Metric::L2, &a, &b));
+        }
+        if Bound::new(Metric::InnerProduct, dim, ma, mb).is_narrow() {
+            prop_assert_eq!((simd.dot)(&a, &b), (scalar.dot)(&a, &b));
+            prop_assert_eq!(-((scalar.dot)(&a, &b) as i128), naive_distance(Metric::InnerProduct, &a, &b));
         }
     }
 

@@ -1,0 +1,511 @@
+//! A deterministic HNSW index over a collection's fixed-point vectors.
+//!
+//! Everything that a floating-point, randomised HNSW leaves to chance is fixed here:
+//!
+//! - **Levels** come from the record id: `level(id)` counts how many times a 64-bit hash of the
+//!   id falls below `2^64 / m^l`, which gives the usual geometric distribution
+//!   (`P(level >= l) = m^-l`) with no generator state.
+//! - **Distances** are exact integers ([`crate::distance`]), and every comparison orders by
+//!   `(distance, slot)`, so ties are broken by id everywhere: candidate heaps, result lists,
+//!   greedy descent, neighbour selection and pruning.
+//! - **Batch construction** proceeds in chunks of [`BUILD_CHUNK`] records. For each chunk, a pure
+//!   phase searches the graph as it stood before the chunk for every new record (this may run on
+//!   any number of threads; see [`crate::exec`]), then a sequential phase links the records in id
+//!   order, also considering the chunk's earlier records as candidates. The graph therefore
+//!   depends on the events alone, never on the thread count.
+//! - **Deletes** leave the node in the graph as a routing point (its vector stays); searches
+//!   never return it. Links to deleted nodes keep the graph connected, so recall of the live
+//!   records holds up (tested at 30% deleted).
+
+use alloc::collections::BinaryHeap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cmp::Reverse;
+
+use crate::codec::{DecodeError, Reader, Sink};
+use crate::distance::{self, Distance, NarrowKernels, UNIT_DOT};
+use crate::event::{HnswParams, Metric};
+use crate::exec::Executor;
+
+/// Highest layer a node can reach.
+pub const MAX_LEVEL: u8 = 16;
+/// Records whose candidates are searched against the same frozen graph (part of the format: a
+/// different chunk size builds a different graph).
+pub const BUILD_CHUNK: usize = 64;
+
+const LEVEL_SEED: u64 = 0x5641_4c4f_5249_4c56; // "VALORILV"
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The layer of record `id` in an index with parameter `m`.
+pub fn level_for(id: u64, m: u16) -> u8 {
+    let h = splitmix64(id ^ LEVEL_SEED);
+    let m = u64::from(m.max(2));
+    let mut threshold = u64::MAX / m;
+    let mut level = 0;
+    while h < threshold && level < MAX_LEVEL {
+        level += 1;
+        threshold /= m;
+    }
+    level
+}
+
+/// How distances are computed for one collection: its vectors, metric and kernels.
+pub(crate) struct Space<'a> {
+    pub vectors: &'a [i32],
+    pub dim: usize,
+    pub metric: Metric,
+    pub narrow: bool,
+    pub kernels: NarrowKernels,
+}
+
+impl Space<'_> {
+    #[inline]
+    pub fn vector(&self, slot: u32) -> &[i32] {
+        let start = slot as usize * self.dim;
+        &self.vectors[start..start + self.dim]
+    }
+
+    #[inline]
+    pub fn dist(&self, q: &[i32], slot: u32) -> Distance {
+        let v = self.vector(slot);
+        if self.narrow {
+            match self.metric {
+                Metric::L2 => i128::from((self.kernels.l2)(q, v)),
+                Metric::InnerProduct => -i128::from((self.kernels.dot)(q, v)),
+                Metric::Cosine => UNIT_DOT - i128::from((self.kernels.dot)(q, v)),
+            }
+        } else {
+            match self.metric {
+                Metric::L2 => distance::l2_sq_wide(q, v),
+                Metric::InnerProduct => -distance::dot_wide(q, v),
+                Metric::Cosine => UNIT_DOT - distance::dot_wide(q, v),
+            }
+        }
+    }
+}
+
+/// Reusable per-search memory. Keeping one per thread avoids allocating on every query.
+#[derive(Default)]
+pub struct SearchScratch {
+    marks: Vec<u32>,
+    epoch: u32,
+    candidates: BinaryHeap<Reverse<(Distance, u32)>>,
+    results: BinaryHeap<(Distance, u32)>,
+}
+
+impl SearchScratch {
+    /// Empty scratch space; it grows to the largest collection searched.
+    pub fn new() -> Self {
+        SearchScratch::default()
+    }
+
+    fn reset(&mut self, slots: usize) {
+        if self.marks.len() < slots {
+            self.marks.resize(slots, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+        self.candidates.clear();
+        self.results.clear();
+    }
+
+    /// Marks `slot` visited; returns whether it was new.
+    #[inline]
+    fn visit(&mut self, slot: u32) -> bool {
+        let m = &mut self.marks[slot as usize];
+        if *m == self.epoch {
+            false
+        } else {
+            *m = self.epoch;
+            true
+        }
+    }
+}
+
+/// The graph. Slots are record ids.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) struct Hnsw {
+    params: HnswParams,
+    /// Level of every slot.
+    levels: Vec<u8>,
+    /// Layer 0: per slot `[count, n_0 .. n_(m0-1)]`.
+    layer0: Vec<u32>,
+    /// Layers 1..=level: per slot, one `[count, n_0 .. n_(m-1)]` block per layer.
+    upper: Vec<Vec<u32>>,
+    entry: Option<u32>,
+    max_level: u8,
+}
+
+impl Hnsw {
+    pub fn new(params: HnswParams) -> Self {
+        Hnsw {
+            params,
+            levels: Vec::new(),
+            layer0: Vec::new(),
+            upper: Vec::new(),
+            entry: None,
+            max_level: 0,
+        }
+    }
+
+    pub fn params(&self) -> HnswParams {
+        self.params
+    }
+
+    fn m(&self) -> usize {
+        usize::from(self.params.m)
+    }
+
+    fn m0(&self) -> usize {
+        2 * self.m()
+    }
+
+    fn max_links(&self, layer: u8) -> usize {
+        if layer == 0 {
+            self.m0()
+        } else {
+            self.m()
+        }
+    }
+
+    fn slots(&self) -> usize {
+        self.levels.len()
+    }
+
+    #[inline]
+    fn neighbors(&self, slot: u32, layer: u8) -> &[u32] {
+        if layer == 0 {
+            let base = slot as usize * (self.m0() + 1);
+            let count = self.layer0[base] as usize;
+            &self.layer0[base + 1..base + 1 + count]
+        } else {
+            let base = (layer as usize - 1) * (self.m() + 1);
+            let block = &self.upper[slot as usize];
+            let count = block[base] as usize;
+            &block[base + 1..base + 1 + count]
+        }
+    }
+
+    fn set_neighbors(&mut self, slot: u32, layer: u8, list: &[u32]) {
+        let (m, m0) = (self.m(), self.m0());
+        let (block, base) = if layer == 0 {
+            (&mut self.layer0, slot as usize * (m0 + 1))
+        } else {
+            (
+                &mut self.upper[slot as usize],
+                (layer as usize - 1) * (m + 1),
+            )
+        };
+        let max = if layer == 0 { m0 } else { m };
+        block[base] = list.len() as u32;
+        block[base + 1..base + 1 + list.len()].copy_from_slice(list);
+        // Keep unused entries zero so equal graphs are equal in memory too.
+        block[base + 1 + list.len()..base + 1 + max].fill(0);
+    }
+
+    /// Adds an empty, unreachable node for the next slot.
+    fn push_node(&mut self, id: u64) {
+        let level = level_for(id, self.params.m);
+        self.levels.push(level);
+        self.layer0.extend(core::iter::repeat_n(0, self.m0() + 1));
+        self.upper
+            .push(vec![0; usize::from(level) * (self.m() + 1)]);
+    }
+
+    /// Greedy descent from the entry point to `stop_layer + 1`'s best node.
+    fn descend(&self, space: &Space<'_>, q: &[i32], stop_layer: u8) -> Option<(Distance, u32)> {
+        let entry = self.entry?;
+        let mut best = (space.dist(q, entry), entry);
+        let mut layer = self.max_level;
+        while layer > stop_layer {
+            loop {
+                let mut changed = false;
+                for &n in self.neighbors(best.1, layer) {
+                    let cand = (space.dist(q, n), n);
+                    if cand < best {
+                        best = cand;
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+            layer -= 1;
+        }
+        Some(best)
+    }
+
+    /// Best-first search of one layer. Returns up to `ef` accepted nodes, ascending by
+    /// (distance, slot). Nodes that `accept` refuses are traversed but not returned.
+    #[allow(clippy::too_many_arguments)] // each is a distinct input of the walk
+    fn search_layer(
+        &self,
+        space: &Space<'_>,
+        q: &[i32],
+        entries: &[(Distance, u32)],
+        ef: usize,
+        layer: u8,
+        accept: &dyn Fn(u32) -> bool,
+        scratch: &mut SearchScratch,
+    ) -> Vec<(Distance, u32)> {
+        scratch.reset(self.slots());
+        for &(d, e) in entries {
+            if scratch.visit(e) {
+                scratch.candidates.push(Reverse((d, e)));
+                if accept(e) {
+                    scratch.results.push((d, e));
+                    if scratch.results.len() > ef {
+                        scratch.results.pop();
+                    }
+                }
+            }
+        }
+        while let Some(Reverse(c)) = scratch.candidates.pop() {
+            if scratch.results.len() >= ef && scratch.results.peek().is_some_and(|w| c > *w) {
+                break;
+            }
+            for &n in self.neighbors(c.1, layer) {
+                if !scratch.visit(n) {
+                    continue;
+                }
+                let cand = (space.dist(q, n), n);
+                let full = scratch.results.len() >= ef;
+                if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
+                    scratch.candidates.push(Reverse(cand));
+                    if accept(n) {
+                        scratch.results.push(cand);
+                        if scratch.results.len() > ef {
+                            scratch.results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut out: Vec<(Distance, u32)> = scratch.results.drain().collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Approximate `k` nearest accepted nodes to `q`, ascending by (distance, slot).
+    pub fn search(
+        &self,
+        space: &Space<'_>,
+        q: &[i32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+        scratch: &mut SearchScratch,
+    ) -> Vec<(Distance, u32)> {
+        let Some(start) = self.descend(space, q, 0) else {
+            return Vec::new();
+        };
+        let mut out = self.search_layer(space, q, &[start], ef.max(k), 0, accept, scratch);
+        out.truncate(k);
+        out
+    }
+
+    /// The neighbour-selection heuristic: walk candidates nearest first and keep one unless an
+    /// already kept neighbour is closer to it than the base is. `candidates` must be sorted.
+    fn select(&self, space: &Space<'_>, candidates: &[(Distance, u32)], max: usize) -> Vec<u32> {
+        let mut kept: Vec<u32> = Vec::with_capacity(max);
+        for &(d, c) in candidates {
+            if kept.len() >= max {
+                break;
+            }
+            let v = space.vector(c);
+            if kept.iter().all(|&s| space.dist(v, s) >= d) {
+                kept.push(c);
+            }
+        }
+        kept
+    }
+
+    /// Candidate lists, per layer from `min(level, max_level)` down to 0, for a node that is
+    /// not yet linked: a pure function of the frozen graph, run in parallel.
+    fn find_candidates(
+        &self,
+        space: &Space<'_>,
+        slot: u32,
+        scratch: &mut SearchScratch,
+    ) -> Vec<Vec<(Distance, u32)>> {
+        let level = self.levels[slot as usize];
+        let q = space.vector(slot);
+        let Some(entry) = self.entry else {
+            return Vec::new();
+        };
+        let top = level.min(self.max_level);
+        let mut entries = vec![self
+            .descend(space, q, top)
+            .unwrap_or((space.dist(q, entry), entry))];
+        let mut per_layer = vec![Vec::new(); usize::from(top) + 1];
+        let ef = usize::from(self.params.ef_construction);
+        for layer in (0..=top).rev() {
+            let found = self.search_layer(space, q, &entries, ef, layer, &|_| true, scratch);
+            entries.clone_from(&found);
+            per_layer[usize::from(layer)] = found;
+        }
+        per_layer
+    }
+
+    /// Indexes slots `start..end` (their vectors already in `space`), in chunks.
+    pub fn insert_batch<E: Executor>(&mut self, space: &Space<'_>, start: u64, end: u64, exec: &E) {
+        let mut scratches: Vec<SearchScratch> = (0..exec.threads().max(1))
+            .map(|_| SearchScratch::new())
+            .collect();
+        let mut chunk_start = start;
+        while chunk_start < end {
+            let chunk_end = (chunk_start + BUILD_CHUNK as u64).min(end);
+            for id in chunk_start..chunk_end {
+                self.push_node(id);
+            }
+            let frozen = &*self;
+            let first = chunk_start as u32;
+            let found = exec.map(
+                (chunk_end - chunk_start) as usize,
+                &mut scratches,
+                |scratch, i| {
+                    let slot = first + i as u32;
+                    let mut layers = frozen.find_candidates(space, slot, scratch);
+                    // Earlier records of the same chunk are candidates too.
+                    let level = frozen.levels[slot as usize];
+                    let q = space.vector(slot);
+                    if layers.len() < usize::from(level) + 1 {
+                        layers.resize(usize::from(level) + 1, Vec::new());
+                    }
+                    for other in first..slot {
+                        let other_level = frozen.levels[other as usize];
+                        let d = space.dist(q, other);
+                        for layer in layers
+                            .iter_mut()
+                            .take(usize::from(other_level.min(level)) + 1)
+                        {
+                            layer.push((d, other));
+                        }
+                    }
+                    for layer in &mut layers {
+                        layer.sort_unstable();
+                    }
+                    layers
+                },
+            );
+            for (i, layers) in found.into_iter().enumerate() {
+                self.link(space, first + i as u32, &layers);
+            }
+            chunk_start = chunk_end;
+        }
+    }
+
+    /// Links a node to its selected neighbours and back, pruning overfull lists.
+    fn link(&mut self, space: &Space<'_>, slot: u32, layers: &[Vec<(Distance, u32)>]) {
+        let level = self.levels[slot as usize];
+        for (layer, candidates) in layers.iter().enumerate() {
+            let layer = layer as u8;
+            let chosen = self.select(space, candidates, self.m());
+            self.set_neighbors(slot, layer, &chosen);
+            let max = self.max_links(layer);
+            for &n in &chosen {
+                let current = self.neighbors(n, layer);
+                if current.len() < max {
+                    let mut list = current.to_vec();
+                    list.push(slot);
+                    self.set_neighbors(n, layer, &list);
+                } else {
+                    let base = space.vector(n);
+                    let mut cands: Vec<(Distance, u32)> = current
+                        .iter()
+                        .chain(core::iter::once(&slot))
+                        .map(|&c| (space.dist(base, c), c))
+                        .collect();
+                    cands.sort_unstable();
+                    let kept = self.select(space, &cands, max);
+                    self.set_neighbors(n, layer, &kept);
+                }
+            }
+        }
+        if self.entry.is_none() || level > self.max_level {
+            self.entry = Some(slot);
+            self.max_level = level;
+        }
+    }
+
+    /// Canonical encoding: entry point, then per slot its level and its neighbour lists.
+    pub fn encode(&self, out: &mut impl Sink) {
+        match self.entry {
+            None => out.put_u8(0),
+            Some(e) => {
+                out.put_u8(1);
+                out.put_u32(e);
+            }
+        }
+        out.put_u8(self.max_level);
+        for slot in 0..self.slots() as u32 {
+            let level = self.levels[slot as usize];
+            out.put_u8(level);
+            for layer in 0..=level {
+                let list = self.neighbors(slot, layer);
+                out.put_u8(list.len() as u8);
+                for &n in list {
+                    out.put_u32(n);
+                }
+            }
+        }
+    }
+
+    /// Decodes [`Hnsw::encode`]'s output for `slots` records, checking every invariant.
+    pub fn decode(params: HnswParams, slots: u64, r: &mut Reader<'_>) -> Result<Hnsw, DecodeError> {
+        let mut h = Hnsw::new(params);
+        let entry = match r.u8()? {
+            0 => None,
+            1 => Some(r.u32()?),
+            tag => return Err(DecodeError::UnknownTag { what: "entry", tag }),
+        };
+        let max_level = r.u8()?;
+        for id in 0..slots {
+            h.push_node(id);
+        }
+        let mut list = Vec::new();
+        for slot in 0..slots as u32 {
+            let level = r.u8()?;
+            if level != h.levels[slot as usize] {
+                return Err(DecodeError::Invalid(
+                    "index level differs from the id's level",
+                ));
+            }
+            for layer in 0..=level {
+                let count = usize::from(r.u8()?);
+                if count > h.max_links(layer) {
+                    return Err(DecodeError::Invalid("index neighbour list too long"));
+                }
+                list.clear();
+                for _ in 0..count {
+                    let n = r.u32()?;
+                    if u64::from(n) >= slots || h.levels[n as usize] < layer || n == slot {
+                        return Err(DecodeError::Invalid("index neighbour out of range"));
+                    }
+                    list.push(n);
+                }
+                h.set_neighbors(slot, layer, &list);
+            }
+        }
+        let top = h.levels.iter().copied().max();
+        match (entry, top) {
+            (None, None) => {}
+            (Some(e), Some(t))
+                if u64::from(e) < slots && h.levels[e as usize] == t && max_level == t => {}
+            _ => return Err(DecodeError::Invalid("index entry point")),
+        }
+        h.entry = entry;
+        h.max_level = max_level;
+        Ok(h)
+    }
+}
