@@ -9,6 +9,7 @@ use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
 
 use crate::codec::{DecodeError, Reader, Sink};
+use crate::compact;
 use crate::distance::{self, Bound, Distance};
 use crate::error::Error;
 use crate::event::{decode_spec, encode_spec, CollectionSpec, IndexSpec, Metric, NewRecord};
@@ -60,6 +61,13 @@ pub struct Collection {
     pub(crate) index: Option<Hnsw>,
     /// Live ids per tag, ascending: derived from `tags` and `live`, never encoded.
     pub(crate) postings: BTreeMap<u64, Vec<u32>>,
+    /// OR of every stored component's bits: its trailing zeros say when the compact copy is
+    /// exact.
+    pub(crate) or_bits: u32,
+    /// The compact copy the index walks (empty for flat collections): derived, never encoded.
+    pub(crate) compact: Vec<i16>,
+    /// `(shift, exact)` of the compact copy (see [`crate::compact`]).
+    pub(crate) compact_params: (u32, bool),
 }
 
 impl Collection {
@@ -71,6 +79,9 @@ impl Collection {
         Collection {
             index,
             postings: BTreeMap::new(),
+            or_bits: 0,
+            compact: Vec::new(),
+            compact_params: (0, true),
             spec,
             next_id: 0,
             vectors: Vec::new(),
@@ -186,26 +197,34 @@ impl Collection {
         }
         let end = self.next_id;
         if let Some(mut index) = self.index.take() {
+            self.refresh_compact(first);
             index.insert_batch(&self.space(), first, end, exec);
             self.index = Some(index);
         }
         first
     }
 
-    /// The distance context of this collection's stored vectors.
+    /// Brings the compact copy up to date after records from `first` on were stored:
+    /// re-quantises everything when the shift or exactness changed, else appends the new rows.
+    pub(crate) fn refresh_compact(&mut self, first: u64) {
+        let params = compact::choose(self.max_abs, self.or_bits);
+        let from = if params != self.compact_params {
+            self.compact_params = params;
+            self.compact.clear();
+            0
+        } else {
+            first as usize * self.dim()
+        };
+        compact::quantize_into(&self.vectors[from..], params.0, &mut self.compact);
+    }
+
+    /// The index's distance context over the compact copy.
     pub(crate) fn space(&self) -> Space<'_> {
-        let bound = Bound::new(
-            self.spec.metric,
-            self.spec.dimension,
-            self.max_abs,
-            self.max_abs,
-        );
         Space {
-            vectors: &self.vectors,
+            compact: &self.compact,
             dim: self.dim(),
             metric: self.spec.metric,
-            narrow: bound.is_narrow(),
-            kernels: distance::narrow_kernels(),
+            kernels: compact::kernels_with(false),
         }
     }
 
@@ -221,6 +240,7 @@ impl Collection {
         let id = self.next_id;
         self.next_id += 1;
         self.max_abs = self.max_abs.max(distance::max_abs(stored));
+        self.or_bits |= stored.iter().fold(0, |acc, &x| acc | x as u32);
         self.vectors.extend_from_slice(stored);
         self.tags.push(tag);
         self.live.push(true);
@@ -262,11 +282,12 @@ impl Collection {
     /// Exact k nearest live records to `query` (stored form), optionally only those with
     /// `tag`, ordered by (distance, id).
     pub fn search_exact(&self, query: &[i32], k: usize, tag: Option<u64>) -> Vec<Hit> {
-        let space = self.space_for(query);
+        let bound = self.bound_for(query);
+        let metric = self.spec.metric;
         let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
         let mut consider = |id: u64| {
             let hit = Hit {
-                distance: space.dist(query, id as u32),
+                distance: distance::distance(metric, bound, query, self.slot(id)),
                 id,
             };
             if heap.len() < k {
@@ -287,13 +308,6 @@ impl Collection {
         heap.into_sorted_vec()
     }
 
-    /// The distance context for a particular query: its magnitude joins the bound.
-    fn space_for(&self, query: &[i32]) -> Space<'_> {
-        let mut space = self.space();
-        space.narrow = self.bound_for(query).is_narrow();
-        space
-    }
-
     /// The k nearest live records: through the index when there is one (`ef` candidates), else
     /// exactly. With a tag, only records carrying it, and as many as exist up to k: a tag with
     /// few records, or a filtered walk that comes back short, is answered by an exact scan of
@@ -310,20 +324,21 @@ impl Collection {
             return self.search_exact(query, k, tag);
         };
         let ef = ef.unwrap_or(usize::from(index.params().ef_search));
-        let space = self.space_for(query);
-        let to_hits = |found: Vec<(Distance, u32)>| -> Vec<Hit> {
-            found
-                .into_iter()
-                .map(|(distance, slot)| Hit {
-                    distance,
-                    id: u64::from(slot),
-                })
-                .collect()
-        };
-        match tag {
+        let (shift, exact) = self.compact_params;
+        let mut q = Vec::with_capacity(query.len());
+        compact::quantize_into(query, shift, &mut q);
+        // A query whose own low bits are not zero cannot use the exact conversion.
+        let exact = exact
+            && query
+                .iter()
+                .fold(0u32, |a, &x| a | x as u32)
+                .trailing_zeros()
+                >= shift;
+        let space = self.space();
+        let found = match tag {
             None => {
                 let live = |s: u32| self.live[s as usize];
-                to_hits(index.search(&space, query, k, ef, &live, scratch))
+                index.search(&space, &q, k, ef, &live, scratch)
             }
             Some(t) => {
                 let count = self.postings.get(&t).map_or(0, |l| l.len() as u64);
@@ -331,13 +346,47 @@ impl Collection {
                     return self.search_exact(query, k, tag);
                 }
                 let accept = |s: u32| self.live[s as usize] && self.tags[s as usize] == t;
-                let found = index.search(&space, query, k, ef, &accept, scratch);
+                let found = index.search(&space, &q, k, ef, &accept, scratch);
                 if (found.len() as u64) < count.min(k as u64) {
                     return self.search_exact(query, k, tag);
                 }
-                to_hits(found)
+                found
             }
+        };
+        self.finish(query, found, k, exact)
+    }
+
+    /// Turns compact results into exact hits: by scaling when the compact copy is exact for
+    /// this query, else by re-ranking every candidate with the full-width distance.
+    fn finish(&self, query: &[i32], found: Vec<(i64, u32)>, k: usize, exact: bool) -> Vec<Hit> {
+        let metric = self.spec.metric;
+        if exact {
+            let shift = 2 * self.compact_params.0;
+            let base = if metric == Metric::Cosine {
+                distance::UNIT_DOT
+            } else {
+                0
+            };
+            return found
+                .into_iter()
+                .take(k)
+                .map(|(d, slot)| Hit {
+                    distance: base + (i128::from(d) << shift),
+                    id: u64::from(slot),
+                })
+                .collect();
         }
+        let bound = self.bound_for(query);
+        let mut hits: Vec<Hit> = found
+            .into_iter()
+            .map(|(_, slot)| Hit {
+                distance: distance::distance(metric, bound, query, self.slot(u64::from(slot))),
+                id: u64::from(slot),
+            })
+            .collect();
+        hits.sort_unstable();
+        hits.truncate(k);
+        hits
     }
 
     /// Canonical encoding: spec, then every slot in id order: a live flag, and for a live
@@ -404,6 +453,7 @@ impl Collection {
         }
         if let IndexSpec::Hnsw(p) = c.spec.index {
             c.index = Some(Hnsw::decode(p, slots, r)?);
+            c.refresh_compact(0);
         }
         Ok(c)
     }

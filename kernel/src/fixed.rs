@@ -60,6 +60,7 @@ impl Fixed {
     }
 
     /// Converts an `f32` exactly (see the module documentation for the rules).
+    #[inline]
     pub fn from_f32(x: f32) -> Result<Fixed, FixedError> {
         let bits = x.to_bits();
         let negative = bits >> 31 == 1;
@@ -98,16 +99,18 @@ impl Fixed {
 }
 
 /// Converts `(-1)^negative * mantissa * 2^exp2` to Q16.16, rounding half to even.
+/// `mantissa < 2^53`.
+#[inline]
 fn from_parts(negative: bool, mantissa: u64, exp2: i32) -> Result<Fixed, FixedError> {
     if mantissa == 0 {
         return Ok(Fixed(0));
     }
-    let mantissa = u128::from(mantissa);
     // The raw value is mantissa * 2^(exp2 + 16).
     let shift = exp2 + FRAC_BITS as i32;
-    let magnitude: u128 = if shift >= 0 {
-        // mantissa >= 1, so anything shifted by 32 or more is at least 2^32: out of range.
-        if shift >= 32 {
+    let magnitude: u64 = if shift >= 0 {
+        // mantissa >= 1, so a shift of 32 or more gives at least 2^32: out of range. Below
+        // that, any bit at or above position 63 - shift would also land at 2^63 or beyond.
+        if shift >= 32 || mantissa >> (63 - shift) != 0 {
             return Err(FixedError::OutOfRange);
         }
         mantissa << shift
@@ -118,8 +121,8 @@ fn from_parts(negative: bool, mantissa: u64, exp2: i32) -> Result<Fixed, FixedEr
             0
         } else {
             let quotient = mantissa >> right;
-            let remainder = mantissa & ((1u128 << right) - 1);
-            let half = 1u128 << (right - 1);
+            let remainder = mantissa & ((1u64 << right) - 1);
+            let half = 1u64 << (right - 1);
             if remainder > half || (remainder == half && quotient & 1 == 1) {
                 quotient + 1
             } else {
@@ -127,18 +130,17 @@ fn from_parts(negative: bool, mantissa: u64, exp2: i32) -> Result<Fixed, FixedEr
             }
         }
     };
-    let raw = if negative {
+    if negative {
         if magnitude > 1 << 31 {
             return Err(FixedError::OutOfRange);
         }
-        -(magnitude as i64)
+        Ok(Fixed((magnitude as i64).wrapping_neg() as i32))
     } else {
-        if magnitude > i32::MAX as u128 {
+        if magnitude > i32::MAX as u64 {
             return Err(FixedError::OutOfRange);
         }
-        magnitude as i64
-    };
-    Ok(Fixed(raw as i32))
+        Ok(Fixed(magnitude as i32))
+    }
 }
 
 /// Converts a slice of `f32` into Q16.16, reporting the index of the first bad component.

@@ -5,7 +5,7 @@
 //! - **Levels** come from the record id: `level(id)` counts how many times a 64-bit hash of the
 //!   id falls below `2^64 / m^l`, which gives the usual geometric distribution
 //!   (`P(level >= l) = m^-l`) with no generator state.
-//! - **Distances** are exact integers ([`crate::distance`]), and every comparison orders by
+//! - **Ds** are exact integers ([`crate::distance`]), and every comparison orders by
 //!   `(distance, slot)`, so ties are broken by id everywhere: candidate heaps, result lists,
 //!   greedy descent, neighbour selection and pruning.
 //! - **Batch construction** proceeds in chunks of [`BUILD_CHUNK`] records. For each chunk, a pure
@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::distance::{self, Distance, NarrowKernels, UNIT_DOT};
+use crate::compact::{prefetch, CompactKernels};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
 
@@ -55,48 +55,44 @@ pub fn level_for(id: u64, m: u16) -> u8 {
     level
 }
 
-/// How distances are computed for one collection: its vectors, metric and kernels.
+/// How the index measures distance: over the collection's compact vectors
+/// ([`crate::compact`]). For L2 the compact squared distance, for the dot-product metrics the
+/// negated compact dot product: both order candidates as the full distance would (exactly, in
+/// the compact copy's exact mode).
 pub(crate) struct Space<'a> {
-    pub vectors: &'a [i32],
+    pub compact: &'a [i16],
     pub dim: usize,
     pub metric: Metric,
-    pub narrow: bool,
-    pub kernels: NarrowKernels,
+    pub kernels: CompactKernels,
 }
 
 impl Space<'_> {
     #[inline]
-    pub fn vector(&self, slot: u32) -> &[i32] {
+    pub fn vector(&self, slot: u32) -> &[i16] {
         let start = slot as usize * self.dim;
-        &self.vectors[start..start + self.dim]
+        &self.compact[start..start + self.dim]
     }
 
     #[inline]
-    pub fn dist(&self, q: &[i32], slot: u32) -> Distance {
+    pub fn dist(&self, q: &[i16], slot: u32) -> D {
         let v = self.vector(slot);
-        if self.narrow {
-            match self.metric {
-                Metric::L2 => i128::from((self.kernels.l2)(q, v)),
-                Metric::InnerProduct => -i128::from((self.kernels.dot)(q, v)),
-                Metric::Cosine => UNIT_DOT - i128::from((self.kernels.dot)(q, v)),
-            }
-        } else {
-            match self.metric {
-                Metric::L2 => distance::l2_sq_wide(q, v),
-                Metric::InnerProduct => -distance::dot_wide(q, v),
-                Metric::Cosine => UNIT_DOT - distance::dot_wide(q, v),
-            }
+        match self.metric {
+            Metric::L2 => (self.kernels.l2)(q, v),
+            Metric::InnerProduct | Metric::Cosine => -(self.kernels.dot)(q, v),
         }
     }
 }
+
+/// A compact distance (see [`Space`]).
+pub type D = i64;
 
 /// Reusable per-search memory. Keeping one per thread avoids allocating on every query.
 #[derive(Default)]
 pub struct SearchScratch {
     marks: Vec<u32>,
     epoch: u32,
-    candidates: BinaryHeap<Reverse<(Distance, u32)>>,
-    results: BinaryHeap<(Distance, u32)>,
+    candidates: BinaryHeap<Reverse<(D, u32)>>,
+    results: BinaryHeap<(D, u32)>,
 }
 
 impl SearchScratch {
@@ -222,7 +218,7 @@ impl Hnsw {
     }
 
     /// Greedy descent from the entry point to `stop_layer + 1`'s best node.
-    fn descend(&self, space: &Space<'_>, q: &[i32], stop_layer: u8) -> Option<(Distance, u32)> {
+    fn descend(&self, space: &Space<'_>, q: &[i16], stop_layer: u8) -> Option<(D, u32)> {
         let entry = self.entry?;
         let mut best = (space.dist(q, entry), entry);
         let mut layer = self.max_level;
@@ -251,13 +247,13 @@ impl Hnsw {
     fn search_layer(
         &self,
         space: &Space<'_>,
-        q: &[i32],
-        entries: &[(Distance, u32)],
+        q: &[i16],
+        entries: &[(D, u32)],
         ef: usize,
         layer: u8,
         accept: &dyn Fn(u32) -> bool,
         scratch: &mut SearchScratch,
-    ) -> Vec<(Distance, u32)> {
+    ) -> Vec<(D, u32)> {
         scratch.reset(self.slots());
         for &(d, e) in entries {
             if scratch.visit(e) {
@@ -274,7 +270,11 @@ impl Hnsw {
             if scratch.results.len() >= ef && scratch.results.peek().is_some_and(|w| c > *w) {
                 break;
             }
-            for &n in self.neighbors(c.1, layer) {
+            let neighbors = self.neighbors(c.1, layer);
+            for (j, &n) in neighbors.iter().enumerate() {
+                if let Some(&next) = neighbors.get(j + 1) {
+                    prefetch(space.vector(next));
+                }
                 if !scratch.visit(n) {
                     continue;
                 }
@@ -291,32 +291,31 @@ impl Hnsw {
                 }
             }
         }
-        let mut out: Vec<(Distance, u32)> = scratch.results.drain().collect();
+        let mut out: Vec<(D, u32)> = scratch.results.drain().collect();
         out.sort_unstable();
         out
     }
 
-    /// Approximate `k` nearest accepted nodes to `q`, ascending by (distance, slot).
+    /// Approximate nearest accepted nodes to `q`: up to `max(ef, k)`, ascending by (compact
+    /// distance, slot). The caller keeps the first `k` (after re-ranking, in approximate mode).
     pub fn search(
         &self,
         space: &Space<'_>,
-        q: &[i32],
+        q: &[i16],
         k: usize,
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
         scratch: &mut SearchScratch,
-    ) -> Vec<(Distance, u32)> {
+    ) -> Vec<(D, u32)> {
         let Some(start) = self.descend(space, q, 0) else {
             return Vec::new();
         };
-        let mut out = self.search_layer(space, q, &[start], ef.max(k), 0, accept, scratch);
-        out.truncate(k);
-        out
+        self.search_layer(space, q, &[start], ef.max(k), 0, accept, scratch)
     }
 
     /// The neighbour-selection heuristic: walk candidates nearest first and keep one unless an
     /// already kept neighbour is closer to it than the base is. `candidates` must be sorted.
-    fn select(&self, space: &Space<'_>, candidates: &[(Distance, u32)], max: usize) -> Vec<u32> {
+    fn select(&self, space: &Space<'_>, candidates: &[(D, u32)], max: usize) -> Vec<u32> {
         let mut kept: Vec<u32> = Vec::with_capacity(max);
         for &(d, c) in candidates {
             if kept.len() >= max {
@@ -337,7 +336,7 @@ impl Hnsw {
         space: &Space<'_>,
         slot: u32,
         scratch: &mut SearchScratch,
-    ) -> Vec<Vec<(Distance, u32)>> {
+    ) -> Vec<Vec<(D, u32)>> {
         let level = self.levels[slot as usize];
         let q = space.vector(slot);
         let Some(entry) = self.entry else {
@@ -357,7 +356,18 @@ impl Hnsw {
         per_layer
     }
 
-    /// Indexes slots `start..end` (their vectors already in `space`), in chunks.
+    /// Indexes slots `start..end` (their vectors already in `space`), in chunks of
+    /// [`BUILD_CHUNK`]. Per chunk:
+    ///
+    /// 1. (parallel, per new node) search the frozen graph for candidates on each layer, add
+    ///    the chunk's earlier nodes as candidates, and select the node's neighbours;
+    /// 2. (sequential, id order) install the new nodes' lists and the entry point, and gather
+    ///    for every existing list the new nodes that link back to it;
+    /// 3. (parallel, per touched list) merge each list with its incoming links, pruning with the
+    ///    selection heuristic when it overflows; then install the results.
+    ///
+    /// Each parallel task reads only state frozen before its phase, and results are installed
+    /// in a fixed order, so the graph does not depend on the executor.
     pub fn insert_batch<E: Executor>(&mut self, space: &Space<'_>, start: u64, end: u64, exec: &E) {
         let mut scratches: Vec<SearchScratch> = (0..exec.threads().max(1))
             .map(|_| SearchScratch::new())
@@ -368,73 +378,86 @@ impl Hnsw {
             for id in chunk_start..chunk_end {
                 self.push_node(id);
             }
-            let frozen = &*self;
             let first = chunk_start as u32;
-            let found = exec.map(
-                (chunk_end - chunk_start) as usize,
-                &mut scratches,
-                |scratch, i| {
-                    let slot = first + i as u32;
-                    let mut layers = frozen.find_candidates(space, slot, scratch);
-                    // Earlier records of the same chunk are candidates too.
-                    let level = frozen.levels[slot as usize];
-                    let q = space.vector(slot);
-                    if layers.len() < usize::from(level) + 1 {
-                        layers.resize(usize::from(level) + 1, Vec::new());
-                    }
-                    for other in first..slot {
-                        let other_level = frozen.levels[other as usize];
-                        let d = space.dist(q, other);
-                        for layer in layers
-                            .iter_mut()
-                            .take(usize::from(other_level.min(level)) + 1)
-                        {
-                            layer.push((d, other));
-                        }
-                    }
-                    for layer in &mut layers {
-                        layer.sort_unstable();
-                    }
-                    layers
-                },
-            );
-            for (i, layers) in found.into_iter().enumerate() {
-                self.link(space, first + i as u32, &layers);
-            }
-            chunk_start = chunk_end;
-        }
-    }
+            let count = (chunk_end - chunk_start) as usize;
 
-    /// Links a node to its selected neighbours and back, pruning overfull lists.
-    fn link(&mut self, space: &Space<'_>, slot: u32, layers: &[Vec<(Distance, u32)>]) {
-        let level = self.levels[slot as usize];
-        for (layer, candidates) in layers.iter().enumerate() {
-            let layer = layer as u8;
-            let chosen = self.select(space, candidates, self.m());
-            self.set_neighbors(slot, layer, &chosen);
-            let max = self.max_links(layer);
-            for &n in &chosen {
-                let current = self.neighbors(n, layer);
-                if current.len() < max {
-                    let mut list = current.to_vec();
-                    list.push(slot);
-                    self.set_neighbors(n, layer, &list);
-                } else {
-                    let base = space.vector(n);
-                    let mut cands: Vec<(Distance, u32)> = current
-                        .iter()
-                        .chain(core::iter::once(&slot))
-                        .map(|&c| (space.dist(base, c), c))
-                        .collect();
-                    cands.sort_unstable();
-                    let kept = self.select(space, &cands, max);
-                    self.set_neighbors(n, layer, &kept);
+            // Phase 1: candidates and selection, per new node.
+            let frozen = &*self;
+            let chosen: Vec<Vec<Vec<u32>>> = exec.map(count, &mut scratches, |scratch, i| {
+                let slot = first + i as u32;
+                let level = frozen.levels[slot as usize];
+                let mut layers = frozen.find_candidates(space, slot, scratch);
+                layers.resize(usize::from(level) + 1, Vec::new());
+                let q = space.vector(slot);
+                for other in first..slot {
+                    let other_level = frozen.levels[other as usize];
+                    let d = space.dist(q, other);
+                    for layer in layers
+                        .iter_mut()
+                        .take(usize::from(other_level.min(level)) + 1)
+                    {
+                        layer.push((d, other));
+                    }
+                }
+                layers
+                    .iter_mut()
+                    .map(|candidates| {
+                        candidates.sort_unstable();
+                        candidates.dedup();
+                        frozen.select(space, candidates, frozen.m())
+                    })
+                    .collect()
+            });
+
+            // Phase 2: install the new lists; gather back links as (target, layer, new node),
+            // which sorts into one group per touched list.
+            let mut back: Vec<(u32, u8, u32)> = Vec::new();
+            for (i, layers) in chosen.iter().enumerate() {
+                let slot = first + i as u32;
+                for (layer, list) in layers.iter().enumerate() {
+                    self.set_neighbors(slot, layer as u8, list);
+                    back.extend(list.iter().map(|&n| (n, layer as u8, slot)));
+                }
+                let level = self.levels[slot as usize];
+                if self.entry.is_none() || level > self.max_level {
+                    self.entry = Some(slot);
+                    self.max_level = level;
                 }
             }
-        }
-        if self.entry.is_none() || level > self.max_level {
-            self.entry = Some(slot);
-            self.max_level = level;
+            back.sort_unstable();
+            let mut groups: Vec<(u32, u8, core::ops::Range<usize>)> = Vec::new();
+            for (i, &(target, layer, _)) in back.iter().enumerate() {
+                match groups.last_mut() {
+                    Some((t, l, range)) if *t == target && *l == layer => range.end = i + 1,
+                    _ => groups.push((target, layer, i..i + 1)),
+                }
+            }
+
+            // Phase 3: merge and prune each touched list.
+            let frozen = &*self;
+            let merged: Vec<Vec<u32>> = exec.map(groups.len(), &mut scratches, |_, g| {
+                let (target, layer, ref range) = groups[g];
+                let current = frozen.neighbors(target, layer);
+                let incoming = back[range.clone()].iter().map(|&(_, _, slot)| slot);
+                let max = frozen.max_links(layer);
+                if current.len() + range.len() <= max {
+                    return current.iter().copied().chain(incoming).collect();
+                }
+                let base = space.vector(target);
+                let mut candidates: Vec<(D, u32)> = current
+                    .iter()
+                    .copied()
+                    .chain(incoming)
+                    .map(|c| (space.dist(base, c), c))
+                    .collect();
+                candidates.sort_unstable();
+                candidates.dedup();
+                frozen.select(space, &candidates, max)
+            });
+            for ((target, layer, _), list) in groups.iter().zip(&merged) {
+                self.set_neighbors(*target, *layer, list);
+            }
+            chunk_start = chunk_end;
         }
     }
 

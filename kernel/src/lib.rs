@@ -41,6 +41,7 @@ extern crate std;
 
 pub mod codec;
 pub mod collection;
+pub mod compact;
 pub mod distance;
 pub mod error;
 pub mod event;

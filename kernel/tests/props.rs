@@ -1,6 +1,7 @@
 //! Property tests of the kernel's determinism rules.
 
 use proptest::prelude::*;
+use valori_kernel::compact;
 use valori_kernel::distance::{self, Bound};
 use valori_kernel::{
     CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, RecordRef,
@@ -348,6 +349,41 @@ proptest! {
         if Bound::new(Metric::InnerProduct, dim, ma, mb).is_narrow() {
             prop_assert_eq!((simd.dot)(&a, &b), (scalar.dot)(&a, &b));
             prop_assert_eq!(-((scalar.dot)(&a, &b) as i128), naive_distance(Metric::InnerProduct, &a, &b));
+        }
+    }
+
+    /// The 16-bit SIMD kernels of the compact copy equal the scalar ones, over the whole
+    /// compact range [-2^13, 2^13).
+    #[test]
+    fn compact_simd_equals_scalar(
+        pair in (1usize..300).prop_flat_map(|d| {
+            let c = prop_oneof![Just(-8192i16), Just(8191i16), -8192i16..8192];
+            (prop::collection::vec(c.clone(), d), prop::collection::vec(c, d))
+        }),
+    ) {
+        let (a, b) = pair;
+        let simd = compact::kernels_with(false);
+        let scalar = compact::kernels_with(true);
+        prop_assert_eq!((simd.l2)(&a, &b), (scalar.l2)(&a, &b));
+        prop_assert_eq!((simd.dot)(&a, &b), (scalar.dot)(&a, &b));
+        let wide: Vec<i32> = a.iter().map(|&x| i32::from(x)).collect();
+        let wide_b: Vec<i32> = b.iter().map(|&x| i32::from(x)).collect();
+        prop_assert_eq!((scalar.l2)(&a, &b) as i128, naive_distance(Metric::L2, &wide, &wide_b));
+    }
+
+    /// Quantisation keeps every stored value inside the compact range.
+    #[test]
+    fn compact_range(v in prop::collection::vec(component(), 1..50)) {
+        let max = distance::max_abs(&v);
+        let bits = v.iter().fold(0u32, |a, &x| a | x as u32);
+        let (shift, exact) = compact::choose(max, bits);
+        let mut out = Vec::new();
+        compact::quantize_into(&v, shift, &mut out);
+        for (&c, &x) in out.iter().zip(&v) {
+            prop_assert!((-8192..8192).contains(&c), "{} from {}", c, x);
+            if exact {
+                prop_assert_eq!(i64::from(c) << shift, i64::from(x));
+            }
         }
     }
 

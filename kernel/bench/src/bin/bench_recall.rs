@@ -1,0 +1,86 @@
+//! Recall, latency and build speed of the HNSW index.
+//!
+//! `cargo run --release --bin bench_recall -- --synthetic 100000 [--json]`
+//! `cargo run --release --bin bench_recall -- /path/to/dataset_dir [--json]`
+
+use std::time::Instant;
+
+use valori_bench::*;
+
+fn main() {
+    let args = Args::parse("bench_recall");
+    let data = load(&args).unwrap_or_else(|e| {
+        eprintln!("bench_recall: {e}");
+        std::process::exit(1)
+    });
+    let base = to_fixed(&data.base);
+    let queries = to_fixed(&data.queries);
+    let rss_before = rss_bytes();
+    let (kernel, build_seconds) = build(&base, None, &args);
+    let rss_after = rss_bytes();
+    let truth = match data.groundtruth {
+        Some(gt) => gt,
+        None => {
+            let t = Instant::now();
+            let gt = exact_ground_truth(&kernel, "bench", &queries, 100, None, args.threads);
+            eprintln!(
+                "exact ground truth computed in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            gt
+        }
+    };
+    if let Some(dir) = &args.write_dataset {
+        write_dataset(dir, &data.base, &data.queries, &truth).expect("write dataset");
+        eprintln!("wrote {}", dir.display());
+    }
+    let n = base.len();
+    println!("dataset: {}", data.name);
+    println!("machine: {}", machine());
+    println!(
+        "build: {n} vectors, m={} ef_construction={}, {} threads, {:.2}s, {:.0} vectors/s, memory {:.1} MiB",
+        args.m,
+        args.ef_construction,
+        args.threads,
+        build_seconds,
+        n as f64 / build_seconds,
+        (rss_after.saturating_sub(rss_before)) as f64 / 1048576.0
+    );
+    println!(
+        "{:>6} {:>10} {:>11} {:>10} {:>9} {:>9}",
+        "ef", "recall@1", "recall@10", "qps(1t)", "p50 ms", "p99 ms"
+    );
+    let mut rows = Vec::new();
+    for &ef in &args.ef {
+        let s = run_queries(&kernel, &queries, &truth, ef, None);
+        println!(
+            "{:>6} {:>10.4} {:>11.4} {:>10.0} {:>9.4} {:>9.4}",
+            s.ef, s.recall_at_1, s.recall_at_10, s.qps, s.p50_ms, s.p99_ms
+        );
+        rows.push(
+            Json::default()
+                .num("ef", f64::from(s.ef))
+                .num("recall_at_1", s.recall_at_1)
+                .num("recall_at_10", s.recall_at_10)
+                .num("qps", s.qps)
+                .num("p50_ms", s.p50_ms)
+                .num("p99_ms", s.p99_ms)
+                .finish(),
+        );
+    }
+    if args.json {
+        println!(
+            "{}",
+            Json::default()
+                .str("dataset", &data.name)
+                .str("machine", &machine())
+                .num("vectors", n as f64)
+                .num("threads", args.threads as f64)
+                .num("build_seconds", build_seconds)
+                .num("build_vectors_per_s", n as f64 / build_seconds)
+                .num("memory_bytes", rss_after.saturating_sub(rss_before) as f64)
+                .raw("runs", &format!("[{}]", rows.join(",")))
+                .finish()
+        );
+    }
+}

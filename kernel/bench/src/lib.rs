@@ -1,0 +1,571 @@
+//! Shared pieces of the benchmark programs: TEXMEX file readers and writers, a deterministic
+//! SIFT-shaped synthetic data set with exact ground truth, argument parsing, timing and output.
+//!
+//! Data sets are directories holding `base.fvecs` and `query.fvecs`, optionally
+//! `groundtruth.ivecs` (computed exactly when absent), `tags.u64` and `groundtruth_tag0.ivecs`.
+//! SIFT1M's own names (`sift_base.fvecs`, `sift_query.fvecs`, `sift_groundtruth.ivecs`) are
+//! accepted too, so `bench_recall /path/to/sift` works on the unpacked archive.
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use valori_kernel::exec::Threads;
+use valori_kernel::{
+    CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, SearchScratch,
+};
+
+/// Vectors stored row-major as f32, as read from a file or generated.
+pub struct Vectors {
+    /// Components, `n * dim`.
+    pub data: Vec<f32>,
+    /// Dimension.
+    pub dim: usize,
+}
+
+impl Vectors {
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dim.max(1)
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// Reads a `.fvecs` file (per vector: little-endian i32 dimension, then f32 values).
+pub fn read_fvecs(path: &Path, limit: Option<usize>) -> io::Result<Vectors> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    parse_vecs(&bytes, limit).map(|(data, dim)| Vectors {
+        data: data.into_iter().map(f32::from_bits).collect(),
+        dim,
+    })
+}
+
+/// Reads a `.ivecs` file into rows of ids.
+pub fn read_ivecs(path: &Path, limit: Option<usize>) -> io::Result<Vec<Vec<u32>>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    let (data, dim) = parse_vecs(&bytes, limit)?;
+    Ok(data.chunks(dim.max(1)).map(<[u32]>::to_vec).collect())
+}
+
+fn parse_vecs(bytes: &[u8], limit: Option<usize>) -> io::Result<(Vec<u32>, usize)> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    if bytes.len() < 4 {
+        return Ok((Vec::new(), 0));
+    }
+    let dim = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    if dim == 0 || dim > 1 << 16 {
+        return Err(bad("implausible dimension"));
+    }
+    let row = 4 + 4 * dim;
+    if bytes.len() % row != 0 {
+        return Err(bad("file length is not a whole number of vectors"));
+    }
+    let n = (bytes.len() / row).min(limit.unwrap_or(usize::MAX));
+    let mut out = Vec::with_capacity(n * dim);
+    for r in bytes.chunks_exact(row).take(n) {
+        if u32::from_le_bytes(r[..4].try_into().unwrap()) as usize != dim {
+            return Err(bad("vectors of different dimensions"));
+        }
+        out.extend(
+            r[4..]
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap())),
+        );
+    }
+    Ok((out, dim))
+}
+
+/// Writes rows in the `.fvecs`/`.ivecs` layout.
+pub fn write_vecs(path: &Path, rows: &[&[u32]]) -> io::Result<()> {
+    let mut out = io::BufWriter::new(std::fs::File::create(path)?);
+    for r in rows {
+        out.write_all(&(r.len() as u32).to_le_bytes())?;
+        for x in *r {
+            out.write_all(&x.to_le_bytes())?;
+        }
+    }
+    out.flush()
+}
+
+/// splitmix64: the deterministic generator behind the synthetic data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// A SIFT-shaped synthetic set: 128-d (or `dim`) integer components in 0..=255, drawn around
+/// 256 cluster centres whose spread varies per cluster and per dimension (SIFT descriptors are
+/// clustered and sparse-ish, not uniform). The same `(n, seed)` always gives the same vectors.
+pub fn synthetic(n: usize, dim: usize, seed: u64) -> Vectors {
+    let mut rng = Rng(0x5EED ^ (dim as u64) << 32);
+    let clusters = 256;
+    let centres: Vec<Vec<i64>> = (0..clusters)
+        .map(|_| {
+            (0..dim)
+                .map(|_| {
+                    // Many small components, a few large ones, like SIFT histograms.
+                    let r = rng.below(100);
+                    if r < 50 {
+                        rng.below(16) as i64
+                    } else if r < 85 {
+                        rng.below(64) as i64
+                    } else {
+                        rng.below(160) as i64
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let spreads: Vec<i64> = (0..clusters).map(|_| 4 + rng.below(20) as i64).collect();
+    let mut rng = Rng(seed);
+    let mut data = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let c = rng.below(clusters as u64) as usize;
+        let s = spreads[c];
+        for &x in &centres[c] {
+            // Sum of three uniforms: a bell-shaped offset of about +-1.5 spreads.
+            let noise: i64 =
+                (0..3).map(|_| rng.below(s as u64 + 1) as i64).sum::<i64>() - 3 * s / 2;
+            data.push((x + noise).clamp(0, 255) as f32);
+        }
+    }
+    Vectors { data, dim }
+}
+
+/// Converts every vector to Q16.16.
+pub fn to_fixed(v: &Vectors) -> Vec<Vec<Fixed>> {
+    (0..v.len())
+        .map(|i| {
+            valori_kernel::fixed::vector_from_f32(v.row(i))
+                .unwrap_or_else(|(j, e)| panic!("vector {i} component {j}: {e}"))
+        })
+        .collect()
+}
+
+/// Exact top-`k` ids per query by the kernel's exact integer distance (optionally within a
+/// tag), computed on `threads` threads.
+pub fn exact_ground_truth(
+    kernel: &Kernel,
+    collection: &str,
+    queries: &[Vec<Fixed>],
+    k: usize,
+    tag: Option<u64>,
+    threads: usize,
+) -> Vec<Vec<u32>> {
+    use valori_kernel::Executor;
+    let c = kernel.collection(collection).expect("collection");
+    let mut states = vec![(); threads.max(1)];
+    Threads::new(threads).map(queries.len(), &mut states, |_, i| {
+        let raw: Vec<i32> = queries[i].iter().map(|x| x.0).collect();
+        c.search_exact(&raw, k, tag)
+            .iter()
+            .map(|h| h.id as u32)
+            .collect()
+    })
+}
+
+/// Command-line options shared by the benchmark programs.
+pub struct Args {
+    /// Data set directory, unless synthetic.
+    pub dataset: Option<PathBuf>,
+    /// Number of synthetic base vectors.
+    pub synthetic: Option<usize>,
+    /// Queries to run (synthetic sets generate this many).
+    pub queries: usize,
+    /// Print one JSON object on the last line.
+    pub json: bool,
+    /// Threads for index construction.
+    pub threads: usize,
+    /// HNSW `m`.
+    pub m: u16,
+    /// HNSW `ef_construction`.
+    pub ef_construction: u16,
+    /// `ef` values to measure.
+    pub ef: Vec<u32>,
+    /// Records per insert event.
+    pub batch: usize,
+    /// Limit on base vectors read from a data set.
+    pub limit: Option<usize>,
+    /// Write the (synthetic) data set to this directory in TEXMEX format and exit.
+    pub write_dataset: Option<PathBuf>,
+}
+
+impl Args {
+    /// Parses `std::env::args`; prints usage and exits on error.
+    pub fn parse(program: &str) -> Args {
+        let mut a = Args {
+            dataset: None,
+            synthetic: None,
+            queries: 1000,
+            json: false,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            m: 16,
+            ef_construction: 200,
+            ef: vec![16, 32, 64, 128, 256],
+            batch: 10_000,
+            limit: None,
+            write_dataset: None,
+        };
+        let usage = || -> ! {
+            eprintln!(
+                "usage: {program} (DATASET_DIR | --synthetic N) [--queries Q] [--threads T] \
+                 [--m M] [--ef-construction E] [--ef 16,32,..] [--batch B] [--limit N] \
+                 [--write-dataset DIR] [--json]"
+            );
+            std::process::exit(2)
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let mut val = || it.next().unwrap_or_else(|| usage());
+            match arg.as_str() {
+                "--synthetic" => a.synthetic = Some(val().parse().unwrap_or_else(|_| usage())),
+                "--queries" => a.queries = val().parse().unwrap_or_else(|_| usage()),
+                "--threads" => a.threads = val().parse().unwrap_or_else(|_| usage()),
+                "--m" => a.m = val().parse().unwrap_or_else(|_| usage()),
+                "--ef-construction" => {
+                    a.ef_construction = val().parse().unwrap_or_else(|_| usage())
+                }
+                "--ef" => {
+                    a.ef = val()
+                        .split(',')
+                        .map(|x| x.parse().unwrap_or_else(|_| usage()))
+                        .collect()
+                }
+                "--batch" => a.batch = val().parse().unwrap_or_else(|_| usage()),
+                "--limit" => a.limit = Some(val().parse().unwrap_or_else(|_| usage())),
+                "--write-dataset" => a.write_dataset = Some(PathBuf::from(val())),
+                "--json" => a.json = true,
+                "-h" | "--help" => usage(),
+                s if !s.starts_with('-') && a.dataset.is_none() => a.dataset = Some(s.into()),
+                _ => usage(),
+            }
+        }
+        if a.dataset.is_none() == a.synthetic.is_none() {
+            usage();
+        }
+        a
+    }
+}
+
+/// A loaded data set.
+pub struct Dataset {
+    /// Human-readable description for the output.
+    pub name: String,
+    /// Base vectors.
+    pub base: Vectors,
+    /// Query vectors.
+    pub queries: Vectors,
+    /// Ground truth top ids per query, if the files have it.
+    pub groundtruth: Option<Vec<Vec<u32>>>,
+    /// Tag per base vector, if the files have them.
+    pub tags: Option<Vec<u64>>,
+    /// Ground truth among base vectors with tag 0, if present.
+    pub groundtruth_tag0: Option<Vec<Vec<u32>>>,
+}
+
+fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.exists())
+}
+
+/// Loads the data set the arguments name.
+pub fn load(args: &Args) -> io::Result<Dataset> {
+    if let Some(n) = args.synthetic {
+        let base = synthetic(n, 128, 1);
+        let queries = synthetic(args.queries, 128, 2);
+        return Ok(Dataset {
+            name: format!("synthetic SIFT-shaped {n} x 128 (clustered, seed 1)"),
+            base,
+            queries,
+            groundtruth: None,
+            tags: None,
+            groundtruth_tag0: None,
+        });
+    }
+    let dir = args.dataset.as_ref().expect("dataset");
+    let missing = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no {what} in {}", dir.display()),
+        )
+    };
+    let base_path =
+        find(dir, &["base.fvecs", "sift_base.fvecs"]).ok_or_else(|| missing("base.fvecs"))?;
+    let query_path =
+        find(dir, &["query.fvecs", "sift_query.fvecs"]).ok_or_else(|| missing("query.fvecs"))?;
+    let base = read_fvecs(&base_path, args.limit)?;
+    let queries = read_fvecs(&query_path, Some(args.queries))?;
+    // A ground truth file is only valid for the full base set.
+    let gt_valid = args.limit.is_none();
+    let groundtruth = match find(dir, &["groundtruth.ivecs", "sift_groundtruth.ivecs"]) {
+        Some(p) if gt_valid => Some(read_ivecs(&p, Some(args.queries))?),
+        _ => None,
+    };
+    let tags = match find(dir, &["tags.u64"]) {
+        Some(p) => {
+            let bytes = std::fs::read(p)?;
+            let mut t: Vec<u64> = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            t.truncate(base.len());
+            Some(t)
+        }
+        None => None,
+    };
+    let groundtruth_tag0 = match find(dir, &["groundtruth_tag0.ivecs"]) {
+        Some(p) if gt_valid => Some(read_ivecs(&p, Some(args.queries))?),
+        _ => None,
+    };
+    Ok(Dataset {
+        name: format!("{} ({} x {})", dir.display(), base.len(), base.dim),
+        base,
+        queries,
+        groundtruth,
+        tags,
+        groundtruth_tag0,
+    })
+}
+
+/// Writes a data set in TEXMEX format (with exact ground truth) for other tools.
+pub fn write_dataset(
+    dir: &Path,
+    base: &Vectors,
+    queries: &Vectors,
+    gt: &[Vec<u32>],
+) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let rows = |v: &Vectors| -> Vec<Vec<u32>> {
+        (0..v.len())
+            .map(|i| v.row(i).iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    let b = rows(base);
+    write_vecs(
+        &dir.join("base.fvecs"),
+        &b.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    )?;
+    let q = rows(queries);
+    write_vecs(
+        &dir.join("query.fvecs"),
+        &q.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    )?;
+    write_vecs(
+        &dir.join("groundtruth.ivecs"),
+        &gt.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    )
+}
+
+/// The collection the benchmarks build.
+pub fn create_event(dim: usize, m: u16, ef_construction: u16) -> Event {
+    Event::CreateCollection(CollectionSpec {
+        name: "bench".into(),
+        dimension: dim as u32,
+        metric: Metric::L2,
+        index: IndexSpec::Hnsw(HnswParams {
+            m,
+            ef_construction,
+            ef_search: 64,
+        }),
+    })
+}
+
+/// Builds the index over `base` in insert events of `batch` records on `threads` threads;
+/// returns the kernel and the seconds it took.
+pub fn build(base: &[Vec<Fixed>], tags: Option<&[u64]>, args: &Args) -> (Kernel, f64) {
+    let dim = base.first().map_or(1, Vec::len);
+    let mut kernel = Kernel::new();
+    kernel
+        .apply(&create_event(dim, args.m, args.ef_construction))
+        .expect("create");
+    let exec = Threads::new(args.threads);
+    let start = Instant::now();
+    for (b, chunk) in base.chunks(args.batch.max(1)).enumerate() {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewRecord {
+                vector: v.clone(),
+                tag: tags.map_or(0, |t| t[b * args.batch + i]),
+                metadata: None,
+            })
+            .collect();
+        let event = Event::Insert {
+            collection: "bench".into(),
+            records,
+        };
+        kernel
+            .apply_with(&event, &event.encode(), &exec)
+            .expect("insert");
+    }
+    (kernel, start.elapsed().as_secs_f64())
+}
+
+/// Recall and latency figures for one `ef`.
+pub struct RunStats {
+    /// ef used.
+    pub ef: u32,
+    /// Mean |top-1 ∩ true top-1|.
+    pub recall_at_1: f64,
+    /// Mean |top-10 ∩ true top-10| / 10.
+    pub recall_at_10: f64,
+    /// Single-thread queries per second.
+    pub qps: f64,
+    /// Median latency in ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency in ms.
+    pub p99_ms: f64,
+    /// Fraction of returned results that satisfied the filter (1.0 unfiltered).
+    pub precision: f64,
+}
+
+/// Runs every query single-threaded at `ef` and scores it against `truth`.
+pub fn run_queries(
+    kernel: &Kernel,
+    queries: &[Vec<Fixed>],
+    truth: &[Vec<u32>],
+    ef: u32,
+    tag: Option<u64>,
+) -> RunStats {
+    let mut scratch = SearchScratch::new();
+    let params = valori_kernel::SearchParams {
+        k: 10,
+        tag,
+        ef: Some(ef),
+    };
+    let c = kernel.collection("bench").expect("collection");
+    let mut lat = Vec::with_capacity(queries.len());
+    let mut hits1 = 0.0;
+    let mut hits10 = 0.0;
+    let mut returned = 0usize;
+    let mut matching = 0usize;
+    let all = Instant::now();
+    let mut results = Vec::with_capacity(queries.len());
+    for q in queries {
+        let t = Instant::now();
+        let r = kernel
+            .search_with("bench", q, &params, &mut scratch)
+            .expect("search");
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        results.push(r);
+    }
+    let secs = all.elapsed().as_secs_f64();
+    for (r, t) in results.iter().zip(truth) {
+        let ids: Vec<u32> = r.iter().map(|h| h.id as u32).collect();
+        if let (Some(a), Some(b)) = (ids.first(), t.first()) {
+            hits1 += f64::from(u8::from(a == b));
+        }
+        let top: &[u32] = &t[..t.len().min(10)];
+        hits10 += ids.iter().filter(|id| top.contains(id)).count() as f64 / top.len().max(1) as f64;
+        returned += r.len();
+        matching += r
+            .iter()
+            .filter(|h| tag.is_none_or(|tg| c.get(h.id).is_some_and(|rec| rec.tag == tg)))
+            .count();
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let n = queries.len() as f64;
+    RunStats {
+        ef,
+        recall_at_1: hits1 / n,
+        recall_at_10: hits10 / n,
+        qps: n / secs,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        precision: if returned == 0 {
+            1.0
+        } else {
+            matching as f64 / returned as f64
+        },
+    }
+}
+
+/// Resident memory of this process in bytes (Linux), for memory figures.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The machine, for the record: CPU model, cores, and which distance kernels run.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!(
+        "{cpu}, {cores} cores, distance kernels: {}",
+        valori_kernel::distance::narrow_kernels().name
+    )
+}
+
+/// A tiny JSON object writer (numbers and strings), to keep the benchmarks dependency-free.
+#[derive(Default)]
+pub struct Json(String);
+
+impl Json {
+    /// Adds a string field.
+    pub fn str(mut self, k: &str, v: &str) -> Self {
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+        self.sep();
+        let _ = write!(self.0, "\"{k}\":\"{v}\"");
+        self
+    }
+    /// Adds a number field.
+    pub fn num(mut self, k: &str, v: f64) -> Self {
+        self.sep();
+        if v.is_finite() {
+            let _ = write!(self.0, "\"{k}\":{v}");
+        } else {
+            let _ = write!(self.0, "\"{k}\":null");
+        }
+        self
+    }
+    /// Adds a raw JSON field (an array or object already encoded).
+    pub fn raw(mut self, k: &str, v: &str) -> Self {
+        self.sep();
+        let _ = write!(self.0, "\"{k}\":{v}");
+        self
+    }
+    fn sep(&mut self) {
+        if !self.0.is_empty() {
+            self.0.push(',');
+        }
+    }
+    /// The object.
+    pub fn finish(self) -> String {
+        format!("{{{}}}", self.0)
+    }
+}
