@@ -107,6 +107,8 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl core::error::Error for DecodeError {}
+
 /// A cursor over encoded bytes.
 pub struct Reader<'a> {
     buf: &'a [u8],

@@ -228,6 +228,20 @@ impl Collection {
         }
     }
 
+    /// Bytes held in memory by the records, the compact copy, the index and derived maps
+    /// (allocator overhead aside).
+    pub fn memory_bytes(&self) -> u64 {
+        let metadata: usize = self.metadata.values().map(|m| m.capacity() + 48).sum();
+        let postings: usize = self.postings.values().map(|p| p.capacity() * 4 + 48).sum();
+        (self.vectors.len() * 4
+            + self.compact.len() * 2
+            + self.tags.len() * 8
+            + self.live.len()
+            + metadata
+            + postings) as u64
+            + self.index.as_ref().map_or(0, Hnsw::memory_bytes)
+    }
+
     /// Blake3 of the index's canonical encoding (`None` for flat collections).
     pub fn index_hash(&self) -> Option<[u8; 32]> {
         let index = self.index.as_ref()?;

@@ -40,6 +40,8 @@ impl fmt::Display for FixedError {
     }
 }
 
+impl core::error::Error for FixedError {}
+
 impl fmt::Debug for Fixed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Fixed({:#x})", self.0)

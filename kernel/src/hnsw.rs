@@ -157,6 +157,12 @@ impl Hnsw {
         self.params
     }
 
+    /// Bytes held by the graph.
+    pub fn memory_bytes(&self) -> u64 {
+        let upper: usize = self.upper.iter().map(|u| u.len() * 4 + 24).sum();
+        (self.levels.len() + self.layer0.len() * 4 + upper) as u64
+    }
+
     fn m(&self) -> usize {
         usize::from(self.params.m)
     }

@@ -64,6 +64,8 @@ impl fmt::Display for SnapshotError {
     }
 }
 
+impl core::error::Error for SnapshotError {}
+
 /// What a snapshot's header says, readable without decoding the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {

@@ -35,16 +35,18 @@ fn main() {
         eprintln!("wrote {}", dir.display());
     }
     let n = base.len();
+    let accounted = kernel.collection("bench").map_or(0, |c| c.memory_bytes());
     println!("dataset: {}", data.name);
     println!("machine: {}", machine());
     println!(
-        "build: {n} vectors, m={} ef_construction={}, {} threads, {:.2}s, {:.0} vectors/s, memory {:.1} MiB",
+        "build: {n} vectors, m={} ef_construction={}, {} threads, {:.2}s, {:.0} vectors/s, memory {:.1} MiB RSS delta, {:.1} MiB accounted",
         args.m,
         args.ef_construction,
         args.threads,
         build_seconds,
         n as f64 / build_seconds,
-        (rss_after.saturating_sub(rss_before)) as f64 / 1048576.0
+        (rss_after.saturating_sub(rss_before)) as f64 / 1048576.0,
+        accounted as f64 / 1048576.0
     );
     println!(
         "{:>6} {:>10} {:>11} {:>10} {:>9} {:>9}",
@@ -79,6 +81,7 @@ fn main() {
                 .num("build_seconds", build_seconds)
                 .num("build_vectors_per_s", n as f64 / build_seconds)
                 .num("memory_bytes", rss_after.saturating_sub(rss_before) as f64)
+                .num("memory_accounted_bytes", accounted as f64)
                 .raw("runs", &format!("[{}]", rows.join(",")))
                 .finish()
         );

@@ -1,0 +1,249 @@
+//! Durable ingest over HTTP and search latency under concurrent clients, against a real
+//! server on 127.0.0.1 with a real RocksDB in a temporary directory, compared with the
+//! in-process index build of the same data.
+//!
+//! `cargo run --release -p valori-node --bin bench_http -- --synthetic 100000 [--json]`
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Instant;
+
+use valori_bench::{machine, synthetic, Json, Rng};
+use valori_kernel::exec::Threads;
+use valori_kernel::{Event, Fixed, Kernel, NewRecord};
+
+/// A minimal keep-alive HTTP/1.1 JSON client: the benchmark measures the server, not a client
+/// library.
+struct Conn {
+    stream: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn new(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_nodelay(true).unwrap();
+        Conn {
+            stream: BufReader::new(s),
+        }
+    }
+
+    fn post(&mut self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut status_line = String::new();
+        self.stream.read_line(&mut status_line).unwrap();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut len = 0usize;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut buf = vec![0; len];
+        self.stream.read_exact(&mut buf).unwrap();
+        (status, buf)
+    }
+}
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let n: usize = arg("--synthetic", 100_000);
+    let batch: usize = arg("--batch", 1000);
+    let clients: usize = arg("--clients", 2);
+    let queries: usize = arg("--queries", 2000);
+    let json_out = std::env::args().any(|a| a == "--json");
+    let data = synthetic(n, 128, 1);
+    let fixed: Vec<Vec<Fixed>> = valori_bench::to_fixed(&data);
+
+    // In-process reference: the same collection, batches and threads, no server.
+    let create = valori_bench::create_event(128, 16, 200);
+    let mut kernel = Kernel::new();
+    kernel.apply(&create).unwrap();
+    let exec = Threads::new(2);
+    let t = Instant::now();
+    for chunk in fixed.chunks(batch) {
+        let e = Event::Insert {
+            collection: "bench".into(),
+            records: chunk
+                .iter()
+                .map(|v| NewRecord {
+                    vector: v.clone(),
+                    tag: 0,
+                    metadata: None,
+                })
+                .collect(),
+        };
+        kernel.apply_with(&e, &e.encode(), &exec).unwrap();
+    }
+    let inproc_secs = t.elapsed().as_secs_f64();
+    let inproc_hash = kernel.state_hash();
+    drop(kernel);
+
+    // The server, in this process, on loopback, with a real RocksDB in a temporary directory.
+    let dir = std::env::temp_dir().join(format!("valori-bench-http-{}", std::process::id()));
+    let mut config = valori_node::Config::for_data_dir(&dir);
+    config.snapshot_every = 0;
+    config.index_threads = Some(2);
+    let engine = valori_node::open_engine(&config).expect("engine");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let config = config.clone();
+        let engine = engine.clone();
+        rt.spawn(async move {
+            valori_node::serve(&config, engine, listener, None, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let mut conn = Conn::new(&addr);
+    let (s, _) = conn.post(
+        "/v1/collections",
+        br#"{"name":"bench","dimension":128,"metric":"l2","index":{"type":"hnsw","m":16,"ef_construction":200,"ef_search":64}}"#,
+    );
+    assert_eq!(s, 201);
+    // Bodies are serialised before the clock starts: the figure is the server's.
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .step_by(batch)
+        .map(|start| {
+            let end = (start + batch).min(n);
+            let mut b = String::from("{\"records\":[");
+            for i in start..end {
+                if i > start {
+                    b.push(',');
+                }
+                b.push_str("{\"vector\":[");
+                let row = data.row(i);
+                for (j, x) in row.iter().enumerate() {
+                    if j > 0 {
+                        b.push(',');
+                    }
+                    b.push_str(&x.to_string());
+                }
+                b.push_str("]}");
+            }
+            b.push_str("]}");
+            b.into_bytes()
+        })
+        .collect();
+    // One client sends the batches in order (so the ids and the graph match the in-process
+    // build exactly), waiting for each durable acknowledgement.
+    let t = Instant::now();
+    for body in &bodies {
+        let (s, resp) = conn.post("/v1/collections/bench/records/batch", body);
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&resp));
+    }
+    let http_secs = t.elapsed().as_secs_f64();
+    let state = engine.state().unwrap();
+    assert_eq!(
+        state.state_hash, inproc_hash,
+        "server state differs from the in-process build"
+    );
+
+    // Search latency under concurrent clients.
+    let qdata = synthetic(queries, 128, 2);
+    let qbodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..queries)
+            .map(|i| {
+                let v: Vec<String> = qdata.row(i).iter().map(|x| x.to_string()).collect();
+                format!("{{\"vector\":[{}],\"k\":10,\"ef\":64}}", v.join(",")).into_bytes()
+            })
+            .collect(),
+    );
+    let t = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let addr = addr.clone();
+            let qb = Arc::clone(&qbodies);
+            std::thread::spawn(move || {
+                let mut conn = Conn::new(&addr);
+                let mut lat = Vec::new();
+                let mut rng = Rng(c as u64);
+                for _ in 0..qb.len() / clients {
+                    let q = &qb[rng.below(qb.len() as u64) as usize];
+                    let t = Instant::now();
+                    let (s, _) = conn.post("/v1/collections/bench/search", q);
+                    assert_eq!(s, 200);
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<f64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let search_secs = t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let _ = stop_tx.send(());
+    rt.block_on(server).unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let inproc_vps = n as f64 / inproc_secs;
+    let http_vps = n as f64 / http_secs;
+    println!("dataset: synthetic SIFT-shaped {n} x 128, batches of {batch}");
+    println!("machine: {}", machine());
+    println!("in-process index build (2 threads): {inproc_vps:.0} vectors/s");
+    println!(
+        "durable HTTP ingest (1 client, each batch synced and indexed): {http_vps:.0} vectors/s = {:.1}% of in-process",
+        100.0 * http_vps / inproc_vps
+    );
+    println!(
+        "search over HTTP, {clients} concurrent clients, k=10, ef=64: {:.0} queries/s, p50 {:.3} ms, p99 {:.3} ms",
+        lat.len() as f64 / search_secs,
+        pct(0.5),
+        pct(0.99)
+    );
+    if json_out {
+        println!(
+            "{}",
+            Json::default()
+                .num("vectors", n as f64)
+                .num("batch", batch as f64)
+                .num("inprocess_vectors_per_s", inproc_vps)
+                .num("http_vectors_per_s", http_vps)
+                .num("http_fraction_of_inprocess", http_vps / inproc_vps)
+                .num("search_clients", clients as f64)
+                .num("search_qps", lat.len() as f64 / search_secs)
+                .num("search_p50_ms", pct(0.5))
+                .num("search_p99_ms", pct(0.99))
+                .finish()
+        );
+    }
+}

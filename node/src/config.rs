@@ -1,0 +1,104 @@
+//! Configuration: command-line flags, each also readable from a `VALORI_*` environment variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Every limit the node enforces at its API, named in one place. The kernel's own hard limits
+/// (dimension, metadata size, k) are in `valori_kernel::limits`.
+pub mod limits {
+    /// Default largest request body, in bytes (`--max-body-bytes`).
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+    /// Default most records in one batch insert (`--max-batch`).
+    pub const DEFAULT_MAX_BATCH: usize = 10_000;
+    /// Largest snapshot upload to `POST /v1/snapshots/restore`, in bytes.
+    pub const MAX_SNAPSHOT_UPLOAD_BYTES: usize = 8 * 1024 * 1024 * 1024;
+}
+
+/// How to run a node.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "valori-node", version, about = "The Valori server")]
+pub struct Config {
+    /// Address to listen on for HTTP.
+    #[arg(long, env = "VALORI_HTTP_ADDR", default_value = "0.0.0.0")]
+    pub http_addr: IpAddr,
+    /// HTTP port (0 picks a free one; the node prints the address it bound).
+    #[arg(long, env = "VALORI_HTTP_PORT", default_value_t = 3000)]
+    pub http_port: u16,
+    /// gRPC port (0 picks a free one; the node prints the address it bound).
+    #[arg(long, env = "VALORI_GRPC_PORT", default_value_t = 50051)]
+    pub grpc_port: u16,
+    /// Do not serve gRPC.
+    #[arg(long, env = "VALORI_NO_GRPC")]
+    pub no_grpc: bool,
+    /// Directory for the event log and snapshots.
+    #[arg(long, env = "VALORI_DATA_DIR", default_value = "./valori_data")]
+    pub data_dir: PathBuf,
+    /// Take a snapshot every this many events (0: only on request).
+    #[arg(long, env = "VALORI_SNAPSHOT_EVERY", default_value_t = 100_000)]
+    pub snapshot_every: u64,
+    /// Snapshots to keep.
+    #[arg(long, env = "VALORI_SNAPSHOT_KEEP", default_value_t = 2)]
+    pub snapshot_keep: usize,
+    /// Delete log entries up to the oldest kept snapshot (`false` keeps the whole log, for
+    /// audits that replay from the first event).
+    #[arg(long, env = "VALORI_PRUNE_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prune_log: bool,
+    /// Start an empty data directory from this snapshot file.
+    #[arg(long, env = "VALORI_RESTORE_FROM")]
+    pub restore_from: Option<PathBuf>,
+    /// Read-write API key. When any key is set, every /v1 route needs one.
+    #[arg(long, env = "VALORI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// File holding the read-write API key.
+    #[arg(long, env = "VALORI_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Read-only API key (reads and searches only).
+    #[arg(long, env = "VALORI_READ_API_KEY", hide_env_values = true)]
+    pub read_api_key: Option<String>,
+    /// File holding the read-only API key.
+    #[arg(long, env = "VALORI_READ_API_KEY_FILE")]
+    pub read_api_key_file: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "VALORI_MAX_BODY_BYTES", default_value_t = limits::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Most records in one batch insert.
+    #[arg(long, env = "VALORI_MAX_BATCH", default_value_t = limits::DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+    /// Create the default collection with this dimension at start (otherwise its first insert
+    /// fixes it).
+    #[arg(long, env = "VALORI_DEFAULT_DIMENSION")]
+    pub default_dimension: Option<u32>,
+    /// Threads for index construction (default: all cores).
+    #[arg(long, env = "VALORI_INDEX_THREADS")]
+    pub index_threads: Option<usize>,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `valori_node=debug`.
+    #[arg(long, env = "VALORI_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Parses flags and environment for a node with `data_dir`, for tests and embedding.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let mut c = Config::parse_from(["valori-node"]);
+        c.data_dir = data_dir.into();
+        c
+    }
+
+    /// The read-write and read-only keys, read from flags, environment or files.
+    pub fn keys(&self) -> std::io::Result<(Option<String>, Option<String>)> {
+        let read =
+            |direct: &Option<String>, file: &Option<PathBuf>| -> std::io::Result<Option<String>> {
+                match (direct, file) {
+                    (Some(k), _) => Ok(Some(k.clone())),
+                    (None, Some(f)) => Ok(Some(std::fs::read_to_string(f)?.trim().to_string())),
+                    (None, None) => Ok(None),
+                }
+            };
+        Ok((
+            read(&self.api_key, &self.api_key_file)?.filter(|k| !k.is_empty()),
+            read(&self.read_api_key, &self.read_api_key_file)?.filter(|k| !k.is_empty()),
+        ))
+    }
+}

@@ -1,0 +1,555 @@
+//! The engine: one kernel, its durable log, and the single writer thread that changes both.
+//!
+//! Write path: a request's event goes to the writer thread over a channel. The writer takes
+//! every request waiting (group commit), and under the kernel's write lock validates and
+//! applies each event in order, collecting the accepted ones; then it appends them to the log in
+//! one synced RocksDB write and only then releases the lock and answers. A refused event never
+//! reaches the log, and no reader ever sees an event that is not yet durable (the lock is held
+//! across the sync). If the append fails, the in-memory state is ahead of the disk: the engine
+//! latches into a failed state, answers every later request with an error, and must be
+//! restarted (recovery then rebuilds exactly what is durable).
+//!
+//! Recovery: the newest snapshot that verifies, then every log entry after it, each decoded,
+//! applied and its chain hash compared with the stored one. A gap, an undecodable entry or a
+//! chain mismatch stops the node with an error naming the sequence number.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use valori_kernel::exec::Threads;
+use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
+
+use crate::error::{NodeError, OpenError};
+use crate::metrics::Metrics;
+use crate::store::{Entry, SnapshotFile, Store};
+
+/// Most events one group commit takes.
+pub const MAX_GROUP_EVENTS: usize = 256;
+
+/// How an engine stores and maintains its data.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Directory for the database and snapshots.
+    pub data_dir: PathBuf,
+    /// Take a snapshot after every this many events (0: only on request).
+    pub snapshot_every: u64,
+    /// Snapshots to keep (at least 1).
+    pub snapshot_keep: usize,
+    /// Delete log entries up to the oldest kept snapshot (otherwise the whole log is kept).
+    pub prune_log: bool,
+    /// Threads used to build the index for large inserts.
+    pub index_threads: usize,
+}
+
+impl EngineConfig {
+    /// Defaults for a data directory: snapshot every 100,000 events, keep 2, index with every
+    /// core.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            snapshot_every: 100_000,
+            snapshot_keep: 2,
+            prune_log: true,
+            index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// A committed write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// What it produced.
+    pub applied: Applied,
+}
+
+/// Sequence number and hashes of the current state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateInfo {
+    /// Events applied.
+    pub seq: u64,
+    /// Chain hash at `seq`.
+    pub chain_hash: Hash,
+    /// State hash.
+    pub state_hash: Hash,
+}
+
+enum Job {
+    Event(Event, oneshot::Sender<Result<Committed, NodeError>>),
+    Snapshot(oneshot::Sender<Result<SnapshotFile, NodeError>>),
+    Restore(
+        Box<Kernel>,
+        oneshot::Sender<Result<SnapshotFile, NodeError>>,
+    ),
+}
+
+struct Shared {
+    kernel: RwLock<Kernel>,
+    store: Store,
+    failed: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
+    config: EngineConfig,
+}
+
+/// A running engine. Cheap to clone; the writer thread stops when the last clone is dropped
+/// or [`Engine::shutdown`] is called.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Engine {
+    /// Opens the data directory, recovers the state, and starts the writer.
+    pub fn open(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Engine, OpenError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = Store::open(&config.data_dir)?;
+        let kernel = recover(&store, &config)?;
+        metrics.seq.set(kernel.seq() as i64);
+        tracing::info!(
+            seq = kernel.seq(),
+            chain = %hex::encode(kernel.chain_hash()),
+            "recovered state"
+        );
+        let shared = Arc::new(Shared {
+            kernel: RwLock::new(kernel),
+            store,
+            failed: Mutex::new(None),
+            metrics,
+            config,
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("valori-writer".into())
+            .spawn(move || writer_loop(&writer_shared, rx))?;
+        Ok(Engine {
+            shared,
+            tx: Arc::new(Mutex::new(Some(tx))),
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<(), NodeError> {
+        let tx = self.tx.lock().expect("sender lock");
+        tx.as_ref()
+            .ok_or(NodeError::ShuttingDown)?
+            .send(job)
+            .map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Submits an event; resolves once it is durable and applied (or refused).
+    pub async fn submit(&self, event: Event) -> Result<Committed, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Event(event, reply))?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// [`Engine::submit`] for callers outside an async runtime.
+    pub fn submit_blocking(&self, event: Event) -> Result<Committed, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Event(event, reply))?;
+        rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Takes a snapshot now (ordered with writes).
+    pub async fn snapshot(&self) -> Result<SnapshotFile, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Snapshot(reply))?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// [`Engine::snapshot`] for callers outside an async runtime.
+    pub fn snapshot_blocking(&self) -> Result<SnapshotFile, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Snapshot(reply))?;
+        rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Replaces the whole state with a verified snapshot. The log restarts after the
+    /// snapshot's sequence number; other snapshots are removed.
+    pub async fn restore(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
+        let kernel = Kernel::restore(snapshot)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Restore(Box::new(kernel), reply))?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Reads the state. Refused while the engine is failed (its memory may hold events that
+    /// never became durable).
+    pub fn read(&self) -> Result<RwLockReadGuard<'_, Kernel>, NodeError> {
+        self.check_failed()?;
+        Ok(self.shared.kernel.read().expect("kernel lock"))
+    }
+
+    fn check_failed(&self) -> Result<(), NodeError> {
+        match &*self.shared.failed.lock().expect("failed lock") {
+            Some(why) => Err(NodeError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the engine is serving (recovered, not failed, not shut down).
+    pub fn is_ready(&self) -> bool {
+        self.check_failed().is_ok() && self.tx.lock().expect("sender lock").is_some()
+    }
+
+    /// Why the engine failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.lock().expect("failed lock").clone()
+    }
+
+    /// Sequence number and hashes now.
+    pub fn state(&self) -> Result<StateInfo, NodeError> {
+        let k = self.read()?;
+        Ok(StateInfo {
+            seq: k.seq(),
+            chain_hash: k.chain_hash(),
+            state_hash: k.state_hash(),
+        })
+    }
+
+    /// The chain hash at a sequence number: from the live state, the retained log, or a
+    /// snapshot taken there.
+    pub fn chain_at(&self, seq: u64) -> Result<Hash, NodeError> {
+        let current = self.read()?;
+        if seq == current.seq() {
+            return Ok(current.chain_hash());
+        }
+        drop(current);
+        if seq == 0 {
+            return Ok(GENESIS_CHAIN);
+        }
+        let storage = |e: rocksdb::Error| NodeError::Storage(e.to_string());
+        if let Some(e) = self.shared.store.entry(seq).map_err(storage)? {
+            return Ok(e.chain);
+        }
+        for s in self.snapshots()? {
+            if s.seq == seq {
+                let bytes =
+                    std::fs::read(&s.path).map_err(|e| NodeError::Storage(e.to_string()))?;
+                let (info, _) = valori_kernel::snapshot::verify(&bytes)?;
+                return Ok(info.chain_hash);
+            }
+        }
+        Err(NodeError::NotFound(format!(
+            "sequence number {seq} is not retained (current is {})",
+            self.read()?.seq()
+        )))
+    }
+
+    /// Log entries from `from` on (for replication and audits), at most `limit`.
+    pub fn entries(&self, from: u64, limit: usize) -> Result<Vec<Entry>, NodeError> {
+        self.shared
+            .store
+            .entries_from(from)
+            .take(limit)
+            .collect::<Result<_, _>>()
+            .map_err(|e| NodeError::Storage(e.to_string()))
+    }
+
+    /// Snapshot files, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotFile>, NodeError> {
+        self.shared
+            .store
+            .snapshots()
+            .map_err(|e| NodeError::Storage(e.to_string()))
+    }
+
+    /// Approximate bytes on disk (log and snapshots).
+    pub fn storage_bytes(&self) -> u64 {
+        self.shared.store.disk_bytes()
+            + self
+                .snapshots()
+                .map(|s| s.iter().map(|f| f.bytes).sum::<u64>())
+                .unwrap_or(0)
+    }
+
+    /// The metrics this engine updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Stops accepting work, lets the writer finish what it has, and joins it.
+    pub fn shutdown(&self) {
+        self.tx.lock().expect("sender lock").take();
+        if let Some(w) = self.writer.lock().expect("writer lock").take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, OpenError> {
+    let exec = Threads::new(config.index_threads);
+    let mut kernel = Kernel::new();
+    for snap in store.snapshots()?.iter().rev() {
+        let bytes = std::fs::read(&snap.path)?;
+        match Kernel::restore(&bytes) {
+            Ok(k) => {
+                tracing::info!(seq = k.seq(), path = %snap.path.display(), "loaded snapshot");
+                kernel = k;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(path = %snap.path.display(), error = %e, "skipping snapshot that does not verify")
+            }
+        }
+    }
+    // The snapshot must agree with the log where they overlap.
+    if kernel.seq() > 0 {
+        if let Some(e) = store.entry(kernel.seq())? {
+            if e.chain != kernel.chain_hash() {
+                return Err(OpenError::CorruptLog {
+                    seq: e.seq,
+                    why: "the snapshot's chain hash differs from the log's".into(),
+                });
+            }
+        }
+    }
+    for entry in store.entries_from(kernel.seq() + 1) {
+        let entry = entry?;
+        let expected = kernel.seq() + 1;
+        if entry.seq != expected {
+            return Err(OpenError::Gap {
+                expected,
+                found: entry.seq,
+            });
+        }
+        let corrupt = |why: String| OpenError::CorruptLog {
+            seq: entry.seq,
+            why,
+        };
+        let event =
+            Event::decode(&entry.event).map_err(|e| corrupt(format!("does not decode: {e}")))?;
+        kernel
+            .apply_with(&event, &entry.event, &exec)
+            .map_err(|e| corrupt(format!("does not apply: {e}")))?;
+        if kernel.chain_hash() != entry.chain {
+            return Err(corrupt(format!(
+                "chain hash mismatch: stored {}, recomputed {}",
+                hex::encode(entry.chain),
+                hex::encode(kernel.chain_hash())
+            )));
+        }
+    }
+    if kernel.seq() == 0 {
+        if let Some(first) = store.first_seq()? {
+            return Err(OpenError::Gap {
+                expected: 1,
+                found: first,
+            });
+        }
+    }
+    Ok(kernel)
+}
+
+fn writer_loop(shared: &Shared, rx: mpsc::Receiver<Job>) {
+    let exec = Threads::new(shared.config.index_threads);
+    while let Ok(first) = rx.recv() {
+        let mut events = Vec::new();
+        let mut next = Some(first);
+        // Group commit: everything already waiting joins this write, up to the limit; a
+        // snapshot or restore ends the group so it sees the group's effects.
+        while let Some(job) = next.take() {
+            match job {
+                Job::Event(e, reply) => {
+                    events.push((e, reply));
+                    if events.len() < MAX_GROUP_EVENTS {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                other => {
+                    commit(shared, &exec, std::mem::take(&mut events));
+                    admin(shared, other);
+                }
+            }
+        }
+        commit(shared, &exec, events);
+        maybe_snapshot(shared);
+    }
+}
+
+fn fail(shared: &Shared, why: String) {
+    tracing::error!(error = %why, "storage failure: the node refuses work until restarted");
+    shared.metrics.failed.set(1);
+    *shared.failed.lock().expect("failed lock") = Some(why);
+}
+
+type Pending = Vec<(Event, oneshot::Sender<Result<Committed, NodeError>>)>;
+
+fn commit(shared: &Shared, exec: &Threads, events: Pending) {
+    if events.is_empty() {
+        return;
+    }
+    if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
+        for (_, reply) in events {
+            let _ = reply.send(Err(NodeError::Failed(why.clone())));
+        }
+        return;
+    }
+    let started = Instant::now();
+    let mut kernel = shared.kernel.write().expect("kernel lock");
+    let mut entries = Vec::new();
+    let mut results = Vec::with_capacity(events.len());
+    for (event, reply) in events {
+        let encoded = event.encode();
+        match kernel.apply_with(&event, &encoded, exec) {
+            Ok(applied) => {
+                let seq = kernel.seq();
+                entries.push(Entry {
+                    seq,
+                    chain: kernel.chain_hash(),
+                    event: encoded,
+                });
+                results.push((reply, Ok(Committed { seq, applied })));
+            }
+            Err(e) => results.push((reply, Err(NodeError::Kernel(e)))),
+        }
+    }
+    if !entries.is_empty() {
+        if let Err(e) = shared.store.append(&entries) {
+            let why = format!(
+                "storage error appending events {}..={}: {e}",
+                entries[0].seq,
+                kernel.seq()
+            );
+            fail(shared, why.clone());
+            drop(kernel);
+            for (reply, r) in results {
+                let _ = reply.send(r.and(Err(NodeError::Storage(why.clone()))));
+            }
+            return;
+        }
+        shared.metrics.events_committed.inc_by(entries.len() as u64);
+        shared.metrics.seq.set(kernel.seq() as i64);
+        shared
+            .metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    drop(kernel);
+    for (reply, r) in results {
+        let _ = reply.send(r);
+    }
+}
+
+fn admin(shared: &Shared, job: Job) {
+    match job {
+        Job::Event(..) => unreachable!("events are grouped by the writer loop"),
+        Job::Snapshot(reply) => {
+            let r = match shared.failed.lock().expect("failed lock").clone() {
+                Some(why) => Err(NodeError::Failed(why)),
+                None => take_snapshot(shared),
+            };
+            let _ = reply.send(r);
+        }
+        Job::Restore(kernel, reply) => {
+            let _ = reply.send(restore(shared, *kernel));
+        }
+    }
+}
+
+fn maybe_snapshot(shared: &Shared) {
+    let every = shared.config.snapshot_every;
+    if every == 0 || shared.failed.lock().expect("failed lock").is_some() {
+        return;
+    }
+    let seq = shared.kernel.read().expect("kernel lock").seq();
+    let last = shared
+        .store
+        .snapshots()
+        .ok()
+        .and_then(|s| s.last().map(|f| f.seq))
+        .unwrap_or(0);
+    if seq / every > last / every {
+        if let Err(e) = take_snapshot(shared) {
+            tracing::warn!(error = %e, "scheduled snapshot failed");
+        }
+    }
+}
+
+fn take_snapshot(shared: &Shared) -> Result<SnapshotFile, NodeError> {
+    // Only the writer changes the kernel, and it is here: a read lock sees a stable state.
+    let kernel = shared.kernel.read().expect("kernel lock");
+    let bytes = kernel.snapshot();
+    let seq = kernel.seq();
+    drop(kernel);
+    let file = shared.store.write_snapshot(seq, &bytes).map_err(|e| {
+        let why = format!("writing snapshot {seq}: {e}");
+        NodeError::Storage(why)
+    })?;
+    shared.metrics.snapshots.inc();
+    tracing::info!(seq, bytes = file.bytes, "snapshot written");
+    apply_retention(shared);
+    Ok(file)
+}
+
+/// Keeps the newest `snapshot_keep` snapshots and, when `prune_log` is set, deletes log entries
+/// up to the oldest kept one.
+fn apply_retention(shared: &Shared) {
+    let Ok(snaps) = shared.store.snapshots() else {
+        return;
+    };
+    let keep = shared.config.snapshot_keep.max(1);
+    if snaps.len() > keep {
+        for old in &snaps[..snaps.len() - keep] {
+            if let Err(e) = shared.store.remove_snapshot(old) {
+                tracing::warn!(error = %e, "removing old snapshot");
+            }
+        }
+    }
+    if !shared.config.prune_log {
+        return;
+    }
+    let oldest_kept = snaps[snaps.len().saturating_sub(keep)].seq;
+    if let Err(e) = shared.store.prune_through(oldest_kept) {
+        tracing::warn!(error = %e, "pruning the log");
+    }
+}
+
+fn restore(shared: &Shared, kernel: Kernel) -> Result<SnapshotFile, NodeError> {
+    if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
+        return Err(NodeError::Failed(why));
+    }
+    let mut live = shared.kernel.write().expect("kernel lock");
+    let storage = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    // Order matters for crashes: the new snapshot is written before the old history goes, so a
+    // crash leaves either the old state or the restored one, never nothing.
+    let file = shared
+        .store
+        .write_snapshot(kernel.seq(), &kernel.snapshot())
+        .map_err(|e| NodeError::Storage(storage("writing snapshot", &e)))?;
+    let result = (|| {
+        shared
+            .store
+            .clear_log()
+            .map_err(|e| storage("clearing the log", &e))?;
+        for s in shared
+            .store
+            .snapshots()
+            .map_err(|e| storage("listing snapshots", &e))?
+        {
+            if s.path != file.path {
+                shared
+                    .store
+                    .remove_snapshot(&s)
+                    .map_err(|e| storage("removing snapshot", &e))?;
+            }
+        }
+        Ok::<_, String>(())
+    })();
+    if let Err(why) = result {
+        fail(shared, why.clone());
+        return Err(NodeError::Storage(why));
+    }
+    shared.metrics.seq.set(kernel.seq() as i64);
+    *live = kernel;
+    tracing::info!(seq = live.seq(), "state restored from snapshot");
+    Ok(file)
+}

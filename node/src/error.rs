@@ -1,0 +1,136 @@
+//! The node's error type and how each error reaches a client.
+
+use valori_kernel::{FixedError, SnapshotError};
+
+/// Every way a request to the node can fail. `status()` sorts them into the caller's mistakes
+/// (4xx) and the server's trouble (5xx); `code()` is a stable machine-readable name.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The kernel refused the event or query (bad input or unknown names).
+    #[error("{0}")]
+    Kernel(#[from] valori_kernel::Error),
+    /// A vector component that is NaN, infinite or outside the Q16.16 range.
+    #[error("vector component {index}: {error}")]
+    Value {
+        /// Position of the component.
+        index: usize,
+        /// What is wrong with it.
+        error: FixedError,
+    },
+    /// A request that is malformed or breaks a documented limit.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A request body above the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Something named in the path does not exist (a snapshot, a retained log entry).
+    #[error("{0}")]
+    NotFound(String),
+    /// No API key, or a wrong one.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// A read-only key used for a write or admin route.
+    #[error("this API key may not perform writes or admin operations")]
+    Forbidden,
+    /// A snapshot that does not verify.
+    #[error("snapshot rejected: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The node hit a storage error earlier and refuses work until restarted.
+    #[error("node is in a failed state and must be restarted: {0}")]
+    Failed(String),
+    /// A storage error while serving this request. The node is now failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+impl NodeError {
+    /// HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            NodeError::Kernel(e) if e.is_not_found() => 404,
+            NodeError::Kernel(valori_kernel::Error::CollectionExists { .. }) => 409,
+            NodeError::Kernel(_) | NodeError::Value { .. } | NodeError::BadRequest(_) => 400,
+            NodeError::Snapshot(_) => 400,
+            NodeError::PayloadTooLarge { .. } => 413,
+            NodeError::NotFound(_) => 404,
+            NodeError::Unauthorized => 401,
+            NodeError::Forbidden => 403,
+            NodeError::Failed(_) | NodeError::ShuttingDown => 503,
+            NodeError::Storage(_) => 500,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NodeError::Kernel(e) => e.code(),
+            NodeError::Value {
+                error: FixedError::NotFinite,
+                ..
+            } => "not_finite",
+            NodeError::Value { .. } => "out_of_range",
+            NodeError::BadRequest(_) => "bad_request",
+            NodeError::PayloadTooLarge { .. } => "payload_too_large",
+            NodeError::NotFound(_) => "not_found",
+            NodeError::Unauthorized => "unauthorized",
+            NodeError::Forbidden => "forbidden",
+            NodeError::Snapshot(_) => "invalid_snapshot",
+            NodeError::Failed(_) => "node_failed",
+            NodeError::Storage(_) => "storage_error",
+            NodeError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// RocksDB or the file system failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A log entry that does not decode, does not apply, or whose chain hash differs from the
+    /// recomputed one. Recovery stops here rather than skip it.
+    #[error("event log is corrupt at sequence number {seq}: {why}")]
+    CorruptLog {
+        /// The first bad sequence number.
+        seq: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// The log does not continue from the newest usable snapshot.
+    #[error("event log has a gap: expected sequence number {expected}, found {found}")]
+    Gap {
+        /// The sequence number needed next.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// A snapshot given to start from does not verify.
+    #[error("snapshot {path}: {error}")]
+    Snapshot {
+        /// The file.
+        path: String,
+        /// Why.
+        error: SnapshotError,
+    },
+}
+
+impl From<rocksdb::Error> for OpenError {
+    fn from(e: rocksdb::Error) -> Self {
+        OpenError::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for OpenError {
+    fn from(e: std::io::Error) -> Self {
+        OpenError::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,118 @@
+//! # valori-node
+//!
+//! The Valori server as a library: the durable engine ([`engine`]) over RocksDB ([`store`]), the
+//! HTTP API ([`http`]), metrics and configuration. The `valori-node` binary is a thin `main`
+//! around [`serve`]; the Python package embeds [`engine::Engine`] directly.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use engine::{Engine, EngineConfig};
+pub use error::{NodeError, OpenError};
+
+/// Opens the engine for `config`: recovers the data directory, restores from
+/// `--restore-from` into an empty one, and creates the default collection when
+/// `--default-dimension` asks for it.
+pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
+    let mut ec = EngineConfig::new(&config.data_dir);
+    ec.snapshot_every = config.snapshot_every;
+    ec.snapshot_keep = config.snapshot_keep.max(1);
+    ec.prune_log = config.prune_log;
+    if let Some(t) = config.index_threads {
+        ec.index_threads = t.max(1);
+    }
+    let engine = Engine::open(ec, Arc::new(metrics::Metrics::new()))?;
+    if let Some(path) = &config.restore_from {
+        let bytes = std::fs::read(path)?;
+        if engine.state()?.seq == 0 {
+            let rt = tokio::runtime::Builder::new_current_thread().build()?;
+            rt.block_on(engine.restore(&bytes))?;
+            tracing::info!(path = %path.display(), "started from snapshot");
+        } else {
+            tracing::warn!("--restore-from ignored: the data directory already has state");
+        }
+    }
+    if let Some(dim) = config.default_dimension {
+        let exists = engine
+            .read()?
+            .collection(valori_kernel::limits::DEFAULT_COLLECTION)
+            .is_some();
+        if !exists {
+            engine.submit_blocking(valori_kernel::Event::CreateCollection(
+                valori_kernel::CollectionSpec {
+                    name: valori_kernel::limits::DEFAULT_COLLECTION.into(),
+                    dimension: dim,
+                    metric: valori_kernel::Metric::L2,
+                    index: valori_kernel::IndexSpec::Hnsw(valori_kernel::HnswParams::default()),
+                },
+            ))?;
+        }
+    }
+    Ok(engine)
+}
+
+/// Serves the HTTP API on `http` and, when given, the gRPC API on `grpc`, until `shutdown`
+/// resolves; then drains in-flight requests and stops the engine's writer.
+pub async fn serve(
+    config: &Config,
+    engine: Engine,
+    http: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (write_key, read_key) = config.keys()?;
+    let service = service::Service {
+        engine: engine.clone(),
+        max_batch: config.max_batch,
+    };
+    let app = http::App {
+        service: service.clone(),
+        engine: engine.clone(),
+        write_key: write_key.clone(),
+        read_key: read_key.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc_task = grpc.map(|listener| {
+        let server = grpc::Grpc::server(service, write_key, read_key);
+        let signal = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    signal,
+                )
+                .await
+        })
+    });
+    let router = http::router(app);
+    axum::serve(
+        http,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx))
+    .await?;
+    if let Some(t) = grpc_task {
+        t.await??;
+    }
+    tokio::task::spawn_blocking(move || engine.shutdown()).await?;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `valori-node`: runs a Valori server. See `valori-node --help`.
+
+use clap::Parser;
+use valori_node::Config;
+
+fn main() {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(config) {
+        tracing::error!("{e:#}");
+        eprintln!("valori-node: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let engine = valori_node::open_engine(&config)?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((config.http_addr, config.http_port)).await?;
+        let addr = listener.local_addr()?;
+        let grpc = if config.no_grpc {
+            None
+        } else {
+            Some(tokio::net::TcpListener::bind((config.http_addr, config.grpc_port)).await?)
+        };
+        // Tests and scripts read these lines to learn the ports (useful with port 0).
+        if let Some(g) = &grpc {
+            println!("valori-node gRPC listening on http://{}", g.local_addr()?);
+        }
+        println!("valori-node listening on http://{addr}");
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+        valori_node::serve(&config, engine, listener, grpc, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

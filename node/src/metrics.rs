@@ -1,0 +1,115 @@
+//! Prometheus metrics of a node, served at `/metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `valori_events_committed_total`: events made durable.
+    pub events_committed: IntCounter,
+    /// `valori_batch_commit_duration_seconds`: one group commit (apply and synced append).
+    pub commit_seconds: Histogram,
+    /// `valori_sequence_number`: the current sequence number.
+    pub seq: IntGauge,
+    /// `valori_storage_bytes`: bytes of log and snapshots on disk (set at scrape).
+    pub storage_bytes: IntGauge,
+    /// `valori_snapshots_total`: snapshots written.
+    pub snapshots: IntCounter,
+    /// `valori_failed`: 1 once a storage error latched the node into its failed state.
+    pub failed: IntGauge,
+    /// `valori_http_requests_total{route,method,status}`.
+    pub http_requests: IntCounterVec,
+    /// `valori_http_request_duration_seconds{route,method}`.
+    pub http_seconds: HistogramVec,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let latency_buckets = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 10.0,
+        ];
+        let events_committed = IntCounter::new(
+            "valori_events_committed_total",
+            "Events persisted to the log",
+        )
+        .unwrap();
+        let commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "valori_batch_commit_duration_seconds",
+                "Latency of one group commit: apply and synced append",
+            )
+            .buckets(latency_buckets.clone()),
+        )
+        .unwrap();
+        let seq = IntGauge::new("valori_sequence_number", "Current sequence number").unwrap();
+        let storage_bytes =
+            IntGauge::new("valori_storage_bytes", "Bytes of log and snapshots on disk").unwrap();
+        let snapshots = IntCounter::new("valori_snapshots_total", "Snapshots written").unwrap();
+        let failed = IntGauge::new(
+            "valori_failed",
+            "1 when a storage error put the node in its failed state",
+        )
+        .unwrap();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "valori_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .unwrap();
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "valori_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(latency_buckets),
+            &["route", "method"],
+        )
+        .unwrap();
+        for c in [
+            Box::new(events_committed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(commit_seconds.clone()),
+            Box::new(seq.clone()),
+            Box::new(storage_bytes.clone()),
+            Box::new(snapshots.clone()),
+            Box::new(failed.clone()),
+            Box::new(http_requests.clone()),
+            Box::new(http_seconds.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            events_committed,
+            commit_seconds,
+            seq,
+            storage_bytes,
+            snapshots,
+            failed,
+            http_requests,
+            http_seconds,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

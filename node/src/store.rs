@@ -1,0 +1,231 @@
+//! Durable storage: the RocksDB event log and the snapshot files.
+//!
+//! Log: column family `log`, key = sequence number (8 bytes big-endian, so keys sort in
+//! sequence order), value = the chain hash after that event (32 bytes) followed by the event's
+//! canonical encoding. Every append is one RocksDB `WriteBatch` written with `sync = true`, so a
+//! group of events becomes durable together or not at all.
+//!
+//! Snapshots: `snapshots/snapshot-<seq, 20 digits>.vsnap` beside the database. Written to a
+//! temporary file, synced, renamed into place, and the directory synced, so a snapshot file is
+//! either complete or absent.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use valori_kernel::Hash;
+
+const LOG: &str = "log";
+const META: &str = "meta";
+
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Sequence number (the first event is 1).
+    pub seq: u64,
+    /// Chain hash after this event.
+    pub chain: Hash,
+    /// The event's canonical encoding.
+    pub event: Vec<u8>,
+}
+
+/// A snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFile {
+    /// Sequence number it captures.
+    pub seq: u64,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// The event log and snapshot directory of one node.
+pub struct Store {
+    db: DB,
+    snapshot_dir: PathBuf,
+}
+
+fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Store, crate::error::OpenError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Every write is synced; RocksDB's own WAL carries the atomicity of each batch.
+        opts.set_keep_log_file_num(4);
+        let cfs = [LOG, META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
+        let snapshot_dir = dir.join("snapshots");
+        fs::create_dir_all(&snapshot_dir)?;
+        Ok(Store { db, snapshot_dir })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// Appends entries as one synced write.
+    pub fn append(&self, entries: &[Entry]) -> Result<(), rocksdb::Error> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(LOG);
+        let mut value = Vec::new();
+        for e in entries {
+            value.clear();
+            value.extend_from_slice(&e.chain);
+            value.extend_from_slice(&e.event);
+            batch.put_cf(cf, key(e.seq), &value);
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)
+    }
+
+    /// Entries with sequence numbers from `from` on, in order. A value shorter than a hash is
+    /// reported as an entry with an empty event, which then fails to decode (never skipped).
+    pub fn entries_from(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<Entry, rocksdb::Error>> + '_ {
+        let start = key(from);
+        self.db
+            .iterator_cf(
+                self.cf(LOG),
+                IteratorMode::From(&start, rocksdb::Direction::Forward),
+            )
+            .map(|item| {
+                item.map(|(k, v)| {
+                    let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
+                    let mut chain = [0u8; 32];
+                    let (c, event) = if v.len() >= 32 {
+                        v.split_at(32)
+                    } else {
+                        (&[][..], &v[..])
+                    };
+                    if c.len() == 32 {
+                        chain.copy_from_slice(c);
+                    }
+                    Entry {
+                        seq,
+                        chain,
+                        event: event.to_vec(),
+                    }
+                })
+            })
+    }
+
+    /// One entry.
+    pub fn entry(&self, seq: u64) -> Result<Option<Entry>, rocksdb::Error> {
+        Ok(self
+            .entries_from(seq)
+            .next()
+            .transpose()?
+            .filter(|e| e.seq == seq))
+    }
+
+    /// The first retained sequence number, if any.
+    pub fn first_seq(&self) -> Result<Option<u64>, rocksdb::Error> {
+        Ok(self.entries_from(0).next().transpose()?.map(|e| e.seq))
+    }
+
+    /// Deletes log entries with sequence numbers `<= through`.
+    pub fn prune_through(&self, through: u64) -> Result<(), rocksdb::Error> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(LOG), key(0), key(through.saturating_add(1)));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)
+    }
+
+    /// Deletes every log entry.
+    pub fn clear_log(&self) -> Result<(), rocksdb::Error> {
+        self.prune_through(u64::MAX - 1)
+    }
+
+    /// Approximate bytes of the database files (for metrics).
+    pub fn disk_bytes(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(LOG), "rocksdb.total-sst-files-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            + self
+                .db
+                .property_int_value_cf(self.cf(LOG), "rocksdb.cur-size-all-mem-tables")
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+    }
+
+    /// Stores a small metadata value durably.
+    pub fn put_meta(&self, k: &str, v: &[u8]) -> Result<(), rocksdb::Error> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.put_cf_opt(self.cf(META), k, v, &opts)
+    }
+
+    /// Reads a metadata value.
+    pub fn get_meta(&self, k: &str) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.db.get_cf(self.cf(META), k)
+    }
+
+    /// Snapshot files, oldest first.
+    pub fn snapshots(&self) -> std::io::Result<Vec<SnapshotFile>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.snapshot_dir)? {
+            let e = e?;
+            let name = e.file_name();
+            let Some(seq) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("snapshot-"))
+                .and_then(|n| n.strip_suffix(".vsnap"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            out.push(SnapshotFile {
+                seq,
+                path: e.path(),
+                bytes: e.metadata()?.len(),
+            });
+        }
+        out.sort_by_key(|s| s.seq);
+        Ok(out)
+    }
+
+    /// The path a snapshot at `seq` lives at.
+    pub fn snapshot_path(&self, seq: u64) -> PathBuf {
+        self.snapshot_dir.join(format!("snapshot-{seq:020}.vsnap"))
+    }
+
+    /// Writes a snapshot durably: temporary file, sync, rename, directory sync.
+    pub fn write_snapshot(&self, seq: u64, bytes: &[u8]) -> std::io::Result<SnapshotFile> {
+        let path = self.snapshot_path(seq);
+        let tmp = self.snapshot_dir.join(format!(".snapshot-{seq:020}.tmp"));
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        fs::File::open(&self.snapshot_dir)?.sync_all()?;
+        Ok(SnapshotFile {
+            seq,
+            path,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Removes a snapshot file.
+    pub fn remove_snapshot(&self, file: &SnapshotFile) -> std::io::Result<()> {
+        fs::remove_file(&file.path)?;
+        fs::File::open(&self.snapshot_dir)?.sync_all()
+    }
+}

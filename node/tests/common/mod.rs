@@ -1,0 +1,237 @@
+//! Test helpers: a real `valori-node` process on 127.0.0.1 with a real RocksDB in a temporary
+//! directory, and a small JSON client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A running node process.
+pub struct Node {
+    pub child: Child,
+    pub url: String,
+    pub grpc_url: String,
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node on a free port with `dir` as its data directory.
+    pub fn start(dir: &Path, args: &[&str]) -> Node {
+        Self::try_start(dir, args).expect("node starts")
+    }
+
+    /// Starts a node; `Err` carries its stderr if it exits before listening.
+    pub fn try_start(dir: &Path, args: &[&str]) -> Result<Node, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_valori-node"))
+            .args([
+                "--http-addr",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(args)
+            .env("VALORI_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn valori-node");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut grpc_url = String::new();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("valori-node gRPC listening on ") {
+                        grpc_url = url.to_string();
+                    } else if let Some(url) = line.strip_prefix("valori-node listening on ") {
+                        break url.to_string();
+                    }
+                }
+                _ => {
+                    let out = child.wait_with_output().expect("wait");
+                    return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[node] {line}");
+            }
+        });
+        Ok(Node {
+            child,
+            url,
+            grpc_url,
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Stops this process (SIGKILL) and starts a new one on the same directory and flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        let args: Vec<String> = self.args.clone();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        *self = Node::start(&self.dir.clone(), &refs);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking JSON client.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub key: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+/// Status and parsed JSON body (or the text as a JSON string when it is not JSON).
+pub type Resp = (u16, Value);
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+            key: None,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn with_key(mut self, key: &str) -> Client {
+        self.key = Some(key.to_string());
+        self
+    }
+
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> Result<Resp, reqwest::Error> {
+        let req = match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
+        let resp = req.send()?;
+        let status = resp.status().as_u16();
+        let text = resp.text()?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Resp, reqwest::Error> {
+        let url = format!("{}{}", self.base, path);
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let mut req = self.http.request(m, url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.send(req)
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        self.try_call(method, path, body).expect("request")
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Resp {
+        self.call("POST", path, Some(&body))
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, None)
+    }
+
+    /// Sends raw bytes with a content type.
+    pub fn raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let req = self
+            .http
+            .request(m, format!("{}{}", self.base, path))
+            .header("content-type", content_type)
+            .body(body);
+        self.send(req).expect("request")
+    }
+
+    pub fn bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let mut req = self.http.get(format!("{}{}", self.base, path));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().expect("request");
+        (resp.status().as_u16(), resp.bytes().unwrap().to_vec())
+    }
+
+    /// `(seq, chain_hash, state_hash)` of the node.
+    pub fn state(&self) -> (u64, String, String) {
+        let (s, v) = self.get("/v1/state");
+        assert_eq!(s, 200, "{v}");
+        (
+            v["seq"].as_u64().unwrap(),
+            v["chain_hash"].as_str().unwrap().to_string(),
+            v["state_hash"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// Replays a stopped node's log from the beginning into a fresh kernel (the "clean replay").
+pub fn replay_log(dir: &Path) -> valori_kernel::Kernel {
+    let store = valori_node::store::Store::open(dir).expect("open store");
+    let mut k = valori_kernel::Kernel::new();
+    for e in store.entries_from(1) {
+        let e = e.expect("entry");
+        assert_eq!(e.seq, k.seq() + 1, "log has a gap");
+        let ev = valori_kernel::Event::decode(&e.event).expect("entry decodes");
+        k.apply(&ev).expect("entry applies");
+        assert_eq!(k.chain_hash(), e.chain, "chain hash at {}", e.seq);
+    }
+    k
+}
+
+/// A deterministic vector for record `i`.
+pub fn vector(i: u64, dim: usize) -> Vec<f64> {
+    (0..dim)
+        .map(|j| (((i * 31 + j as u64 * 17) % 97) as f64) / 8.0 - 6.0)
+        .collect()
+}

@@ -1,0 +1,721 @@
+//! Every route of the HTTP API against a real node on 127.0.0.1 with a real RocksDB, including
+//! each kind of bad input; every refused request leaves the state hash unchanged.
+
+mod common;
+
+use base64::Engine as _;
+use common::{vector, Client, Node};
+use serde_json::{json, Value};
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Asserts a request is refused with `status` and `code`, and that nothing changed.
+fn refused(c: &Client, method: &str, path: &str, body: Option<Value>, status: u16, code: &str) {
+    let before = c.state();
+    let (s, v) = c.call(method, path, body.as_ref());
+    assert_eq!(s, status, "{method} {path}: {v}");
+    assert_eq!(v["code"], code, "{method} {path}: {v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert_eq!(c.state(), before, "{method} {path} changed the state");
+}
+
+#[test]
+fn collections_records_search_and_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--snapshot-every", "0"]);
+    let c = node.client();
+
+    let (s, v) = c.post(
+        "/v1/collections",
+        json!({"name": "docs", "dimension": 4, "metric": "l2", "index": {"type": "hnsw", "m": 8}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["seq"], 1);
+    let (s, v) = c.post(
+        "/v1/collections",
+        json!({"name": "flat", "dimension": 2, "metric": "cosine", "index": {"type": "flat"}}),
+    );
+    assert_eq!(s, 201, "{v}");
+
+    let (s, v) = c.get("/v1/collections/docs");
+    assert_eq!(s, 200);
+    assert_eq!(v["dimension"], 4);
+    assert_eq!(v["metric"], "l2");
+    assert_eq!(v["index"]["m"], 8);
+    let (_, v) = c.get("/v1/collections");
+    assert_eq!(v["collections"].as_array().unwrap().len(), 2);
+
+    // Single insert with tag and metadata, then a batch.
+    let (s, v) = c.post(
+        "/v1/collections/docs/records",
+        json!({"vector": [0.5, -1.25, 3.0, 0.0], "tag": 7, "metadata": b64(b"first")}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["id"], 0);
+    let records: Vec<Value> = (0..20)
+        .map(|i| json!({"vector": vector(i, 4), "tag": i % 3}))
+        .collect();
+    let (s, v) = c.post(
+        "/v1/collections/docs/records/batch",
+        json!({ "records": records }),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ids"].as_array().unwrap().len(), 20);
+    assert_eq!(v["ids"][0], 1);
+    assert_eq!(v["ids"][19], 20);
+
+    // Get returns exactly what was stored.
+    let (s, v) = c.get("/v1/collections/docs/records/0");
+    assert_eq!(s, 200);
+    assert_eq!(v["vector"], json!([0.5, -1.25, 3.0, 0.0]));
+    assert_eq!(v["tag"], 7);
+    assert_eq!(v["metadata"], b64(b"first"));
+
+    // Search: exact match first with distance 0, ordered by (distance, id).
+    let (s, v) = c.post(
+        "/v1/collections/docs/search",
+        json!({"vector": [0.5, -1.25, 3.0, 0.0], "k": 5, "with_metadata": true}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[0]["id"], 0);
+    assert_eq!(results[0]["distance"], 0);
+    assert_eq!(results[0]["metadata"], b64(b"first"));
+    let d: Vec<(i64, i64)> = results
+        .iter()
+        .map(|r| (r["distance"].as_i64().unwrap(), r["id"].as_i64().unwrap()))
+        .collect();
+    assert!(d.windows(2).all(|w| w[0] < w[1]), "{d:?}");
+    // Tag filter: only that tag.
+    let (_, v) = c.post(
+        "/v1/collections/docs/search",
+        json!({"vector": vector(3, 4), "k": 50, "tag": 1}),
+    );
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 7);
+    assert!(results.iter().all(|r| r["tag"] == 1));
+
+    // Delete, then the record is gone from get and search.
+    let (s, _) = c.delete("/v1/collections/docs/records/0");
+    assert_eq!(s, 200);
+    assert_eq!(c.get("/v1/collections/docs/records/0").0, 404);
+    let (_, v) = c.post(
+        "/v1/collections/docs/search",
+        json!({"vector": [0.5, -1.25, 3.0, 0.0], "k": 3}),
+    );
+    assert!(v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["id"] != 0));
+
+    // Graph.
+    let (s, v) = c.post("/v1/graph/nodes", json!({"kind": "person", "record": {"collection": "docs", "id": 1}, "properties": b64(b"{}")}));
+    assert_eq!(s, 201, "{v}");
+    let a = v["id"].as_u64().unwrap();
+    let (_, v) = c.post("/v1/graph/nodes", json!({"kind": "place"}));
+    let b = v["id"].as_u64().unwrap();
+    let (s, v) = c.post(
+        "/v1/graph/edges",
+        json!({"from": a, "to": b, "kind": "lives_in"}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let e = v["id"].as_u64().unwrap();
+    let (_, v) = c.get(&format!("/v1/graph/nodes/{a}"));
+    assert_eq!(v["kind"], "person");
+    assert_eq!(v["record"]["id"], 1);
+    let (_, v) = c.get(&format!("/v1/graph/edges/{e}"));
+    assert_eq!(v["to"], b);
+    let (s, v) = c.get(&format!(
+        "/v1/graph/nodes/{a}/neighbors?kind=lives_in&direction=out"
+    ));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["neighbors"][0]["node"], b);
+    let (_, v) = c.get(&format!("/v1/graph/nodes/{b}/neighbors?direction=in"));
+    assert_eq!(v["neighbors"][0]["node"], a);
+    let (s, v) = c.post("/v1/graph/traverse", json!({"start": a, "max_depth": 2}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["nodes"],
+        json!([{"node": a, "depth": 0}, {"node": b, "depth": 1}])
+    );
+    assert_eq!(c.delete(&format!("/v1/graph/edges/{e}")).0, 200);
+    assert_eq!(c.delete(&format!("/v1/graph/nodes/{b}")).0, 200);
+    assert_eq!(c.get(&format!("/v1/graph/nodes/{b}")).0, 404);
+
+    // Drop a collection.
+    assert_eq!(c.delete("/v1/collections/flat").0, 200);
+    assert_eq!(c.get("/v1/collections/flat").0, 404);
+
+    // State at a past sequence number.
+    let (seq, chain, _) = c.state();
+    let (s, v) = c.get(&format!("/v1/state?seq={seq}"));
+    assert_eq!(s, 200);
+    assert_eq!(v["chain_hash"], chain);
+    let (s, v) = c.get("/v1/state?seq=1");
+    assert_eq!(s, 200);
+    assert_ne!(v["chain_hash"], chain);
+    assert_eq!(c.get(&format!("/v1/state?seq={}", seq + 1)).0, 404);
+}
+
+#[test]
+fn default_collection_aliases() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    // Searching before anything exists: a clear 404.
+    let (s, v) = c.post("/v1/search", json!({"vector": vec![0.1; 16], "k": 1}));
+    assert_eq!((s, v["code"].as_str()), (404, Some("collection_not_found")));
+    // The first insert fixes the dimension (the reference README's flow).
+    let (s, v) = c.post(
+        "/v1/records",
+        json!({"vector": vec![0.1; 16], "metadata": b64(b"meta")}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["id"], 0);
+    let (s, v) = c.post("/v1/records/batch", json!({"records": [{"vector": vec![0.1; 16]}, {"vector": vec![0.2; 16]}, {"vector": vec![0.3; 16]}]}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ids"], json!([1, 2, 3]));
+    let (_, v) = c.post("/v1/search", json!({"vector": vec![0.3; 16], "k": 1}));
+    assert_eq!(v["results"][0]["id"], 3);
+    assert_eq!(v["results"][0]["distance"], 0);
+    assert_eq!(c.get("/v1/records/0").1["metadata"], b64(b"meta"));
+    assert_eq!(c.delete("/v1/records/0").0, 200);
+    assert_eq!(c.get("/v1/records/0").0, 404);
+    refused(
+        &c,
+        "POST",
+        "/v1/records",
+        Some(json!({"vector": vec![0.1; 8]})),
+        400,
+        "dimension_mismatch",
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &["--max-body-bytes", "200000", "--max-batch", "50"],
+    );
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 3}));
+    c.post("/v1/collections/v/records", json!({"vector": [1, 2, 3]}));
+
+    let p = "/v1/collections/v/records";
+    refused(
+        &c,
+        "POST",
+        p,
+        Some(json!({"vector": [1, 2]})),
+        400,
+        "dimension_mismatch",
+    );
+    refused(
+        &c,
+        "POST",
+        p,
+        Some(json!({"vector": [1, 2, 40000]})),
+        400,
+        "out_of_range",
+    );
+    refused(
+        &c,
+        "POST",
+        p,
+        Some(json!({"vector": [1, 2, -1e300]})),
+        400,
+        "out_of_range",
+    );
+    refused(
+        &c,
+        "POST",
+        p,
+        Some(json!({"vector": [1, 2, 3], "metadata": b64(&[0; 65537])})),
+        400,
+        "too_large",
+    );
+    refused(
+        &c,
+        "POST",
+        p,
+        Some(json!({"vector": [1, 2, 3], "metadata": "***"})),
+        400,
+        "bad_request",
+    );
+    refused(
+        &c,
+        "POST",
+        p,
+        Some(json!({"vector": [1, 2, 3], "colour": "red"})),
+        400,
+        "bad_request",
+    );
+    refused(
+        &c,
+        "POST",
+        p,
+        Some(json!({"vector": "nope"})),
+        400,
+        "bad_request",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections/nope/records",
+        Some(json!({"vector": [1, 2, 3]})),
+        404,
+        "collection_not_found",
+    );
+    refused(
+        &c,
+        "DELETE",
+        "/v1/collections/v/records/99",
+        None,
+        404,
+        "record_not_found",
+    );
+    refused(
+        &c,
+        "GET",
+        "/v1/collections/v/records/99",
+        None,
+        404,
+        "record_not_found",
+    );
+    refused(
+        &c,
+        "GET",
+        "/v1/collections/v/records/abc",
+        None,
+        400,
+        "bad_request",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections",
+        Some(json!({"name": "v", "dimension": 3})),
+        409,
+        "collection_exists",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections",
+        Some(json!({"name": "w", "dimension": 0})),
+        400,
+        "invalid_dimension",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections",
+        Some(json!({"name": "w", "dimension": 3, "metric": "manhattan"})),
+        400,
+        "bad_request",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections",
+        Some(json!({"name": "bad name", "dimension": 3})),
+        400,
+        "invalid_name",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections/v/search",
+        Some(json!({"vector": [1, 2, 3], "k": 0})),
+        400,
+        "invalid_search",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections/v/search",
+        Some(json!({"vector": [1, 2], "k": 1})),
+        400,
+        "dimension_mismatch",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/graph/edges",
+        Some(json!({"from": 0, "to": 1, "kind": "x"})),
+        404,
+        "node_not_found",
+    );
+    refused(
+        &c,
+        "DELETE",
+        "/v1/graph/edges/5",
+        None,
+        404,
+        "edge_not_found",
+    );
+    refused(
+        &c,
+        "GET",
+        "/v1/graph/nodes/5/neighbors?direction=sideways",
+        None,
+        400,
+        "bad_request",
+    );
+    refused(&c, "GET", "/v1/nowhere", None, 404, "not_found");
+    // A batch is all or nothing: one bad record refuses the rest.
+    let mut recs: Vec<Value> = (0..5).map(|i| json!({"vector": vector(i, 3)})).collect();
+    recs.push(json!({"vector": [1, 2, f64::MAX]}));
+    refused(
+        &c,
+        "POST",
+        "/v1/collections/v/records/batch",
+        Some(json!({"records": recs})),
+        400,
+        "bad_request",
+    );
+    let mut recs: Vec<Value> = (0..5).map(|i| json!({"vector": vector(i, 3)})).collect();
+    recs.push(json!({"vector": [1, 2]}));
+    refused(
+        &c,
+        "POST",
+        "/v1/collections/v/records/batch",
+        Some(json!({"records": recs})),
+        400,
+        "dimension_mismatch",
+    );
+    let recs: Vec<Value> = (0..51).map(|i| json!({"vector": vector(i, 3)})).collect();
+    refused(
+        &c,
+        "POST",
+        "/v1/collections/v/records/batch",
+        Some(json!({"records": recs})),
+        400,
+        "bad_request",
+    );
+    refused(
+        &c,
+        "POST",
+        "/v1/collections/v/records/batch",
+        Some(json!({"records": []})),
+        400,
+        "empty_batch",
+    );
+
+    // Malformed JSON and wrong content type.
+    let before = c.state();
+    let (s, v) = c.raw(
+        "POST",
+        p,
+        "application/json",
+        b"{\"vector\": [1, 2,".to_vec(),
+    );
+    assert_eq!((s, v["code"].as_str()), (400, Some("bad_request")), "{v}");
+    let (s, v) = c.raw("POST", p, "text/plain", b"{\"vector\": [1, 2, 3]}".to_vec());
+    assert_eq!((s, v["code"].as_str()), (400, Some("bad_request")), "{v}");
+    // A body over the limit.
+    let big = format!(
+        "{{\"vector\": [1, 2, 3], \"metadata\": \"{}\"}}",
+        "A".repeat(300_000)
+    );
+    let (s, v) = c.raw("POST", p, "application/json", big.into_bytes());
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    // A snapshot upload that is not a snapshot.
+    let (s, v) = c.raw(
+        "POST",
+        "/v1/snapshots/restore",
+        "application/octet-stream",
+        b"not a snapshot".to_vec(),
+    );
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_snapshot")),
+        "{v}"
+    );
+    assert_eq!(c.state(), before);
+}
+
+#[test]
+fn api_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyfile = dir.path().join("read.key");
+    std::fs::write(&keyfile, "reader-key\n").unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(
+        &data,
+        &[
+            "--api-key",
+            "writer-key",
+            "--read-api-key-file",
+            keyfile.to_str().unwrap(),
+        ],
+    );
+    let anon = node.client();
+    let reader = node.client().with_key("reader-key");
+    let writer = node.client().with_key("writer-key");
+    let wrong = node.client().with_key("nope");
+
+    assert_eq!(
+        writer
+            .post("/v1/collections", json!({"name": "v", "dimension": 2}))
+            .0,
+        201
+    );
+    let before = writer.state();
+    for c in [&anon, &wrong] {
+        let (s, v) = c.post("/v1/collections/v/records", json!({"vector": [1, 2]}));
+        assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")), "{v}");
+        assert_eq!(c.get("/v1/state").0, 401);
+    }
+    let (s, v) = reader.post("/v1/collections/v/records", json!({"vector": [1, 2]}));
+    assert_eq!((s, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+    assert_eq!(reader.post("/v1/snapshots", json!({})).0, 403);
+    assert_eq!(writer.state(), before);
+    // Reads work with either key; writes with the read-write key; health needs none.
+    assert_eq!(
+        reader
+            .post(
+                "/v1/collections/v/search",
+                json!({"vector": [1, 2], "k": 1})
+            )
+            .0,
+        200
+    );
+    assert_eq!(
+        writer
+            .post("/v1/collections/v/records", json!({"vector": [1, 2]}))
+            .0,
+        200
+    );
+    assert_eq!(anon.get("/healthz").0, 200);
+    assert_eq!(anon.get("/readyz").0, 200);
+    assert_eq!(anon.get("/metrics").0, 200);
+    // x-api-key header works too.
+    let (s, _) = {
+        let http = reqwest::blocking::Client::new();
+        let r = http
+            .get(format!("{}/v1/state", node.url))
+            .header("x-api-key", "reader-key")
+            .send()
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn restart_keeps_state_results_and_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(
+        dir.path(),
+        &["--snapshot-every", "25", "--prune-log", "false"],
+    );
+    let c = node.client();
+    c.post(
+        "/v1/collections",
+        json!({"name": "v", "dimension": 8, "metric": "cosine"}),
+    );
+    for b in 0..10 {
+        let recs: Vec<Value> = (0..10)
+            .map(|i| json!({"vector": vector(b * 10 + i, 8), "tag": i % 2}))
+            .collect();
+        assert_eq!(
+            c.post("/v1/collections/v/records/batch", json!({"records": recs}))
+                .0,
+            200
+        );
+    }
+    for i in 0..20 {
+        c.delete(&format!("/v1/collections/v/records/{}", i * 3));
+    }
+    c.post("/v1/graph/nodes", json!({"kind": "k"}));
+    let query = json!({"vector": vector(5, 8), "k": 10, "tag": 1});
+    let before_state = c.state();
+    let before_search = c.post("/v1/collections/v/search", query.clone()).1;
+    assert!(!node.client().get("/v1/snapshots").1["snapshots"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // A clean stop (SIGTERM drains and exits 0), then a start.
+    assert_eq!(node.terminate(), Some(0));
+    node = Node::start(
+        dir.path(),
+        &["--snapshot-every", "25", "--prune-log", "false"],
+    );
+    let c = node.client();
+    assert_eq!(c.state(), before_state);
+    assert_eq!(
+        c.post("/v1/collections/v/search", query.clone()).1,
+        before_search
+    );
+    // Ids continue where they were.
+    let (_, v) = c.post(
+        "/v1/collections/v/records",
+        json!({"vector": vector(1000, 8)}),
+    );
+    assert_eq!(v["id"], 100);
+    let (_, v) = c.post("/v1/graph/nodes", json!({"kind": "k"}));
+    assert_eq!(v["id"], 1);
+
+    // Recovery (through the newest snapshot) equals a clean replay of the whole log.
+    let state = c.state();
+    node.kill();
+    let replayed = common::replay_log(dir.path());
+    assert_eq!(replayed.seq(), state.0);
+    assert_eq!(hex::encode(replayed.state_hash()), state.2);
+}
+
+#[test]
+fn snapshots_download_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Node::start(&dir.path().join("a"), &["--snapshot-every", "0"]);
+    let ca = a.client();
+    ca.post("/v1/collections", json!({"name": "v", "dimension": 3}));
+    for i in 0..30 {
+        ca.post(
+            "/v1/collections/v/records",
+            json!({"vector": vector(i, 3), "metadata": b64(&[i as u8])}),
+        );
+    }
+    ca.post(
+        "/v1/graph/nodes",
+        json!({"kind": "x", "record": {"collection": "v", "id": 3}}),
+    );
+    let (s, v) = ca.post("/v1/snapshots", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    assert_eq!(id, 32);
+    let (_, list) = ca.get("/v1/snapshots");
+    assert_eq!(list["snapshots"][0]["seq"], 32);
+    let (s, bytes) = ca.bytes(&format!("/v1/snapshots/{id}"));
+    assert_eq!(s, 200);
+    assert_eq!(ca.get("/v1/snapshots/999").0, 404);
+
+    // Restore into another node: identical state; then both accept the same next write.
+    let b = Node::start(&dir.path().join("b"), &[]);
+    let cb = b.client();
+    cb.post("/v1/collections", json!({"name": "other", "dimension": 2}));
+    let (s, v) = cb.raw(
+        "POST",
+        "/v1/snapshots/restore",
+        "application/octet-stream",
+        bytes.clone(),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(cb.state(), ca.state());
+    assert_eq!(cb.get("/v1/collections/other").0, 404);
+    let w = json!({"vector": [9, 9, 9]});
+    assert_eq!(ca.post("/v1/collections/v/records", w.clone()).1["id"], 30);
+    assert_eq!(cb.post("/v1/collections/v/records", w).1["id"], 30);
+    assert_eq!(cb.state(), ca.state());
+
+    // A damaged snapshot is refused.
+    let mut bad = bytes.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    let (s, v) = cb.raw(
+        "POST",
+        "/v1/snapshots/restore",
+        "application/octet-stream",
+        bad,
+    );
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_snapshot")));
+
+    // A node can start from a snapshot file.
+    let file = dir.path().join("snap.vsnap");
+    std::fs::write(&file, &bytes).unwrap();
+    let c_node = Node::start(
+        &dir.path().join("c"),
+        &["--restore-from", file.to_str().unwrap()],
+    );
+    assert_eq!(c_node.client().state().0, 32);
+}
+
+#[test]
+fn every_documented_route_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    let (s, spec) = c.get("/openapi.json");
+    assert_eq!(s, 200);
+    let paths = spec["paths"].as_object().unwrap();
+    let methods: usize = paths.values().map(|m| m.as_object().unwrap().len()).sum();
+    assert!(
+        paths.len() >= 20 && methods >= 30,
+        "{} paths, {methods} methods",
+        paths.len()
+    );
+    for (path, methods) in paths {
+        let concrete = path.replace("{name}", "v").replace("{id}", "0");
+        for method in methods.as_object().unwrap().keys() {
+            let (s, v) = c.call(method, &concrete, Some(&json!({})));
+            assert_ne!(s, 405, "{method} {path}");
+            assert!(
+                !(s == 404 && v["message"] == "no such route"),
+                "{method} {path} is not routed"
+            );
+        }
+    }
+    let (_, m) = c.get("/metrics");
+    let m = m.as_str().unwrap().to_string();
+    for name in [
+        "valori_events_committed_total",
+        "valori_batch_commit_duration_seconds",
+        "valori_http_requests_total",
+        "valori_http_request_duration_seconds",
+        "valori_sequence_number",
+        "valori_storage_bytes",
+    ] {
+        assert!(m.contains(name), "metric {name} missing");
+    }
+}
+
+#[test]
+fn log_retention_prunes_up_to_the_oldest_kept_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--snapshot-every", "10", "--snapshot-keep", "2"];
+    let mut node = Node::start(dir.path(), &args);
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 2}));
+    for i in 0..44 {
+        assert_eq!(
+            c.post("/v1/collections/v/records", json!({"vector": vector(i, 2)}))
+                .0,
+            200
+        );
+    }
+    let (_, list) = c.get("/v1/snapshots");
+    let seqs: Vec<u64> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![30, 40]);
+    // Entries up to 30 are gone; the chain hash at 30 still comes from the snapshot.
+    assert_eq!(c.get("/v1/state?seq=5").0, 404);
+    assert_eq!(c.get("/v1/state?seq=30").0, 200);
+    assert_eq!(c.get("/v1/state?seq=31").0, 200);
+    let before = c.state();
+    assert_eq!(node.terminate(), Some(0));
+    node = Node::start(dir.path(), &args);
+    assert_eq!(node.client().state(), before);
+    let store_first = {
+        node.kill();
+        valori_node::store::Store::open(dir.path())
+            .unwrap()
+            .first_seq()
+            .unwrap()
+    };
+    assert_eq!(store_first, Some(31));
+}
