@@ -6,8 +6,9 @@
 //! one synced RocksDB write and only then releases the lock and answers. A refused event never
 //! reaches the log, and no reader ever sees an event that is not yet durable (the lock is held
 //! across the sync). If the append fails, the in-memory state is ahead of the disk: the engine
-//! latches into a failed state, answers every later request with an error, and must be
-//! restarted (recovery then rebuilds exactly what is durable).
+//! latches into a failed state that refuses every later write, rebuilds its memory from what is
+//! durable (the same recovery as at start), and keeps serving reads from that: read-only until
+//! restarted. If even that rebuild fails, reads are refused too.
 //!
 //! Recovery: the newest snapshot that verifies, then every log entry after it, each decoded,
 //! applied and its chain hash compared with the stored one. A gap, an undecodable entry or a
@@ -92,6 +93,9 @@ struct Shared {
     kernel: RwLock<Kernel>,
     store: Store,
     failed: Mutex<Option<String>>,
+    /// False when memory may hold events the disk does not (a failed rebuild after a failed
+    /// append): reads are refused then.
+    readable: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     config: EngineConfig,
 }
@@ -121,6 +125,7 @@ impl Engine {
             kernel: RwLock::new(kernel),
             store,
             failed: Mutex::new(None),
+            readable: std::sync::atomic::AtomicBool::new(true),
             metrics,
             config,
         });
@@ -181,10 +186,16 @@ impl Engine {
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
-    /// Reads the state. Refused while the engine is failed (its memory may hold events that
-    /// never became durable).
+    /// Reads the state. After a storage failure the state is what is durable; reads are
+    /// refused only if that could not be re-established.
     pub fn read(&self) -> Result<RwLockReadGuard<'_, Kernel>, NodeError> {
-        self.check_failed()?;
+        if !self
+            .shared
+            .readable
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.check_failed()?;
+        }
         Ok(self.shared.kernel.read().expect("kernel lock"))
     }
 
@@ -394,6 +405,7 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
         return;
     }
     let started = Instant::now();
+    let _span = tracing::info_span!("commit", events = events.len()).entered();
     let mut kernel = shared.kernel.write().expect("kernel lock");
     let mut entries = Vec::new();
     let mut results = Vec::with_capacity(events.len());
@@ -420,6 +432,22 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
                 kernel.seq()
             );
             fail(shared, why.clone());
+            // Memory is ahead of the disk: rebuild it from what is durable, and serve reads
+            // from that; if the rebuild fails, refuse reads as well.
+            shared
+                .readable
+                .store(false, std::sync::atomic::Ordering::Release);
+            match recover(&shared.store, &shared.config) {
+                Ok(durable) => {
+                    tracing::warn!(seq = durable.seq(), "serving reads from the durable state");
+                    shared.metrics.seq.set(durable.seq() as i64);
+                    *kernel = durable;
+                    shared
+                        .readable
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                Err(e) => tracing::error!(error = %e, "rebuilding the durable state failed"),
+            }
             drop(kernel);
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(NodeError::Storage(why.clone()))));

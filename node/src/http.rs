@@ -984,7 +984,8 @@ async fn track(State(app): State<AppRef>, req: Request, next: Next) -> Response 
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
     let started = Instant::now();
-    let response = next.run(req).await;
+    let span = tracing::info_span!("http.request", http.route = %route, http.method = %method);
+    let response = tracing::Instrument::instrument(next.run(req), span).await;
     let m = app.engine.metrics();
     m.http_seconds
         .with_label_values(&[&route, &method])

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,14 +5,16 @@ use valori_node::Config;
 
 fn main() {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run(config) {
+    let telemetry = match valori_node::telemetry::Telemetry::init(&config.log) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("valori-node: telemetry: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let result = run(config);
+    telemetry.shutdown();
+    if let Err(e) = result {
         tracing::error!("{e:#}");
         eprintln!("valori-node: {e:#}");
         std::process::exit(1);

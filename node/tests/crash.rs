@@ -252,16 +252,25 @@ fn disk_full_fails_cleanly_and_recovers_with_space() {
     let (s, v) = failure.expect("a 24 MiB disk must fill up");
     assert_eq!(s, 500, "{v}");
     assert_eq!(v["code"], "storage_error", "{v}");
-    // Latched: later requests are refused with a clear error, and readiness says why.
+    // Latched read-only: writes are refused with a clear error, readiness says why, and reads
+    // serve exactly the durable state (every acknowledged record, nothing else).
     let (s, v) = c.post(
         "/v1/collections/v/records",
         json!({"vector": vector(1, 256)}),
     );
     assert_eq!((s, v["code"].as_str()), (503, Some("node_failed")), "{v}");
-    assert_eq!(c.get("/v1/state").0, 503);
     let (s, why) = c.get("/readyz");
     assert_eq!(s, 503);
     assert!(why.as_str().unwrap().contains("storage"), "{why}");
+    let (seq, _, _) = c.state();
+    assert_eq!(
+        seq,
+        1 + acked.len() as u64 / 50,
+        "reads serve the durable state"
+    );
+    check_acked(&c, &acked);
+    let next = acked.len();
+    assert_eq!(c.get(&format!("/v1/collections/v/records/{next}")).0, 404);
     node.kill();
 
     // More space, restart: everything acknowledged is there.
