@@ -48,6 +48,12 @@ pub struct Config {
     /// Start an empty data directory from this snapshot file.
     #[arg(long, env = "VALORI_RESTORE_FROM")]
     pub restore_from: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (needs --tls-key).
+    #[arg(long, env = "VALORI_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "VALORI_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Read-write API key. When any key is set, every /v1 route needs one.
     #[arg(long, env = "VALORI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

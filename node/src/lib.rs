@@ -91,29 +91,85 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let grpc_task = grpc.map(|listener| {
-        let server = grpc::Grpc::server(service, write_key, read_key);
-        let signal = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(server)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    signal,
-                )
-                .await
-        })
-    });
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some((std::fs::read(cert)?, std::fs::read(key)?)),
+        _ => None,
+    };
+    let grpc_task = match grpc {
+        Some(listener) => {
+            let server = grpc::Grpc::server(service, write_key, read_key);
+            let signal = stopped(stop_rx.clone());
+            let mut builder = tonic::transport::Server::builder();
+            if let Some((cert, key)) = &tls {
+                builder = builder.tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                )?;
+            }
+            Some(tokio::spawn(async move {
+                builder
+                    .add_service(server)
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        signal,
+                    )
+                    .await
+            }))
+        }
+        None => None,
+    };
     let router = http::router(app);
-    axum::serve(
-        http,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx))
-    .await?;
+    match &tls {
+        None => {
+            axum::serve(
+                http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await?
+        }
+        Some((cert, key)) => {
+            let rustls = tls_config(cert, key)?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            let signal = stopped(stop_rx);
+            tokio::spawn(async move {
+                signal.await;
+                // Let in-flight requests finish, as the plain-text server does.
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+            });
+            axum_server::from_tcp_rustls(
+                http.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(rustls)),
+            )?
+            .handle(handle)
+            .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+            .await?
+        }
+    }
     if let Some(t) = grpc_task {
         t.await??;
     }
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     Ok(())
+}
+
+/// A rustls server configuration (ring provider) from PEM certificate chain and key bytes.
+fn tls_config(cert: &[u8], key: &[u8]) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the TLS certificate file holds no certificate"
+    );
+    let key = PrivateKeyDer::from_pem_slice(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }

@@ -35,10 +35,18 @@ fn run(config: Config) -> anyhow::Result<()> {
             Some(tokio::net::TcpListener::bind((config.http_addr, config.grpc_port)).await?)
         };
         // Tests and scripts read these lines to learn the ports (useful with port 0).
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if let Some(g) = &grpc {
-            println!("valori-node gRPC listening on http://{}", g.local_addr()?);
+            println!(
+                "valori-node gRPC listening on {scheme}://{}",
+                g.local_addr()?
+            );
         }
-        println!("valori-node listening on http://{addr}");
+        println!("valori-node listening on {scheme}://{addr}");
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
         valori_node::serve(&config, engine, listener, grpc, shutdown_signal()).await
     })

@@ -1,0 +1,152 @@
+//! TLS from certificate files: HTTP and gRPC are served over TLS with a certificate the test
+//! makes (openssl), and clients that trust it talk to the node; plain text is refused.
+
+mod common;
+
+use std::process::Command;
+
+use valori_node::grpc::pb;
+
+/// A test CA and a server certificate it signs (webpki refuses a self-signed CA certificate as
+/// a server's own). Returns (CA file, server certificate file, server key file).
+fn make_certs(dir: &std::path::Path) -> (String, String, String) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-days",
+            "1",
+            "-subj",
+            "/CN=valori-test-ca",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &p("key.pem"),
+            "-out",
+            &p("leaf.csr"),
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("leaf.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("cert.pem"),
+    ]);
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_grpc_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path());
+    let node = common::Node::start(
+        &dir.path().join("data"),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    assert!(node.url.starts_with("https://"), "{}", node.url);
+    let url = node.url.clone();
+    let cert2 = ca.clone();
+    tokio::task::spawn_blocking(move || {
+        let (ok, body) = curl(&["--cacert", &cert2, &format!("{url}/healthz")]);
+        assert!(ok && body == "ok", "{body}");
+        let (ok, body) = curl(&[
+            "--cacert",
+            &cert2,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"vector": [1, 2, 3]}"#,
+            &format!("{url}/v1/records"),
+        ]);
+        assert!(ok && body.contains("\"id\":0"), "{body}");
+        // Without trusting the certificate, or in plain text, nothing gets through.
+        assert!(!curl(&[&format!("{url}/healthz")]).0);
+        let plain = url.replace("https://", "http://");
+        let (ok, body) = curl(&[&format!("{plain}/healthz")]);
+        assert!(
+            !(ok && body == "ok"),
+            "plain HTTP must not be served: {body}"
+        );
+    })
+    .await
+    .unwrap();
+
+    let ca = tonic::transport::Certificate::from_pem(std::fs::read(&ca).unwrap());
+    let channel = tonic::transport::Channel::from_shared(node.grpc_url.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(ca)
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC over TLS connects");
+    let mut c = pb::valori_client::ValoriClient::new(channel);
+    let st = c
+        .get_state(pb::StateRequest { seq: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.seq, 1);
+}
