@@ -152,12 +152,12 @@ mod avx2 {
 
     pub fn l2_sq(a: &[i32], b: &[i32]) -> i64 {
         // SAFETY: only selected after runtime detection of AVX2.
-        unsafe { l2_sq_avx2(a, b) }
+        unsafe { run::<true>(a, b) }
     }
 
     pub fn dot(a: &[i32], b: &[i32]) -> i64 {
         // SAFETY: only selected after runtime detection of AVX2.
-        unsafe { dot_avx2(a, b) }
+        unsafe { run::<false>(a, b) }
     }
 
     #[target_feature(enable = "avx2")]
@@ -169,8 +169,9 @@ mod avx2 {
         _mm_cvtsi128_si64(s)
     }
 
+    /// Squared L2 (`L2`) or dot product: the two differ only in the operands multiplied.
     #[target_feature(enable = "avx2")]
-    unsafe fn l2_sq_avx2(a: &[i32], b: &[i32]) -> i64 {
+    unsafe fn run<const L2: bool>(a: &[i32], b: &[i32]) -> i64 {
         let n = a.len().min(b.len());
         let chunks = n / 8;
         let mut acc0 = _mm256_setzero_si256();
@@ -183,43 +184,23 @@ mod avx2 {
                     _mm256_loadu_si256(b.as_ptr().add(i * 8).cast()),
                 )
             };
-            // |a_i - b_i| < 2^31 under the narrow bound: no wrap.
-            let d = _mm256_sub_epi32(va, vb);
-            let d_odd = _mm256_srli_epi64::<32>(d);
-            acc0 = _mm256_add_epi64(acc0, _mm256_mul_epi32(d, d));
-            acc1 = _mm256_add_epi64(acc1, _mm256_mul_epi32(d_odd, d_odd));
-        }
-        let mut sum = hsum(_mm256_add_epi64(acc0, acc1));
-        for i in chunks * 8..n {
-            let d = i64::from(a[i]) - i64::from(b[i]);
-            sum += d * d;
-        }
-        sum
-    }
-
-    #[target_feature(enable = "avx2")]
-    unsafe fn dot_avx2(a: &[i32], b: &[i32]) -> i64 {
-        let n = a.len().min(b.len());
-        let chunks = n / 8;
-        let mut acc0 = _mm256_setzero_si256();
-        let mut acc1 = _mm256_setzero_si256();
-        for i in 0..chunks {
-            // SAFETY: i * 8 + 8 <= n, within both slices; loadu has no alignment needs.
-            let (va, vb) = unsafe {
-                (
-                    _mm256_loadu_si256(a.as_ptr().add(i * 8).cast()),
-                    _mm256_loadu_si256(b.as_ptr().add(i * 8).cast()),
-                )
+            // For L2, |a_i - b_i| < 2^31 under the narrow bound: the subtraction cannot wrap.
+            let (x, y) = if L2 {
+                let d = _mm256_sub_epi32(va, vb);
+                (d, d)
+            } else {
+                (va, vb)
             };
-            acc0 = _mm256_add_epi64(acc0, _mm256_mul_epi32(va, vb));
+            acc0 = _mm256_add_epi64(acc0, _mm256_mul_epi32(x, y));
             acc1 = _mm256_add_epi64(
                 acc1,
-                _mm256_mul_epi32(_mm256_srli_epi64::<32>(va), _mm256_srli_epi64::<32>(vb)),
+                _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(y)),
             );
         }
         let mut sum = hsum(_mm256_add_epi64(acc0, acc1));
         for i in chunks * 8..n {
-            sum += i64::from(a[i]) * i64::from(b[i]);
+            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
+            sum += if L2 { (x - y) * (x - y) } else { x * y };
         }
         sum
     }
