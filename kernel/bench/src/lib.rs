@@ -67,7 +67,7 @@ fn parse_vecs(bytes: &[u8], limit: Option<usize>) -> io::Result<(Vec<u32>, usize
         return Err(bad("implausible dimension"));
     }
     let row = 4 + 4 * dim;
-    if bytes.len() % row != 0 {
+    if !bytes.len().is_multiple_of(row) {
         return Err(bad("file length is not a whole number of vectors"));
     }
     let n = (bytes.len() / row).min(limit.unwrap_or(usize::MAX));
