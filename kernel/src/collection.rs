@@ -375,17 +375,14 @@ impl Collection {
     fn finish(&self, query: &[i32], found: Vec<(i64, u32)>, k: usize, exact: bool) -> Vec<Hit> {
         let metric = self.spec.metric;
         if exact {
+            // Compact distances are the exact ones divided by 2^(2 * shift) (squared L2 for L2
+            // and cosine, the negated dot product for inner product).
             let shift = 2 * self.compact_params.0;
-            let base = if metric == Metric::Cosine {
-                distance::UNIT_DOT
-            } else {
-                0
-            };
             return found
                 .into_iter()
                 .take(k)
                 .map(|(d, slot)| Hit {
-                    distance: base + (i128::from(d) << shift),
+                    distance: i128::from(d) << shift,
                     id: u64::from(slot),
                 })
                 .collect();

@@ -36,8 +36,10 @@ impl Bound {
         let narrow = match metric {
             // |a_i - b_i| <= a + b must fit in i32 (the SIMD kernels subtract in 32 bits), and
             // dim * (a + b)^2 in i64.
-            Metric::L2 => a + b <= i32::MAX as u128 && d * (a + b) * (a + b) <= i64::MAX as u128,
-            Metric::InnerProduct | Metric::Cosine => d * a * b <= i64::MAX as u128,
+            Metric::L2 | Metric::Cosine => {
+                a + b <= i32::MAX as u128 && d * (a + b) * (a + b) <= i64::MAX as u128
+            }
+            Metric::InnerProduct => d * a * b <= i64::MAX as u128,
         };
         Bound { narrow }
     }
@@ -206,18 +208,15 @@ mod avx2 {
     }
 }
 
-/// 2^32: the dot product of two unit vectors that point the same way, in raw units.
-pub const UNIT_DOT: i128 = 1 << 32;
-
 /// The distance between two stored-form vectors (normalised already for cosine).
 pub fn distance(metric: Metric, bound: Bound, a: &[i32], b: &[i32]) -> Distance {
     match (metric, bound.narrow) {
-        (Metric::L2, true) => i128::from(l2_sq_narrow(a, b)),
-        (Metric::L2, false) => l2_sq_wide(a, b),
+        // Cosine compares the stored unit vectors by squared L2: 2^33 (1 - cos) up to rounding,
+        // and exactly 0 for the same direction.
+        (Metric::L2 | Metric::Cosine, true) => i128::from(l2_sq_narrow(a, b)),
+        (Metric::L2 | Metric::Cosine, false) => l2_sq_wide(a, b),
         (Metric::InnerProduct, true) => -i128::from(dot_narrow(a, b)),
         (Metric::InnerProduct, false) => -dot_wide(a, b),
-        (Metric::Cosine, true) => UNIT_DOT - i128::from(dot_narrow(a, b)),
-        (Metric::Cosine, false) => UNIT_DOT - dot_wide(a, b),
     }
 }
 

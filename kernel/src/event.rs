@@ -21,8 +21,9 @@ pub enum Metric {
     L2,
     /// Negated dot product, in raw units squared.
     InnerProduct,
-    /// Vectors are normalised to unit length at insert and at query; the distance is
-    /// `2^32 - dot`, that is `(1 - cosine)` in units of 2^-32.
+    /// Vectors are normalised to unit length (2^16 raw units) at insert and at query; the
+    /// distance is the squared L2 distance between the unit vectors in raw units, which is
+    /// `2^33 * (1 - cosine)` up to rounding and exactly 0 for the same direction.
     Cosine,
 }
 

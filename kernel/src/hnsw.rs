@@ -56,9 +56,9 @@ pub fn level_for(id: u64, m: u16) -> u8 {
 }
 
 /// How the index measures distance: over the collection's compact vectors
-/// ([`crate::compact`]). For L2 the compact squared distance, for the dot-product metrics the
-/// negated compact dot product: both order candidates as the full distance would (exactly, in
-/// the compact copy's exact mode).
+/// ([`crate::compact`]). For L2 and cosine (unit vectors) the compact squared distance, for
+/// inner product the negated compact dot product: both order candidates as the full distance
+/// would (exactly, in the compact copy's exact mode).
 pub(crate) struct Space<'a> {
     pub compact: &'a [i16],
     pub dim: usize,
@@ -77,8 +77,8 @@ impl Space<'_> {
     pub fn dist(&self, q: &[i16], slot: u32) -> D {
         let v = self.vector(slot);
         match self.metric {
-            Metric::L2 => (self.kernels.l2)(q, v),
-            Metric::InnerProduct | Metric::Cosine => -(self.kernels.dot)(q, v),
+            Metric::L2 | Metric::Cosine => (self.kernels.l2)(q, v),
+            Metric::InnerProduct => -(self.kernels.dot)(q, v),
         }
     }
 }

@@ -136,13 +136,12 @@ fn run(events: &[Event]) -> (Kernel, Vec<Vec<u8>>) {
 fn naive_distance(metric: Metric, a: &[i32], b: &[i32]) -> i128 {
     let dot: i128 = a.iter().zip(b).map(|(&x, &y)| x as i128 * y as i128).sum();
     match metric {
-        Metric::L2 => a
+        Metric::L2 | Metric::Cosine => a
             .iter()
             .zip(b)
             .map(|(&x, &y)| (x as i128 - y as i128).pow(2))
             .sum(),
         Metric::InnerProduct => -dot,
-        Metric::Cosine => (1i128 << 32) - dot,
     }
 }
 
