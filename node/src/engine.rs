@@ -265,6 +265,14 @@ impl Engine {
             .map_err(|e| NodeError::Storage(e.to_string()))
     }
 
+    /// The first sequence number still in the log, if any.
+    pub fn first_retained(&self) -> Result<Option<u64>, NodeError> {
+        self.shared
+            .store
+            .first_seq()
+            .map_err(|e| NodeError::Storage(e.to_string()))
+    }
+
     /// Snapshot files, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotFile>, NodeError> {
         self.shared

@@ -816,6 +816,62 @@ async fn state(
     .await
 }
 
+fn default_log_limit() -> usize {
+    1000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default = "default_log_limit")]
+    limit: usize,
+}
+
+#[derive(Serialize)]
+struct LogEntry {
+    seq: u64,
+    chain_hash: String,
+    /// The event's canonical encoding, base64.
+    event: String,
+}
+
+/// Most log entries one request returns.
+const MAX_LOG_PAGE: usize = 10_000;
+
+async fn log(
+    State(app): State<AppRef>,
+    _: CanRead,
+    ApiQuery(q): ApiQuery<LogQuery>,
+) -> ApiResult<serde_json::Value> {
+    if q.limit == 0 || q.limit > MAX_LOG_PAGE {
+        return Err(NodeError::BadRequest(format!(
+            "limit must be 1 to {MAX_LOG_PAGE}"
+        )));
+    }
+    let engine = app.engine.clone();
+    blocking(move || {
+        let first = engine.first_retained()?;
+        let entries: Vec<LogEntry> = engine
+            .entries(q.from, q.limit)?
+            .into_iter()
+            .map(|e| LogEntry {
+                seq: e.seq,
+                chain_hash: hex32(&e.chain),
+                event: b64(&e.event),
+            })
+            .collect();
+        let next = entries.last().map(|e| e.seq + 1);
+        Ok(Json(serde_json::json!({
+            "entries": entries,
+            "first_retained": first,
+            "next": next,
+        })))
+    })
+    .await
+}
+
 #[derive(Serialize)]
 struct SnapshotOut {
     id: u64,
@@ -938,6 +994,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("delete", "/v1/graph/edges/{id}", "Delete an edge"),
     ("post", "/v1/graph/traverse", "Breadth-first traversal {start, max_depth, kinds?, direction?}"),
     ("get", "/v1/state", "Sequence number, chain hash and state hash (?seq=N: the chain hash at N)"),
+    ("get", "/v1/log", "Retained log entries {seq, chain_hash, event (canonical encoding, base64)} (?from=N&limit=M), for audits and replay"),
     ("post", "/v1/snapshots", "Take a snapshot now"),
     ("get", "/v1/snapshots", "List snapshots"),
     ("get", "/v1/snapshots/{id}", "Download a snapshot (application/octet-stream)"),
@@ -1034,6 +1091,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/graph/edges/{id}", get(get_edge).delete(delete_edge))
         .route("/v1/graph/traverse", post(traverse))
         .route("/v1/state", get(state))
+        .route("/v1/log", get(log))
         .route("/v1/snapshots", post(create_snapshot).get(list_snapshots))
         .route("/v1/snapshots/{id}", get(download_snapshot))
         .route(
