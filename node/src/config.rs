@@ -54,6 +54,19 @@ pub struct Config {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "VALORI_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// `leader` (accepts writes) or `follower` (replicates a leader, refuses writes).
+    #[arg(long, env = "VALORI_REPLICATION_MODE", default_value = "leader", value_parser = ["leader", "follower"])]
+    pub replication_mode: String,
+    /// The leader's base URL, for a follower (e.g. http://leader:3000).
+    #[arg(long, env = "VALORI_LEADER_URL")]
+    pub leader_url: Option<String>,
+    /// Re-bootstrap from the leader's newest snapshot when divergence is detected (otherwise
+    /// the follower stops and reports it).
+    #[arg(long, env = "VALORI_REPLICATION_HEAL")]
+    pub replication_heal: bool,
+    /// API key a follower presents to its leader.
+    #[arg(long, env = "VALORI_LEADER_API_KEY", hide_env_values = true)]
+    pub leader_api_key: Option<String>,
     /// Read-write API key. When any key is set, every /v1 route needs one.
     #[arg(long, env = "VALORI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -85,6 +98,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The leader's URL when this node is a follower.
+    pub fn follower_of(&self) -> Option<&str> {
+        (self.replication_mode == "follower").then(|| self.leader_url.as_deref().unwrap_or(""))
+    }
+
     /// Parses flags and environment for a node with `data_dir`, for tests and embedding.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
         let mut c = Config::parse_from(["valori-node"]);

@@ -82,9 +82,12 @@ pub struct StateInfo {
 
 enum Job {
     Event(Event, oneshot::Sender<Result<Committed, NodeError>>),
+    Replicate(Vec<Entry>, oneshot::Sender<Result<u64, NodeError>>),
     Snapshot(oneshot::Sender<Result<SnapshotFile, NodeError>>),
+    /// The state to install, and whether to do so even when failed (healing a follower).
     Restore(
         Box<Kernel>,
+        bool,
         oneshot::Sender<Result<SnapshotFile, NodeError>>,
     ),
 }
@@ -163,6 +166,23 @@ impl Engine {
         rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
     }
 
+    /// Applies entries streamed from a leader: each must be the next sequence number, decode,
+    /// apply, and produce exactly the leader's chain hash; then they are appended durably with
+    /// that chain. Entries already applied are skipped (resuming is idempotent). On the first
+    /// mismatch the entries before it are kept, the engine latches into its failed state
+    /// (read-only, serving the durable state) and the error names the sequence number.
+    /// Returns the sequence number reached.
+    pub async fn replicate(&self, entries: Vec<Entry>) -> Result<u64, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Replicate(entries, reply))?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// The current sequence number (cheap: no hashing).
+    pub fn seq(&self) -> Result<u64, NodeError> {
+        Ok(self.read()?.seq())
+    }
+
     /// Takes a snapshot now (ordered with writes).
     pub async fn snapshot(&self) -> Result<SnapshotFile, NodeError> {
         let (reply, rx) = oneshot::channel();
@@ -182,8 +202,23 @@ impl Engine {
     pub async fn restore(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
         let kernel = Kernel::restore(snapshot)?;
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Restore(Box::new(kernel), reply))?;
+        self.send(Job::Restore(Box::new(kernel), false, reply))?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Replaces a failed (diverged) state with a verified snapshot and clears the failure: how
+    /// a follower heals by re-bootstrapping.
+    pub async fn heal(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
+        let kernel = Kernel::restore(snapshot)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Restore(Box::new(kernel), true, reply))?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Latches the failed state (read-only) with a reason, e.g. a divergence found by
+    /// comparing chain hashes with the leader.
+    pub fn mark_failed(&self, why: String) {
+        fail(&self.shared, why);
     }
 
     /// Reads the state. After a storage failure the state is what is durable; reads are
@@ -385,7 +420,7 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<Job>) {
                 }
                 other => {
                     commit(shared, &exec, std::mem::take(&mut events));
-                    admin(shared, other);
+                    admin(shared, &exec, other);
                 }
             }
         }
@@ -398,6 +433,87 @@ fn fail(shared: &Shared, why: String) {
     tracing::error!(error = %why, "storage failure: the node refuses work until restarted");
     shared.metrics.failed.set(1);
     *shared.failed.lock().expect("failed lock") = Some(why);
+}
+
+/// Latches the failed state and rebuilds memory from what is durable (memory may be ahead of
+/// the disk); reads then serve the durable state, or are refused if the rebuild fails.
+fn latch(shared: &Shared, kernel: &mut Kernel, why: String) {
+    fail(shared, why);
+    shared
+        .readable
+        .store(false, std::sync::atomic::Ordering::Release);
+    match recover(&shared.store, &shared.config) {
+        Ok(durable) => {
+            tracing::warn!(seq = durable.seq(), "serving reads from the durable state");
+            shared.metrics.seq.set(durable.seq() as i64);
+            *kernel = durable;
+            shared
+                .readable
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Err(e) => tracing::error!(error = %e, "rebuilding the durable state failed"),
+    }
+}
+
+fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64, NodeError> {
+    if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
+        return Err(NodeError::Failed(why));
+    }
+    let mut kernel = shared.kernel.write().expect("kernel lock");
+    let mut accepted: Vec<Entry> = Vec::new();
+    let mut divergence = None;
+    for e in entries {
+        if e.seq <= kernel.seq() {
+            continue;
+        }
+        let expected = kernel.seq() + 1;
+        let problem = if e.seq != expected {
+            Some(format!(
+                "expected sequence number {expected}, the leader sent {}",
+                e.seq
+            ))
+        } else {
+            match Event::decode(&e.event) {
+                Err(err) => Some(format!("event {} does not decode: {err}", e.seq)),
+                Ok(event) => match kernel.apply_with(&event, &e.event, exec) {
+                    Err(err) => Some(format!("event {} does not apply here: {err}", e.seq)),
+                    Ok(_) if kernel.chain_hash() != e.chain => Some(format!(
+                        "diverged from the leader at sequence number {}: leader chain {}, ours {}",
+                        e.seq,
+                        hex::encode(e.chain),
+                        hex::encode(kernel.chain_hash())
+                    )),
+                    Ok(_) => None,
+                },
+            }
+        };
+        match problem {
+            None => accepted.push(e),
+            Some(why) => {
+                divergence = Some(why);
+                break;
+            }
+        }
+    }
+    if !accepted.is_empty() {
+        if let Err(e) = shared.store.append(&accepted) {
+            let why = format!("storage error appending replicated events: {e}");
+            latch(shared, &mut kernel, why.clone());
+            return Err(NodeError::Storage(why));
+        }
+        shared
+            .metrics
+            .events_committed
+            .inc_by(accepted.len() as u64);
+    }
+    if let Some(why) = divergence {
+        shared.metrics.divergences.inc();
+        // Memory holds the refused event's effects: rebuild it from the durable log.
+        latch(shared, &mut kernel, why.clone());
+        return Err(NodeError::Failed(why));
+    }
+    shared.metrics.seq.set(kernel.seq() as i64);
+    Ok(kernel.seq())
 }
 
 type Pending = Vec<(Event, oneshot::Sender<Result<Committed, NodeError>>)>;
@@ -439,23 +555,7 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
                 entries[0].seq,
                 kernel.seq()
             );
-            fail(shared, why.clone());
-            // Memory is ahead of the disk: rebuild it from what is durable, and serve reads
-            // from that; if the rebuild fails, refuse reads as well.
-            shared
-                .readable
-                .store(false, std::sync::atomic::Ordering::Release);
-            match recover(&shared.store, &shared.config) {
-                Ok(durable) => {
-                    tracing::warn!(seq = durable.seq(), "serving reads from the durable state");
-                    shared.metrics.seq.set(durable.seq() as i64);
-                    *kernel = durable;
-                    shared
-                        .readable
-                        .store(true, std::sync::atomic::Ordering::Release);
-                }
-                Err(e) => tracing::error!(error = %e, "rebuilding the durable state failed"),
-            }
+            latch(shared, &mut kernel, why.clone());
             drop(kernel);
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(NodeError::Storage(why.clone()))));
@@ -475,9 +575,12 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
     }
 }
 
-fn admin(shared: &Shared, job: Job) {
+fn admin(shared: &Shared, exec: &Threads, job: Job) {
     match job {
         Job::Event(..) => unreachable!("events are grouped by the writer loop"),
+        Job::Replicate(entries, reply) => {
+            let _ = reply.send(replicate(shared, exec, entries));
+        }
         Job::Snapshot(reply) => {
             let r = match shared.failed.lock().expect("failed lock").clone() {
                 Some(why) => Err(NodeError::Failed(why)),
@@ -485,8 +588,8 @@ fn admin(shared: &Shared, job: Job) {
             };
             let _ = reply.send(r);
         }
-        Job::Restore(kernel, reply) => {
-            let _ = reply.send(restore(shared, *kernel));
+        Job::Restore(kernel, force, reply) => {
+            let _ = reply.send(restore(shared, *kernel, force));
         }
     }
 }
@@ -549,9 +652,11 @@ fn apply_retention(shared: &Shared) {
     }
 }
 
-fn restore(shared: &Shared, kernel: Kernel) -> Result<SnapshotFile, NodeError> {
+fn restore(shared: &Shared, kernel: Kernel, force: bool) -> Result<SnapshotFile, NodeError> {
     if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
-        return Err(NodeError::Failed(why));
+        if !force {
+            return Err(NodeError::Failed(why));
+        }
     }
     let mut live = shared.kernel.write().expect("kernel lock");
     let storage = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
@@ -586,6 +691,13 @@ fn restore(shared: &Shared, kernel: Kernel) -> Result<SnapshotFile, NodeError> {
     }
     shared.metrics.seq.set(kernel.seq() as i64);
     *live = kernel;
+    if force {
+        *shared.failed.lock().expect("failed lock") = None;
+        shared
+            .readable
+            .store(true, std::sync::atomic::Ordering::Release);
+        shared.metrics.failed.set(0);
+    }
     tracing::info!(seq = live.seq(), "state restored from snapshot");
     Ok(file)
 }

@@ -48,6 +48,12 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A write sent to a follower.
+    #[error("this node is a read-only follower; send writes to the leader at {leader}")]
+    ReadOnlyFollower {
+        /// The leader's URL.
+        leader: String,
+    },
 }
 
 impl NodeError {
@@ -63,6 +69,7 @@ impl NodeError {
             NodeError::Unauthorized => 401,
             NodeError::Forbidden => 403,
             NodeError::Failed(_) | NodeError::ShuttingDown => 503,
+            NodeError::ReadOnlyFollower { .. } => 403,
             NodeError::Storage(_) => 500,
         }
     }
@@ -85,6 +92,7 @@ impl NodeError {
             NodeError::Failed(_) => "node_failed",
             NodeError::Storage(_) => "storage_error",
             NodeError::ShuttingDown => "shutting_down",
+            NodeError::ReadOnlyFollower { .. } => "read_only_follower",
         }
     }
 }

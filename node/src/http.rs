@@ -867,6 +867,7 @@ async fn log(
             "entries": entries,
             "first_retained": first,
             "next": next,
+            "head": engine.seq()?,
         })))
     })
     .await
@@ -929,6 +930,7 @@ async fn restore_snapshot(
     _: CanWrite,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, NodeError> {
+    app.service.writable()?;
     let f = app.engine.restore(&body).await?;
     let s = app.engine.state()?;
     Ok(Json(serde_json::json!({

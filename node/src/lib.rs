@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod replication;
 pub mod service;
 pub mod store;
 pub mod telemetry;
@@ -25,6 +26,10 @@ pub use error::{NodeError, OpenError};
 /// `--restore-from` into an empty one, and creates the default collection when
 /// `--default-dimension` asks for it.
 pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
+    anyhow::ensure!(
+        config.follower_of().is_none_or(|l| !l.is_empty()),
+        "a follower needs --leader-url (VALORI_LEADER_URL)"
+    );
     let mut ec = EngineConfig::new(&config.data_dir);
     ec.snapshot_every = config.snapshot_every;
     ec.snapshot_keep = config.snapshot_keep.max(1);
@@ -43,7 +48,11 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
             tracing::warn!("--restore-from ignored: the data directory already has state");
         }
     }
-    if let Some(dim) = config.default_dimension {
+    if config.follower_of().is_some() && config.default_dimension.is_some() {
+        tracing::warn!(
+            "--default-dimension ignored on a follower: its state comes from the leader"
+        );
+    } else if let Some(dim) = config.default_dimension {
         let exists = engine
             .read()?
             .collection(valori_kernel::limits::DEFAULT_COLLECTION)
@@ -75,6 +84,7 @@ pub async fn serve(
     let service = service::Service {
         engine: engine.clone(),
         max_batch: config.max_batch,
+        follower_of: config.follower_of().map(String::from),
     };
     let app = http::App {
         service: service.clone(),
@@ -91,6 +101,15 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let follower_task = config.follower_of().map(|leader| {
+        let follower = replication::Follower::new(
+            engine.clone(),
+            leader.to_string(),
+            config.leader_api_key.clone(),
+            config.replication_heal,
+        );
+        tokio::spawn(follower.run(stop_rx.clone()))
+    });
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some((std::fs::read(cert)?, std::fs::read(key)?)),
         _ => None,
@@ -149,6 +168,9 @@ pub async fn serve(
     }
     if let Some(t) = grpc_task {
         t.await??;
+    }
+    if let Some(t) = follower_task {
+        t.await?;
     }
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     Ok(())

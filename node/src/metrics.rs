@@ -20,6 +20,14 @@ pub struct Metrics {
     pub snapshots: IntCounter,
     /// `valori_failed`: 1 once a storage error latched the node into its failed state.
     pub failed: IntGauge,
+    /// `valori_replication_lag`: seconds a follower is behind its leader (0 when caught up).
+    pub replication_lag_seconds: prometheus::Gauge,
+    /// `valori_replication_lag_events`: events a follower is behind its leader.
+    pub replication_lag_events: IntGauge,
+    /// `valori_replication_bootstraps_total`: snapshot bootstraps of a follower.
+    pub bootstraps: IntCounter,
+    /// `valori_replication_divergences_total`: chain-hash mismatches detected.
+    pub divergences: IntCounter,
     /// `valori_http_requests_total{route,method,status}`.
     pub http_requests: IntCounterVec,
     /// `valori_http_request_duration_seconds{route,method}`.
@@ -56,6 +64,26 @@ impl Metrics {
             "1 when a storage error put the node in its failed state",
         )
         .unwrap();
+        let replication_lag_seconds = prometheus::Gauge::new(
+            "valori_replication_lag",
+            "Seconds this follower is behind its leader",
+        )
+        .unwrap();
+        let replication_lag_events = IntGauge::new(
+            "valori_replication_lag_events",
+            "Events this follower is behind its leader",
+        )
+        .unwrap();
+        let bootstraps = IntCounter::new(
+            "valori_replication_bootstraps_total",
+            "Snapshot bootstraps of this follower",
+        )
+        .unwrap();
+        let divergences = IntCounter::new(
+            "valori_replication_divergences_total",
+            "Chain hash mismatches detected while replicating",
+        )
+        .unwrap();
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "valori_http_requests_total",
@@ -80,6 +108,10 @@ impl Metrics {
             Box::new(storage_bytes.clone()),
             Box::new(snapshots.clone()),
             Box::new(failed.clone()),
+            Box::new(replication_lag_seconds.clone()),
+            Box::new(replication_lag_events.clone()),
+            Box::new(bootstraps.clone()),
+            Box::new(divergences.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
         ] {
@@ -93,6 +125,10 @@ impl Metrics {
             storage_bytes,
             snapshots,
             failed,
+            replication_lag_seconds,
+            replication_lag_events,
+            bootstraps,
+            divergences,
             http_requests,
             http_seconds,
         }

@@ -17,6 +17,8 @@ pub struct Service {
     pub engine: Engine,
     /// Most records in one batch insert.
     pub max_batch: usize,
+    /// The leader's URL when this node is a follower (writes are refused).
+    pub follower_of: Option<String>,
 }
 
 /// A record as a client sends it.
@@ -114,6 +116,16 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 impl Service {
+    /// Refuses writes on a follower, naming its leader.
+    pub fn writable(&self) -> Result<(), NodeError> {
+        match &self.follower_of {
+            Some(leader) => Err(NodeError::ReadOnlyFollower {
+                leader: leader.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Creates a collection; returns the sequence number.
     pub async fn create_collection(
         &self,
@@ -122,6 +134,7 @@ impl Service {
         metric: Option<&str>,
         index: IndexIn,
     ) -> Result<u64, NodeError> {
+        self.writable()?;
         let metric = parse_metric(metric)?;
         let d = HnswParams::default();
         let index = match index {
@@ -150,6 +163,7 @@ impl Service {
 
     /// Drops a collection.
     pub async fn drop_collection(&self, name: String) -> Result<u64, NodeError> {
+        self.writable()?;
         Ok(self
             .engine
             .submit(Event::DropCollection { name })
@@ -163,6 +177,7 @@ impl Service {
         collection: String,
         records: Vec<RecordIn>,
     ) -> Result<(Vec<u64>, u64), NodeError> {
+        self.writable()?;
         if records.len() > self.max_batch {
             return Err(NodeError::BadRequest(format!(
                 "batch has {} records, the limit is {}",
@@ -204,6 +219,7 @@ impl Service {
 
     /// Deletes a record.
     pub async fn delete(&self, collection: String, id: u64) -> Result<u64, NodeError> {
+        self.writable()?;
         Ok(self
             .engine
             .submit(Event::Delete { collection, id })
@@ -267,6 +283,7 @@ impl Service {
         record: Option<(String, u64)>,
         properties: Option<Vec<u8>>,
     ) -> Result<(u64, u64), NodeError> {
+        self.writable()?;
         let c = self
             .engine
             .submit(Event::CreateNode {
@@ -288,6 +305,7 @@ impl Service {
         to: u64,
         kind: String,
     ) -> Result<(u64, u64), NodeError> {
+        self.writable()?;
         let c = self
             .engine
             .submit(Event::CreateEdge { from, to, kind })
@@ -300,11 +318,13 @@ impl Service {
 
     /// Deletes a node and its edges.
     pub async fn delete_node(&self, id: u64) -> Result<u64, NodeError> {
+        self.writable()?;
         Ok(self.engine.submit(Event::DeleteNode { id }).await?.seq)
     }
 
     /// Deletes an edge.
     pub async fn delete_edge(&self, id: u64) -> Result<u64, NodeError> {
+        self.writable()?;
         Ok(self.engine.submit(Event::DeleteEdge { id }).await?.seq)
     }
 

@@ -27,17 +27,16 @@ impl Node {
 
     /// Starts a node; `Err` carries its stderr if it exits before listening.
     pub fn try_start(dir: &Path, args: &[&str]) -> Result<Node, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_valori-node"))
-            .args([
-                "--http-addr",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--grpc-port",
-                "0",
-                "--data-dir",
-            ])
-            .arg(dir)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_valori-node"));
+        cmd.args(["--http-addr", "127.0.0.1", "--data-dir"])
+            .arg(dir);
+        // Free ports unless the test fixes them.
+        for flag in ["--http-port", "--grpc-port"] {
+            if !args.contains(&flag) {
+                cmd.args([flag, "0"]);
+            }
+        }
+        let mut child = cmd
             .args(args)
             .env("VALORI_LOG", "warn")
             .stdout(Stdio::piped())
@@ -234,4 +233,25 @@ pub fn vector(i: u64, dim: usize) -> Vec<f64> {
     (0..dim)
         .map(|j| (((i * 31 + j as u64 * 17) % 97) as f64) / 8.0 - 6.0)
         .collect()
+}
+
+/// A port that was free a moment ago (for a node that must come back on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `pred` holds, polling; panics with `what` after `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !pred() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
