@@ -231,3 +231,107 @@ fn divergence_is_detected_and_healed() {
     caught_up(&lc, &[&f.client()]);
     assert_eq!(f.client().get("/readyz").0, 200);
 }
+
+/// A TCP proxy between a follower and its leader that can cut and restore the link.
+struct Proxy {
+    url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn new(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                o.lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c2, mut s2) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy { url, cut, open }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    fn partition(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_partitioned_follower_catches_up_after_healing() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Node::start(&dir.path().join("leader"), &["--api-key", "secret"]);
+    let lc = leader.client().with_key("secret");
+    lc.post("/v1/collections", json!({"name": "v", "dimension": 8}));
+    write_mix(&lc, 0, 100);
+    let proxy = Proxy::new(&leader.url);
+    // The replication stream needs the key when keys are configured.
+    let f = follower(
+        &dir.path().join("f"),
+        &proxy.url,
+        &["--leader-api-key", "secret"],
+    );
+    let fc = f.client();
+    caught_up(&lc, &[&fc]);
+
+    proxy.partition();
+    let cut_at = fc.state().0;
+    write_mix(&lc, 1, 200);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(fc.state().0, cut_at, "no traffic should pass the partition");
+    // Reads keep working on the follower while it is cut off.
+    assert_eq!(
+        fc.post(
+            "/v1/collections/v/search",
+            json!({"vector": vector(1, 8), "k": 3})
+        )
+        .0,
+        200
+    );
+
+    proxy.heal();
+    caught_up(&lc, &[&fc]);
+}
+
+#[test]
+fn a_follower_without_the_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Node::start(&dir.path().join("leader"), &["--api-key", "secret"]);
+    let lc = leader.client().with_key("secret");
+    lc.post("/v1/collections", json!({"name": "v", "dimension": 8}));
+    let f = follower(&dir.path().join("f"), &leader.url, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(f.client().state().0, 0, "the stream must need the key");
+    assert_eq!(leader.client().get("/v1/log").0, 401);
+}
