@@ -85,8 +85,11 @@ enum Job {
     Replicate(Vec<Entry>, oneshot::Sender<Result<u64, NodeError>>),
     Snapshot(oneshot::Sender<Result<SnapshotFile, NodeError>>),
     /// The state to install, and whether to do so even when failed (healing a follower).
+    /// The state to install, the verified snapshot bytes it came from (written as they are),
+    /// and whether to install even when failed (healing a follower).
     Restore(
         Box<Kernel>,
+        Vec<u8>,
         bool,
         oneshot::Sender<Result<SnapshotFile, NodeError>>,
     ),
@@ -202,7 +205,12 @@ impl Engine {
     pub async fn restore(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
         let kernel = Kernel::restore(snapshot)?;
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Restore(Box::new(kernel), false, reply))?;
+        self.send(Job::Restore(
+            Box::new(kernel),
+            snapshot.to_vec(),
+            false,
+            reply,
+        ))?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
@@ -211,7 +219,12 @@ impl Engine {
     pub async fn heal(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
         let kernel = Kernel::restore(snapshot)?;
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Restore(Box::new(kernel), true, reply))?;
+        self.send(Job::Restore(
+            Box::new(kernel),
+            snapshot.to_vec(),
+            true,
+            reply,
+        ))?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
@@ -588,8 +601,8 @@ fn admin(shared: &Shared, exec: &Threads, job: Job) {
             };
             let _ = reply.send(r);
         }
-        Job::Restore(kernel, force, reply) => {
-            let _ = reply.send(restore(shared, *kernel, force));
+        Job::Restore(kernel, bytes, force, reply) => {
+            let _ = reply.send(restore(shared, *kernel, &bytes, force));
         }
     }
 }
@@ -652,7 +665,12 @@ fn apply_retention(shared: &Shared) {
     }
 }
 
-fn restore(shared: &Shared, kernel: Kernel, force: bool) -> Result<SnapshotFile, NodeError> {
+fn restore(
+    shared: &Shared,
+    kernel: Kernel,
+    bytes: &[u8],
+    force: bool,
+) -> Result<SnapshotFile, NodeError> {
     if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
         if !force {
             return Err(NodeError::Failed(why));
@@ -664,7 +682,7 @@ fn restore(shared: &Shared, kernel: Kernel, force: bool) -> Result<SnapshotFile,
     // crash leaves either the old state or the restored one, never nothing.
     let file = shared
         .store
-        .write_snapshot(kernel.seq(), &kernel.snapshot())
+        .write_snapshot(kernel.seq(), bytes)
         .map_err(|e| NodeError::Storage(storage("writing snapshot", &e)))?;
     let result = (|| {
         shared
