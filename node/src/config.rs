@@ -64,6 +64,9 @@ pub struct Config {
     /// the follower stops and reports it).
     #[arg(long, env = "VALORI_REPLICATION_HEAL")]
     pub replication_heal: bool,
+    /// How a follower names itself to its leader (default: its HTTP address and port).
+    #[arg(long, env = "VALORI_FOLLOWER_NAME")]
+    pub follower_name: Option<String>,
     /// API key a follower presents to its leader.
     #[arg(long, env = "VALORI_LEADER_API_KEY", hide_env_values = true)]
     pub leader_api_key: Option<String>,

@@ -43,6 +43,9 @@ pub struct App {
     pub read_key: Option<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Followers seen on `/v1/log` (by their `x-valori-follower` header): confirmed sequence
+    /// number and when they last asked.
+    pub followers: std::sync::Mutex<std::collections::BTreeMap<String, (u64, Instant)>>,
 }
 
 type AppRef = Arc<App>;
@@ -843,8 +846,25 @@ const MAX_LOG_PAGE: usize = 10_000;
 async fn log(
     State(app): State<AppRef>,
     _: CanRead,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<serde_json::Value> {
+    if let Some(name) = headers
+        .get("x-valori-follower")
+        .and_then(|v| v.to_str().ok())
+    {
+        // Asking for `from` confirms everything before it.
+        let confirmed = q.from.saturating_sub(1);
+        app.followers
+            .lock()
+            .expect("followers lock")
+            .insert(name.to_string(), (confirmed, Instant::now()));
+        app.engine
+            .metrics()
+            .follower_seq
+            .with_label_values(&[name])
+            .set(confirmed as i64);
+    }
     if q.limit == 0 || q.limit > MAX_LOG_PAGE {
         return Err(NodeError::BadRequest(format!(
             "limit must be 1 to {MAX_LOG_PAGE}"
@@ -871,6 +891,27 @@ async fn log(
         })))
     })
     .await
+}
+
+async fn replication(State(app): State<AppRef>, _: CanRead) -> ApiResult<serde_json::Value> {
+    let seq = app.engine.seq()?;
+    let followers: Vec<serde_json::Value> = app
+        .followers
+        .lock()
+        .expect("followers lock")
+        .iter()
+        .map(|(name, (confirmed, seen))| {
+            serde_json::json!({
+                "name": name,
+                "confirmed_seq": confirmed,
+                "lag_events": seq.saturating_sub(*confirmed),
+                "seconds_since_seen": seen.elapsed().as_secs_f64(),
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "seq": seq, "followers": followers }),
+    ))
 }
 
 #[derive(Serialize)]
@@ -996,6 +1037,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("delete", "/v1/graph/edges/{id}", "Delete an edge"),
     ("post", "/v1/graph/traverse", "Breadth-first traversal {start, max_depth, kinds?, direction?}"),
     ("get", "/v1/state", "Sequence number, chain hash and state hash (?seq=N: the chain hash at N)"),
+    ("get", "/v1/replication", "On a leader: each follower's confirmed sequence number and lag"),
     ("get", "/v1/log", "Retained log entries {seq, chain_hash, event (canonical encoding, base64)} (?from=N&limit=M), for audits and replay"),
     ("post", "/v1/snapshots", "Take a snapshot now"),
     ("get", "/v1/snapshots", "List snapshots"),
@@ -1094,6 +1136,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/graph/traverse", post(traverse))
         .route("/v1/state", get(state))
         .route("/v1/log", get(log))
+        .route("/v1/replication", get(replication))
         .route("/v1/snapshots", post(create_snapshot).get(list_snapshots))
         .route("/v1/snapshots/{id}", get(download_snapshot))
         .route(

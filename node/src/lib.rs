@@ -92,6 +92,7 @@ pub async fn serve(
         write_key: write_key.clone(),
         read_key: read_key.clone(),
         max_body_bytes: config.max_body_bytes,
+        followers: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -107,6 +108,10 @@ pub async fn serve(
             leader.to_string(),
             config.leader_api_key.clone(),
             config.replication_heal,
+            config.follower_name.clone().unwrap_or_else(|| {
+                http.local_addr()
+                    .map_or_else(|_| "follower".into(), |a| a.to_string())
+            }),
         );
         tokio::spawn(follower.run(stop_rx.clone()))
     });

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub bootstraps: IntCounter,
     /// `valori_replication_divergences_total`: chain-hash mismatches detected.
     pub divergences: IntCounter,
+    /// `valori_follower_sequence_number{follower}` (on a leader): the sequence number each
+    /// follower has confirmed, i.e. one less than the next entry it asked for.
+    pub follower_seq: prometheus::IntGaugeVec,
     /// `valori_http_requests_total{route,method,status}`.
     pub http_requests: IntCounterVec,
     /// `valori_http_request_duration_seconds{route,method}`.
@@ -84,6 +87,14 @@ impl Metrics {
             "Chain hash mismatches detected while replicating",
         )
         .unwrap();
+        let follower_seq = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "valori_follower_sequence_number",
+                "Sequence number each follower has confirmed (on a leader)",
+            ),
+            &["follower"],
+        )
+        .unwrap();
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "valori_http_requests_total",
@@ -112,6 +123,7 @@ impl Metrics {
             Box::new(replication_lag_events.clone()),
             Box::new(bootstraps.clone()),
             Box::new(divergences.clone()),
+            Box::new(follower_seq.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
         ] {
@@ -129,6 +141,7 @@ impl Metrics {
             replication_lag_events,
             bootstraps,
             divergences,
+            follower_seq,
             http_requests,
             http_seconds,
         }

@@ -23,6 +23,8 @@ use crate::store::Entry;
 const PAGE: usize = 1000;
 /// Pause between polls when caught up.
 const IDLE: Duration = Duration::from_millis(50);
+/// How often a caught-up follower compares full state hashes with its leader.
+const FULL_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// Longest pause between retries after an error.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -58,13 +60,23 @@ pub struct Follower {
     http: reqwest::Client,
     behind_since: Option<Instant>,
     heal: bool,
+    /// How this follower names itself to the leader.
+    name: String,
     /// Whether our history has been compared with the leader's since (re)connecting.
     verified: bool,
+    /// When the full state hashes were last compared at a common sequence number.
+    last_full_check: Option<Instant>,
 }
 
 impl Follower {
     /// A follower of `leader` (base URL) feeding `engine`.
-    pub fn new(engine: Engine, leader: String, key: Option<String>, heal: bool) -> Follower {
+    pub fn new(
+        engine: Engine,
+        leader: String,
+        key: Option<String>,
+        heal: bool,
+        name: String,
+    ) -> Follower {
         Follower {
             engine,
             leader: leader.trim_end_matches('/').to_string(),
@@ -75,12 +87,17 @@ impl Follower {
                 .expect("HTTP client"),
             behind_since: None,
             heal,
+            name,
             verified: false,
+            last_full_check: None,
         }
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.get(format!("{}{path}", self.leader));
+        let req = self
+            .http
+            .get(format!("{}{path}", self.leader))
+            .header("x-valori-follower", &self.name);
         match &self.key {
             Some(k) => req.bearer_auth(k),
             None => req,
@@ -157,6 +174,12 @@ impl Follower {
         if lag == 0 {
             self.behind_since = None;
             self.engine.metrics().replication_lag_seconds.set(0.0);
+            if self
+                .last_full_check
+                .is_none_or(|t| t.elapsed() >= FULL_CHECK_EVERY)
+            {
+                self.compare_state_hashes().await?;
+            }
             return Ok(0);
         }
         self.engine
@@ -214,6 +237,32 @@ impl Follower {
         resp.json()
             .await
             .map_err(|e| NodeError::Storage(format!("leader sent malformed JSON for {path}: {e}")))
+    }
+
+    /// Compares the full state hash with the leader's when both are at the same sequence
+    /// number: the chain hash proves the same events were applied, this proves they produced
+    /// the same state (index and derived data included). A mismatch is a divergence.
+    async fn compare_state_hashes(&mut self) -> Result<(), NodeError> {
+        let theirs: serde_json::Value = self.fetch_json("/v1/state").await?;
+        let engine = self.engine.clone();
+        let ours = tokio::task::spawn_blocking(move || engine.state())
+            .await
+            .map_err(|e| NodeError::Storage(e.to_string()))??;
+        if theirs["seq"].as_u64() != Some(ours.seq) {
+            return Ok(()); // the leader moved on; compare next time
+        }
+        self.last_full_check = Some(Instant::now());
+        if theirs["state_hash"].as_str() == Some(hex::encode(ours.state_hash).as_str()) {
+            return Ok(());
+        }
+        let why = format!(
+            "diverged from the leader: state hashes differ at sequence number {} although the chain hashes agree",
+            ours.seq
+        );
+        tracing::error!("{why}");
+        self.engine.metrics().divergences.inc();
+        self.engine.mark_failed(why.clone());
+        Err(NodeError::Failed(why))
     }
 
     /// The leader's chain hash at `seq`, if it still has it.

@@ -135,6 +135,20 @@ fn leader_and_two_followers_stay_identical() {
     let (_, m) = f2.client().get("/metrics");
     let m = m.as_str().unwrap().to_string();
     assert!(m.contains("valori_replication_lag"), "lag metric missing");
+    // Caught-up followers compare full state hashes with the leader: no false divergence.
+    assert_eq!(f1.client().get("/readyz").0, 200);
+    assert_eq!(f2.client().get("/readyz").0, 200);
+    // The leader knows both followers and that they are caught up.
+    wait_until(30, "the leader to see both followers caught up", || {
+        let (_, r) = lc.get("/v1/replication");
+        let f = r["followers"].as_array().cloned().unwrap_or_default();
+        f.len() == 2 && f.iter().all(|x| x["lag_events"] == 0)
+    });
+    let (_, m) = lc.get("/metrics");
+    assert!(m
+        .as_str()
+        .unwrap()
+        .contains("valori_follower_sequence_number{follower="));
 }
 
 #[test]
