@@ -391,23 +391,44 @@ pub fn create_event(dim: usize, m: u16, ef_construction: u16) -> Event {
     })
 }
 
-/// Builds the index over `base` in insert events of `batch` records on `threads` threads;
-/// returns the kernel and the seconds it took.
+/// Builds the index over `base` in insert events of `args.batch` records on `args.threads`
+/// threads; returns the kernel and the seconds it took.
 pub fn build(base: &[Vec<Fixed>], tags: Option<&[u64]>, args: &Args) -> (Kernel, f64) {
+    build_with(
+        base,
+        tags,
+        args.batch,
+        args.threads,
+        args.m,
+        args.ef_construction,
+    )
+}
+
+/// [`build`] with explicit parameters: a collection `bench` (L2, HNSW `m`,
+/// `ef_construction`), filled in insert events of `batch` records on `threads` threads.
+pub fn build_with(
+    base: &[Vec<Fixed>],
+    tags: Option<&[u64]>,
+    batch: usize,
+    threads: usize,
+    m: u16,
+    ef_construction: u16,
+) -> (Kernel, f64) {
     let dim = base.first().map_or(1, Vec::len);
+    let batch = batch.max(1);
     let mut kernel = Kernel::new();
     kernel
-        .apply(&create_event(dim, args.m, args.ef_construction))
+        .apply(&create_event(dim, m, ef_construction))
         .expect("create");
-    let exec = Threads::new(args.threads);
+    let exec = Threads::new(threads);
     let start = Instant::now();
-    for (b, chunk) in base.chunks(args.batch.max(1)).enumerate() {
+    for (b, chunk) in base.chunks(batch).enumerate() {
         let records = chunk
             .iter()
             .enumerate()
             .map(|(i, v)| NewRecord {
                 vector: v.clone(),
-                tag: tags.map_or(0, |t| t[b * args.batch + i]),
+                tag: tags.map_or(0, |t| t[b * batch + i]),
                 metadata: None,
             })
             .collect();
@@ -420,6 +441,16 @@ pub fn build(base: &[Vec<Fixed>], tags: Option<&[u64]>, args: &Args) -> (Kernel,
             .expect("insert");
     }
     (kernel, start.elapsed().as_secs_f64())
+}
+
+/// The value after `name` on the command line, or `default`.
+pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Recall and latency figures for one `ef`.

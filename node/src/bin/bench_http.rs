@@ -9,9 +9,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use valori_bench::{machine, synthetic, Json, Rng};
-use valori_kernel::exec::Threads;
-use valori_kernel::{Event, Fixed, Kernel, NewRecord};
+use valori_bench::{build_with, flag, machine, synthetic, Json, Rng};
+use valori_kernel::Fixed;
 
 /// A minimal keep-alive HTTP/1.1 JSON client: the benchmark measures the server, not a client
 /// library.
@@ -62,49 +61,22 @@ impl Conn {
     }
 }
 
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let n: usize = arg("--synthetic", 100_000);
-    let batch: usize = arg("--batch", 1000);
-    let clients: usize = arg("--clients", 2);
-    let queries: usize = arg("--queries", 2000);
+    let n: usize = flag("--synthetic", 100_000);
+    let batch: usize = flag("--batch", 1000);
+    let clients: usize = flag("--clients", 2);
+    let queries: usize = flag("--queries", 2000);
     let json_out = std::env::args().any(|a| a == "--json");
     let data = synthetic(n, 128, 1);
     let fixed: Vec<Vec<Fixed>> = valori_bench::to_fixed(&data);
 
     // In-process reference: the same collection, batches and threads, no server. Best of two
     // runs, so the server is compared with the kernel at its fastest.
-    let create = valori_bench::create_event(128, 16, 200);
-    let exec = Threads::new(2);
     let mut inproc_secs = f64::INFINITY;
     let mut inproc_hash = [0u8; 32];
     for _ in 0..2 {
-        let mut kernel = Kernel::new();
-        kernel.apply(&create).unwrap();
-        let t = Instant::now();
-        for chunk in fixed.chunks(batch) {
-            let e = Event::Insert {
-                collection: "bench".into(),
-                records: chunk
-                    .iter()
-                    .map(|v| NewRecord {
-                        vector: v.clone(),
-                        tag: 0,
-                        metadata: None,
-                    })
-                    .collect(),
-            };
-            kernel.apply_with(&e, &e.encode(), &exec).unwrap();
-        }
-        inproc_secs = inproc_secs.min(t.elapsed().as_secs_f64());
+        let (kernel, secs) = build_with(&fixed, None, batch, 2, 16, 200);
+        inproc_secs = inproc_secs.min(secs);
         inproc_hash = kernel.state_hash();
     }
 

@@ -8,18 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use valori_bench::{machine, synthetic, to_fixed};
-use valori_kernel::exec::Threads;
-use valori_kernel::{Event, Kernel, NewRecord};
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use valori_bench::{build_with, flag, machine, synthetic, to_fixed};
 
 fn post(addr: &str, path: &str, body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -56,31 +45,14 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let n: usize = arg("--synthetic", 1_000_000);
-    let ingest_secs: f64 = arg("--ingest-seconds", 10.0);
+    let n: usize = flag("--synthetic", 1_000_000);
+    let ingest_secs: f64 = flag("--ingest-seconds", 10.0);
     let root = std::env::temp_dir().join(format!("valori-bench-repl-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
 
     // The leader's state: n synthetic vectors in an HNSW collection, as a snapshot file.
     let data = to_fixed(&synthetic(n, 128, 1));
-    let mut k = Kernel::new();
-    k.apply(&valori_bench::create_event(128, 16, 200)).unwrap();
-    let t = Instant::now();
-    for chunk in data.chunks(10_000) {
-        let e = Event::Insert {
-            collection: "bench".into(),
-            records: chunk
-                .iter()
-                .map(|v| NewRecord {
-                    vector: v.clone(),
-                    tag: 0,
-                    metadata: None,
-                })
-                .collect(),
-        };
-        k.apply_with(&e, &e.encode(), &Threads::new(2)).unwrap();
-    }
-    let build = t.elapsed().as_secs_f64();
+    let (k, build) = build_with(&data, None, 10_000, 2, 16, 200);
     let snap = k.snapshot();
     drop(k);
     let snap_path = root.join("leader.vsnap");
