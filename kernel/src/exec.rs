@@ -71,8 +71,7 @@ impl Executor for Threads {
     ) -> Vec<T> {
         let threads = self.0.get().min(n.max(1)).min(states.len());
         if threads == 1 {
-            let state = &mut states[0];
-            return (0..n).map(|i| f(state, i)).collect();
+            return Sequential.map(n, states, f);
         }
         let block = n.div_ceil(threads);
         let f = &f;

@@ -203,26 +203,24 @@ impl Engine {
     /// Replaces the whole state with a verified snapshot. The log restarts after the
     /// snapshot's sequence number; other snapshots are removed.
     pub async fn restore(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
-        let kernel = Kernel::restore(snapshot)?;
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Restore(
-            Box::new(kernel),
-            snapshot.to_vec(),
-            false,
-            reply,
-        ))?;
-        rx.await.map_err(|_| NodeError::ShuttingDown)?
+        self.install(snapshot, false).await
     }
 
     /// Replaces a failed (diverged) state with a verified snapshot and clears the failure: how
     /// a follower heals by re-bootstrapping.
     pub async fn heal(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
+        self.install(snapshot, true).await
+    }
+
+    /// Verifies a snapshot here, then has the writer install it (over a failed state when
+    /// `force`).
+    async fn install(&self, snapshot: &[u8], force: bool) -> Result<SnapshotFile, NodeError> {
         let kernel = Kernel::restore(snapshot)?;
         let (reply, rx) = oneshot::channel();
         self.send(Job::Restore(
             Box::new(kernel),
             snapshot.to_vec(),
-            true,
+            force,
             reply,
         ))?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
