@@ -194,7 +194,7 @@ impl Valori for Grpc {
             .ok_or_else(|| Status::from(NodeError::BadRequest("record is required".into())))?;
         let (ids, seq) = self
             .service
-            .insert(collection(r.collection), vec![record_in(record)])
+            .insert(collection(r.collection), vec![record_in(record)], false)
             .await?;
         Ok(Response::new(pb::InsertReply { ids, seq }))
     }
@@ -205,14 +205,8 @@ impl Valori for Grpc {
         let records: Vec<RecordIn> = r.records.into_iter().map(record_in).collect();
         let (ids, seq) = self
             .service
-            .insert(collection(r.collection), records)
-            .await
-            .map_err(|e| match e {
-                NodeError::Value { index, error } => {
-                    NodeError::BadRequest(format!("record 0: vector component {index}: {error}"))
-                }
-                other => other,
-            })?;
+            .insert(collection(r.collection), records, true)
+            .await?;
         Ok(Response::new(pb::InsertReply { ids, seq }))
     }
 
@@ -250,13 +244,12 @@ impl Valori for Grpc {
                 r.with_metadata,
             )
             .await?;
-        #[allow(clippy::float_arithmetic)] // output-only convenience score
         let results = hits
             .into_iter()
             .map(|h| pb::Hit {
                 id: h.id,
                 distance: h.distance.to_string(),
-                score: h.distance as f64 / 4_294_967_296.0,
+                score: crate::service::score(h.distance),
                 tag: h.tag,
                 metadata: h.metadata.flatten(),
             })

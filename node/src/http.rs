@@ -29,7 +29,7 @@ use valori_kernel::IndexSpec;
 use crate::config::limits::MAX_SNAPSHOT_UPLOAD_BYTES;
 use crate::engine::Engine;
 use crate::error::NodeError;
-use crate::service::{blocking, IndexIn, RecordIn, Service};
+use crate::service::{blocking, score, IndexIn, RecordIn, Service};
 
 /// Shared state of the HTTP server.
 pub struct App {
@@ -348,7 +348,7 @@ struct BatchInserted {
 async fn insert_into(app: &App, collection: String, body: RecordBody) -> ApiResult<Inserted> {
     let (ids, seq) = app
         .service
-        .insert(collection, vec![body.into_record()?])
+        .insert(collection, vec![body.into_record()?], false)
         .await?;
     Ok(Json(Inserted { id: ids[0], seq }))
 }
@@ -365,20 +365,7 @@ async fn batch_into(app: &App, collection: String, body: BatchBody) -> ApiResult
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (ids, seq) = if records.len() == 1 {
-        // One record in a batch is still a batch: report a bad component the batch way.
-        app.service
-            .insert(collection, records)
-            .await
-            .map_err(|e| match e {
-                NodeError::Value { index, error } => {
-                    NodeError::BadRequest(format!("record 0: vector component {index}: {error}"))
-                }
-                other => other,
-            })?
-    } else {
-        app.service.insert(collection, records).await?
-    };
+    let (ids, seq) = app.service.insert(collection, records, true).await?;
     Ok(Json(BatchInserted { ids, seq }))
 }
 
@@ -510,11 +497,6 @@ struct SearchHit {
 struct SearchOut {
     results: Vec<SearchHit>,
     seq: u64,
-}
-
-#[allow(clippy::float_arithmetic)] // the convenience score is an output-only float
-fn score(distance: i128) -> f64 {
-    distance as f64 / 4_294_967_296.0
 }
 
 async fn search_in(app: AppRef, collection: String, body: SearchBody) -> ApiResult<SearchOut> {

@@ -72,12 +72,49 @@ pub enum IndexIn {
     },
 }
 
+/// A traversal's (node, depth) pairs, whether it was cut short, and the sequence number read.
+pub type Visits = (Vec<(u64, u32)>, bool, u64);
+
 /// Converts client floats exactly to Q16.16, naming the first bad component.
 pub fn to_fixed(v: &[f64]) -> Result<Vec<Fixed>, NodeError> {
     v.iter()
         .enumerate()
         .map(|(index, &x)| Fixed::from_f64(x).map_err(|error| NodeError::Value { index, error }))
         .collect()
+}
+
+/// Converts client records to kernel records (exact Q16.16), naming the first bad component
+/// and, when `batch`, its record.
+pub fn to_new_records(records: Vec<RecordIn>, batch: bool) -> Result<Vec<NewRecord>, NodeError> {
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(NewRecord {
+                vector: record_vector(i, &r.vector, batch)?,
+                tag: r.tag,
+                metadata: r.metadata,
+            })
+        })
+        .collect()
+}
+
+/// Converts record `i`'s vector, reporting a bad component with the record's position when
+/// `batch`.
+pub fn record_vector(i: usize, vector: &[f64], batch: bool) -> Result<Vec<Fixed>, NodeError> {
+    to_fixed(vector).map_err(|e| match e {
+        NodeError::Value { index, error } if batch => {
+            NodeError::BadRequest(format!("record {i}: vector component {index}: {error}"))
+        }
+        other => other,
+    })
+}
+
+/// A search distance in float units (distance / 2^32): squared L2 for `l2` and `cosine`, the
+/// negated inner product for `ip`. Output only; ordering uses the exact integer.
+#[allow(clippy::float_arithmetic)]
+pub fn score(distance: i128) -> f64 {
+    distance as f64 / 4_294_967_296.0
 }
 
 /// Parses a metric name (`l2` when absent).
@@ -171,11 +208,14 @@ impl Service {
             .seq)
     }
 
-    /// Inserts records atomically; returns their ids and the sequence number.
+    /// Inserts records atomically; returns their ids and the sequence number. A bad component
+    /// is reported with its record's position when `batch` (the batch routes), and as a plain
+    /// [`NodeError::Value`] otherwise (the single-record routes).
     pub async fn insert(
         &self,
         collection: String,
         records: Vec<RecordIn>,
+        batch: bool,
     ) -> Result<(Vec<u64>, u64), NodeError> {
         self.writable()?;
         if records.len() > self.max_batch {
@@ -185,24 +225,7 @@ impl Service {
                 self.max_batch
             )));
         }
-        let single = records.len() == 1;
-        let records = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let vector = to_fixed(&r.vector).map_err(|e| match e {
-                    NodeError::Value { index, error } if !single => NodeError::BadRequest(format!(
-                        "record {i}: vector component {index}: {error}"
-                    )),
-                    other => other,
-                })?;
-                Ok(NewRecord {
-                    vector,
-                    tag: r.tag,
-                    metadata: r.metadata,
-                })
-            })
-            .collect::<Result<Vec<_>, NodeError>>()?;
+        let records = to_new_records(records, batch)?;
         let c = self
             .engine
             .submit(Event::Insert {
@@ -241,7 +264,35 @@ impl Service {
     }
 
     /// Searches; results are a function of the sequence number returned with them (the index
-    /// changes only with events).
+    /// changes only with events). Runs on the caller's thread; see [`Service::search`].
+    pub fn search_now(
+        &self,
+        collection: &str,
+        vector: &[f64],
+        params: &SearchParams,
+        with_metadata: bool,
+    ) -> Result<(Vec<HitOut>, u64), NodeError> {
+        let query = to_fixed(vector)?;
+        let kernel = self.engine.read()?;
+        let hits =
+            SCRATCH.with(|s| kernel.search_with(collection, &query, params, &mut s.borrow_mut()))?;
+        let out = hits
+            .iter()
+            .map(|h| {
+                let r = kernel.get(collection, h.id).ok();
+                HitOut {
+                    id: h.id,
+                    distance: h.distance,
+                    tag: r.as_ref().map_or(0, |r| r.tag),
+                    metadata: with_metadata
+                        .then(|| r.and_then(|r| r.metadata.map(<[u8]>::to_vec))),
+                }
+            })
+            .collect();
+        Ok((out, kernel.seq()))
+    }
+
+    /// [`Service::search_now`] off the async threads.
     pub async fn search(
         &self,
         collection: String,
@@ -251,27 +302,16 @@ impl Service {
         ef: Option<u32>,
         with_metadata: bool,
     ) -> Result<(Vec<HitOut>, u64), NodeError> {
-        let query = to_fixed(&vector)?;
-        let params = SearchParams { k, tag, ef };
-        let engine = self.engine.clone();
+        // Refuse a bad vector before taking a worker thread.
+        to_fixed(&vector)?;
+        let service = self.clone();
         blocking(move || {
-            let kernel = engine.read()?;
-            let hits = SCRATCH
-                .with(|s| kernel.search_with(&collection, &query, &params, &mut s.borrow_mut()))?;
-            let out = hits
-                .iter()
-                .map(|h| {
-                    let r = kernel.get(&collection, h.id).ok();
-                    HitOut {
-                        id: h.id,
-                        distance: h.distance,
-                        tag: r.as_ref().map_or(0, |r| r.tag),
-                        metadata: with_metadata
-                            .then(|| r.and_then(|r| r.metadata.map(<[u8]>::to_vec))),
-                    }
-                })
-                .collect();
-            Ok((out, kernel.seq()))
+            service.search_now(
+                &collection,
+                &vector,
+                &SearchParams { k, tag, ef },
+                with_metadata,
+            )
         })
         .await
     }
@@ -347,20 +387,29 @@ impl Service {
     }
 
     /// Breadth-first traversal: (node, depth) pairs, whether it was cut short, sequence number.
+    /// Runs on the caller's thread; see [`Service::traverse`].
+    pub fn traverse_now(
+        &self,
+        start: u64,
+        max_depth: u32,
+        kinds: &[String],
+        direction: Direction,
+    ) -> Result<Visits, NodeError> {
+        let k = self.engine.read()?;
+        let t = k.traverse(start, max_depth, direction, kinds)?;
+        Ok((t.nodes, t.truncated, k.seq()))
+    }
+
+    /// [`Service::traverse_now`] off the async threads.
     pub async fn traverse(
         &self,
         start: u64,
         max_depth: u32,
         kinds: Vec<String>,
         direction: Option<&str>,
-    ) -> Result<(Vec<(u64, u32)>, bool, u64), NodeError> {
+    ) -> Result<Visits, NodeError> {
         let direction = parse_direction(direction)?;
-        let engine = self.engine.clone();
-        blocking(move || {
-            let k = engine.read()?;
-            let t = k.traverse(start, max_depth, direction, &kinds)?;
-            Ok((t.nodes, t.truncated, k.seq()))
-        })
-        .await
+        let service = self.clone();
+        blocking(move || service.traverse_now(start, max_depth, &kinds, direction)).await
     }
 }

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Embedded Valori against chromadb's PersistentClient on the same vectors, in one run.
+
+Both store to a fresh directory on the same disk. Inserts go in batches (Valori: one atomic,
+synced batch per call; chroma: its own batches), then single queries, k=10, one at a time.
+Prints insert throughput, query latency (p50/p99/mean) and recall@10 against exact ground truth
+(float64 brute force), with the machine and versions.
+
+    pip install ./python chromadb numpy
+    python3 python/bench/bench_chroma.py --synthetic 100000          # 100k x 128, clustered
+    python3 python/bench/bench_chroma.py --dataset ../shared/data/textdev10k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+
+def read_vecs(path: str) -> np.ndarray:
+    raw = np.fromfile(path, dtype=np.int32)
+    dim = raw[0]
+    return np.ascontiguousarray(raw.reshape(-1, dim + 1)[:, 1:].view(np.float32))
+
+
+def synthetic(n: int, dim: int, queries: int, seed: int = 1) -> tuple:
+    """Gaussian clusters, like the Rust benchmarks' synthetic sets (not the same generator)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-1.0, 1.0, size=(256, dim))
+    pick = rng.integers(0, 256, size=n + queries)
+    data = (centres[pick] + rng.normal(0.0, 0.15, size=(n + queries, dim))).astype(np.float32)
+    return data[:n], data[n:]
+
+
+def ground_truth(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    b = base.astype(np.float64)
+    norms = (b * b).sum(1)
+    out = []
+    for q in queries.astype(np.float64):
+        d = norms - 2.0 * (b @ q)
+        top = np.argpartition(d, k)[:k]
+        out.append(top[np.lexsort((top, d[top]))])
+    return np.array(out)
+
+
+def recall(found: list, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth)]))
+
+
+def latencies(fn, queries: np.ndarray) -> tuple:
+    found, times = [], []
+    for q in queries:
+        t = time.perf_counter()
+        found.append(fn(q))
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    return found, {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                   "mean_ms": float(ms.mean())}
+
+
+def bench_valori(base, queries, k, batch, root):
+    from valori import Valori
+
+    path = os.path.join(root, "valori")
+    with Valori(path=path) as db:
+        db.create_collection("bench", base.shape[1], metric="l2")
+        t = time.perf_counter()
+        for i in range(0, len(base), batch):
+            db.insert_batch(base[i:i + batch], collection="bench")
+        insert_s = time.perf_counter() - t
+        for q in queries[:50]:  # warm-up
+            db.search(q, k=k, collection="bench")
+        found, lat = latencies(lambda q: [h.id for h in db.search(q, k=k, collection="bench")],
+                               queries)
+    return insert_s, found, lat
+
+
+def bench_chroma(base, queries, k, batch, root):
+    import chromadb
+
+    client = chromadb.PersistentClient(path=os.path.join(root, "chroma"))
+    col = client.create_collection("bench", metadata={"hnsw:space": "l2"})
+    batch = min(batch, client.get_max_batch_size())
+    ids = [str(i) for i in range(len(base))]
+    t = time.perf_counter()
+    for i in range(0, len(base), batch):
+        col.add(ids=ids[i:i + batch], embeddings=base[i:i + batch])
+    insert_s = time.perf_counter() - t
+    for q in queries[:50]:
+        col.query(query_embeddings=[q], n_results=k)
+    found, lat = latencies(
+        lambda q: [int(x) for x in col.query(query_embeddings=[q], n_results=k)["ids"][0]],
+        queries)
+    return insert_s, found, lat, chromadb.__version__
+
+
+def cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synthetic", type=int, metavar="N", help="N synthetic vectors")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dataset", help="a TEXMEX directory (base.fvecs, query.fvecs)")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--dir", help="where to put both databases (default: a temporary directory)")
+    args = ap.parse_args()
+    if args.dataset:
+        base = read_vecs(os.path.join(args.dataset, "base.fvecs"))
+        queries = read_vecs(os.path.join(args.dataset, "query.fvecs"))[:args.queries]
+        name = os.path.basename(os.path.normpath(args.dataset))
+    else:
+        base, queries = synthetic(args.synthetic or 100_000, args.dim, args.queries)
+        name = f"synthetic {len(base)} x {args.dim}"
+    truth = ground_truth(base, queries, args.k)
+    root = tempfile.mkdtemp(prefix="valori-chroma-", dir=args.dir)
+    try:
+        v_ins, v_found, v_lat = bench_valori(base, queries, args.k, args.batch, root)
+        c_ins, c_found, c_lat, c_ver = bench_chroma(base, queries, args.k, args.batch, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    n = len(base)
+    report = {
+        "dataset": name, "vectors": n, "dim": int(base.shape[1]), "queries": len(queries),
+        "k": args.k, "machine": f"{cpu()}, {os.cpu_count()} cores", "chromadb": c_ver,
+        "valori": {"insert_vectors_per_s": n / v_ins, "recall": recall(v_found, truth), **v_lat},
+        "chroma": {"insert_vectors_per_s": n / c_ins, "recall": recall(c_found, truth), **c_lat},
+    }
+    report["insert_speedup"] = report["valori"]["insert_vectors_per_s"] / report["chroma"]["insert_vectors_per_s"]
+    report["p50_latency_ratio"] = v_lat["p50_ms"] / c_lat["p50_ms"]
+    print(f"{name}: {n} vectors, {len(queries)} queries, k={args.k}; {report['machine']}")
+    print(f"{'':8} {'insert/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'recall@k':>9}")
+    for who in ("valori", "chroma"):
+        r = report[who]
+        print(f"{who:8} {r['insert_vectors_per_s']:12.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+              f"{r['mean_ms']:8.3f} {r['recall']:9.4f}")
+    print(f"insert speed-up {report['insert_speedup']:.1f}x, p50 latency ratio "
+          f"{report['p50_latency_ratio']:.2f} (valori / chroma)")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

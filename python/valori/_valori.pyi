@@ -1,0 +1,128 @@
+"""Type stubs for the compiled extension (the class is re-exported as ``valori.Valori``)."""
+
+import os
+from types import TracebackType
+from typing import Iterable, List, Literal, Optional, Sequence, Tuple, Type, Union
+
+import numpy.typing as npt
+
+from valori.types import Collection, Edge, GraphNode, Neighbor, Record, SearchResult, State, Traversal
+
+Vector = Union[Sequence[float], "npt.NDArray"]
+"""One vector: a sequence of numbers or a 1-d numpy array (float32 and float64 are read in place)."""
+
+Vectors = Union[Sequence[Vector], "npt.NDArray"]
+"""Several vectors: a sequence of vectors or a 2-d numpy array (one row per vector)."""
+
+Blob = Union[bytes, bytearray, None]
+
+class Valori:
+    """A Valori database: embedded in this process or a node reached over HTTP.
+
+    ``Valori(path)`` opens (recovering) or creates the data directory ``path`` (default
+    ``./valori_db``); ``Valori(remote="http://host:3000", api_key=...)`` talks to a node. Writes
+    return once they are durable. The GIL is released while the database works, so threads may
+    share one handle. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        remote: Optional[str] = None,
+        api_key: Optional[str] = None,
+        timeout: float = 30.0,
+    ) -> None: ...
+    @property
+    def mode(self) -> Literal["embedded", "remote"]: ...
+    @property
+    def closed(self) -> bool: ...
+    def create_collection(
+        self,
+        name: str,
+        dimension: int,
+        metric: Literal["l2", "ip", "cosine"] = "l2",
+        index: Literal["hnsw", "flat"] = "hnsw",
+        *,
+        m: Optional[int] = None,
+        ef_construction: Optional[int] = None,
+        ef_search: Optional[int] = None,
+    ) -> None:
+        """Creates a collection. Inserting into ``"default"`` creates it on first use (``l2``,
+        HNSW, the first vector's dimension)."""
+    def drop_collection(self, name: str) -> None:
+        """Drops a collection and its records."""
+    def collections(self) -> List[Collection]:
+        """Every collection, by name."""
+    def collection(self, name: str) -> Collection:
+        """One collection's description."""
+    def insert(
+        self, vector: Vector, tag: int = 0, metadata: Blob = None, *, collection: str = "default"
+    ) -> int:
+        """Inserts one vector with a tag and metadata bytes; returns its id."""
+    def insert_batch(
+        self,
+        vectors: Vectors,
+        tags: Union[int, Sequence[int], None] = None,
+        metadata: Optional[Sequence[Blob]] = None,
+        *,
+        collection: str = "default",
+    ) -> List[int]:
+        """Inserts vectors atomically (all or none); returns their ids in order."""
+    def get(self, id: int, *, collection: str = "default") -> Record:
+        """A stored record."""
+    def delete(self, id: int, *, collection: str = "default") -> None:
+        """Deletes a record."""
+    def search(
+        self,
+        vector: Vector,
+        k: int = 10,
+        tag: Optional[int] = None,
+        *,
+        collection: str = "default",
+        ef: Optional[int] = None,
+        with_metadata: bool = False,
+    ) -> List[SearchResult]:
+        """The ``k`` nearest records (only those with ``tag``, if given), nearest first."""
+    def create_node(
+        self, kind: str, *, record: Optional[Tuple[str, int]] = None, properties: Blob = None
+    ) -> int:
+        """Creates a graph node, optionally linked to a record ``(collection, id)``."""
+    def get_node(self, id: int) -> GraphNode: ...
+    def delete_node(self, id: int) -> None:
+        """Deletes a node and its edges."""
+    def create_edge(self, source: int, target: int, kind: str) -> int:
+        """Creates an edge ``source -> target``; returns its id."""
+    def get_edge(self, id: int) -> Edge: ...
+    def delete_edge(self, id: int) -> None: ...
+    def neighbors(
+        self,
+        id: int,
+        direction: Literal["out", "in", "both"] = "out",
+        kinds: Optional[Iterable[str]] = None,
+    ) -> List[Neighbor]: ...
+    def traverse(
+        self,
+        start: int,
+        max_depth: int,
+        kinds: Optional[Iterable[str]] = None,
+        direction: Literal["out", "in", "both"] = "out",
+    ) -> Traversal: ...
+    def snapshot(self, path: Union[str, "os.PathLike[str]", None] = None) -> str:
+        """Takes a snapshot; with ``path``, also writes a copy there (downloaded, in remote
+        mode). Returns the copy's path, or else the snapshot's (on the server, in remote mode)."""
+    def restore(self, path: Union[str, "os.PathLike[str]"]) -> State:
+        """Replaces the whole state with a snapshot file's; nothing changes if it does not
+        verify."""
+    def state(self) -> State: ...
+    def state_hash(self) -> str:
+        """The blake3 hash of the whole state (hex)."""
+    def close(self) -> None:
+        """Closes the handle; later calls raise ``ValoriError`` with code ``closed``."""
+    def __enter__(self) -> "Valori": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
