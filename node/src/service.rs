@@ -274,8 +274,8 @@ impl Service {
     ) -> Result<(Vec<HitOut>, u64), NodeError> {
         let query = to_fixed(vector)?;
         let kernel = self.engine.read()?;
-        let hits =
-            SCRATCH.with(|s| kernel.search_with(collection, &query, params, &mut s.borrow_mut()))?;
+        let hits = SCRATCH
+            .with(|s| kernel.search_with(collection, &query, params, &mut s.borrow_mut()))?;
         let out = hits
             .iter()
             .map(|h| {
@@ -284,8 +284,7 @@ impl Service {
                     id: h.id,
                     distance: h.distance,
                     tag: r.as_ref().map_or(0, |r| r.tag),
-                    metadata: with_metadata
-                        .then(|| r.and_then(|r| r.metadata.map(<[u8]>::to_vec))),
+                    metadata: with_metadata.then(|| r.and_then(|r| r.metadata.map(<[u8]>::to_vec))),
                 }
             })
             .collect();

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Embedded Valori against chromadb's PersistentClient on the same vectors, in one run.
 
-Both store to a fresh directory on the same disk. Inserts go in batches (Valori: one atomic,
+Both store to a fresh directory on the same disk, with the same HNSW parameters (chroma's
+defaults unless given: M=16, efConstruction=100, efSearch=100). Inserts go in batches (Valori: one atomic,
 synced batch per call; chroma: its own batches), then single queries, k=10, one at a time.
 Prints insert throughput, query latency (p50/p99/mean) and recall@10 against exact ground truth
 (float64 brute force), with the machine and versions.
@@ -66,12 +67,13 @@ def latencies(fn, queries: np.ndarray) -> tuple:
                    "mean_ms": float(ms.mean())}
 
 
-def bench_valori(base, queries, k, batch, root):
+def bench_valori(base, queries, k, batch, root, hnsw):
     from valori import Valori
 
     path = os.path.join(root, "valori")
     with Valori(path=path) as db:
-        db.create_collection("bench", base.shape[1], metric="l2")
+        db.create_collection("bench", base.shape[1], metric="l2", index="hnsw", m=hnsw["m"],
+                             ef_construction=hnsw["ef_construction"], ef_search=hnsw["ef_search"])
         t = time.perf_counter()
         for i in range(0, len(base), batch):
             db.insert_batch(base[i:i + batch], collection="bench")
@@ -83,11 +85,15 @@ def bench_valori(base, queries, k, batch, root):
     return insert_s, found, lat
 
 
-def bench_chroma(base, queries, k, batch, root):
+def bench_chroma(base, queries, k, batch, root, hnsw):
     import chromadb
 
     client = chromadb.PersistentClient(path=os.path.join(root, "chroma"))
-    col = client.create_collection("bench", metadata={"hnsw:space": "l2"})
+    col = client.create_collection(
+        "bench", embedding_function=None,
+        configuration={"hnsw": {"space": "l2", "max_neighbors": hnsw["m"],
+                                "ef_construction": hnsw["ef_construction"],
+                                "ef_search": hnsw["ef_search"]}})
     batch = min(batch, client.get_max_batch_size())
     ids = [str(i) for i in range(len(base))]
     t = time.perf_counter()
@@ -121,6 +127,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--m", type=int, default=16, help="HNSW links per node (both)")
+    ap.add_argument("--ef-construction", type=int, default=100, help="HNSW build list (both)")
+    ap.add_argument("--ef-search", type=int, default=100, help="HNSW search list (both)")
     ap.add_argument("--dir", help="where to put both databases (default: a temporary directory)")
     args = ap.parse_args()
     if args.dataset:
@@ -131,22 +140,25 @@ def main() -> None:
         base, queries = synthetic(args.synthetic or 100_000, args.dim, args.queries)
         name = f"synthetic {len(base)} x {args.dim}"
     truth = ground_truth(base, queries, args.k)
+    hnsw = {"m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search}
     root = tempfile.mkdtemp(prefix="valori-chroma-", dir=args.dir)
     try:
-        v_ins, v_found, v_lat = bench_valori(base, queries, args.k, args.batch, root)
-        c_ins, c_found, c_lat, c_ver = bench_chroma(base, queries, args.k, args.batch, root)
+        v_ins, v_found, v_lat = bench_valori(base, queries, args.k, args.batch, root, hnsw)
+        c_ins, c_found, c_lat, c_ver = bench_chroma(base, queries, args.k, args.batch, root, hnsw)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n = len(base)
     report = {
         "dataset": name, "vectors": n, "dim": int(base.shape[1]), "queries": len(queries),
-        "k": args.k, "machine": f"{cpu()}, {os.cpu_count()} cores", "chromadb": c_ver,
+        "k": args.k, "hnsw": hnsw, "machine": f"{cpu()}, {os.cpu_count()} cores", "chromadb": c_ver,
         "valori": {"insert_vectors_per_s": n / v_ins, "recall": recall(v_found, truth), **v_lat},
         "chroma": {"insert_vectors_per_s": n / c_ins, "recall": recall(c_found, truth), **c_lat},
     }
     report["insert_speedup"] = report["valori"]["insert_vectors_per_s"] / report["chroma"]["insert_vectors_per_s"]
     report["p50_latency_ratio"] = v_lat["p50_ms"] / c_lat["p50_ms"]
-    print(f"{name}: {n} vectors, {len(queries)} queries, k={args.k}; {report['machine']}")
+    print(f"{name}: {n} vectors, {len(queries)} queries, k={args.k}, HNSW M={args.m} "
+          f"efConstruction={args.ef_construction} efSearch={args.ef_search} for both; "
+          f"{report['machine']}; chromadb {c_ver}")
     print(f"{'':8} {'insert/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'recall@k':>9}")
     for who in ("valori", "chroma"):
         r = report[who]

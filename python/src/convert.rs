@@ -10,7 +10,7 @@ use numpy::{
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyByteArray};
+use pyo3::types::{PyByteArray, PyBytes};
 
 /// Vectors held for the duration of a call.
 pub enum Input<'py> {
@@ -43,7 +43,10 @@ impl Rows<'_> {
     /// Vector `i` as `f64`s.
     pub fn row(&self, i: usize) -> Vec<f64> {
         match *self {
-            Rows::F32(d, dim) => d[i * dim..(i + 1) * dim].iter().map(|&x| f64::from(x)).collect(),
+            Rows::F32(d, dim) => d[i * dim..(i + 1) * dim]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect(),
             Rows::F64(d, dim) => d[i * dim..(i + 1) * dim].to_vec(),
             Rows::Lists(l) => l[i].clone(),
         }

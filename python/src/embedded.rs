@@ -29,15 +29,14 @@ impl Embedded {
                 format!("cannot create {}: {e}", dir.display()),
             )
         })?;
-        let engine = Engine::open(EngineConfig::new(&dir), Arc::new(Metrics::new())).map_err(
-            |e| {
+        let engine =
+            Engine::open(EngineConfig::new(&dir), Arc::new(Metrics::new())).map_err(|e| {
                 ApiError::new(
                     Kind::Other,
                     "open_failed",
                     format!("cannot open {}: {e}", dir.display()),
                 )
-            },
-        )?;
+            })?;
         Ok(Embedded {
             service: Service {
                 engine,
@@ -125,11 +124,11 @@ impl Api for Embedded {
 
     fn collection(&self, name: &str) -> Res<CollectionInfo> {
         let k = self.engine().read()?;
-        let c = k
-            .collection(name)
-            .ok_or_else(|| NodeError::from(valori_kernel::Error::CollectionNotFound {
+        let c = k.collection(name).ok_or_else(|| {
+            NodeError::from(valori_kernel::Error::CollectionNotFound {
                 name: name.to_string(),
-            }))?;
+            })
+        })?;
         Ok(info(c))
     }
 
@@ -244,9 +243,9 @@ impl Api for Embedded {
         direction: &str,
     ) -> Res<Traversal> {
         let direction = parse_direction(Some(direction))?;
-        let (nodes, truncated, _) =
-            self.service
-                .traverse_now(start, max_depth, &kinds, direction)?;
+        let (nodes, truncated, _) = self
+            .service
+            .traverse_now(start, max_depth, &kinds, direction)?;
         Ok(Traversal { nodes, truncated })
     }
 

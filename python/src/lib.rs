@@ -142,7 +142,9 @@ impl Valori {
                     .ok()
                     .filter(|t| !t.is_zero())
                     .ok_or_else(|| {
-                        ApiError::invalid(format!("timeout must be a positive number of seconds, got {timeout}"))
+                        ApiError::invalid(format!(
+                            "timeout must be a positive number of seconds, got {timeout}"
+                        ))
                     })?;
                 let r = remote::Remote::new(&url, api_key, timeout)?;
                 Ok(Valori {
@@ -153,9 +155,7 @@ impl Valori {
             }
             (path, None) => {
                 if api_key.is_some() {
-                    return Err(ApiError::invalid(
-                        "api_key applies to remote mode only",
-                    ));
+                    return Err(ApiError::invalid("api_key applies to remote mode only"));
                 }
                 let dir = path.unwrap_or_else(|| PathBuf::from("./valori_db"));
                 let e = embedded::Embedded::open(dir)?;
@@ -317,7 +317,12 @@ impl Valori {
         make(
             py,
             "Record",
-            (r.id, r.vector, r.tag, bytes_or_none(py, r.metadata.as_deref())),
+            (
+                r.id,
+                r.vector,
+                r.tag,
+                bytes_or_none(py, r.metadata.as_deref()),
+            ),
         )
     }
 
@@ -363,9 +368,7 @@ impl Valori {
                         score(h.distance),
                         h.distance,
                         h.tag,
-                        h.metadata
-                            .flatten()
-                            .map(|m| PyBytes::new(py, &m)),
+                        h.metadata.flatten().map(|m| PyBytes::new(py, &m)),
                     ),
                 )
             })
@@ -392,7 +395,12 @@ impl Valori {
         make(
             py,
             "GraphNode",
-            (n.id, n.kind, n.record, bytes_or_none(py, n.properties.as_deref())),
+            (
+                n.id,
+                n.kind,
+                n.record,
+                bytes_or_none(py, n.properties.as_deref()),
+            ),
         )
     }
 

@@ -29,7 +29,13 @@ fn b64(bytes: &[u8]) -> String {
 fn unb64(s: &str) -> Res<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|e| ApiError::new(Kind::Other, "bad_response", format!("bad base64 from the server: {e}")))
+        .map_err(|e| {
+            ApiError::new(
+                Kind::Other,
+                "bad_response",
+                format!("bad base64 from the server: {e}"),
+            )
+        })
 }
 
 fn transport(e: reqwest::Error) -> ApiError {
@@ -70,7 +76,9 @@ impl Remote {
             )));
         }
         if base.cannot_be_a_base() || base.host().is_none() {
-            return Err(ApiError::invalid(format!("invalid remote URL {url:?}: no host")));
+            return Err(ApiError::invalid(format!(
+                "invalid remote URL {url:?}: no host"
+            )));
         }
         let client = Client::builder()
             .timeout(timeout)
@@ -372,7 +380,11 @@ impl Api for Remote {
             record: Option<RecordRef>,
             properties: Option<String>,
         }
-        let n: Out = self.call(Method::GET, &["v1", "graph", "nodes", &id.to_string()], None)?;
+        let n: Out = self.call(
+            Method::GET,
+            &["v1", "graph", "nodes", &id.to_string()],
+            None,
+        )?;
         Ok(GraphNode {
             id: n.id,
             kind: n.kind,
@@ -382,7 +394,11 @@ impl Api for Remote {
     }
 
     fn delete_node(&self, id: u64) -> Res<()> {
-        self.call::<Value>(Method::DELETE, &["v1", "graph", "nodes", &id.to_string()], None)?;
+        self.call::<Value>(
+            Method::DELETE,
+            &["v1", "graph", "nodes", &id.to_string()],
+            None,
+        )?;
         Ok(())
     }
 
@@ -400,7 +416,11 @@ impl Api for Remote {
             to: u64,
             kind: String,
         }
-        let e: Out = self.call(Method::GET, &["v1", "graph", "edges", &id.to_string()], None)?;
+        let e: Out = self.call(
+            Method::GET,
+            &["v1", "graph", "edges", &id.to_string()],
+            None,
+        )?;
         Ok(Edge {
             id: e.id,
             from: e.from,
@@ -410,7 +430,11 @@ impl Api for Remote {
     }
 
     fn delete_edge(&self, id: u64) -> Res<()> {
-        self.call::<Value>(Method::DELETE, &["v1", "graph", "edges", &id.to_string()], None)?;
+        self.call::<Value>(
+            Method::DELETE,
+            &["v1", "graph", "edges", &id.to_string()],
+            None,
+        )?;
         Ok(())
     }
 

@@ -89,7 +89,9 @@ def test_batch_from_2d_array_and_sequence_of_arrays(db: Valori) -> None:
     for i in (0, 17, 49):
         r = db.get(i)
         assert r.tag == 5 and r.metadata == bytes([i])
-        assert r.vector == db.get(50 + i).vector if i < 3 else True
+    for i in range(3):
+        assert db.get(50 + i).vector == db.get(i).vector
+        assert db.get(50 + i).tag == 0 and db.get(50 + i).metadata is None
     # Every stored vector is within one Q16.16 step of the input.
     got = np.array(db.get(17).vector)
     assert np.max(np.abs(got - data[17].astype(np.float64))) <= 2.0**-17
