@@ -291,3 +291,39 @@ def test_exceptions_form_a_hierarchy() -> None:
         assert issubclass(cls, ValoriError)
     assert issubclass(valori.ConnectionError, ConnectionError)
     assert issubclass(valori.UnauthorizedError, PermissionError)
+
+
+def test_the_gil_is_released_while_the_database_works(db: Valori) -> None:
+    # Another thread counts while calls run. It needs the GIL for every step, so it can only
+    # count during a call that released it; during a call holding the GIL it stays blocked (it
+    # yields the GIL at every step, so at most a step or two slip in as a call returns).
+    import time
+
+    data = grid(3000, 64)
+    stop = threading.Event()
+    started = threading.Event()
+    count = [0]
+
+    def spin() -> None:
+        started.set()
+        while not stop.is_set():
+            count[0] += 1
+            time.sleep(0)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    started.wait()
+    try:
+        before = count[0]
+        db.insert_batch(data)
+        during_insert = count[0] - before
+        during_search = 0
+        for q in data[:50]:
+            before = count[0]
+            db.search(q, k=10)
+            during_search += count[0] - before
+    finally:
+        stop.set()
+        t.join()
+    assert during_insert > 100, during_insert
+    assert during_search > 1000, during_search
