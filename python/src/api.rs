@@ -59,6 +59,16 @@ impl ApiError {
         }
     }
 
+    /// A local file that could not be read or written (`NotFoundError` when it is missing).
+    pub fn io(what: String, e: &std::io::Error) -> ApiError {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            Kind::NotFound
+        } else {
+            Kind::Other
+        };
+        ApiError::new(kind, "io_error", format!("{what}: {e}"))
+    }
+
     /// A bad argument.
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(Kind::InvalidInput, "bad_request", message)

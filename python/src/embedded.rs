@@ -254,13 +254,11 @@ impl Api for Embedded {
         match copy_to {
             None => Ok(f.path.display().to_string()),
             Some(dest) => {
-                std::fs::copy(&f.path, dest).map_err(|e| {
-                    ApiError::new(
-                        Kind::Other,
-                        "io_error",
-                        format!("cannot copy the snapshot to {}: {e}", dest.display()),
-                    )
-                })?;
+                let what = || format!("cannot copy the snapshot to {}", dest.display());
+                std::fs::copy(&f.path, dest).map_err(|e| ApiError::io(what(), &e))?;
+                std::fs::File::open(dest)
+                    .and_then(|c| c.sync_all())
+                    .map_err(|e| ApiError::io(what(), &e))?;
                 Ok(dest.display().to_string())
             }
         }

@@ -136,8 +136,7 @@ impl Valori {
             (Some(_), Some(_)) => Err(ApiError::invalid(
                 "give either path (embedded) or remote (a node's URL), not both",
             )),
-            (path, Some(url)) => {
-                let _ = path;
+            (None, Some(url)) => {
                 let timeout = Duration::try_from_secs_f64(timeout)
                     .ok()
                     .filter(|t| !t.is_zero())
@@ -472,15 +471,7 @@ impl Valori {
     fn restore<'py>(&self, py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
         let s = self.run(py, |a| {
             let bytes = std::fs::read(&path).map_err(|e| {
-                ApiError::new(
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Kind::NotFound
-                    } else {
-                        Kind::Other
-                    },
-                    "io_error",
-                    format!("cannot read snapshot {}: {e}", path.display()),
-                )
+                ApiError::io(format!("cannot read snapshot {}", path.display()), &e)
             })?;
             a.restore(bytes)
         })?;

@@ -517,21 +517,10 @@ impl Api for Remote {
             Some(dest) => {
                 let mut resp =
                     self.send(self.request(Method::GET, &["v1", "snapshots", &s.id.to_string()]))?;
-                let mut file = std::fs::File::create(dest).map_err(|e| {
-                    ApiError::new(
-                        Kind::Other,
-                        "io_error",
-                        format!("cannot create {}: {e}", dest.display()),
-                    )
-                })?;
+                let what = || format!("cannot write the snapshot to {}", dest.display());
+                let mut file = std::fs::File::create(dest).map_err(|e| ApiError::io(what(), &e))?;
                 resp.copy_to(&mut file).map_err(transport)?;
-                file.sync_all().map_err(|e| {
-                    ApiError::new(
-                        Kind::Other,
-                        "io_error",
-                        format!("cannot write {}: {e}", dest.display()),
-                    )
-                })?;
+                file.sync_all().map_err(|e| ApiError::io(what(), &e))?;
                 Ok(dest.display().to_string())
             }
         }
