@@ -63,7 +63,16 @@ impl IntoResponse for NodeError {
             code: self.code(),
             message: self.to_string(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let NodeError::PayloadTooLarge { .. } = self {
+            // The rest of the body is never read, so the connection cannot carry another
+            // request; say so, or a pooling client reuses it and its next request fails.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
