@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use valori_kernel::{IndexSpec, SearchParams};
 use valori_node::metrics::Metrics;
 use valori_node::service::{parse_direction, IndexIn, RecordIn, Service};
-use valori_node::{Engine, EngineConfig};
+use valori_node::{Engine, EngineConfig, NodeError};
 
 use crate::api::*;
 
@@ -50,6 +50,11 @@ impl Embedded {
 
     fn engine(&self) -> &Engine {
         &self.service.engine
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -277,15 +282,6 @@ impl Api for Embedded {
         self.engine().shutdown();
     }
 }
-
-impl Embedded {
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-use valori_node::NodeError;
 
 impl Drop for Embedded {
     /// Releases the data directory (RocksDB's lock) before the handle is gone, so it can be

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from valori import Valori
+from valori import Valori, ValoriError
 
 
 def workload(db: Valori) -> None:
@@ -73,10 +74,6 @@ def test_embedded_reopen_recovers_every_acknowledged_write(tmp_path: Path) -> No
 
 
 def test_a_directory_in_use_is_refused(tmp_path: Path) -> None:
-    import pytest
-
-    from valori import ValoriError
-
     path = tmp_path / "db"
     with Valori(path=str(path)):
         with pytest.raises(ValoriError, match="cannot open"):
