@@ -44,23 +44,41 @@ impl Executor for Sequential {
     }
 }
 
-/// Runs tasks on scoped OS threads, each taking a contiguous block of task indexes.
+/// Runs tasks on a persistent pool of OS threads. Tasks are handed out dynamically (a thread
+/// that finishes early takes more), and each running task gets the work state of the pool thread
+/// it runs on; results are returned in task order.
 #[cfg(feature = "std")]
-#[derive(Clone, Copy, Debug)]
-pub struct Threads(pub core::num::NonZeroUsize);
+#[derive(Debug)]
+pub struct Threads {
+    threads: usize,
+    /// `None` with one thread, or if the operating system refused to start the threads: tasks
+    /// then run on the calling thread, with the same results.
+    pool: Option<rayon::ThreadPool>,
+}
 
 #[cfg(feature = "std")]
 impl Threads {
-    /// An executor with `n` threads (at least one).
+    /// An executor with `n` threads (at least one). The threads live as long as the executor.
     pub fn new(n: usize) -> Self {
-        Threads(core::num::NonZeroUsize::new(n.max(1)).expect("at least one"))
+        let threads = n.max(1);
+        let pool = (threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| std::format!("valori-index-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        let threads = if pool.is_some() { threads } else { 1 };
+        Threads { threads, pool }
     }
 }
 
 #[cfg(feature = "std")]
 impl Executor for Threads {
     fn threads(&self) -> usize {
-        self.0.get()
+        self.threads
     }
 
     fn map<S: Send, T: Send, F: Fn(&mut S, usize) -> T + Sync>(
@@ -69,24 +87,26 @@ impl Executor for Threads {
         states: &mut [S],
         f: F,
     ) -> Vec<T> {
-        let threads = self.0.get().min(n.max(1)).min(states.len());
-        if threads == 1 {
+        use rayon::prelude::*;
+        use std::sync::Mutex;
+
+        let Some(pool) = &self.pool else {
+            return Sequential.map(n, states, f);
+        };
+        if n <= 1 || states.len() < self.threads {
             return Sequential.map(n, states, f);
         }
-        let block = n.div_ceil(threads);
-        let f = &f;
-        std::thread::scope(|s| {
-            let handles: Vec<_> = states[..threads]
-                .iter_mut()
-                .enumerate()
-                .map(|(t, state)| {
-                    let range = (t * block).min(n)..((t + 1) * block).min(n);
-                    s.spawn(move || range.map(|i| f(state, i)).collect::<Vec<T>>())
+        // One state per pool thread; a thread runs one task at a time, so its lock is never
+        // contended.
+        let slots: Vec<Mutex<&mut S>> = states.iter_mut().map(Mutex::new).collect();
+        pool.install(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|i| {
+                    let t = rayon::current_thread_index().unwrap_or(0);
+                    let mut state = slots[t].lock().unwrap_or_else(|e| e.into_inner());
+                    f(&mut state, i)
                 })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("index build task panicked"))
                 .collect()
         })
     }

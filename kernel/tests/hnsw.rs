@@ -142,7 +142,7 @@ fn graph_is_identical_for_any_thread_count() {
     events.extend(insert_events(&data[..300], 300, |_| 9));
     let one = build(&events, &Sequential);
     let hash = one.collection("h").unwrap().index_hash().unwrap();
-    for threads in [1, 2, 4] {
+    for threads in [1, 2, 3, 4] {
         let k = build(&events, &Threads::new(threads));
         assert_eq!(
             k.collection("h").unwrap().index_hash().unwrap(),
