@@ -107,6 +107,23 @@ pub fn prefetch(v: &[i16]) {
     let _ = v;
 }
 
+/// [`prefetch`] for a list of `u32`s (a neighbour list): every 64-byte line, up to 512 bytes.
+#[inline(always)]
+pub fn prefetch_u32(v: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let lines = v.len().div_ceil(16).min(8);
+        for line in 0..lines {
+            // SAFETY: as in `prefetch`: a hint only.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().wrapping_add(line * 16).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// `_mm256_madd_epi16` multiplies sixteen `i16` pairs and adds adjacent products into eight
 /// `i32`s. With compact components in `[-2^13, 2^13)` a pair sum is below 2^29, so two chunks
 /// accumulate in `i32` lanes safely before widening into `i64` lanes. Sums are exact, so the

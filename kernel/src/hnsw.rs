@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::compact::{prefetch, CompactKernels};
+use crate::compact::{prefetch, prefetch_u32, CompactKernels};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
 
@@ -93,6 +93,8 @@ pub struct SearchScratch {
     epoch: u32,
     candidates: BinaryHeap<Reverse<(D, u32)>>,
     results: BinaryHeap<(D, u32)>,
+    /// Unvisited neighbours of the node being expanded.
+    fresh: Vec<u32>,
 }
 
 impl SearchScratch {
@@ -272,18 +274,24 @@ impl Hnsw {
                 }
             }
         }
+        let mut fresh = core::mem::take(&mut scratch.fresh);
         while let Some(Reverse(c)) = scratch.candidates.pop() {
             if scratch.results.len() >= ef && scratch.results.peek().is_some_and(|w| c > *w) {
                 break;
             }
-            let neighbors = self.neighbors(c.1, layer);
-            for (j, &n) in neighbors.iter().enumerate() {
-                if let Some(&next) = neighbors.get(j + 1) {
-                    prefetch(space.vector(next));
+            // First the unvisited neighbours, with all their vectors requested at once, and the
+            // list of the likely next candidate; then the distances, in list order.
+            fresh.clear();
+            for &n in self.neighbors(c.1, layer) {
+                if scratch.visit(n) {
+                    prefetch(space.vector(n));
+                    fresh.push(n);
                 }
-                if !scratch.visit(n) {
-                    continue;
-                }
+            }
+            if let Some(Reverse((_, next))) = scratch.candidates.peek() {
+                self.prefetch_neighbors(*next, layer);
+            }
+            for &n in &fresh {
                 let cand = (space.dist(q, n), n);
                 let full = scratch.results.len() >= ef;
                 if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
@@ -297,9 +305,22 @@ impl Hnsw {
                 }
             }
         }
+        scratch.fresh = fresh;
         let mut out: Vec<(D, u32)> = scratch.results.drain().collect();
         out.sort_unstable();
         out
+    }
+
+    /// Hints the CPU to load `slot`'s neighbour list on `layer`.
+    #[inline]
+    fn prefetch_neighbors(&self, slot: u32, layer: u8) {
+        if layer == 0 {
+            let width = self.m0() + 1;
+            let base = slot as usize * width;
+            if let Some(list) = self.layer0.get(base..base + width) {
+                prefetch_u32(list);
+            }
+        }
     }
 
     /// Approximate nearest accepted nodes to `q`: up to `max(ef, k)`, ascending by (compact
