@@ -129,6 +129,19 @@ impl SearchScratch {
     }
 }
 
+/// Adds `cand` to the `ef` best kept in `results` (a max-heap): pushed while there is room, else
+/// it replaces the worst if it is better (one sift instead of a push and a pop).
+#[inline]
+fn offer(results: &mut BinaryHeap<(D, u32)>, cand: (D, u32), ef: usize) {
+    if results.len() < ef {
+        results.push(cand);
+    } else if let Some(mut worst) = results.peek_mut() {
+        if cand < *worst {
+            *worst = cand;
+        }
+    }
+}
+
 /// The graph. Slots are record ids.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Hnsw {
@@ -267,10 +280,7 @@ impl Hnsw {
             if scratch.visit(e) {
                 scratch.candidates.push(Reverse((d, e)));
                 if accept(e) {
-                    scratch.results.push((d, e));
-                    if scratch.results.len() > ef {
-                        scratch.results.pop();
-                    }
+                    offer(&mut scratch.results, (d, e), ef);
                 }
             }
         }
@@ -297,10 +307,7 @@ impl Hnsw {
                 if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
                     scratch.candidates.push(Reverse(cand));
                     if accept(n) {
-                        scratch.results.push(cand);
-                        if scratch.results.len() > ef {
-                            scratch.results.pop();
-                        }
+                        offer(&mut scratch.results, cand, ef);
                     }
                 }
             }
