@@ -7,7 +7,7 @@ use valori_kernel::limits::DEFAULT_COLLECTION;
 use valori_kernel::IndexSpec;
 
 use crate::error::NodeError;
-use crate::service::{IndexIn, RecordIn, Service};
+use crate::service::{Access, IndexIn, Keys, RecordIn, Service};
 
 /// Generated protobuf types and service stubs.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -39,46 +39,26 @@ impl From<NodeError> for Status {
 /// The gRPC service of a node.
 pub struct Grpc {
     service: Service,
-    write_key: Option<String>,
-    read_key: Option<String>,
+    keys: Keys,
 }
 
 impl Grpc {
     /// A tonic server for `service`, checking the same keys as HTTP.
-    pub fn server(
-        service: Service,
-        write_key: Option<String>,
-        read_key: Option<String>,
-    ) -> ValoriServer<Grpc> {
-        ValoriServer::new(Grpc {
-            service,
-            write_key,
-            read_key,
-        })
-        .max_decoding_message_size(usize::MAX)
+    pub fn server(service: Service, keys: Keys) -> ValoriServer<Grpc> {
+        ValoriServer::new(Grpc { service, keys }).max_decoding_message_size(usize::MAX)
     }
 
     fn check<T>(&self, req: &Request<T>, write: bool) -> Result<(), Status> {
-        if self.write_key.is_none() && self.read_key.is_none() {
-            return Ok(());
-        }
         let md = req.metadata();
         let key = md
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .or_else(|| md.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .ok_or(NodeError::Unauthorized)?;
-        if self.write_key.as_deref() == Some(key) {
-            Ok(())
-        } else if self.read_key.as_deref() == Some(key) {
-            if write {
-                Err(NodeError::Forbidden.into())
-            } else {
-                Ok(())
-            }
-        } else {
-            Err(NodeError::Unauthorized.into())
+            .map(str::trim)
+            .or_else(|| md.get("x-api-key").and_then(|v| v.to_str().ok()));
+        match self.keys.check(key)? {
+            Access::Read if write => Err(NodeError::Forbidden.into()),
+            _ => Ok(()),
         }
     }
 }

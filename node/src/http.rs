@@ -29,7 +29,7 @@ use valori_kernel::IndexSpec;
 use crate::config::limits::MAX_SNAPSHOT_UPLOAD_BYTES;
 use crate::engine::Engine;
 use crate::error::NodeError;
-use crate::service::{blocking, score, IndexIn, RecordIn, Service};
+use crate::service::{blocking, score, Access, IndexIn, Keys, RecordIn, Service};
 
 /// Shared state of the HTTP server.
 pub struct App {
@@ -37,10 +37,8 @@ pub struct App {
     pub service: Service,
     /// The engine (health, metrics, state, snapshots).
     pub engine: Engine,
-    /// Read-write key, if any.
-    pub write_key: Option<String>,
-    /// Read-only key, if any.
-    pub read_key: Option<String>,
+    /// The API keys.
+    pub keys: Keys,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Followers seen on `/v1/log` (by their `x-valori-follower` header): confirmed sequence
@@ -126,13 +124,6 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppRef> for ApiQuery<T> {
     }
 }
 
-/// Which key a request presented.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Write,
-}
-
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -144,17 +135,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn access(app: &App, headers: &HeaderMap) -> Result<Access, NodeError> {
-    if app.write_key.is_none() && app.read_key.is_none() {
-        return Ok(Access::Write);
-    }
-    let key = presented_key(headers).ok_or(NodeError::Unauthorized)?;
-    if app.write_key.as_deref() == Some(key) {
-        Ok(Access::Write)
-    } else if app.read_key.as_deref() == Some(key) {
-        Ok(Access::Read)
-    } else {
-        Err(NodeError::Unauthorized)
-    }
+    app.keys.check(presented_key(headers))
 }
 
 /// Extractor: the request may read (any configured key, or none configured).

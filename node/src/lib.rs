@@ -81,6 +81,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (write_key, read_key) = config.keys()?;
+    let keys = service::Keys::new(write_key.as_deref(), read_key.as_deref());
     let service = service::Service {
         engine: engine.clone(),
         max_batch: config.max_batch,
@@ -89,8 +90,7 @@ pub async fn serve(
     let app = http::App {
         service: service.clone(),
         engine: engine.clone(),
-        write_key: write_key.clone(),
-        read_key: read_key.clone(),
+        keys: keys.clone(),
         max_body_bytes: config.max_body_bytes,
         followers: Default::default(),
     };
@@ -121,7 +121,7 @@ pub async fn serve(
     };
     let grpc_task = match grpc {
         Some(listener) => {
-            let server = grpc::Grpc::server(service, write_key, read_key);
+            let server = grpc::Grpc::server(service, keys);
             let signal = stopped(stop_rx.clone());
             let mut builder = tonic::transport::Server::builder();
             if let Some((cert, key)) = &tls {

@@ -10,6 +10,52 @@ use valori_kernel::{
 use crate::engine::Engine;
 use crate::error::NodeError;
 
+/// What a request's API key allows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    /// Reads only (the read-only key).
+    Read,
+    /// Reads and writes (the read-write key, or any request when no key is configured).
+    Write,
+}
+
+/// The API keys a node accepts, shared by HTTP and gRPC. They are held as blake3 digests and
+/// compared with blake3's constant-time equality, so how long a check takes does not reveal how
+/// much of a presented key was right, nor the keys' lengths.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    write: Option<blake3::Hash>,
+    read: Option<blake3::Hash>,
+}
+
+impl Keys {
+    /// The read-write and the read-only key; `None` for one not configured.
+    pub fn new(write: Option<&str>, read: Option<&str>) -> Self {
+        let digest = |k: &str| blake3::hash(k.as_bytes());
+        Keys {
+            write: write.map(digest),
+            read: read.map(digest),
+        }
+    }
+
+    /// What a request presenting `key` may do: without configured keys anything; otherwise
+    /// the presented key must be one of them.
+    pub fn check(&self, key: Option<&str>) -> Result<Access, NodeError> {
+        if self.write.is_none() && self.read.is_none() {
+            return Ok(Access::Write);
+        }
+        let presented = blake3::hash(key.ok_or(NodeError::Unauthorized)?.as_bytes());
+        // Both comparisons run whatever the first one found.
+        let write = self.write.is_some_and(|k| k == presented);
+        let read = self.read.is_some_and(|k| k == presented);
+        match (write, read) {
+            (true, _) => Ok(Access::Write),
+            (false, true) => Ok(Access::Read),
+            (false, false) => Err(NodeError::Unauthorized),
+        }
+    }
+}
+
 /// The API's view of a node: its engine and the request limits.
 #[derive(Clone)]
 pub struct Service {
@@ -410,5 +456,37 @@ impl Service {
         let direction = parse_direction(direction)?;
         let service = self.clone();
         blocking(move || service.traverse_now(start, max_depth, &kinds, direction)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_grant_by_exact_match_only() {
+        let none = Keys::new(None, None);
+        assert_eq!(none.check(None).unwrap(), Access::Write);
+        assert_eq!(none.check(Some("anything")).unwrap(), Access::Write);
+
+        let keys = Keys::new(Some("write-secret"), Some("read-secret"));
+        assert_eq!(keys.check(Some("write-secret")).unwrap(), Access::Write);
+        assert_eq!(keys.check(Some("read-secret")).unwrap(), Access::Read);
+        for wrong in [
+            None,
+            Some(""),
+            Some("write-secre"),
+            Some("write-secret "),
+            Some("WRITE-SECRET"),
+        ] {
+            assert!(
+                matches!(keys.check(wrong), Err(NodeError::Unauthorized)),
+                "{wrong:?}"
+            );
+        }
+
+        let read_only = Keys::new(None, Some("r"));
+        assert_eq!(read_only.check(Some("r")).unwrap(), Access::Read);
+        assert!(read_only.check(None).is_err());
     }
 }
