@@ -89,8 +89,11 @@ pub type D = i64;
 /// Reusable per-search memory. Keeping one per thread avoids allocating on every query.
 #[derive(Default)]
 pub struct SearchScratch {
-    marks: Vec<u32>,
-    epoch: u32,
+    /// The visited set, one bit per slot: small enough to stay in a core's cache.
+    seen: Vec<u64>,
+    /// Words of `seen` set since the last reset, so that a reset costs what the search
+    /// visited rather than the collection's size.
+    touched: Vec<u32>,
     candidates: BinaryHeap<Reverse<(D, u32)>>,
     results: BinaryHeap<(D, u32)>,
     /// Unvisited neighbours of the node being expanded.
@@ -104,13 +107,13 @@ impl SearchScratch {
     }
 
     fn reset(&mut self, slots: usize) {
-        if self.marks.len() < slots {
-            self.marks.resize(slots, 0);
+        for &w in &self.touched {
+            self.seen[w as usize] = 0;
         }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.marks.fill(0);
-            self.epoch = 1;
+        self.touched.clear();
+        let words = slots.div_ceil(64);
+        if self.seen.len() < words {
+            self.seen.resize(words, 0);
         }
         self.candidates.clear();
         self.results.clear();
@@ -119,13 +122,17 @@ impl SearchScratch {
     /// Marks `slot` visited; returns whether it was new.
     #[inline]
     fn visit(&mut self, slot: u32) -> bool {
-        let m = &mut self.marks[slot as usize];
-        if *m == self.epoch {
-            false
-        } else {
-            *m = self.epoch;
-            true
+        let w = slot as usize / 64;
+        let bit = 1u64 << (slot % 64);
+        let word = &mut self.seen[w];
+        if *word & bit != 0 {
+            return false;
         }
+        if *word == 0 {
+            self.touched.push(w as u32);
+        }
+        *word |= bit;
+        true
     }
 }
 
