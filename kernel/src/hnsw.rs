@@ -149,6 +149,24 @@ fn offer(results: &mut BinaryHeap<(D, u32)>, cand: (D, u32), ef: usize) {
     }
 }
 
+/// What a best-first walk of one layer looks for (its state lives in a [`SearchScratch`]).
+struct Walk<'q> {
+    q: &'q [i16],
+    ef: usize,
+    layer: u8,
+}
+
+/// The accepted nodes a walk kept, ascending by (distance, slot).
+fn walk_finish(scratch: &mut SearchScratch) -> Vec<(D, u32)> {
+    let mut out: Vec<(D, u32)> = scratch.results.drain().collect();
+    out.sort_unstable();
+    out
+}
+
+/// How many new nodes' layer-0 walks one build task interleaves (not part of the format: the
+/// walks are independent, so any number gives the same graph).
+const INTERLEAVE: usize = 4;
+
 /// The graph. Slots are record ids.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Hnsw {
@@ -282,47 +300,102 @@ impl Hnsw {
         accept: &dyn Fn(u32) -> bool,
         scratch: &mut SearchScratch,
     ) -> Vec<(D, u32)> {
+        let walk = Walk { q, ef, layer };
+        self.walk_begin(&walk, entries, accept, scratch);
+        while self.walk_step(space, &walk, accept, scratch) {}
+        walk_finish(scratch)
+    }
+
+    /// Starts `walk` in `scratch` from `entries`.
+    fn walk_begin(
+        &self,
+        walk: &Walk<'_>,
+        entries: &[(D, u32)],
+        accept: &dyn Fn(u32) -> bool,
+        scratch: &mut SearchScratch,
+    ) {
         scratch.reset(self.slots());
         for &(d, e) in entries {
             if scratch.visit(e) {
                 scratch.candidates.push(Reverse((d, e)));
                 if accept(e) {
-                    offer(&mut scratch.results, (d, e), ef);
+                    offer(&mut scratch.results, (d, e), walk.ef);
                 }
             }
         }
+    }
+
+    /// One expansion of a best-first walk, split where it waits on memory: first score the
+    /// neighbours that the previous step requested, then take the next candidate, mark its
+    /// unvisited neighbours and request their vectors (and the list of the candidate likely to
+    /// follow). Returns false when the walk is over.
+    ///
+    /// A walk's own sequence of operations is the plain best-first search's; the split only
+    /// lets several independent walks take turns ([`Hnsw::walk_many`]), each computing while
+    /// the others' loads arrive.
+    fn walk_step(
+        &self,
+        space: &Space<'_>,
+        walk: &Walk<'_>,
+        accept: &dyn Fn(u32) -> bool,
+        scratch: &mut SearchScratch,
+    ) -> bool {
+        let ef = walk.ef;
         let mut fresh = core::mem::take(&mut scratch.fresh);
-        while let Some(Reverse(c)) = scratch.candidates.pop() {
-            if scratch.results.len() >= ef && scratch.results.peek().is_some_and(|w| c > *w) {
-                break;
-            }
-            // First the unvisited neighbours, with all their vectors requested at once, and the
-            // list of the likely next candidate; then the distances, in list order.
-            fresh.clear();
-            for &n in self.neighbors(c.1, layer) {
-                if scratch.visit(n) {
-                    prefetch(space.vector(n));
-                    fresh.push(n);
+        for &n in &fresh {
+            let cand = (space.dist(walk.q, n), n);
+            let full = scratch.results.len() >= ef;
+            if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
+                scratch.candidates.push(Reverse(cand));
+                if accept(n) {
+                    offer(&mut scratch.results, cand, ef);
                 }
             }
-            if let Some(Reverse((_, next))) = scratch.candidates.peek() {
-                self.prefetch_neighbors(*next, layer);
-            }
-            for &n in &fresh {
-                let cand = (space.dist(q, n), n);
-                let full = scratch.results.len() >= ef;
-                if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
-                    scratch.candidates.push(Reverse(cand));
-                    if accept(n) {
-                        offer(&mut scratch.results, cand, ef);
+        }
+        fresh.clear();
+        let more = match scratch.candidates.pop() {
+            Some(Reverse(c))
+                if !(scratch.results.len() >= ef
+                    && scratch.results.peek().is_some_and(|w| c > *w)) =>
+            {
+                for &n in self.neighbors(c.1, walk.layer) {
+                    if scratch.visit(n) {
+                        prefetch(space.vector(n));
+                        fresh.push(n);
                     }
                 }
+                if let Some(Reverse((_, next))) = scratch.candidates.peek() {
+                    self.prefetch_neighbors(*next, walk.layer);
+                }
+                true
             }
-        }
+            _ => false,
+        };
         scratch.fresh = fresh;
-        let mut out: Vec<(D, u32)> = scratch.results.drain().collect();
-        out.sort_unstable();
-        out
+        more
+    }
+
+    /// Runs one walk per scratch (`walks[i]` in `scratches[i]`, started from `entries[i]`),
+    /// taking turns an expansion at a time. Each result equals [`Hnsw::search_layer`]'s.
+    fn walk_many(
+        &self,
+        space: &Space<'_>,
+        walks: &[Walk<'_>],
+        entries: &[Vec<(D, u32)>],
+        scratches: &mut [SearchScratch],
+    ) -> Vec<Vec<(D, u32)>> {
+        let all = &|_| true;
+        for ((walk, e), scratch) in walks.iter().zip(entries).zip(scratches.iter_mut()) {
+            self.walk_begin(walk, e, all, scratch);
+        }
+        let mut active: Vec<usize> = (0..walks.len()).collect();
+        while !active.is_empty() {
+            active.retain(|&i| self.walk_step(space, &walks[i], all, &mut scratches[i]));
+        }
+        scratches[..walks.len()]
+            .iter_mut()
+            .map(walk_finish)
+            .collect()
     }
 
     /// Hints the CPU to load `slot`'s neighbour list on `layer`.
@@ -370,31 +443,97 @@ impl Hnsw {
         kept
     }
 
-    /// Candidate lists, per layer from `min(level, max_level)` down to 0, for a node that is
-    /// not yet linked: a pure function of the frozen graph, run in parallel.
-    fn find_candidates(
+    /// Candidate lists for a node that is not yet linked, per layer from
+    /// `min(level, max_level)` down to 1, and the entry points for its layer-0 walk: a pure
+    /// function of the frozen graph. `None` while the graph is empty.
+    fn upper_candidates(
         &self,
         space: &Space<'_>,
         slot: u32,
         scratch: &mut SearchScratch,
-    ) -> Vec<Vec<(D, u32)>> {
+    ) -> Option<(Vec<Vec<(D, u32)>>, Vec<(D, u32)>)> {
         let level = self.levels[slot as usize];
         let q = space.vector(slot);
-        let Some(entry) = self.entry else {
-            return Vec::new();
-        };
+        let entry = self.entry?;
         let top = level.min(self.max_level);
         let mut entries = vec![self
             .descend(space, q, top)
             .unwrap_or((space.dist(q, entry), entry))];
         let mut per_layer = vec![Vec::new(); usize::from(top) + 1];
         let ef = usize::from(self.params.ef_construction);
-        for layer in (0..=top).rev() {
+        for layer in (1..=top).rev() {
             let found = self.search_layer(space, q, &entries, ef, layer, &|_| true, scratch);
             entries.clone_from(&found);
             per_layer[usize::from(layer)] = found;
         }
-        per_layer
+        Some((per_layer, entries))
+    }
+
+    /// Candidate lists, per layer from `min(level, max_level)` down to 0, for the not yet
+    /// linked nodes `slots` (at most [`INTERLEAVE`]), their layer-0 walks interleaved; empty
+    /// lists while the graph is empty. A pure function of the frozen graph, run in parallel.
+    fn find_candidates(
+        &self,
+        space: &Space<'_>,
+        slots: core::ops::Range<u32>,
+        scratches: &mut [SearchScratch],
+    ) -> Vec<Vec<Vec<(D, u32)>>> {
+        let mut layers = Vec::with_capacity(slots.len());
+        let mut entries = Vec::with_capacity(slots.len());
+        for slot in slots.clone() {
+            match self.upper_candidates(space, slot, &mut scratches[0]) {
+                Some((per_layer, e)) => {
+                    layers.push(per_layer);
+                    entries.push(e);
+                }
+                None => return slots.map(|_| Vec::new()).collect(),
+            }
+        }
+        let ef = usize::from(self.params.ef_construction);
+        let walks: Vec<Walk<'_>> = slots
+            .map(|slot| Walk {
+                q: space.vector(slot),
+                ef,
+                layer: 0,
+            })
+            .collect();
+        let found = self.walk_many(space, &walks, &entries, scratches);
+        for (per_layer, f) in layers.iter_mut().zip(found) {
+            per_layer[0] = f;
+        }
+        layers
+    }
+
+    /// A new node's neighbour lists, per layer: its candidates from the frozen graph plus the
+    /// chunk's earlier nodes (`first..slot`), through the selection heuristic.
+    fn choose(
+        &self,
+        space: &Space<'_>,
+        first: u32,
+        slot: u32,
+        mut layers: Vec<Vec<(D, u32)>>,
+    ) -> Vec<Vec<u32>> {
+        let level = self.levels[slot as usize];
+        layers.resize(usize::from(level) + 1, Vec::new());
+        let q = space.vector(slot);
+        for other in first..slot {
+            let other_level = self.levels[other as usize];
+            let d = space.dist(q, other);
+            for layer in layers
+                .iter_mut()
+                .take(usize::from(other_level.min(level)) + 1)
+            {
+                layer.push((d, other));
+            }
+        }
+        layers
+            .iter_mut()
+            .map(|candidates| {
+                candidates.sort_unstable();
+                candidates.dedup();
+                self.select(space, candidates, self.m())
+            })
+            .collect()
     }
 
     /// Indexes slots `start..end` (their vectors already in `space`), in chunks of
@@ -410,8 +549,8 @@ impl Hnsw {
     /// Each parallel task reads only state frozen before its phase, and results are installed
     /// in a fixed order, so the graph does not depend on the executor.
     pub fn insert_batch<E: Executor>(&mut self, space: &Space<'_>, start: u64, end: u64, exec: &E) {
-        let mut scratches: Vec<SearchScratch> = (0..exec.threads().max(1))
-            .map(|_| SearchScratch::new())
+        let mut scratches: Vec<Vec<SearchScratch>> = (0..exec.threads().max(1))
+            .map(|_| (0..INTERLEAVE).map(|_| SearchScratch::new()).collect())
             .collect();
         let mut chunk_start = start;
         while chunk_start < end {
@@ -422,33 +561,23 @@ impl Hnsw {
             let first = chunk_start as u32;
             let count = (chunk_end - chunk_start) as usize;
 
-            // Phase 1: candidates and selection, per new node.
+            // Phase 1: candidates and selection, per new node; a task takes `INTERLEAVE`
+            // consecutive nodes.
             let frozen = &*self;
-            let chosen: Vec<Vec<Vec<u32>>> = exec.map(count, &mut scratches, |scratch, i| {
-                let slot = first + i as u32;
-                let level = frozen.levels[slot as usize];
-                let mut layers = frozen.find_candidates(space, slot, scratch);
-                layers.resize(usize::from(level) + 1, Vec::new());
-                let q = space.vector(slot);
-                for other in first..slot {
-                    let other_level = frozen.levels[other as usize];
-                    let d = space.dist(q, other);
-                    for layer in layers
-                        .iter_mut()
-                        .take(usize::from(other_level.min(level)) + 1)
-                    {
-                        layer.push((d, other));
-                    }
-                }
-                layers
-                    .iter_mut()
-                    .map(|candidates| {
-                        candidates.sort_unstable();
-                        candidates.dedup();
-                        frozen.select(space, candidates, frozen.m())
-                    })
-                    .collect()
-            });
+            let groups = count.div_ceil(INTERLEAVE);
+            let chosen: Vec<Vec<Vec<u32>>> = exec
+                .map(groups, &mut scratches, |scratch, g| {
+                    let from = first + (g * INTERLEAVE) as u32;
+                    let to = (from + INTERLEAVE as u32).min(first + count as u32);
+                    let found = frozen.find_candidates(space, from..to, scratch);
+                    (from..to)
+                        .zip(found)
+                        .map(|(slot, layers)| frozen.choose(space, first, slot, layers))
+                        .collect::<Vec<_>>()
+                })
+                .into_iter()
+                .flatten()
+                .collect();
 
             // Phase 2: install the new lists; gather back links as (target, layer, new node),
             // which sorts into one group per touched list.
