@@ -86,6 +86,9 @@ impl Space<'_> {
 /// A compact distance (see [`Space`]).
 pub type D = i64;
 
+/// Nodes with their distances to a base, ascending by (distance, slot).
+type Candidates = Vec<(D, u32)>;
+
 /// Reusable per-search memory. Keeping one per thread avoids allocating on every query.
 #[derive(Default)]
 pub struct SearchScratch {
@@ -451,7 +454,7 @@ impl Hnsw {
         space: &Space<'_>,
         slot: u32,
         scratch: &mut SearchScratch,
-    ) -> Option<(Vec<Vec<(D, u32)>>, Vec<(D, u32)>)> {
+    ) -> Option<(Vec<Candidates>, Candidates)> {
         let level = self.levels[slot as usize];
         let q = space.vector(slot);
         let entry = self.entry?;
