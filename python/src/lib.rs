@@ -68,8 +68,8 @@ fn bytes_or_none<'py>(py: Python<'py>, b: Option<&[u8]>) -> Option<Bound<'py, Py
 }
 
 /// A Valori database: embedded in this process (`Valori(path=...)`) or a node reached over
-/// HTTP (`Valori(remote=url, api_key=...)`). Both modes have the same methods, results and
-/// errors.
+/// HTTP or HTTPS (`Valori(remote=url, api_key=..., ca_cert=...)`). Both modes have the same
+/// methods, results and errors.
 #[pyclass(module = "valori._valori", frozen)]
 struct Valori {
     api: RwLock<Option<Arc<dyn Api>>>,
@@ -124,13 +124,14 @@ fn index_in(
 #[pymethods]
 impl Valori {
     #[new]
-    #[pyo3(signature = (path=None, *, remote=None, api_key=None, timeout=30.0))]
+    #[pyo3(signature = (path=None, *, remote=None, api_key=None, timeout=30.0, ca_cert=None))]
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
         remote: Option<String>,
         api_key: Option<String>,
         timeout: f64,
+        ca_cert: Option<PathBuf>,
     ) -> PyResult<Valori> {
         let made: Res<Valori> = py.detach(|| match (path, remote) {
             (Some(_), Some(_)) => Err(ApiError::invalid(
@@ -145,7 +146,7 @@ impl Valori {
                             "timeout must be a positive number of seconds, got {timeout}"
                         ))
                     })?;
-                let r = remote::Remote::new(&url, api_key, timeout)?;
+                let r = remote::Remote::new(&url, api_key, timeout, ca_cert.as_deref())?;
                 Ok(Valori {
                     api: RwLock::new(Some(Arc::new(r))),
                     mode: "remote",
@@ -155,6 +156,9 @@ impl Valori {
             (path, None) => {
                 if api_key.is_some() {
                     return Err(ApiError::invalid("api_key applies to remote mode only"));
+                }
+                if ca_cert.is_some() {
+                    return Err(ApiError::invalid("ca_cert applies to remote mode only"));
                 }
                 let dir = path.unwrap_or_else(|| PathBuf::from("./valori_db"));
                 let e = embedded::Embedded::open(dir)?;

@@ -64,26 +64,54 @@ struct ErrorBody {
 }
 
 impl Remote {
-    /// A client for `url` (`http://host:port`). Nothing is sent until the first call.
-    pub fn new(url: &str, api_key: Option<String>, timeout: Duration) -> Res<Remote> {
+    /// A client for `url` (`http://host:port` or `https://host:port`). Nothing is sent until
+    /// the first call. Over https the server's certificate must chain to the system's trusted
+    /// roots or to a certificate in the PEM file `ca_cert`.
+    pub fn new(
+        url: &str,
+        api_key: Option<String>,
+        timeout: Duration,
+        ca_cert: Option<&Path>,
+    ) -> Res<Remote> {
         let base = Url::parse(url)
             .map_err(|e| ApiError::invalid(format!("invalid remote URL {url:?}: {e}")))?;
-        if base.scheme() != "http" {
-            return Err(ApiError::invalid(format!(
-                "unsupported remote URL scheme {:?}: use http:// (put a TLS-terminating proxy \
-                 in front of the node for https)",
-                base.scheme()
-            )));
-        }
+        let tls = match base.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unsupported remote URL scheme {other:?}: use http:// or https://"
+                )))
+            }
+        };
         if base.cannot_be_a_base() || base.host().is_none() {
             return Err(ApiError::invalid(format!(
                 "invalid remote URL {url:?}: no host"
             )));
         }
-        let client = Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(transport)?;
+        if !tls && ca_cert.is_some() {
+            return Err(ApiError::invalid("ca_cert applies to https:// URLs only"));
+        }
+        // The same TLS stack as the node's: rustls with ring. Installing the process-wide
+        // provider fails harmlessly when one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = Client::builder().timeout(timeout).tls_backend_rustls();
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                ApiError::invalid(format!("cannot read ca_cert {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "ca_cert {} holds no PEM certificate",
+                        path.display()
+                    ))
+                })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder.build().map_err(transport)?;
         Ok(Remote {
             base,
             client,

@@ -73,7 +73,7 @@ class Node:
             assert self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.output.append(line)
-                m = re.search(r"valori-node listening on (http://\S+)", line)
+                m = re.search(r"valori-node listening on (https?://\S+)", line)
                 if m:
                     self.url = m.group(1)
                     ready.set()

@@ -1,6 +1,9 @@
-"""Remote-only behaviour: API keys, connection failures, follower write refusal."""
+"""Remote-only behaviour: API keys, https, connection failures, follower write refusal."""
 
 from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +61,57 @@ def test_bad_arguments_to_the_constructor() -> None:
         Valori(remote="not a url")
     with pytest.raises(InvalidInputError):
         Valori(remote="http://127.0.0.1:1", timeout=0)
+
+
+def make_certs(d: Path) -> tuple:
+    """A test CA and a certificate for 127.0.0.1 that it signs (openssl, as the node's TLS
+    test does). Returns (CA file, certificate file, key file)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", *ec, "-days", "1", "-subj", "/CN=valori-test-ca",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    run("req", *ec, "-subj", "/CN=localhost", "-keyout", str(d / "key.pem"),
+        "-out", str(d / "leaf.csr"))
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                               "basicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", str(d / "leaf.csr"), "-CA", str(d / "ca.pem"),
+        "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "1",
+        "-extfile", str(d / "ext.cnf"), "-out", str(d / "cert.pem"))
+    return d / "ca.pem", d / "cert.pem", d / "key.pem"
+
+
+def test_https_with_a_private_ca(start_node, tmp_path: Path) -> None:
+    ca, cert, key = make_certs(tmp_path)
+    node = start_node(env={"VALORI_TLS_CERT": str(cert), "VALORI_TLS_KEY": str(key)})
+    assert node.url.startswith("https://")
+    with Valori(remote=node.url, ca_cert=str(ca)) as db:
+        assert db.insert([1.0, 2.0], tag=3) == 0
+        assert [h.id for h in db.search([1.0, 2.0], k=1)] == [0]
+        assert db.state().seq == 1
+    # The node's certificate does not chain to the system's roots: refused, nothing sent.
+    with Valori(remote=node.url) as untrusted:
+        with pytest.raises(ConnectionError) as e:
+            untrusted.state()
+        assert "certificate" in str(e.value).lower()
+    # Plain http to a TLS port fails too.
+    with Valori(remote=node.url.replace("https://", "http://"), timeout=5) as plain:
+        with pytest.raises(ValoriError):
+            plain.state()
+    # A CA file that is not PEM, or missing, is refused when the handle is made.
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(InvalidInputError, match="no PEM certificate"):
+        Valori(remote=node.url, ca_cert=str(tmp_path / "junk.pem"))
+    with pytest.raises(InvalidInputError, match="cannot read ca_cert"):
+        Valori(remote=node.url, ca_cert=str(tmp_path / "missing.pem"))
+    with Valori(remote=node.url, ca_cert=ca) as db:  # a PathLike works too
+        assert db.state().seq == 1
+
+
+def test_ca_cert_needs_https() -> None:
+    with pytest.raises(InvalidInputError, match="https"):
+        Valori(remote="http://127.0.0.1:1", ca_cert="ca.pem")
+    with pytest.raises(InvalidInputError, match="remote mode only"):
+        Valori(path="x", ca_cert="ca.pem")

@@ -20,8 +20,10 @@ class Valori:
     """A Valori database: embedded in this process or a node reached over HTTP.
 
     ``Valori(path)`` opens (recovering) or creates the data directory ``path`` (default
-    ``./valori_db``); ``Valori(remote="http://host:3000", api_key=...)`` talks to a node. Writes
-    return once they are durable. The GIL is released while the database works, so threads may
+    ``./valori_db``); ``Valori(remote="http://host:3000", api_key=...)`` talks to a node.
+    ``https://`` URLs verify the node's certificate against the system's trusted roots and,
+    when given, the PEM certificates in the file ``ca_cert`` (a private CA). Writes return once
+    they are durable. The GIL is released while the database works, so threads may
     share one handle. Use it as a context manager, or call :meth:`close`.
     """
 
@@ -32,6 +34,7 @@ class Valori:
         remote: Optional[str] = None,
         api_key: Optional[str] = None,
         timeout: float = 30.0,
+        ca_cert: Union[str, "os.PathLike[str]", None] = None,
     ) -> None: ...
     @property
     def mode(self) -> Literal["embedded", "remote"]: ...
