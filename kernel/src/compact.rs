@@ -89,35 +89,19 @@ pub fn kernels_with(force_scalar: bool) -> CompactKernels {
 }
 
 /// Hints the CPU to start loading `v` (x86-64 only; a no-op elsewhere): every 64-byte line of
-/// it, up to 512 bytes.
+/// it, up to 512 bytes. Used for compact vectors and neighbour lists.
 #[inline(always)]
-pub fn prefetch(v: &[i16]) {
+pub fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let lines = v.len().div_ceil(32).min(8);
+        let start = v.as_ptr().cast::<i8>();
+        let lines = core::mem::size_of_val(v).div_ceil(64).min(8);
         for line in 0..lines {
             // SAFETY: prefetching is a hint with no architectural effect (an address outside
             // the slice would not fault either); SSE is baseline on x86-64.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().wrapping_add(line * 32).cast()) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
-}
-
-/// [`prefetch`] for a list of `u32`s (a neighbour list): every 64-byte line, up to 512 bytes.
-#[inline(always)]
-pub fn prefetch_u32(v: &[u32]) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let lines = v.len().div_ceil(16).min(8);
-        for line in 0..lines {
-            // SAFETY: as in `prefetch`: a hint only.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().wrapping_add(line * 16).cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line * 64)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::compact::{prefetch, prefetch_u32, CompactKernels};
+use crate::compact::{prefetch, CompactKernels};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
 
@@ -408,7 +408,7 @@ impl Hnsw {
             let width = self.m0() + 1;
             let base = slot as usize * width;
             if let Some(list) = self.layer0.get(base..base + width) {
-                prefetch_u32(list);
+                prefetch(list);
             }
         }
     }
