@@ -4,6 +4,14 @@
 //! HTTP API ([`http`]), metrics and configuration. The `valori-node` binary is a thin `main`
 //! around [`serve`]; the Python package embeds [`engine::Engine`] directly.
 
+/// Makes rustls with the ring provider the process's TLS crypto provider. The node's servers
+/// name ring explicitly; HTTP clients built on reqwest's rustls backend (present whenever a
+/// crate in the same build enables it, such as the Python package's https client) look the
+/// provider up here and cannot be built without one. Harmless when one is already installed.
+pub fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -77,6 +77,7 @@ impl Follower {
         heal: bool,
         name: String,
     ) -> Follower {
+        crate::use_ring_for_tls();
         Follower {
             engine,
             leader: leader.trim_end_matches('/').to_string(),

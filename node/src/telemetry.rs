@@ -14,6 +14,7 @@ pub struct Telemetry {
 impl Telemetry {
     /// Installs the global subscriber with `filter` (tracing `EnvFilter` syntax).
     pub fn init(filter: &str) -> anyhow::Result<Telemetry> {
+        crate::use_ring_for_tls(); // the OTLP exporter's HTTP client
         let filter = tracing_subscriber::EnvFilter::try_new(filter)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);

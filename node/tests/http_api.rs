@@ -501,6 +501,7 @@ fn api_keys() {
     assert_eq!(anon.get("/metrics").0, 200);
     // x-api-key header works too.
     let (s, _) = {
+        valori_node::use_ring_for_tls();
         let http = reqwest::blocking::Client::new();
         let r = http
             .get(format!("{}/v1/state", node.url))

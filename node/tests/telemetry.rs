@@ -82,6 +82,7 @@ fn spans_are_exported_over_otlp_http() {
         .strip_prefix("valori-node listening on ")
         .expect("listening line")
         .to_string();
+    valori_node::use_ring_for_tls();
     let http = reqwest::blocking::Client::new();
     for _ in 0..3 {
         let r = http

@@ -92,9 +92,8 @@ impl Remote {
         if !tls && ca_cert.is_some() {
             return Err(ApiError::invalid("ca_cert applies to https:// URLs only"));
         }
-        // The same TLS stack as the node's: rustls with ring. Installing the process-wide
-        // provider fails harmlessly when one is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // The same TLS stack as the node's: rustls with ring.
+        valori_node::use_ring_for_tls();
         let mut builder = Client::builder().timeout(timeout).tls_backend_rustls();
         if let Some(path) = ca_cert {
             let pem = std::fs::read(path).map_err(|e| {

@@ -124,6 +124,7 @@ pub type Resp = (u16, Value);
 
 impl Client {
     pub fn new(base: &str) -> Client {
+        valori_node::use_ring_for_tls();
         Client {
             base: base.to_string(),
             key: None,
