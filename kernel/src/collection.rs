@@ -340,9 +340,11 @@ impl Collection {
         let ef = ef.unwrap_or(usize::from(index.params().ef_search));
         let (shift, exact) = self.compact_params;
         let mut q = Vec::with_capacity(query.len());
-        compact::quantize_into(query, shift, &mut q);
-        // A query whose own low bits are not zero cannot use the exact conversion.
+        let in_range = compact::quantize_query(query, shift, &mut q);
+        // A query beyond the stored range, or whose own low bits are not zero, cannot use the
+        // exact conversion: its candidates are re-ranked by the full distance.
         let exact = exact
+            && in_range
             && query
                 .iter()
                 .fold(0u32, |a, &x| a | x as u32)

@@ -33,9 +33,23 @@ pub fn choose(max_abs: u32, or_bits: u32) -> (u32, bool) {
     (shift, or_bits.trailing_zeros() >= shift)
 }
 
-/// Quantises one stored vector.
+/// Quantises one stored vector (its components lie within the range `shift` was chosen for).
 pub fn quantize_into(v: &[i32], shift: u32, out: &mut Vec<i16>) {
     out.extend(v.iter().map(|&x| (x >> shift) as i16));
+}
+
+/// Quantises a query, whose components may lie beyond every stored one: they are clamped to
+/// the compact range, which keeps the kernels' overflow bounds. Returns whether no component
+/// needed clamping (only then can compact distances stand for exact ones).
+pub fn quantize_query(q: &[i32], shift: u32, out: &mut Vec<i16>) -> bool {
+    let (lo, hi) = (-(1i32 << LIMIT_BITS), (1i32 << LIMIT_BITS) - 1);
+    let mut in_range = true;
+    out.extend(q.iter().map(|&x| {
+        let c = x >> shift;
+        in_range &= (lo..=hi).contains(&c);
+        c.clamp(lo, hi) as i16
+    }));
+    in_range
 }
 
 /// Compact squared L2 distance, portable.
