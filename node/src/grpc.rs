@@ -247,6 +247,21 @@ impl Valori for Grpc {
         Ok(Response::new(pb::CreatedReply { id, seq }))
     }
 
+    async fn get_node(&self, req: Request<pb::Id>) -> R<pb::NodeReply> {
+        self.check(&req, false)?;
+        let id = req.into_inner().id;
+        let n = self.service.node(id)?;
+        Ok(Response::new(pb::NodeReply {
+            id,
+            kind: n.kind,
+            record: n.record.map(|r| pb::RecordLink {
+                collection: r.collection,
+                id: r.id,
+            }),
+            properties: n.properties,
+        }))
+    }
+
     async fn delete_node(&self, req: Request<pb::Id>) -> R<pb::SeqReply> {
         self.check(&req, true)?;
         let seq = self.service.delete_node(req.into_inner().id).await?;
@@ -258,6 +273,18 @@ impl Valori for Grpc {
         let r = req.into_inner();
         let (id, seq) = self.service.create_edge(r.from, r.to, r.kind).await?;
         Ok(Response::new(pb::CreatedReply { id, seq }))
+    }
+
+    async fn get_edge(&self, req: Request<pb::Id>) -> R<pb::EdgeReply> {
+        self.check(&req, false)?;
+        let id = req.into_inner().id;
+        let e = self.service.edge(id)?;
+        Ok(Response::new(pb::EdgeReply {
+            id,
+            from: e.from,
+            to: e.to,
+            kind: e.kind,
+        }))
     }
 
     async fn delete_edge(&self, req: Request<pb::Id>) -> R<pb::SeqReply> {

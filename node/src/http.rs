@@ -610,16 +610,12 @@ async fn get_node(
     _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<NodeOut> {
-    let k = app.engine.read()?;
-    let n = k
-        .graph()
-        .node(id)
-        .ok_or(valori_kernel::Error::NodeNotFound { id })?;
+    let n = app.service.node(id)?;
     Ok(Json(NodeOut {
         id,
-        kind: n.kind.clone(),
-        record: n.record.as_ref().map(|r| RecordRefBody {
-            collection: r.collection.clone(),
+        kind: n.kind,
+        record: n.record.map(|r| RecordRefBody {
+            collection: r.collection,
             id: r.id,
         }),
         properties: n.properties.as_deref().map(b64),
@@ -639,16 +635,12 @@ async fn get_edge(
     _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<EdgeOut> {
-    let k = app.engine.read()?;
-    let e = k
-        .graph()
-        .edge(id)
-        .ok_or(valori_kernel::Error::EdgeNotFound { id })?;
+    let e = app.service.edge(id)?;
     Ok(Json(EdgeOut {
         id,
         from: e.from,
         to: e.to,
-        kind: e.kind.clone(),
+        kind: e.kind,
     }))
 }
 

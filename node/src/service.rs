@@ -413,6 +413,20 @@ impl Service {
         Ok(self.engine.submit(Event::DeleteEdge { id }).await?.seq)
     }
 
+    /// A graph node, or `NodeNotFound`.
+    pub fn node(&self, id: u64) -> Result<valori_kernel::graph::Node, NodeError> {
+        let k = self.engine.read()?;
+        let node = k.graph().node(id).cloned();
+        Ok(node.ok_or(valori_kernel::Error::NodeNotFound { id })?)
+    }
+
+    /// A graph edge, or `EdgeNotFound`.
+    pub fn edge(&self, id: u64) -> Result<valori_kernel::graph::Edge, NodeError> {
+        let k = self.engine.read()?;
+        let edge = k.graph().edge(id).cloned();
+        Ok(edge.ok_or(valori_kernel::Error::EdgeNotFound { id })?)
+    }
+
     /// Neighbours of a node: (node, edge, kind, outgoing), and the sequence number.
     #[allow(clippy::type_complexity)]
     pub fn neighbors(

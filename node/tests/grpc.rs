@@ -156,6 +156,26 @@ async fn grpc_and_http_agree() {
     .await
     .unwrap();
 
+    // Nodes and edges read back as written; unknown ids are NotFound with the HTTP codes.
+    let n0 = gc.get_node(pb::Id { id: 0 }).await.unwrap().into_inner();
+    assert_eq!((n0.id, n0.kind.as_str(), n0.properties), (0, "a", None));
+    let link = n0.record.unwrap();
+    assert_eq!((link.collection.as_str(), link.id), ("v", 3));
+    let n1 = gc.get_node(pb::Id { id: 1 }).await.unwrap().into_inner();
+    assert_eq!((n1.kind.as_str(), n1.record), ("b", None));
+    let e0 = gc.get_edge(pb::Id { id: 0 }).await.unwrap().into_inner();
+    assert_eq!((e0.id, e0.from, e0.to, e0.kind.as_str()), (0, 0, 1, "rel"));
+    let e = gc.get_node(pb::Id { id: 99 }).await.unwrap_err();
+    assert_eq!(
+        (e.code(), code(&e).as_str()),
+        (tonic::Code::NotFound, "node_not_found")
+    );
+    let e = gc.get_edge(pb::Id { id: 99 }).await.unwrap_err();
+    assert_eq!(
+        (e.code(), code(&e).as_str()),
+        (tonic::Code::NotFound, "edge_not_found")
+    );
+
     // Identical state.
     let st = gc
         .get_state(pb::StateRequest { seq: None })

@@ -186,16 +186,12 @@ impl Api for Embedded {
     }
 
     fn get_node(&self, id: u64) -> Res<GraphNode> {
-        let k = self.engine().read()?;
-        let n = k
-            .graph()
-            .node(id)
-            .ok_or(NodeError::from(valori_kernel::Error::NodeNotFound { id }))?;
+        let n = self.service.node(id)?;
         Ok(GraphNode {
             id,
-            kind: n.kind.clone(),
-            record: n.record.as_ref().map(|r| (r.collection.clone(), r.id)),
-            properties: n.properties.clone(),
+            kind: n.kind,
+            record: n.record.map(|r| (r.collection, r.id)),
+            properties: n.properties,
         })
     }
 
@@ -209,16 +205,12 @@ impl Api for Embedded {
     }
 
     fn get_edge(&self, id: u64) -> Res<Edge> {
-        let k = self.engine().read()?;
-        let e = k
-            .graph()
-            .edge(id)
-            .ok_or(NodeError::from(valori_kernel::Error::EdgeNotFound { id }))?;
+        let e = self.service.edge(id)?;
         Ok(Edge {
             id,
             from: e.from,
             to: e.to,
-            kind: e.kind.clone(),
+            kind: e.kind,
         })
     }
 
