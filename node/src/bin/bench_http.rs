@@ -1,6 +1,6 @@
 //! Durable ingest over HTTP and search latency under concurrent clients, against a real
 //! server on 127.0.0.1 with a real RocksDB in a temporary directory, compared with the
-//! in-process index build of the same data.
+//! in-process index build of the same data; then search latency while ingest continues.
 //!
 //! `cargo run --release -p valori-node --bin bench_http -- --synthetic 100000 [--json]`
 
@@ -187,6 +187,51 @@ fn main() {
     let search_secs = t.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+
+    // Search latency while the same connection pattern keeps ingesting: one client posts
+    // `--mixed-batches` more batches of new vectors while another searches without pause.
+    let mixed_batches: usize = flag("--mixed-batches", 20);
+    let extra = synthetic(mixed_batches * batch, 128, 3);
+    let extra_bodies: Vec<Vec<u8>> = (0..mixed_batches)
+        .map(|b| {
+            let rows: Vec<String> = (b * batch..(b + 1) * batch)
+                .map(|i| {
+                    let v: Vec<String> = extra.row(i).iter().map(|x| x.to_string()).collect();
+                    format!("{{\"vector\":[{}]}}", v.join(","))
+                })
+                .collect();
+            format!("{{\"records\":[{}]}}", rows.join(",")).into_bytes()
+        })
+        .collect();
+    let ingesting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let searcher = {
+        let addr = addr.clone();
+        let qb = Arc::clone(&qbodies);
+        let ingesting = Arc::clone(&ingesting);
+        std::thread::spawn(move || {
+            let mut conn = Conn::new(&addr);
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while ingesting.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let (s, _) = conn.post("/v1/collections/bench/search", &qb[i % qb.len()]);
+                assert_eq!(s, 200);
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                i += 1;
+            }
+            lat
+        })
+    };
+    let t = Instant::now();
+    for body in &extra_bodies {
+        let (s, resp) = conn.post("/v1/collections/bench/records/batch", body);
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&resp));
+    }
+    let mixed_secs = t.elapsed().as_secs_f64();
+    ingesting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut mixed = searcher.join().unwrap();
+    mixed.sort_by(f64::total_cmp);
+    let mpct = |p: f64| mixed[((mixed.len() as f64 * p) as usize).min(mixed.len() - 1)];
     let _ = stop_tx.send(());
     rt.block_on(server).unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -206,6 +251,14 @@ fn main() {
         pct(0.5),
         pct(0.99)
     );
+    println!(
+        "search while ingesting ({mixed_batches} batches of {batch} at {:.0} vectors/s, 1 search client): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        (mixed_batches * batch) as f64 / mixed_secs,
+        mixed.len(),
+        mpct(0.5),
+        mpct(0.99),
+        mixed.last().copied().unwrap_or(0.0)
+    );
     if json_out {
         println!(
             "{}",
@@ -219,6 +272,8 @@ fn main() {
                 .num("search_qps", lat.len() as f64 / search_secs)
                 .num("search_p50_ms", pct(0.5))
                 .num("search_p99_ms", pct(0.99))
+                .num("mixed_search_p50_ms", mpct(0.5))
+                .num("mixed_search_p99_ms", mpct(0.99))
                 .finish()
         );
     }
