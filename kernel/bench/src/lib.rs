@@ -37,6 +37,18 @@ impl Vectors {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
+
+    /// The HTTP API's batch insert body for rows `rows`: `{"records":[{"vector":[..]},..]}`,
+    /// each component printed as the shortest decimal that reads back as the same `f32`.
+    pub fn json_batch(&self, rows: std::ops::Range<usize>) -> Vec<u8> {
+        let records: Vec<String> = rows
+            .map(|i| {
+                let v: Vec<String> = self.row(i).iter().map(|x| x.to_string()).collect();
+                format!("{{\"vector\":[{}]}}", v.join(","))
+            })
+            .collect();
+        format!("{{\"records\":[{}]}}", records.join(",")).into_bytes()
+    }
 }
 
 /// Reads a `.fvecs` file (per vector: little-endian i32 dimension, then f32 values).

@@ -115,26 +115,7 @@ fn main() {
     // Bodies are serialised before the clock starts: the figure is the server's.
     let bodies: Vec<Vec<u8>> = (0..n)
         .step_by(batch)
-        .map(|start| {
-            let end = (start + batch).min(n);
-            let mut b = String::from("{\"records\":[");
-            for i in start..end {
-                if i > start {
-                    b.push(',');
-                }
-                b.push_str("{\"vector\":[");
-                let row = data.row(i);
-                for (j, x) in row.iter().enumerate() {
-                    if j > 0 {
-                        b.push(',');
-                    }
-                    b.push_str(&x.to_string());
-                }
-                b.push_str("]}");
-            }
-            b.push_str("]}");
-            b.into_bytes()
-        })
+        .map(|start| data.json_batch(start..(start + batch).min(n)))
         .collect();
     // One client sends the batches in order (so the ids and the graph match the in-process
     // build exactly), waiting for each durable acknowledgement.
@@ -193,15 +174,7 @@ fn main() {
     let mixed_batches: usize = flag("--mixed-batches", 20);
     let extra = synthetic(mixed_batches * batch, 128, 3);
     let extra_bodies: Vec<Vec<u8>> = (0..mixed_batches)
-        .map(|b| {
-            let rows: Vec<String> = (b * batch..(b + 1) * batch)
-                .map(|i| {
-                    let v: Vec<String> = extra.row(i).iter().map(|x| x.to_string()).collect();
-                    format!("{{\"vector\":[{}]}}", v.join(","))
-                })
-                .collect();
-            format!("{{\"records\":[{}]}}", rows.join(",")).into_bytes()
-        })
+        .map(|b| extra.json_batch(b * batch..(b + 1) * batch))
         .collect();
     let ingesting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let searcher = {

@@ -91,15 +91,7 @@ fn main() {
     let extra = synthetic(200_000, 128, 7);
     let bodies: Vec<Vec<u8>> = (0..extra.len())
         .step_by(1000)
-        .map(|s| {
-            let rows: Vec<String> = (s..s + 1000)
-                .map(|i| {
-                    let v: Vec<String> = extra.row(i).iter().map(|x| x.to_string()).collect();
-                    format!("{{\"vector\":[{}]}}", v.join(","))
-                })
-                .collect();
-            format!("{{\"records\":[{}]}}", rows.join(",")).into_bytes()
-        })
+        .map(|s| extra.json_batch(s..s + 1000))
         .collect();
     let (l2, f2) = (leader.clone(), follower.clone());
     let sampler = std::thread::spawn(move || {
