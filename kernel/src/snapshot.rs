@@ -77,23 +77,63 @@ pub struct SnapshotInfo {
     pub state_hash: Hash,
 }
 
+/// A sink that hashes what passes through it and counts the bytes, then hands them on.
+struct Hashing<'a, S: Sink> {
+    inner: &'a mut S,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<S: Sink> Sink for Hashing<'_, S> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.inner.put(bytes);
+    }
+}
+
+/// A sink that drops what it is given.
+struct Discard;
+
+impl Sink for Discard {
+    fn put(&mut self, _: &[u8]) {}
+}
+
 impl Kernel {
     /// Encodes the whole state as a snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut body = Vec::new();
-        self.encode_state(&mut body);
-        let state_hash = *blake3::hash(&body).as_bytes();
-        let mut out = Vec::with_capacity(HEADER_BYTES + body.len() + 32);
-        out.put(&SNAPSHOT_MAGIC);
-        out.put_u32(SNAPSHOT_FORMAT_VERSION);
-        out.put_u64(self.seq());
-        out.put(&self.chain_hash());
-        out.put(&state_hash);
-        out.put_u64(body.len() as u64);
-        out.put(&body);
-        let checksum = *blake3::hash(&out).as_bytes();
-        out.put(&checksum);
+        let mut out = Vec::new();
+        self.write_snapshot(&mut out);
         out
+    }
+
+    /// Writes [`Kernel::snapshot`]'s bytes to `out` without holding them in memory: one pass
+    /// over the state finds the body's hash and length for the header, a second streams the
+    /// body, and the checksum goes last. Returns the number of bytes written.
+    pub fn write_snapshot(&self, out: &mut impl Sink) -> u64 {
+        let mut probe = Hashing {
+            inner: &mut Discard,
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
+        self.encode_state(&mut probe);
+        let (state_hash, body_len) = (*probe.hasher.finalize().as_bytes(), probe.bytes);
+        let mut w = Hashing {
+            inner: out,
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
+        w.put(&SNAPSHOT_MAGIC);
+        w.put_u32(SNAPSHOT_FORMAT_VERSION);
+        w.put_u64(self.seq());
+        w.put(&self.chain_hash());
+        w.put(&state_hash);
+        w.put_u64(body_len);
+        self.encode_state(&mut w);
+        debug_assert_eq!(w.bytes, HEADER_BYTES as u64 + body_len);
+        let checksum = *w.hasher.finalize().as_bytes();
+        w.inner.put(&checksum);
+        w.bytes + 32
     }
 
     /// Restores a state from [`Kernel::snapshot`]'s output.

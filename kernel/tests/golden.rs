@@ -274,8 +274,16 @@ fn run(script: &str) -> String {
         }
     }
     state_line(&k, &mut out);
-    // The snapshot of the final state restores to the identical state.
-    let restored = Kernel::restore(&k.snapshot()).expect("snapshot restores");
+    // The snapshot of the final state: its bytes are part of the format, and it restores to
+    // the identical state.
+    let snapshot = k.snapshot();
+    writeln!(
+        out,
+        "snapshot blake3={}",
+        hex(blake3::hash(&snapshot).as_bytes())
+    )
+    .unwrap();
+    let restored = Kernel::restore(&snapshot).expect("snapshot restores");
     assert_eq!(restored.state_hash(), k.state_hash());
     assert_eq!(restored, k);
     out

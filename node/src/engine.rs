@@ -626,11 +626,14 @@ fn maybe_snapshot(shared: &Shared) {
 
 fn take_snapshot(shared: &Shared) -> Result<SnapshotFile, NodeError> {
     // Only the writer changes the kernel, and it is here: a read lock sees a stable state.
+    // The snapshot streams from the state into the file: never held in memory whole.
     let kernel = shared.kernel.read().expect("kernel lock");
-    let bytes = kernel.snapshot();
     let seq = kernel.seq();
+    let written = shared.store.write_snapshot_with(seq, |sink| {
+        kernel.write_snapshot(sink);
+    });
     drop(kernel);
-    let file = shared.store.write_snapshot(seq, &bytes).map_err(|e| {
+    let file = written.map_err(|e| {
         let why = format!("writing snapshot {seq}: {e}");
         NodeError::Storage(why)
     })?;

@@ -924,10 +924,21 @@ async fn download_snapshot(
         .into_iter()
         .find(|s| s.seq == id)
         .ok_or_else(|| NodeError::NotFound(format!("no snapshot {id}")))?;
-    let bytes = tokio::fs::read(&file.path)
-        .await
-        .map_err(|e| NodeError::Storage(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    // Streamed from the file: a large snapshot is never held in memory whole. The open file
+    // stays readable even if retention removes its name meanwhile.
+    let storage = |e: std::io::Error| NodeError::Storage(format!("reading snapshot {id}: {e}"));
+    let f = tokio::fs::File::open(&file.path).await.map_err(storage)?;
+    let len = f.metadata().await.map_err(storage)?.len();
+    let body =
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn restore_snapshot(

@@ -14,7 +14,27 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use valori_kernel::codec::Sink;
 use valori_kernel::Hash;
+
+/// A [`Sink`] into a snapshot file being written: keeps the first I/O error and drops what
+/// comes after it ([`Store::write_snapshot_with`] reports the error).
+pub struct FileSink {
+    out: std::io::BufWriter<fs::File>,
+    bytes: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Sink for FileSink {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            match self.out.write_all(bytes) {
+                Ok(()) => self.bytes += bytes.len() as u64,
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
+}
 
 const LOG: &str = "log";
 const META: &str = "meta";
@@ -207,20 +227,42 @@ impl Store {
 
     /// Writes a snapshot durably: temporary file, sync, rename, directory sync.
     pub fn write_snapshot(&self, seq: u64, bytes: &[u8]) -> std::io::Result<SnapshotFile> {
+        self.write_snapshot_with(seq, |sink| sink.put(bytes))
+    }
+
+    /// [`Store::write_snapshot`] with the bytes streamed by `fill` (for example
+    /// `Kernel::write_snapshot`), so a large snapshot is never held in memory whole.
+    pub fn write_snapshot_with(
+        &self,
+        seq: u64,
+        fill: impl FnOnce(&mut FileSink),
+    ) -> std::io::Result<SnapshotFile> {
         let path = self.snapshot_path(seq);
         let tmp = self.snapshot_dir.join(format!(".snapshot-{seq:020}.tmp"));
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
+        let written = (|| {
+            let mut sink = FileSink {
+                out: std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?),
+                bytes: 0,
+                error: None,
+            };
+            fill(&mut sink);
+            if let Some(e) = sink.error {
+                return Err(e);
+            }
+            let f = sink.out.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
-        }
+            Ok(sink.bytes)
+        })();
+        let bytes = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         fs::rename(&tmp, &path)?;
         fs::File::open(&self.snapshot_dir)?.sync_all()?;
-        Ok(SnapshotFile {
-            seq,
-            path,
-            bytes: bytes.len() as u64,
-        })
+        Ok(SnapshotFile { seq, path, bytes })
     }
 
     /// Removes a snapshot file.

@@ -200,30 +200,46 @@ fn corrupt_log_entries_stop_the_node_naming_the_sequence_number() {
     assert!(err.contains("expected sequence number 1, found 4"), "{err}");
 }
 
+/// A 24 MiB tmpfs under `dir`, unmounted when dropped; `None` (with a note naming `test`)
+/// where mounting needs privileges this run does not have.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, test: &str) -> Option<SmallDisk> {
+        let mnt = dir.join("small");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(SmallDisk(mnt))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 #[test]
 fn disk_full_fails_cleanly_and_recovers_with_space() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("SKIPPED disk_full_fails_cleanly_and_recovers_with_space: cannot mount a tmpfs here (needs root)");
+    let Some(disk) = SmallDisk::mount(
+        dir.path(),
+        "disk_full_fails_cleanly_and_recovers_with_space",
+    ) else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
+    let mnt = disk.0.clone();
     let data = mnt.join("data");
     let args = ["--snapshot-every", "0"];
     let mut node = Node::start(&data, &args);
@@ -295,5 +311,78 @@ fn disk_full_fails_cleanly_and_recovers_with_space() {
     eprintln!(
         "disk full after {} acknowledged records; all present after restart",
         acked.len()
+    );
+}
+
+#[test]
+fn a_snapshot_on_a_full_disk_fails_cleanly_and_leaves_the_node_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(
+        dir.path(),
+        "a_snapshot_on_a_full_disk_fails_cleanly_and_leaves_the_node_writable",
+    ) else {
+        return;
+    };
+    let data = disk.0.join("data");
+    let args = ["--snapshot-every", "0"];
+    let node = Node::start(&data, &args);
+    let c = node.client();
+    c.post(
+        "/v1/collections",
+        json!({"name": "v", "dimension": 64, "index": {"type": "hnsw"}}),
+    );
+    for b in 0..10u64 {
+        let recs: Vec<_> = (0..100)
+            .map(|j| json!({"vector": vector(b * 100 + j, 64)}))
+            .collect();
+        let (s, v) = c.post(
+            "/v1/collections/v/records/batch",
+            json!({ "records": recs }),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    // Fill what is left of the disk with another file.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while f.write_all(&block).is_ok() {}
+    }
+    let (s, v) = c.post("/v1/snapshots", json!({}));
+    assert_eq!((s, v["code"].as_str()), (500, Some("storage_error")), "{v}");
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A failed snapshot is not a failed log: the node stays ready, and with space it snapshots.
+    assert_eq!(c.get("/readyz").0, 200);
+    std::fs::remove_file(&filler).unwrap();
+    let (s, v) = c.post("/v1/snapshots", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let (seq, _, state) = c.state();
+    assert_eq!(v["seq"].as_u64(), Some(seq));
+    // The file restores to the live state.
+    let bytes = std::fs::read(
+        data.join("snapshots").join(
+            std::fs::read_dir(data.join("snapshots"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .file_name(),
+        ),
+    )
+    .unwrap();
+    let k = valori_kernel::Kernel::restore(&bytes).unwrap();
+    assert_eq!(hex::encode(k.state_hash()), state);
+    assert_eq!(
+        c.post(
+            "/v1/collections/v/records",
+            json!({"vector": vector(5, 64)})
+        )
+        .0,
+        200
     );
 }
