@@ -705,3 +705,67 @@ impl Hnsw {
         Ok(h)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compact::kernels_with;
+    use crate::exec::Sequential;
+
+    /// Interleaving walks is only a schedule: each walk's result equals the same walk run
+    /// alone, whatever its neighbours in the batch.
+    #[test]
+    fn interleaved_walks_equal_single_walks() {
+        let (dim, n) = (8usize, 1500u32);
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let compact: Vec<i16> = (0..n as usize * dim)
+            .map(|_| {
+                x = splitmix64(x);
+                (x % 2001) as i16 - 1000
+            })
+            .collect();
+        let space = Space {
+            compact: &compact,
+            dim,
+            metric: Metric::L2,
+            kernels: kernels_with(false),
+        };
+        let mut h = Hnsw::new(HnswParams {
+            m: 6,
+            ef_construction: 40,
+            ef_search: 20,
+        });
+        h.insert_batch(&space, 0, u64::from(n), &Sequential);
+        let queries: Vec<u32> = (0..7).map(|i| i * 211 % n).collect();
+        let entries: Vec<Vec<(D, u32)>> = queries
+            .iter()
+            .map(|&q| vec![h.descend(&space, space.vector(q), 0).unwrap()])
+            .collect();
+        for ef in [1usize, 5, 40] {
+            let walks: Vec<Walk<'_>> = queries
+                .iter()
+                .map(|&q| Walk {
+                    q: space.vector(q),
+                    ef,
+                    layer: 0,
+                })
+                .collect();
+            let mut scratches: Vec<SearchScratch> =
+                (0..walks.len()).map(|_| SearchScratch::new()).collect();
+            let together = h.walk_many(&space, &walks, &entries, &mut scratches);
+            for (i, &q) in queries.iter().enumerate() {
+                let alone = h.search_layer(
+                    &space,
+                    space.vector(q),
+                    &entries[i],
+                    ef,
+                    0,
+                    &|_| true,
+                    &mut SearchScratch::new(),
+                );
+                assert_eq!(together[i], alone, "query {q}, ef {ef}");
+                assert!(!alone.is_empty() && alone.len() <= ef);
+            }
+        }
+    }
+}
