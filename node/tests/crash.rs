@@ -363,18 +363,9 @@ fn a_snapshot_on_a_full_disk_fails_cleanly_and_leaves_the_node_writable() {
     assert_eq!(s, 201, "{v}");
     let (seq, _, state) = c.state();
     assert_eq!(v["seq"].as_u64(), Some(seq));
-    // The file restores to the live state.
-    let bytes = std::fs::read(
-        data.join("snapshots").join(
-            std::fs::read_dir(data.join("snapshots"))
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .file_name(),
-        ),
-    )
-    .unwrap();
+    // The file the node names restores to the live state, and its size is the one reported.
+    let bytes = std::fs::read(v["path"].as_str().unwrap()).unwrap();
+    assert_eq!(v["bytes"].as_u64(), Some(bytes.len() as u64));
     let k = valori_kernel::Kernel::restore(&bytes).unwrap();
     assert_eq!(hex::encode(k.state_hash()), state);
     assert_eq!(
