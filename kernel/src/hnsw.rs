@@ -97,8 +97,11 @@ pub struct SearchScratch {
     /// Words of `seen` set since the last reset, so that a reset costs what the search
     /// visited rather than the collection's size.
     touched: Vec<u32>,
+    /// A filtered walk's frontier and its accepted results.
     candidates: BinaryHeap<Reverse<(D, u32)>>,
     results: BinaryHeap<(D, u32)>,
+    /// An unfiltered walk's frontier and results in one.
+    pool: Pool,
     /// Unvisited neighbours of the node being expanded.
     fresh: Vec<u32>,
 }
@@ -120,6 +123,7 @@ impl SearchScratch {
         }
         self.candidates.clear();
         self.results.clear();
+        self.pool.clear();
     }
 
     /// Marks `slot` visited; returns whether it was new.
@@ -136,6 +140,89 @@ impl SearchScratch {
         }
         *word |= bit;
         true
+    }
+}
+
+/// One node a [`Pool`] keeps.
+#[derive(Clone, Copy)]
+struct Found {
+    d: D,
+    slot: u32,
+    expanded: bool,
+}
+
+impl Found {
+    #[inline]
+    fn key(self) -> (D, u32) {
+        (self.d, self.slot)
+    }
+}
+
+/// The state of a walk that accepts every node: the `ef` nearest nodes found so far, ascending
+/// by (distance, slot), each marked once expanded. Expanding the nearest unexpanded one until
+/// none is left visits the same nodes in the same order as the two-heap walk (candidates and
+/// results): a candidate that the heap walk would expand is still among the `ef` nearest when
+/// its turn comes, and the heap walk stops at the first candidate that has dropped out of them.
+/// One sorted array replaces two heaps, and its contents are the sorted result.
+#[derive(Default)]
+struct Pool {
+    items: Vec<Found>,
+    /// No unexpanded item lies before it.
+    cursor: usize,
+}
+
+impl Pool {
+    fn clear(&mut self) {
+        self.items.clear();
+        self.cursor = 0;
+    }
+
+    /// Keeps `cand` if it is among the `ef` nearest so far.
+    #[inline]
+    fn offer(&mut self, cand: (D, u32), ef: usize) {
+        if self.items.len() >= ef {
+            match self.items.last() {
+                Some(worst) if cand < worst.key() => {
+                    self.items.pop();
+                }
+                _ => return,
+            }
+        }
+        let (d, slot) = cand;
+        // Branch-free `(f.d, f.slot) < cand`: where the new node lands is unpredictable.
+        let at = self
+            .items
+            .partition_point(|f| (f.d < d) | ((f.d == d) & (f.slot < slot)));
+        self.items.insert(
+            at,
+            Found {
+                d,
+                slot,
+                expanded: false,
+            },
+        );
+        self.cursor = self.cursor.min(at);
+    }
+
+    /// Marks the nearest unexpanded node expanded and returns it; `None` ends the walk.
+    #[inline]
+    fn expand_next(&mut self) -> Option<u32> {
+        while self.items.get(self.cursor).is_some_and(|f| f.expanded) {
+            self.cursor += 1;
+        }
+        let f = self.items.get_mut(self.cursor)?;
+        f.expanded = true;
+        Some(f.slot)
+    }
+
+    /// The node likely to be expanded after the one just returned by [`Pool::expand_next`].
+    #[inline]
+    fn following(&self) -> Option<u32> {
+        self.items
+            .get(self.cursor + 1..)?
+            .iter()
+            .find(|f| !f.expanded)
+            .map(|f| f.slot)
     }
 }
 
@@ -161,10 +248,17 @@ struct Walk<'q> {
 
 /// The accepted nodes a walk kept, ascending by (distance, slot).
 fn walk_finish(scratch: &mut SearchScratch) -> Vec<(D, u32)> {
+    if !scratch.pool.items.is_empty() {
+        return scratch.pool.items.iter().map(|f| f.key()).collect();
+    }
     let mut out: Vec<(D, u32)> = scratch.results.drain().collect();
     out.sort_unstable();
     out
 }
+
+/// Which nodes a walk may return: all (an index build's walks), or those a filter accepts
+/// (searches: live records, perhaps with a tag), which takes the two-heap walk.
+type Accept<'f> = Option<&'f dyn Fn(u32) -> bool>;
 
 /// How many new nodes' layer-0 walks one build task interleaves (not part of the format: the
 /// walks are independent, so any number gives the same graph).
@@ -300,7 +394,7 @@ impl Hnsw {
         entries: &[(D, u32)],
         ef: usize,
         layer: u8,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Accept<'_>,
         scratch: &mut SearchScratch,
     ) -> Vec<(D, u32)> {
         let walk = Walk { q, ef, layer };
@@ -314,15 +408,20 @@ impl Hnsw {
         &self,
         walk: &Walk<'_>,
         entries: &[(D, u32)],
-        accept: &dyn Fn(u32) -> bool,
+        accept: Accept<'_>,
         scratch: &mut SearchScratch,
     ) {
         scratch.reset(self.slots());
         for &(d, e) in entries {
             if scratch.visit(e) {
-                scratch.candidates.push(Reverse((d, e)));
-                if accept(e) {
-                    offer(&mut scratch.results, (d, e), walk.ef);
+                match accept {
+                    None => scratch.pool.offer((d, e), walk.ef),
+                    Some(accept) => {
+                        scratch.candidates.push(Reverse((d, e)));
+                        if accept(e) {
+                            offer(&mut scratch.results, (d, e), walk.ef);
+                        }
+                    }
                 }
             }
         }
@@ -340,42 +439,58 @@ impl Hnsw {
         &self,
         space: &Space<'_>,
         walk: &Walk<'_>,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Accept<'_>,
         scratch: &mut SearchScratch,
     ) -> bool {
         let ef = walk.ef;
         let mut fresh = core::mem::take(&mut scratch.fresh);
-        for &n in &fresh {
-            let cand = (space.dist(walk.q, n), n);
-            let full = scratch.results.len() >= ef;
-            if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
-                scratch.candidates.push(Reverse(cand));
-                if accept(n) {
-                    offer(&mut scratch.results, cand, ef);
+        let next = match accept {
+            None => {
+                for &n in &fresh {
+                    scratch.pool.offer((space.dist(walk.q, n), n), ef);
                 }
+                scratch.pool.expand_next()
             }
-        }
-        fresh.clear();
-        let more = match scratch.candidates.pop() {
-            Some(Reverse(c))
-                if !(scratch.results.len() >= ef
-                    && scratch.results.peek().is_some_and(|w| c > *w)) =>
-            {
-                for &n in self.neighbors(c.1, walk.layer) {
-                    if scratch.visit(n) {
-                        prefetch(space.vector(n));
-                        fresh.push(n);
+            Some(accept) => {
+                for &n in &fresh {
+                    let cand = (space.dist(walk.q, n), n);
+                    let full = scratch.results.len() >= ef;
+                    if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
+                        scratch.candidates.push(Reverse(cand));
+                        if accept(n) {
+                            offer(&mut scratch.results, cand, ef);
+                        }
                     }
                 }
-                if let Some(Reverse((_, next))) = scratch.candidates.peek() {
-                    self.prefetch_neighbors(*next, walk.layer);
+                match scratch.candidates.pop() {
+                    Some(Reverse(c))
+                        if !(scratch.results.len() >= ef
+                            && scratch.results.peek().is_some_and(|w| c > *w)) =>
+                    {
+                        Some(c.1)
+                    }
+                    _ => None,
                 }
-                true
             }
-            _ => false,
         };
+        fresh.clear();
+        if let Some(c) = next {
+            for &n in self.neighbors(c, walk.layer) {
+                if scratch.visit(n) {
+                    prefetch(space.vector(n));
+                    fresh.push(n);
+                }
+            }
+            let following = match accept {
+                None => scratch.pool.following(),
+                Some(_) => scratch.candidates.peek().map(|Reverse((_, n))| *n),
+            };
+            if let Some(following) = following {
+                self.prefetch_neighbors(following, walk.layer);
+            }
+        }
         scratch.fresh = fresh;
-        more
+        next.is_some()
     }
 
     /// Runs one walk per scratch (`walks[i]` in `scratches[i]`, started from `entries[i]`),
@@ -387,13 +502,12 @@ impl Hnsw {
         entries: &[Vec<(D, u32)>],
         scratches: &mut [SearchScratch],
     ) -> Vec<Vec<(D, u32)>> {
-        let all = &|_| true;
         for ((walk, e), scratch) in walks.iter().zip(entries).zip(scratches.iter_mut()) {
-            self.walk_begin(walk, e, all, scratch);
+            self.walk_begin(walk, e, None, scratch);
         }
         let mut active: Vec<usize> = (0..walks.len()).collect();
         while !active.is_empty() {
-            active.retain(|&i| self.walk_step(space, &walks[i], all, &mut scratches[i]));
+            active.retain(|&i| self.walk_step(space, &walks[i], None, &mut scratches[i]));
         }
         scratches[..walks.len()]
             .iter_mut()
@@ -427,7 +541,7 @@ impl Hnsw {
         let Some(start) = self.descend(space, q, 0) else {
             return Vec::new();
         };
-        self.search_layer(space, q, &[start], ef.max(k), 0, accept, scratch)
+        self.search_layer(space, q, &[start], ef.max(k), 0, Some(accept), scratch)
     }
 
     /// The neighbour-selection heuristic: walk candidates nearest first and keep one unless an
@@ -465,7 +579,7 @@ impl Hnsw {
         let mut per_layer = vec![Vec::new(); usize::from(top) + 1];
         let ef = usize::from(self.params.ef_construction);
         for layer in (1..=top).rev() {
-            let found = self.search_layer(space, q, &entries, ef, layer, &|_| true, scratch);
+            let found = self.search_layer(space, q, &entries, ef, layer, None, scratch);
             entries.clone_from(&found);
             per_layer[usize::from(layer)] = found;
         }
@@ -754,17 +868,22 @@ mod tests {
                 (0..walks.len()).map(|_| SearchScratch::new()).collect();
             let together = h.walk_many(&space, &walks, &entries, &mut scratches);
             for (i, &q) in queries.iter().enumerate() {
-                let alone = h.search_layer(
-                    &space,
-                    space.vector(q),
-                    &entries[i],
-                    ef,
-                    0,
-                    &|_| true,
-                    &mut SearchScratch::new(),
-                );
-                assert_eq!(together[i], alone, "query {q}, ef {ef}");
-                assert!(!alone.is_empty() && alone.len() <= ef);
+                let alone = |accept: Accept<'_>| {
+                    h.search_layer(
+                        &space,
+                        space.vector(q),
+                        &entries[i],
+                        ef,
+                        0,
+                        accept,
+                        &mut SearchScratch::new(),
+                    )
+                };
+                let pooled = alone(None);
+                assert_eq!(together[i], pooled, "query {q}, ef {ef}");
+                assert!(!pooled.is_empty() && pooled.len() <= ef);
+                // The one-array walk and the two-heap walk accepting everything agree.
+                assert_eq!(alone(Some(&|_| true)), pooled, "query {q}, ef {ef}");
             }
         }
     }
