@@ -104,6 +104,8 @@ pub struct SearchScratch {
     pool: Pool,
     /// Unvisited neighbours of the node being expanded.
     fresh: Vec<u32>,
+    /// The node chosen for expansion whose neighbour list has been requested.
+    expanding: Option<u32>,
 }
 
 impl SearchScratch {
@@ -124,6 +126,7 @@ impl SearchScratch {
         self.candidates.clear();
         self.results.clear();
         self.pool.clear();
+        self.expanding = None;
     }
 
     /// Marks `slot` visited; returns whether it was new.
@@ -213,16 +216,6 @@ impl Pool {
         let f = self.items.get_mut(self.cursor)?;
         f.expanded = true;
         Some(f.slot)
-    }
-
-    /// The node likely to be expanded after the one just returned by [`Pool::expand_next`].
-    #[inline]
-    fn following(&self) -> Option<u32> {
-        self.items
-            .get(self.cursor + 1..)?
-            .iter()
-            .find(|f| !f.expanded)
-            .map(|f| f.slot)
     }
 }
 
@@ -427,10 +420,11 @@ impl Hnsw {
         }
     }
 
-    /// One expansion of a best-first walk, split where it waits on memory: first score the
-    /// neighbours that the previous step requested, then take the next candidate, mark its
-    /// unvisited neighbours and request their vectors (and the list of the candidate likely to
-    /// follow). Returns false when the walk is over.
+    /// One stage of a best-first walk, split where it waits on memory. Stages alternate:
+    ///
+    /// 1. score the neighbours requested by the last expansion, choose the next node to expand
+    ///    and request its neighbour list (returns false when none is left: the walk is over);
+    /// 2. read that list, mark its unvisited nodes and request their vectors.
     ///
     /// A walk's own sequence of operations is the plain best-first search's; the split only
     /// lets several independent walks take turns ([`Hnsw::walk_many`]), each computing while
@@ -442,6 +436,15 @@ impl Hnsw {
         accept: Accept<'_>,
         scratch: &mut SearchScratch,
     ) -> bool {
+        if let Some(c) = scratch.expanding.take() {
+            for &n in self.neighbors(c, walk.layer) {
+                if scratch.visit(n) {
+                    prefetch(space.vector(n));
+                    scratch.fresh.push(n);
+                }
+            }
+            return true;
+        }
         let ef = walk.ef;
         let mut fresh = core::mem::take(&mut scratch.fresh);
         let next = match accept {
@@ -474,27 +477,16 @@ impl Hnsw {
             }
         };
         fresh.clear();
-        if let Some(c) = next {
-            for &n in self.neighbors(c, walk.layer) {
-                if scratch.visit(n) {
-                    prefetch(space.vector(n));
-                    fresh.push(n);
-                }
-            }
-            let following = match accept {
-                None => scratch.pool.following(),
-                Some(_) => scratch.candidates.peek().map(|Reverse((_, n))| *n),
-            };
-            if let Some(following) = following {
-                self.prefetch_neighbors(following, walk.layer);
-            }
-        }
         scratch.fresh = fresh;
+        if let Some(c) = next {
+            self.prefetch_neighbors(c, walk.layer);
+            scratch.expanding = Some(c);
+        }
         next.is_some()
     }
 
     /// Runs one walk per scratch (`walks[i]` in `scratches[i]`, started from `entries[i]`),
-    /// taking turns an expansion at a time. Each result equals [`Hnsw::search_layer`]'s.
+    /// taking turns a stage at a time. Each result equals [`Hnsw::search_layer`]'s.
     fn walk_many(
         &self,
         space: &Space<'_>,
