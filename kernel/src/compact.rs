@@ -85,17 +85,63 @@ pub struct CompactKernels {
 
 #[cfg(target_arch = "x86_64")]
 cpufeatures::new!(avx2_cpuid, "avx2");
+#[cfg(target_arch = "x86_64")]
+cpufeatures::new!(avx512_cpuid, "avx512f", "avx512bw");
 
-/// AVX2 when the CPU reports it, else scalar (or scalar when forced, for tests).
-pub fn kernels_with(force_scalar: bool) -> CompactKernels {
+/// Instruction sets a compact kernel can use, widest last.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// x86-64 AVX2.
+    Avx2,
+    /// x86-64 AVX-512 (F and BW).
+    Avx512,
+}
+
+/// The widest instruction set this CPU offers (and its OS enables).
+pub fn best_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
-    if !force_scalar && avx2_cpuid::get() {
-        return CompactKernels {
-            l2: avx2::l2,
-            dot: avx2::dot,
-        };
+    {
+        if avx512_cpuid::get() {
+            return Isa::Avx512;
+        }
+        if avx2_cpuid::get() {
+            return Isa::Avx2;
+        }
     }
-    let _ = force_scalar;
+    Isa::Scalar
+}
+
+/// The widest kernels this CPU runs, or scalar when forced (for tests).
+pub fn kernels_with(force_scalar: bool) -> CompactKernels {
+    kernels_for(if force_scalar {
+        Isa::Scalar
+    } else {
+        best_isa()
+    })
+}
+
+/// The kernels for `isa`, or for the widest set below it that this CPU offers. All of them
+/// compute the same exact integers, so the choice never changes a result.
+pub fn kernels_for(isa: Isa) -> CompactKernels {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = isa.min(best_isa());
+        if isa == Isa::Avx512 {
+            return CompactKernels {
+                l2: avx512::l2,
+                dot: avx512::dot,
+            };
+        }
+        if isa == Isa::Avx2 {
+            return CompactKernels {
+                l2: avx2::l2,
+                dot: avx2::dot,
+            };
+        }
+    }
+    let _ = isa;
     CompactKernels {
         l2: l2_scalar,
         dot: dot_scalar,
@@ -194,6 +240,84 @@ mod avx2 {
         let s = _mm_add_epi64(lo, hi);
         let s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
         let mut sum = _mm_cvtsi128_si64(s);
+        while i < n {
+            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
+            sum += if L2 { (x - y) * (x - y) } else { x * y };
+            i += 1;
+        }
+        sum
+    }
+}
+
+/// `_mm512_madd_epi16` as in the AVX2 kernel, 32 lanes wide. A pair sum is at most
+/// `2 * (2^14 - 1)^2 < 2^29`, so four chunks (128 dimensions) accumulate in `i32` lanes
+/// (`< 2^31 - 2^18`) before widening into `i64` lanes. Sums are exact, so the result equals the
+/// scalar kernel's.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use core::arch::x86_64::*;
+
+    pub fn l2(a: &[i16], b: &[i16]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX-512 F and BW.
+        unsafe { run::<true>(a, b) }
+    }
+
+    pub fn dot(a: &[i16], b: &[i16]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX-512 F and BW.
+        unsafe { run::<false>(a, b) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn widen(acc: __m512i, m: __m512i) -> __m512i {
+        let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(m));
+        let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(m));
+        _mm512_add_epi64(acc, _mm512_add_epi64(lo, hi))
+    }
+
+    /// One 32-lane chunk at `i`: squared differences or products, pair-summed.
+    ///
+    /// # Safety
+    /// `i + 32` must not exceed either slice's length.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn chunk<const L2: bool>(pa: *const i16, pb: *const i16, i: usize) -> __m512i {
+        // SAFETY: the caller keeps i + 32 within both slices.
+        let (va, vb) = unsafe {
+            (
+                _mm512_loadu_si512(pa.add(i).cast()),
+                _mm512_loadu_si512(pb.add(i).cast()),
+            )
+        };
+        if L2 {
+            let d = _mm512_sub_epi16(va, vb);
+            _mm512_madd_epi16(d, d)
+        } else {
+            _mm512_madd_epi16(va, vb)
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn run<const L2: bool>(a: &[i16], b: &[i16]) -> i64 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = _mm512_setzero_si512();
+        let mut i = 0;
+        while i + 128 <= n {
+            // SAFETY: i + 128 <= n: all four chunks are within both slices.
+            let m = unsafe {
+                let s0 = _mm512_add_epi32(chunk::<L2>(pa, pb, i), chunk::<L2>(pa, pb, i + 32));
+                let s1 = _mm512_add_epi32(chunk::<L2>(pa, pb, i + 64), chunk::<L2>(pa, pb, i + 96));
+                _mm512_add_epi32(s0, s1)
+            };
+            acc = widen(acc, m);
+            i += 128;
+        }
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n.
+            acc = widen(acc, unsafe { chunk::<L2>(pa, pb, i) });
+            i += 32;
+        }
+        let mut sum = _mm512_reduce_add_epi64(acc);
         while i < n {
             let (x, y) = (i64::from(a[i]), i64::from(b[i]));
             sum += if L2 { (x - y) * (x - y) } else { x * y };

@@ -361,10 +361,12 @@ proptest! {
         }),
     ) {
         let (a, b) = pair;
-        let simd = compact::kernels_with(false);
         let scalar = compact::kernels_with(true);
-        prop_assert_eq!((simd.l2)(&a, &b), (scalar.l2)(&a, &b));
-        prop_assert_eq!((simd.dot)(&a, &b), (scalar.dot)(&a, &b));
+        for isa in [compact::Isa::Avx2, compact::Isa::Avx512] {
+            let simd = compact::kernels_for(isa);
+            prop_assert_eq!((simd.l2)(&a, &b), (scalar.l2)(&a, &b), "{:?}", isa);
+            prop_assert_eq!((simd.dot)(&a, &b), (scalar.dot)(&a, &b), "{:?}", isa);
+        }
         let wide: Vec<i32> = a.iter().map(|&x| i32::from(x)).collect();
         let wide_b: Vec<i32> = b.iter().map(|&x| i32::from(x)).collect();
         prop_assert_eq!((scalar.l2)(&a, &b) as i128, naive_distance(Metric::L2, &wide, &wide_b));
@@ -427,5 +429,34 @@ proptest! {
         }
         let other = build(&changed, edge);
         prop_assert_ne!(base.state_hash(), other.state_hash());
+    }
+}
+
+/// Every compact kernel at the extremes of the compact range, where its `i32` lanes come
+/// closest to overflowing: long runs of the largest differences and products, over lengths
+/// that take each kernel's wide loop, its narrow loop and its scalar tail.
+#[test]
+fn compact_kernels_at_the_range_extremes() {
+    let scalar = compact::kernels_with(true);
+    for dim in [1usize, 31, 32, 64, 127, 128, 129, 256, 300, 384, 4096] {
+        let lo = vec![-8192i16; dim];
+        let hi = vec![8191i16; dim];
+        let mixed: Vec<i16> = (0..dim)
+            .map(|i| if i % 3 == 0 { 8191 } else { -8192 })
+            .collect();
+        for isa in [compact::Isa::Avx2, compact::Isa::Avx512] {
+            let k = compact::kernels_for(isa);
+            for (a, b) in [
+                (&lo, &hi),
+                (&hi, &lo),
+                (&lo, &lo),
+                (&hi, &hi),
+                (&mixed, &lo),
+            ] {
+                assert_eq!((k.l2)(a, b), (scalar.l2)(a, b), "{isa:?} l2, dim {dim}");
+                assert_eq!((k.dot)(a, b), (scalar.dot)(a, b), "{isa:?} dot, dim {dim}");
+            }
+            assert_eq!((k.l2)(&lo, &hi), dim as i64 * 16383 * 16383);
+        }
     }
 }

@@ -575,7 +575,8 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The machine, for the record: CPU model, cores, and which distance kernels run.
+/// The machine, for the record: CPU model, cores, and which distance kernels run (exact and
+/// graph walk).
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -587,8 +588,9 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!(
-        "{cpu}, {cores} cores, distance kernels: {}",
-        valori_kernel::distance::narrow_kernels().name
+        "{cpu}, {cores} cores, distance kernels: {}, graph walk kernels: {:?}",
+        valori_kernel::distance::narrow_kernels().name,
+        valori_kernel::compact::best_isa()
     )
 }
 
