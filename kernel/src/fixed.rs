@@ -125,24 +125,17 @@ fn from_parts(negative: bool, mantissa: u64, exp2: i32) -> Result<Fixed, FixedEr
             let quotient = mantissa >> right;
             let remainder = mantissa & ((1u64 << right) - 1);
             let half = 1u64 << (right - 1);
-            if remainder > half || (remainder == half && quotient & 1 == 1) {
-                quotient + 1
-            } else {
-                quotient
-            }
+            // Without branches: whether a value rounds up is as good as random.
+            let up = (remainder > half) | ((remainder == half) & (quotient & 1 == 1));
+            quotient + u64::from(up)
         }
     };
-    if negative {
-        if magnitude > 1 << 31 {
-            return Err(FixedError::OutOfRange);
-        }
-        Ok(Fixed((magnitude as i64).wrapping_neg() as i32))
-    } else {
-        if magnitude > i32::MAX as u64 {
-            return Err(FixedError::OutOfRange);
-        }
-        Ok(Fixed(magnitude as i32))
+    // At most 2^31 below zero, 2^31 - 1 above.
+    if magnitude > (1 << 31) - u64::from(!negative) {
+        return Err(FixedError::OutOfRange);
     }
+    let signed = magnitude as i64;
+    Ok(Fixed(if negative { -signed } else { signed } as i32))
 }
 
 /// Converts a slice of `f32` into Q16.16, reporting the index of the first bad component.

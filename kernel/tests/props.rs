@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 use valori_kernel::compact;
 use valori_kernel::distance::{self, Bound};
+use valori_kernel::fixed::FixedError;
 use valori_kernel::{
     CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, RecordRef,
     SearchParams,
@@ -458,5 +459,41 @@ fn compact_kernels_at_the_range_extremes() {
             }
             assert_eq!((k.l2)(&lo, &hi), dim as i64 * 16383 * 16383);
         }
+    }
+}
+
+/// The float reference of the Q16.16 conversion: scaling by 2^16 is exact in binary floating
+/// point, as is rounding to an integer half to even, so `x * 65536` rounded is the exact
+/// answer whenever it lies in range.
+#[allow(clippy::float_arithmetic)]
+fn fixed_reference(x: f64) -> Result<i32, FixedError> {
+    if !x.is_finite() {
+        return Err(FixedError::NotFinite);
+    }
+    let r = (x * 65536.0).round_ties_even();
+    if r < -2147483648.0 || r > 2147483647.0 {
+        return Err(FixedError::OutOfRange);
+    }
+    Ok(r as i32)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// `Fixed::from_f64` (integer arithmetic on the bits) equals the float reference: any bit
+    /// pattern, values across the range, and exact halves and quarters of a unit near its ends.
+    #[test]
+    #[allow(clippy::float_arithmetic)]
+    fn from_f64_equals_the_float_reference(
+        x in prop_oneof![
+            any::<u64>().prop_map(f64::from_bits),
+            -40000.0f64..40000.0,
+            -2.0f64..2.0,
+            (any::<i32>(), 0u8..4).prop_map(|(k, q)| (f64::from(k) + f64::from(q) * 0.25) / 65536.0),
+            (-3i64..3, 0u8..8).prop_map(|(k, q)| ((k + (1 << 31)) as f64 + f64::from(q) * 0.125) / 65536.0),
+            (-3i64..3, 0u8..8).prop_map(|(k, q)| ((k - (1 << 31)) as f64 - f64::from(q) * 0.125) / 65536.0),
+        ],
+    ) {
+        prop_assert_eq!(Fixed::from_f64(x).map(Fixed::raw), fixed_reference(x), "{:e}", x);
     }
 }
