@@ -471,7 +471,7 @@ fn fixed_reference(x: f64) -> Result<i32, FixedError> {
         return Err(FixedError::NotFinite);
     }
     let r = (x * 65536.0).round_ties_even();
-    if r < -2147483648.0 || r > 2147483647.0 {
+    if !(-2147483648.0..=2147483647.0).contains(&r) {
         return Err(FixedError::OutOfRange);
     }
     Ok(r as i32)
