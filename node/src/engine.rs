@@ -289,8 +289,8 @@ impl Engine {
         }
         for s in self.snapshots()? {
             if s.seq == seq {
-                let bytes =
-                    std::fs::read(&s.path).map_err(|e| NodeError::Storage(e.to_string()))?;
+                let bytes = crate::store::map_snapshot(&s.path)
+                    .map_err(|e| NodeError::Storage(e.to_string()))?;
                 let (info, _) = valori_kernel::snapshot::verify(&bytes)?;
                 return Ok(info.chain_hash);
             }
@@ -354,7 +354,7 @@ fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, OpenError> {
     let exec = Threads::new(config.index_threads);
     let mut kernel = Kernel::new();
     for snap in store.snapshots()?.iter().rev() {
-        let bytes = std::fs::read(&snap.path)?;
+        let bytes = crate::store::map_snapshot(&snap.path)?;
         match Kernel::restore(&bytes) {
             Ok(k) => {
                 tracing::info!(seq = k.seq(), path = %snap.path.display(), "loaded snapshot");

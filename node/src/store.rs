@@ -61,6 +61,20 @@ pub struct SnapshotFile {
     pub bytes: u64,
 }
 
+/// A snapshot file's bytes, mapped read-only: the page cache holds them, not the heap, so
+/// loading a large snapshot does not need a second copy of it in memory.
+pub fn map_snapshot(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: a snapshot file is written under a temporary name, synced and renamed into place,
+    // and never written again; retention only unlinks it, which leaves an existing mapping
+    // intact. Only something outside the node changing files in its data directory could
+    // change the mapped bytes (as it could corrupt any of them).
+    #[allow(unsafe_code)]
+    unsafe {
+        memmap2::Mmap::map(&file)
+    }
+}
+
 /// The event log and snapshot directory of one node.
 pub struct Store {
     db: DB,
