@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use valori_kernel::exec::Threads;
 use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
@@ -84,12 +85,11 @@ enum Job {
     Event(Event, oneshot::Sender<Result<Committed, NodeError>>),
     Replicate(Vec<Entry>, oneshot::Sender<Result<u64, NodeError>>),
     Snapshot(oneshot::Sender<Result<SnapshotFile, NodeError>>),
-    /// The state to install, and whether to do so even when failed (healing a follower).
     /// The state to install, the verified snapshot bytes it came from (written as they are),
     /// and whether to install even when failed (healing a follower).
     Restore(
         Box<Kernel>,
-        Vec<u8>,
+        Bytes,
         bool,
         oneshot::Sender<Result<SnapshotFile, NodeError>>,
     ),
@@ -202,27 +202,22 @@ impl Engine {
 
     /// Replaces the whole state with a verified snapshot. The log restarts after the
     /// snapshot's sequence number; other snapshots are removed.
-    pub async fn restore(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
-        self.install(snapshot, false).await
+    pub async fn restore(&self, snapshot: impl Into<Bytes>) -> Result<SnapshotFile, NodeError> {
+        self.install(snapshot.into(), false).await
     }
 
     /// Replaces a failed (diverged) state with a verified snapshot and clears the failure: how
     /// a follower heals by re-bootstrapping.
-    pub async fn heal(&self, snapshot: &[u8]) -> Result<SnapshotFile, NodeError> {
-        self.install(snapshot, true).await
+    pub async fn heal(&self, snapshot: impl Into<Bytes>) -> Result<SnapshotFile, NodeError> {
+        self.install(snapshot.into(), true).await
     }
 
     /// Verifies a snapshot here, then has the writer install it (over a failed state when
-    /// `force`).
-    async fn install(&self, snapshot: &[u8], force: bool) -> Result<SnapshotFile, NodeError> {
-        let kernel = Kernel::restore(snapshot)?;
+    /// `force`). The bytes go to the writer as they are, not copied.
+    async fn install(&self, snapshot: Bytes, force: bool) -> Result<SnapshotFile, NodeError> {
+        let kernel = Kernel::restore(&snapshot)?;
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Restore(
-            Box::new(kernel),
-            snapshot.to_vec(),
-            force,
-            reply,
-        ))?;
+        self.send(Job::Restore(Box::new(kernel), snapshot, force, reply))?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 

@@ -947,7 +947,7 @@ async fn restore_snapshot(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, NodeError> {
     app.service.writable()?;
-    let f = app.engine.restore(&body).await?;
+    let f = app.engine.restore(body).await?;
     let s = app.engine.state()?;
     Ok(Json(serde_json::json!({
         "seq": s.seq,

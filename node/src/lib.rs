@@ -50,7 +50,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
         let bytes = std::fs::read(path)?;
         if engine.state()?.seq == 0 {
             let rt = tokio::runtime::Builder::new_current_thread().build()?;
-            rt.block_on(engine.restore(&bytes))?;
+            rt.block_on(engine.restore(bytes))?;
             tracing::info!(path = %path.display(), "started from snapshot");
         } else {
             tracing::warn!("--restore-from ignored: the data directory already has state");

@@ -354,15 +354,16 @@ impl Follower {
             .bytes()
             .await
             .map_err(|e| NodeError::Storage(format!("downloading snapshot {newest}: {e}")))?;
+        let size = bytes.len();
         if heal {
-            self.engine.heal(&bytes).await?;
+            self.engine.heal(bytes).await?;
         } else {
-            self.engine.restore(&bytes).await?;
+            self.engine.restore(bytes).await?;
         }
         self.engine.metrics().bootstraps.inc();
         tracing::info!(
             seq = newest,
-            bytes = bytes.len(),
+            bytes = size,
             "bootstrapped from the leader's snapshot"
         );
         Ok(())

@@ -262,7 +262,7 @@ impl Api for Embedded {
     }
 
     fn restore(&self, snapshot: Vec<u8>) -> Res<State> {
-        block_on(self.engine().restore(&snapshot))?;
+        block_on(self.engine().restore(snapshot))?;
         state_of(self.engine())
     }
 
