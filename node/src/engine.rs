@@ -315,6 +315,11 @@ impl Engine {
     }
 
     /// Snapshot files, oldest first.
+    /// See [`Store::download_path`].
+    pub fn download_path(&self) -> PathBuf {
+        self.shared.store.download_path()
+    }
+
     pub fn snapshots(&self) -> Result<Vec<SnapshotFile>, NodeError> {
         self.shared
             .store

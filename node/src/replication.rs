@@ -316,6 +316,32 @@ impl Follower {
         Err(NodeError::Failed(why))
     }
 
+    /// Streams the leader's snapshot `seq` into the file at `path` and maps it.
+    async fn download(&self, seq: u64, path: &std::path::Path) -> Result<bytes::Bytes, NodeError> {
+        use tokio::io::AsyncWriteExt as _;
+        let failed = |e: &dyn std::fmt::Display| {
+            NodeError::Storage(format!("downloading snapshot {seq}: {e}"))
+        };
+        let mut response = self
+            .get(&format!("/v1/snapshots/{seq}"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| failed(&e))?;
+        // A new file, never one an older mapping could still see truncated.
+        let _ = tokio::fs::remove_file(path).await;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| failed(&e))?;
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
+            file.write_all(&chunk).await.map_err(|e| failed(&e))?;
+        }
+        file.flush().await.map_err(|e| failed(&e))?;
+        drop(file);
+        let map = crate::store::map_snapshot(path).map_err(|e| failed(&e))?;
+        Ok(bytes::Bytes::from_owner(map))
+    }
+
     /// Downloads the leader's newest snapshot and restores it (verified by its hashes); with
     /// `heal`, also over a failed (diverged) state.
     async fn bootstrap(&self, heal: bool) -> Result<(), NodeError> {
@@ -345,15 +371,13 @@ impl Follower {
                 created.seq
             }
         };
-        let bytes = self
-            .get(&format!("/v1/snapshots/{newest}"))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| NodeError::Storage(format!("downloading snapshot {newest}: {e}")))?
-            .bytes()
-            .await
-            .map_err(|e| NodeError::Storage(format!("downloading snapshot {newest}: {e}")))?;
+        // Streamed to a file and mapped, so the snapshot is never in the heap: only the state
+        // decoded from it is.
+        let path = self.engine.download_path();
+        let bytes = self.download(newest, &path).await;
+        // The mapping outlives the name.
+        let _ = std::fs::remove_file(&path);
+        let bytes = bytes?;
         let size = bytes.len();
         if heal {
             self.engine.heal(bytes).await?;

@@ -61,14 +61,16 @@ pub struct SnapshotFile {
     pub bytes: u64,
 }
 
-/// A snapshot file's bytes, mapped read-only: the page cache holds them, not the heap, so
+/// A snapshot file's (or a complete download's) bytes, mapped read-only: the page cache holds them, not the heap, so
 /// loading a large snapshot does not need a second copy of it in memory.
 pub fn map_snapshot(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
     let file = std::fs::File::open(path)?;
     // SAFETY: a snapshot file is written under a temporary name, synced and renamed into place,
     // and never written again; retention only unlinks it, which leaves an existing mapping
-    // intact. Only something outside the node changing files in its data directory could
-    // change the mapped bytes (as it could corrupt any of them).
+    // intact. A follower's download file is mapped only once complete, and unlinked (never
+    // truncated) before the next download creates a new one. Only something outside the node
+    // changing files in its data directory could change the mapped bytes (as it could
+    // corrupt any of them).
     #[allow(unsafe_code)]
     unsafe {
         memmap2::Mmap::map(&file)
@@ -232,6 +234,12 @@ impl Store {
         }
         out.sort_by_key(|s| s.seq);
         Ok(out)
+    }
+
+    /// Where a follower streams a snapshot it downloads before restoring from it (not a
+    /// snapshot: never listed, overwritten by the next download).
+    pub fn download_path(&self) -> PathBuf {
+        self.snapshot_dir.join(".download.tmp")
     }
 
     /// The path a snapshot at `seq` lives at.

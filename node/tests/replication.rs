@@ -175,6 +175,16 @@ fn a_follower_bootstraps_from_a_snapshot_when_the_log_is_pruned() {
             .contains("valori_replication_bootstraps_total 1"),
         "expected exactly one bootstrap"
     );
+    // The snapshot came through a download file, which is gone: only the installed snapshot
+    // is left.
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("f/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.len() == 1 && names[0].ends_with(".vsnap"),
+        "{names:?}"
+    );
     // And it keeps streaming afterwards.
     write_mix(&lc, 1, 50);
     caught_up(&lc, &[&f.client()]);
