@@ -314,12 +314,12 @@ impl Engine {
             .map_err(|e| NodeError::Storage(e.to_string()))
     }
 
-    /// Snapshot files, oldest first.
     /// See [`Store::download_path`].
     pub fn download_path(&self) -> PathBuf {
         self.shared.store.download_path()
     }
 
+    /// Snapshot files, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotFile>, NodeError> {
         self.shared
             .store
