@@ -9,7 +9,7 @@ use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::compact;
+use crate::compact::{self, Component};
 use crate::distance::{self, Bound, Distance};
 use crate::error::Error;
 use crate::event::{decode_spec, encode_spec, CollectionSpec, IndexSpec, Metric, NewRecord};
@@ -64,10 +64,20 @@ pub struct Collection {
     /// OR of every stored component's bits: its trailing zeros say when the compact copy is
     /// exact.
     pub(crate) or_bits: u32,
+    /// How many stored vectors have a largest component of each bit length: chooses the
+    /// compact copy's range ([`compact::params`]).
+    pub(crate) magnitudes: [u64; 33],
     /// The compact copy the index walks (empty for flat collections): derived, never encoded.
-    pub(crate) compact: Vec<i16>,
-    /// `(shift, exact)` of the compact copy (see [`crate::compact`]).
-    pub(crate) compact_params: (u32, bool),
+    pub(crate) compact: CompactCopy,
+    /// The compact copy's width, shift and exactness (see [`crate::compact`]).
+    pub(crate) compact_params: compact::Params,
+}
+
+/// A collection's compact copy, at the width its parameters name.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum CompactCopy {
+    Narrow(Vec<i8>),
+    Wide(Vec<i16>),
 }
 
 impl Collection {
@@ -80,8 +90,9 @@ impl Collection {
             index,
             postings: BTreeMap::new(),
             or_bits: 0,
-            compact: Vec::new(),
-            compact_params: (0, true),
+            magnitudes: [0; 33],
+            compact: CompactCopy::Wide(Vec::new()),
+            compact_params: compact::Params::EMPTY,
             spec,
             next_id: 0,
             vectors: Vec::new(),
@@ -198,30 +209,41 @@ impl Collection {
         let end = self.next_id;
         if let Some(mut index) = self.index.take() {
             self.refresh_compact(first);
-            index.insert_batch(&self.space(), first, end, exec);
+            match &self.compact {
+                CompactCopy::Narrow(c) => index.insert_batch(&self.space(c), first, end, exec),
+                CompactCopy::Wide(c) => index.insert_batch(&self.space(c), first, end, exec),
+            }
             self.index = Some(index);
         }
         first
     }
 
     /// Brings the compact copy up to date after records from `first` on were stored:
-    /// re-quantises everything when the shift or exactness changed, else appends the new rows.
+    /// re-quantises everything when its parameters (width, shift, exactness) changed, else
+    /// appends the new rows.
     pub(crate) fn refresh_compact(&mut self, first: u64) {
-        let params = compact::choose(self.max_abs, self.or_bits);
+        let params = compact::params(self.dim(), &self.magnitudes, self.or_bits);
         let from = if params != self.compact_params {
             self.compact_params = params;
-            self.compact.clear();
+            self.compact = match params.width {
+                compact::Width::Narrow => CompactCopy::Narrow(Vec::new()),
+                compact::Width::Wide => CompactCopy::Wide(Vec::new()),
+            };
             0
         } else {
             first as usize * self.dim()
         };
-        compact::quantize_into(&self.vectors[from..], params.0, &mut self.compact);
+        let rows = &self.vectors[from..];
+        match &mut self.compact {
+            CompactCopy::Narrow(c) => compact::quantize_into(rows, params.shift, c),
+            CompactCopy::Wide(c) => compact::quantize_into(rows, params.shift, c),
+        }
     }
 
-    /// The index's distance context over the compact copy.
-    pub(crate) fn space(&self) -> Space<'_> {
+    /// The index's distance context over a compact copy.
+    fn space<'a, C: Component>(&self, compact: &'a [C]) -> Space<'a, C> {
         Space {
-            compact: &self.compact,
+            compact,
             dim: self.dim(),
             metric: self.spec.metric,
             kernels: compact::kernels_with(false),
@@ -234,7 +256,10 @@ impl Collection {
         let metadata: usize = self.metadata.values().map(|m| m.capacity() + 48).sum();
         let postings: usize = self.postings.values().map(|p| p.capacity() * 4 + 48).sum();
         (self.vectors.len() * 4
-            + self.compact.len() * 2
+            + match &self.compact {
+                CompactCopy::Narrow(c) => c.len(),
+                CompactCopy::Wide(c) => c.len() * 2,
+            }
             + self.tags.len() * 8
             + self.live.len()
             + metadata
@@ -253,8 +278,10 @@ impl Collection {
     fn push_stored(&mut self, stored: &[i32], tag: u64, metadata: Option<Vec<u8>>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.max_abs = self.max_abs.max(distance::max_abs(stored));
+        let max_abs = distance::max_abs(stored);
+        self.max_abs = self.max_abs.max(max_abs);
         self.or_bits |= stored.iter().fold(0, |acc, &x| acc | x as u32);
+        self.magnitudes[compact::bit_length(max_abs)] += 1;
         self.vectors.extend_from_slice(stored);
         self.tags.push(tag);
         self.live.push(true);
@@ -338,7 +365,25 @@ impl Collection {
             return self.search_exact(query, k, tag);
         };
         let ef = ef.unwrap_or(usize::from(index.params().ef_search));
-        let (shift, exact) = self.compact_params;
+        match &self.compact {
+            CompactCopy::Narrow(c) => self.search_index(index, c, query, k, ef, tag, scratch),
+            CompactCopy::Wide(c) => self.search_index(index, c, query, k, ef, tag, scratch),
+        }
+    }
+
+    /// [`Collection::search`] through the index, over its compact copy `compact`.
+    #[allow(clippy::too_many_arguments)]
+    fn search_index<C: Component>(
+        &self,
+        index: &Hnsw,
+        compact: &[C],
+        query: &[i32],
+        k: usize,
+        ef: usize,
+        tag: Option<u64>,
+        scratch: &mut SearchScratch,
+    ) -> Vec<Hit> {
+        let compact::Params { shift, exact, .. } = self.compact_params;
         let mut q = Vec::with_capacity(query.len());
         let in_range = compact::quantize_query(query, shift, &mut q);
         // A query beyond the stored range, or whose own low bits are not zero, cannot use the
@@ -350,7 +395,7 @@ impl Collection {
                 .fold(0u32, |a, &x| a | x as u32)
                 .trailing_zeros()
                 >= shift;
-        let space = self.space();
+        let space = self.space(compact);
         let found = match tag {
             None => {
                 let live = |s: u32| self.live[s as usize];
@@ -379,7 +424,7 @@ impl Collection {
         if exact {
             // Compact distances are the exact ones divided by 2^(2 * shift) (squared L2 for L2
             // and cosine, the negated dot product for inner product).
-            let shift = 2 * self.compact_params.0;
+            let shift = 2 * self.compact_params.shift;
             return found
                 .into_iter()
                 .take(k)

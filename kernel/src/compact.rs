@@ -1,87 +1,261 @@
-//! The compact (16-bit) copy of a collection's vectors that the graph index walks.
+//! The compact copy of a collection's vectors that the graph index walks, in 8 or 16 bits.
 //!
-//! Each stored Q16.16 component `x` is kept again as `x >> shift` in an `i16`, with `shift`
-//! chosen from the collection's largest magnitude so that every compact component lies in
-//! `[-2^13, 2^13)`. Two cases:
+//! Each stored Q16.16 component `x` is kept again as `x >> shift` in a narrow (`i8`) or wide
+//! (`i16`) integer, with `shift` chosen from the collection's largest magnitudes so that
+//! compact components lie in `[-2^7, 2^7)` or `[-2^13, 2^13)`. The range may leave out (saturate)
+//! at most one vector in 1024, so that a rare huge vector does not cost all the others their
+//! precision ([`choose`]). Two cases:
 //!
-//! - **Exact**: when every component ever stored has at least `shift` trailing zero bits (integer
-//!   data such as SIFT descriptors: `v << 16` has 16), the shift loses nothing and compact
-//!   distances are exact distances divided by `2^(2 * shift)`. The index then orders candidates
-//!   exactly as the full-width distance would, and results carry exact distances.
+//! - **Exact**: when nothing saturates and every component ever stored has at least `shift`
+//!   trailing zero bits (integer data such as SIFT descriptors: `v << 16` has 16), the shift
+//!   loses nothing and compact distances are exact distances divided by `2^(2 * shift)`. The index then orders
+//!   candidates exactly as the full-width distance would, and results carry exact distances.
 //! - **Approximate**: otherwise the compact distance is an approximation used only to walk the
-//!   graph; the candidates found are re-ranked by the exact full-width distance.
+//!   graph and choose its links; the candidates a search finds are re-ranked by the exact
+//!   full-width distance.
 //!
-//! Either way everything is integer arithmetic on values that are a function of the state, so it
-//! is deterministic. The compact copy is derived state: never encoded, rebuilt on restore. When
-//! an insert raises the largest magnitude (or brings the first component with fewer trailing
-//! zeros), the whole copy is re-quantised before the new records are indexed, so at any sequence
-//! number the copy is the same function of the stored vectors.
+//! **Which width** ([`params`]): narrow, unless the wide copy would be exact and the narrow one
+//! would not (integer data keeps exact walks and searches that need no re-rank), or vectors have
+//! fewer than [`NARROW_MIN_DIM`] components (a wide vector of fewer fits one cache line anyway,
+//! and few dimensions leave quantisation error less room to average out). Building and
+//! searching the graph is bound by loading the vectors a walk visits, at random places in memory
+//! (about a thousand per insert): eight bits halve those loads and let twice as many vectors stay
+//! in cache, and with the exact re-rank, graphs walked and linked at eight bits find the same
+//! neighbours (BENCHMARKS.md, "compact width").
 //!
-//! Distances: with `|c| <= 2^13`, a squared difference is below 2^28 and a product at most 2^26,
-//! so `_mm256_madd_epi16` pair sums fit in `i32` and any sum over 4096 dimensions fits in `i64`.
+//! Everything is integer arithmetic on values that are a function of the state, so it is
+//! deterministic. The compact copy is derived state: never encoded, rebuilt on restore. When an
+//! insert changes the parameters (a larger magnitude, the first component with fewer trailing
+//! zeros, and so the width), the whole copy is re-quantised before the new records are indexed,
+//! so at any sequence number the copy is the same function of the stored vectors.
+//!
+//! Kernel bounds: wide, a squared difference is below 2^28 and a product at most 2^26, so
+//! `madd_epi16` pair sums fit in `i32` and any sum over 4096 dimensions fits in `i64`. Narrow,
+//! a squared difference is at most `255^2 < 2^16`, so blocks of 4096 dimensions fit in `i32`
+//! lanes.
 
 use alloc::vec::Vec;
 
-/// Compact components lie in `[-2^LIMIT_BITS, 2^LIMIT_BITS)`.
-const LIMIT_BITS: u32 = 13;
-
-/// The shift for a collection whose largest magnitude is `max_abs`, and whether it is exact
-/// given the OR of all components' bit patterns (`or_bits`).
-pub fn choose(max_abs: u32, or_bits: u32) -> (u32, bool) {
-    let bit_length = 32 - max_abs.leading_zeros();
-    let shift = bit_length.saturating_sub(LIMIT_BITS);
-    (shift, or_bits.trailing_zeros() >= shift)
+/// A compact component: `i8` (narrow) or `i16` (wide).
+pub trait Component: Copy + Default + Send + Sync + Into<i64> + 'static {
+    /// Components lie in `[-2^LIMIT_BITS, 2^LIMIT_BITS)`.
+    const LIMIT_BITS: u32;
+    /// The smallest component, `-2^LIMIT_BITS`.
+    const LOWEST: Self;
+    /// The largest component, `2^LIMIT_BITS - 1`.
+    const HIGHEST: Self;
+    /// `x`, which lies in the compact range.
+    fn from_i32(x: i32) -> Self;
+    /// The kernels for `isa`, or for the widest set below it that this CPU offers. All of them
+    /// compute the same exact integers, so the choice never changes a result.
+    fn kernels_for(isa: Isa) -> CompactKernels<Self>;
 }
 
-/// Quantises one stored vector (its components lie within the range `shift` was chosen for).
-pub fn quantize_into(v: &[i32], shift: u32, out: &mut Vec<i16>) {
-    out.extend(v.iter().map(|&x| (x >> shift) as i16));
+impl Component for i8 {
+    const LIMIT_BITS: u32 = 7;
+    const LOWEST: i8 = i8::MIN;
+    const HIGHEST: i8 = i8::MAX;
+
+    #[inline]
+    fn from_i32(x: i32) -> i8 {
+        x as i8
+    }
+
+    fn kernels_for(isa: Isa) -> CompactKernels<i8> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let isa = isa.min(best_isa());
+            if isa == Isa::Avx512 {
+                return CompactKernels {
+                    l2: avx512_i8::l2,
+                    dot: avx512_i8::dot,
+                };
+            }
+            if isa == Isa::Avx2 {
+                return CompactKernels {
+                    l2: avx2_i8::l2,
+                    dot: avx2_i8::dot,
+                };
+            }
+        }
+        let _ = isa;
+        CompactKernels {
+            l2: l2_scalar,
+            dot: dot_scalar,
+        }
+    }
+}
+
+impl Component for i16 {
+    const LIMIT_BITS: u32 = 13;
+    const LOWEST: i16 = -(1 << 13);
+    const HIGHEST: i16 = (1 << 13) - 1;
+
+    #[inline]
+    fn from_i32(x: i32) -> i16 {
+        x as i16
+    }
+
+    fn kernels_for(isa: Isa) -> CompactKernels<i16> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let isa = isa.min(best_isa());
+            if isa == Isa::Avx512 {
+                return CompactKernels {
+                    l2: avx512_i16::l2,
+                    dot: avx512_i16::dot,
+                };
+            }
+            if isa == Isa::Avx2 {
+                return CompactKernels {
+                    l2: avx2_i16::l2,
+                    dot: avx2_i16::dot,
+                };
+            }
+        }
+        let _ = isa;
+        CompactKernels {
+            l2: l2_scalar,
+            dot: dot_scalar,
+        }
+    }
+}
+
+/// The width of a collection's compact copy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Width {
+    /// `i8` components.
+    Narrow,
+    /// `i16` components.
+    Wide,
+}
+
+/// Vectors with fewer components keep a wide copy.
+pub const NARROW_MIN_DIM: usize = 64;
+
+/// A compact copy's parameters: a function of the collection's dimension, its largest
+/// magnitude and the OR of its components' bits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Params {
+    /// Component width.
+    pub width: Width,
+    /// Right shift from Q16.16.
+    pub shift: u32,
+    /// Whether the shift loses nothing for every stored component.
+    pub exact: bool,
+}
+
+impl Params {
+    /// The parameters of an empty collection's copy.
+    pub const EMPTY: Params = Params {
+        width: Width::Wide,
+        shift: 0,
+        exact: true,
+    };
+}
+
+/// How many vectors, per 1024, may lie beyond the compact range and be saturated in the copy.
+pub const SATURATED_PER_1024: u64 = 1;
+
+/// The compact copy's parameters (see the module documentation for the width rule), from the
+/// vectors' dimension, `magnitudes[b]`: how many stored vectors have a largest component of bit
+/// length `b`, and the OR of all components' bit patterns.
+pub fn params(dim: usize, magnitudes: &[u64; 33], or_bits: u32) -> Params {
+    let (shift, exact) = choose::<i16>(magnitudes, or_bits);
+    let (narrow_shift, narrow_exact) = choose::<i8>(magnitudes, or_bits);
+    if dim < NARROW_MIN_DIM || (exact && !narrow_exact) {
+        Params {
+            width: Width::Wide,
+            shift,
+            exact,
+        }
+    } else {
+        Params {
+            width: Width::Narrow,
+            shift: narrow_shift,
+            exact: narrow_exact,
+        }
+    }
+}
+
+/// The shift at width `C`, and whether it is exact. The range covers every vector but the
+/// [`SATURATED_PER_1024`] per 1024 with the largest components, so that a rare vector far larger
+/// than the rest does not leave them few levels; those few saturate at the range's ends (their
+/// walk distances are then only rough; a search re-ranks by the exact distance). Below 1024
+/// vectors nothing saturates. Exact when nothing saturates and every component has at least
+/// `shift` trailing zero bits (`or_bits`).
+pub fn choose<C: Component>(magnitudes: &[u64; 33], or_bits: u32) -> (u32, bool) {
+    let vectors: u64 = magnitudes.iter().sum();
+    let allowed = vectors / 1024 * SATURATED_PER_1024;
+    let (mut bits, mut beyond) = (32usize, 0u64);
+    while bits > 0 && beyond + magnitudes[bits] <= allowed {
+        beyond += magnitudes[bits];
+        bits -= 1;
+    }
+    let shift = (bits as u32).saturating_sub(C::LIMIT_BITS);
+    (shift, beyond == 0 && or_bits.trailing_zeros() >= shift)
+}
+
+/// The bit length of a vector's largest magnitude `max_abs`: its bucket in `magnitudes` (see
+/// [`params`]).
+pub fn bit_length(max_abs: u32) -> usize {
+    (32 - max_abs.leading_zeros()) as usize
+}
+
+/// Quantises stored vectors, saturating components beyond the range `shift` was chosen for.
+pub fn quantize_into<C: Component>(v: &[i32], shift: u32, out: &mut Vec<C>) {
+    let (lo, hi) = (C::LOWEST.into() as i32, C::HIGHEST.into() as i32);
+    out.extend(v.iter().map(|&x| C::from_i32((x >> shift).clamp(lo, hi))));
 }
 
 /// Quantises a query, whose components may lie beyond every stored one: they are clamped to
 /// the compact range, which keeps the kernels' overflow bounds. Returns whether no component
 /// needed clamping (only then can compact distances stand for exact ones).
-pub fn quantize_query(q: &[i32], shift: u32, out: &mut Vec<i16>) -> bool {
-    let (lo, hi) = (-(1i32 << LIMIT_BITS), (1i32 << LIMIT_BITS) - 1);
+pub fn quantize_query<C: Component>(q: &[i32], shift: u32, out: &mut Vec<C>) -> bool {
+    let (lo, hi) = (C::LOWEST.into() as i32, C::HIGHEST.into() as i32);
     let mut in_range = true;
     out.extend(q.iter().map(|&x| {
         let c = x >> shift;
         in_range &= (lo..=hi).contains(&c);
-        c.clamp(lo, hi) as i16
+        C::from_i32(c.clamp(lo, hi))
     }));
     in_range
 }
 
 /// Compact squared L2 distance, portable.
-pub fn l2_scalar(a: &[i16], b: &[i16]) -> i64 {
+pub fn l2_scalar<C: Component>(a: &[C], b: &[C]) -> i64 {
     let mut acc = 0i64;
     for (&x, &y) in a.iter().zip(b) {
-        let d = i64::from(x) - i64::from(y);
+        let d = x.into() - y.into();
         acc += d * d;
     }
     acc
 }
 
 /// Compact dot product, portable.
-pub fn dot_scalar(a: &[i16], b: &[i16]) -> i64 {
+pub fn dot_scalar<C: Component>(a: &[C], b: &[C]) -> i64 {
     let mut acc = 0i64;
     for (&x, &y) in a.iter().zip(b) {
-        acc += i64::from(x) * i64::from(y);
+        acc += x.into() * y.into();
     }
     acc
 }
 
-/// A compact distance kernel.
-pub type CompactFn = fn(&[i16], &[i16]) -> i64;
-
 /// The compact kernels chosen for this CPU.
-#[derive(Clone, Copy)]
-pub struct CompactKernels {
+pub struct CompactKernels<C> {
     /// Squared L2.
-    pub l2: CompactFn,
+    pub l2: fn(&[C], &[C]) -> i64,
     /// Dot product.
-    pub dot: CompactFn,
+    pub dot: fn(&[C], &[C]) -> i64,
 }
+
+impl<C> Clone for CompactKernels<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C> Copy for CompactKernels<C> {}
 
 #[cfg(target_arch = "x86_64")]
 cpufeatures::new!(avx2_cpuid, "avx2");
@@ -114,38 +288,12 @@ pub fn best_isa() -> Isa {
 }
 
 /// The widest kernels this CPU runs, or scalar when forced (for tests).
-pub fn kernels_with(force_scalar: bool) -> CompactKernels {
-    kernels_for(if force_scalar {
+pub fn kernels_with<C: Component>(force_scalar: bool) -> CompactKernels<C> {
+    C::kernels_for(if force_scalar {
         Isa::Scalar
     } else {
         best_isa()
     })
-}
-
-/// The kernels for `isa`, or for the widest set below it that this CPU offers. All of them
-/// compute the same exact integers, so the choice never changes a result.
-pub fn kernels_for(isa: Isa) -> CompactKernels {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let isa = isa.min(best_isa());
-        if isa == Isa::Avx512 {
-            return CompactKernels {
-                l2: avx512::l2,
-                dot: avx512::dot,
-            };
-        }
-        if isa == Isa::Avx2 {
-            return CompactKernels {
-                l2: avx2::l2,
-                dot: avx2::dot,
-            };
-        }
-    }
-    let _ = isa;
-    CompactKernels {
-        l2: l2_scalar,
-        dot: dot_scalar,
-    }
 }
 
 /// Hints the CPU to start loading `v` (x86-64 only; a no-op elsewhere): every 64-byte line of
@@ -174,7 +322,7 @@ pub fn prefetch<T>(v: &[T]) {
 /// result equals the scalar kernel's.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx2 {
+mod avx2_i16 {
     use core::arch::x86_64::*;
 
     pub fn l2(a: &[i16], b: &[i16]) -> i64 {
@@ -255,7 +403,7 @@ mod avx2 {
 /// scalar kernel's.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx512 {
+mod avx512_i16 {
     use core::arch::x86_64::*;
 
     pub fn l2(a: &[i16], b: &[i16]) -> i64 {
@@ -318,6 +466,165 @@ mod avx512 {
             i += 32;
         }
         let mut sum = _mm512_reduce_add_epi64(acc);
+        while i < n {
+            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
+            sum += if L2 { (x - y) * (x - y) } else { x * y };
+            i += 1;
+        }
+        sum
+    }
+}
+
+/// The SIMD kernels take at most this many dimensions into their `i32` lanes before adding
+/// them into an `i64`: a block's whole sum is at most `4096 * 255^2 < 2^28`.
+#[cfg(target_arch = "x86_64")]
+const BLOCK: usize = 4096;
+
+/// Sixteen `i8` pairs at a time: each widened to `i16` (`_mm256_cvtepi8_epi16`), then
+/// `_mm256_madd_epi16` multiplies them and adds adjacent products into eight `i32` lanes. Within
+/// a [`BLOCK`] the lanes cannot overflow, so sums are exact and equal the scalar kernel's.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2_i8 {
+    use super::BLOCK;
+    use core::arch::x86_64::*;
+
+    pub fn l2(a: &[i8], b: &[i8]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX2.
+        unsafe { run::<true>(a, b) }
+    }
+
+    pub fn dot(a: &[i8], b: &[i8]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX2.
+        unsafe { run::<false>(a, b) }
+    }
+
+    /// Sixteen components at `i` of both slices, squared differences or products, pair-summed.
+    ///
+    /// # Safety
+    /// `i + 16` must not exceed either slice's length.
+    #[target_feature(enable = "avx2")]
+    unsafe fn chunk<const L2: bool>(pa: *const i8, pb: *const i8, i: usize) -> __m256i {
+        // SAFETY: the caller keeps i + 16 within both slices.
+        let (va, vb) = unsafe {
+            (
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i).cast())),
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i).cast())),
+            )
+        };
+        if L2 {
+            let d = _mm256_sub_epi16(va, vb);
+            _mm256_madd_epi16(d, d)
+        } else {
+            _mm256_madd_epi16(va, vb)
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn sum_lanes(v: __m256i) -> i64 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        i64::from(_mm_cvtsi128_si32(s))
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn run<const L2: bool>(a: &[i8], b: &[i8]) -> i64 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut sum = 0i64;
+        let mut i = 0;
+        while i + 16 <= n {
+            let end = (i + BLOCK).min(n);
+            let (mut acc0, mut acc1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            while i + 32 <= end {
+                // SAFETY: i + 32 <= end <= n.
+                unsafe {
+                    acc0 = _mm256_add_epi32(acc0, chunk::<L2>(pa, pb, i));
+                    acc1 = _mm256_add_epi32(acc1, chunk::<L2>(pa, pb, i + 16));
+                }
+                i += 32;
+            }
+            if i + 16 <= end {
+                // SAFETY: i + 16 <= end <= n.
+                acc0 = _mm256_add_epi32(acc0, unsafe { chunk::<L2>(pa, pb, i) });
+                i += 16;
+            }
+            sum += sum_lanes(_mm256_add_epi32(acc0, acc1));
+        }
+        while i < n {
+            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
+            sum += if L2 { (x - y) * (x - y) } else { x * y };
+            i += 1;
+        }
+        sum
+    }
+}
+
+/// As the AVX2 kernel, 32 components at a time (`_mm512_cvtepi8_epi16`,
+/// `_mm512_madd_epi16` into sixteen `i32` lanes).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512_i8 {
+    use super::BLOCK;
+    use core::arch::x86_64::*;
+
+    pub fn l2(a: &[i8], b: &[i8]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX-512 F and BW.
+        unsafe { run::<true>(a, b) }
+    }
+
+    pub fn dot(a: &[i8], b: &[i8]) -> i64 {
+        // SAFETY: only selected after runtime detection of AVX-512 F and BW.
+        unsafe { run::<false>(a, b) }
+    }
+
+    /// Thirty-two components at `i` of both slices, squared differences or products,
+    /// pair-summed.
+    ///
+    /// # Safety
+    /// `i + 32` must not exceed either slice's length.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn chunk<const L2: bool>(pa: *const i8, pb: *const i8, i: usize) -> __m512i {
+        // SAFETY: the caller keeps i + 32 within both slices.
+        let (va, vb) = unsafe {
+            (
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(pa.add(i).cast())),
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(pb.add(i).cast())),
+            )
+        };
+        if L2 {
+            let d = _mm512_sub_epi16(va, vb);
+            _mm512_madd_epi16(d, d)
+        } else {
+            _mm512_madd_epi16(va, vb)
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn run<const L2: bool>(a: &[i8], b: &[i8]) -> i64 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut sum = 0i64;
+        let mut i = 0;
+        while i + 32 <= n {
+            let end = (i + BLOCK).min(n);
+            let (mut acc0, mut acc1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            while i + 64 <= end {
+                // SAFETY: i + 64 <= end <= n.
+                unsafe {
+                    acc0 = _mm512_add_epi32(acc0, chunk::<L2>(pa, pb, i));
+                    acc1 = _mm512_add_epi32(acc1, chunk::<L2>(pa, pb, i + 32));
+                }
+                i += 64;
+            }
+            if i + 32 <= end {
+                // SAFETY: i + 32 <= end <= n.
+                acc0 = _mm512_add_epi32(acc0, unsafe { chunk::<L2>(pa, pb, i) });
+                i += 32;
+            }
+            sum += i64::from(_mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1)));
+        }
         while i < n {
             let (x, y) = (i64::from(a[i]), i64::from(b[i]));
             sum += if L2 { (x - y) * (x - y) } else { x * y };

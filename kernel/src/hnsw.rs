@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::compact::{prefetch, CompactKernels};
+use crate::compact::{prefetch, CompactKernels, Component};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
 
@@ -59,22 +59,22 @@ pub fn level_for(id: u64, m: u16) -> u8 {
 /// ([`crate::compact`]). For L2 and cosine (unit vectors) the compact squared distance, for
 /// inner product the negated compact dot product: both order candidates as the full distance
 /// would (exactly, in the compact copy's exact mode).
-pub(crate) struct Space<'a> {
-    pub compact: &'a [i16],
+pub(crate) struct Space<'a, C> {
+    pub compact: &'a [C],
     pub dim: usize,
     pub metric: Metric,
-    pub kernels: CompactKernels,
+    pub kernels: CompactKernels<C>,
 }
 
-impl Space<'_> {
+impl<C: Component> Space<'_, C> {
     #[inline]
-    pub fn vector(&self, slot: u32) -> &[i16] {
+    pub fn vector(&self, slot: u32) -> &[C] {
         let start = slot as usize * self.dim;
         &self.compact[start..start + self.dim]
     }
 
     #[inline]
-    pub fn dist(&self, q: &[i16], slot: u32) -> D {
+    pub fn dist(&self, q: &[C], slot: u32) -> D {
         let v = self.vector(slot);
         match self.metric {
             Metric::L2 | Metric::Cosine => (self.kernels.l2)(q, v),
@@ -233,8 +233,8 @@ fn offer(results: &mut BinaryHeap<(D, u32)>, cand: (D, u32), ef: usize) {
 }
 
 /// What a best-first walk of one layer looks for (its state lives in a [`SearchScratch`]).
-struct Walk<'q> {
-    q: &'q [i16],
+struct Walk<'q, C> {
+    q: &'q [C],
     ef: usize,
     layer: u8,
 }
@@ -354,7 +354,12 @@ impl Hnsw {
     }
 
     /// Greedy descent from the entry point to `stop_layer + 1`'s best node.
-    fn descend(&self, space: &Space<'_>, q: &[i16], stop_layer: u8) -> Option<(D, u32)> {
+    fn descend<C: Component>(
+        &self,
+        space: &Space<'_, C>,
+        q: &[C],
+        stop_layer: u8,
+    ) -> Option<(D, u32)> {
         let entry = self.entry?;
         let mut best = (space.dist(q, entry), entry);
         let mut layer = self.max_level;
@@ -380,10 +385,10 @@ impl Hnsw {
     /// Best-first search of one layer. Returns up to `ef` accepted nodes, ascending by
     /// (distance, slot). Nodes that `accept` refuses are traversed but not returned.
     #[allow(clippy::too_many_arguments)] // each is a distinct input of the walk
-    fn search_layer(
+    fn search_layer<C: Component>(
         &self,
-        space: &Space<'_>,
-        q: &[i16],
+        space: &Space<'_, C>,
+        q: &[C],
         entries: &[(D, u32)],
         ef: usize,
         layer: u8,
@@ -397,9 +402,9 @@ impl Hnsw {
     }
 
     /// Starts `walk` in `scratch` from `entries`.
-    fn walk_begin(
+    fn walk_begin<C: Component>(
         &self,
-        walk: &Walk<'_>,
+        walk: &Walk<'_, C>,
         entries: &[(D, u32)],
         accept: Accept<'_>,
         scratch: &mut SearchScratch,
@@ -429,10 +434,10 @@ impl Hnsw {
     /// A walk's own sequence of operations is the plain best-first search's; the split only
     /// lets several independent walks take turns ([`Hnsw::walk_many`]), each computing while
     /// the others' loads arrive.
-    fn walk_step(
+    fn walk_step<C: Component>(
         &self,
-        space: &Space<'_>,
-        walk: &Walk<'_>,
+        space: &Space<'_, C>,
+        walk: &Walk<'_, C>,
         accept: Accept<'_>,
         scratch: &mut SearchScratch,
     ) -> bool {
@@ -487,10 +492,10 @@ impl Hnsw {
 
     /// Runs one walk per scratch (`walks[i]` in `scratches[i]`, started from `entries[i]`),
     /// taking turns a stage at a time. Each result equals [`Hnsw::search_layer`]'s.
-    fn walk_many(
+    fn walk_many<C: Component>(
         &self,
-        space: &Space<'_>,
-        walks: &[Walk<'_>],
+        space: &Space<'_, C>,
+        walks: &[Walk<'_, C>],
         entries: &[Vec<(D, u32)>],
         scratches: &mut [SearchScratch],
     ) -> Vec<Vec<(D, u32)>> {
@@ -521,10 +526,10 @@ impl Hnsw {
 
     /// Approximate nearest accepted nodes to `q`: up to `max(ef, k)`, ascending by (compact
     /// distance, slot). The caller keeps the first `k` (after re-ranking, in approximate mode).
-    pub fn search(
+    pub fn search<C: Component>(
         &self,
-        space: &Space<'_>,
-        q: &[i16],
+        space: &Space<'_, C>,
+        q: &[C],
         k: usize,
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
@@ -538,7 +543,12 @@ impl Hnsw {
 
     /// The neighbour-selection heuristic: walk candidates nearest first and keep one unless an
     /// already kept neighbour is closer to it than the base is. `candidates` must be sorted.
-    fn select(&self, space: &Space<'_>, candidates: &[(D, u32)], max: usize) -> Vec<u32> {
+    fn select<C: Component>(
+        &self,
+        space: &Space<'_, C>,
+        candidates: &[(D, u32)],
+        max: usize,
+    ) -> Vec<u32> {
         let mut kept: Vec<u32> = Vec::with_capacity(max);
         for &(d, c) in candidates {
             if kept.len() >= max {
@@ -555,9 +565,9 @@ impl Hnsw {
     /// Candidate lists for a node that is not yet linked, per layer from
     /// `min(level, max_level)` down to 1, and the entry points for its layer-0 walk: a pure
     /// function of the frozen graph. `None` while the graph is empty.
-    fn upper_candidates(
+    fn upper_candidates<C: Component>(
         &self,
-        space: &Space<'_>,
+        space: &Space<'_, C>,
         slot: u32,
         scratch: &mut SearchScratch,
     ) -> Option<(Vec<Candidates>, Candidates)> {
@@ -581,9 +591,9 @@ impl Hnsw {
     /// Candidate lists, per layer from `min(level, max_level)` down to 0, for the not yet
     /// linked nodes `slots` (at most [`INTERLEAVE`]), their layer-0 walks interleaved; empty
     /// lists while the graph is empty. A pure function of the frozen graph, run in parallel.
-    fn find_candidates(
+    fn find_candidates<C: Component>(
         &self,
-        space: &Space<'_>,
+        space: &Space<'_, C>,
         slots: core::ops::Range<u32>,
         scratches: &mut [SearchScratch],
     ) -> Vec<Vec<Vec<(D, u32)>>> {
@@ -599,7 +609,7 @@ impl Hnsw {
             }
         }
         let ef = usize::from(self.params.ef_construction);
-        let walks: Vec<Walk<'_>> = slots
+        let walks: Vec<Walk<'_, C>> = slots
             .map(|slot| Walk {
                 q: space.vector(slot),
                 ef,
@@ -615,9 +625,9 @@ impl Hnsw {
 
     /// A new node's neighbour lists, per layer: its candidates from the frozen graph plus the
     /// chunk's earlier nodes (`first..slot`), through the selection heuristic.
-    fn choose(
+    fn choose<C: Component>(
         &self,
-        space: &Space<'_>,
+        space: &Space<'_, C>,
         first: u32,
         slot: u32,
         mut layers: Vec<Vec<(D, u32)>>,
@@ -657,7 +667,13 @@ impl Hnsw {
     ///
     /// Each parallel task reads only state frozen before its phase, and results are installed
     /// in a fixed order, so the graph does not depend on the executor.
-    pub fn insert_batch<E: Executor>(&mut self, space: &Space<'_>, start: u64, end: u64, exec: &E) {
+    pub fn insert_batch<C: Component, E: Executor>(
+        &mut self,
+        space: &Space<'_, C>,
+        start: u64,
+        end: u64,
+        exec: &E,
+    ) {
         let mut scratches: Vec<Vec<SearchScratch>> = (0..exec.threads().max(1))
             .map(|_| (0..INTERLEAVE).map(|_| SearchScratch::new()).collect())
             .collect();
@@ -848,7 +864,7 @@ mod tests {
             .map(|&q| vec![h.descend(&space, space.vector(q), 0).unwrap()])
             .collect();
         for ef in [1usize, 5, 40] {
-            let walks: Vec<Walk<'_>> = queries
+            let walks: Vec<Walk<'_, i16>> = queries
                 .iter()
                 .map(|&q| Walk {
                     q: space.vector(q),

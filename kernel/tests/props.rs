@@ -1,7 +1,7 @@
 //! Property tests of the kernel's determinism rules.
 
 use proptest::prelude::*;
-use valori_kernel::compact;
+use valori_kernel::compact::{self, Component};
 use valori_kernel::distance::{self, Bound};
 use valori_kernel::fixed::FixedError;
 use valori_kernel::{
@@ -352,41 +352,27 @@ proptest! {
         }
     }
 
-    /// The 16-bit SIMD kernels of the compact copy equal the scalar ones, over the whole
-    /// compact range [-2^13, 2^13).
+    /// The SIMD kernels of the compact copy equal the scalar ones, over the whole compact range
+    /// of both widths: [-2^13, 2^13) wide, and the same values shifted to [-2^7, 2^7) narrow.
     #[test]
     fn compact_simd_equals_scalar(
         pair in (1usize..300).prop_flat_map(|d| {
-            let c = prop_oneof![Just(-8192i16), Just(8191i16), -8192i16..8192];
+            let c = prop_oneof![Just(i16::LOWEST), Just(i16::HIGHEST), i16::LOWEST..=i16::HIGHEST];
             (prop::collection::vec(c.clone(), d), prop::collection::vec(c, d))
         }),
     ) {
         let (a, b) = pair;
-        let scalar = compact::kernels_with(true);
-        for isa in [compact::Isa::Avx2, compact::Isa::Avx512] {
-            let simd = compact::kernels_for(isa);
-            prop_assert_eq!((simd.l2)(&a, &b), (scalar.l2)(&a, &b), "{:?}", isa);
-            prop_assert_eq!((simd.dot)(&a, &b), (scalar.dot)(&a, &b), "{:?}", isa);
-        }
-        let wide: Vec<i32> = a.iter().map(|&x| i32::from(x)).collect();
-        let wide_b: Vec<i32> = b.iter().map(|&x| i32::from(x)).collect();
-        prop_assert_eq!((scalar.l2)(&a, &b) as i128, naive_distance(Metric::L2, &wide, &wide_b));
+        compact_kernels_agree(&a, &b)?;
+        let narrow = |v: &[i16]| v.iter().map(|&x| (x >> 6) as i8).collect::<Vec<i8>>();
+        compact_kernels_agree(&narrow(&a), &narrow(&b))?;
     }
 
-    /// Quantisation keeps every stored value inside the compact range.
+    /// Quantisation keeps every stored value inside the compact range, at both widths, and
+    /// loses nothing when the copy is exact.
     #[test]
-    fn compact_range(v in prop::collection::vec(component(), 1..50)) {
-        let max = distance::max_abs(&v);
-        let bits = v.iter().fold(0u32, |a, &x| a | x as u32);
-        let (shift, exact) = compact::choose(max, bits);
-        let mut out = Vec::new();
-        compact::quantize_into(&v, shift, &mut out);
-        for (&c, &x) in out.iter().zip(&v) {
-            prop_assert!((-8192..8192).contains(&c), "{} from {}", c, x);
-            if exact {
-                prop_assert_eq!(i64::from(c) << shift, i64::from(x));
-            }
-        }
+    fn compact_range(vs in prop::collection::vec(prop::collection::vec(component(), 4), 1..40)) {
+        compact_quantises_in_range::<i8>(&vs)?;
+        compact_quantises_in_range::<i16>(&vs)?;
     }
 
     /// Two states that differ in one field hash differently.
@@ -433,20 +419,77 @@ proptest! {
     }
 }
 
+/// Every SIMD kernel of width `C` equals the scalar one on `a` and `b`, and the scalar squared
+/// L2 equals the full-width reference.
+fn compact_kernels_agree<C: Component + core::fmt::Debug>(
+    a: &[C],
+    b: &[C],
+) -> Result<(), TestCaseError> {
+    let scalar = compact::kernels_with::<C>(true);
+    for isa in [compact::Isa::Avx2, compact::Isa::Avx512] {
+        let simd = C::kernels_for(isa);
+        prop_assert_eq!((simd.l2)(a, b), (scalar.l2)(a, b), "{:?}", isa);
+        prop_assert_eq!((simd.dot)(a, b), (scalar.dot)(a, b), "{:?}", isa);
+    }
+    let wide = |v: &[C]| v.iter().map(|&x| x.into() as i32).collect::<Vec<i32>>();
+    prop_assert_eq!(
+        (scalar.l2)(a, b) as i128,
+        naive_distance(Metric::L2, &wide(a), &wide(b))
+    );
+    Ok(())
+}
+
+/// Quantising vectors `vs` at width `C` stays in the compact range, and loses nothing when
+/// exact.
+fn compact_quantises_in_range<C: Component + core::fmt::Display>(
+    vs: &[Vec<i32>],
+) -> Result<(), TestCaseError> {
+    let mut magnitudes = [0u64; 33];
+    for v in vs {
+        magnitudes[compact::bit_length(distance::max_abs(v))] += 1;
+    }
+    let v = vs.concat();
+    let bits = v.iter().fold(0u32, |a, &x| a | x as u32);
+    let (shift, exact) = compact::choose::<C>(&magnitudes, bits);
+    let mut out: Vec<C> = Vec::new();
+    compact::quantize_into(&v, shift, &mut out);
+    for (&c, &x) in out.iter().zip(&v) {
+        prop_assert!(
+            (C::LOWEST.into()..=C::HIGHEST.into()).contains(&c.into()),
+            "{} from {}",
+            c,
+            x
+        );
+        if exact {
+            prop_assert_eq!(c.into() << shift, i64::from(x));
+        }
+    }
+    Ok(())
+}
+
 /// Every compact kernel at the extremes of the compact range, where its `i32` lanes come
 /// closest to overflowing: long runs of the largest differences and products, over lengths
-/// that take each kernel's wide loop, its narrow loop and its scalar tail.
+/// that take each kernel's wide loop, its narrow loop, its scalar tail, and (narrow) more than
+/// one of its `i32` blocks.
 #[test]
 fn compact_kernels_at_the_range_extremes() {
-    let scalar = compact::kernels_with(true);
-    for dim in [1usize, 31, 32, 64, 127, 128, 129, 256, 300, 384, 4096] {
-        let lo = vec![-8192i16; dim];
-        let hi = vec![8191i16; dim];
-        let mixed: Vec<i16> = (0..dim)
-            .map(|i| if i % 3 == 0 { 8191 } else { -8192 })
+    extremes::<i8>();
+    extremes::<i16>();
+}
+
+fn extremes<C: Component>() {
+    let scalar = compact::kernels_with::<C>(true);
+    let (low, high) = (C::LOWEST.into(), C::HIGHEST.into());
+    for dim in [
+        1usize, 15, 16, 17, 31, 32, 63, 64, 65, 127, 128, 129, 256, 300, 384, 4096, 9000,
+    ] {
+        let lo = vec![C::LOWEST; dim];
+        let hi = vec![C::HIGHEST; dim];
+        let mixed: Vec<C> = (0..dim)
+            .map(|i| if i % 3 == 0 { C::HIGHEST } else { C::LOWEST })
             .collect();
         for isa in [compact::Isa::Avx2, compact::Isa::Avx512] {
-            let k = compact::kernels_for(isa);
+            let k = C::kernels_for(isa);
             for (a, b) in [
                 (&lo, &hi),
                 (&hi, &lo),
@@ -457,9 +500,60 @@ fn compact_kernels_at_the_range_extremes() {
                 assert_eq!((k.l2)(a, b), (scalar.l2)(a, b), "{isa:?} l2, dim {dim}");
                 assert_eq!((k.dot)(a, b), (scalar.dot)(a, b), "{isa:?} dot, dim {dim}");
             }
-            assert_eq!((k.l2)(&lo, &hi), dim as i64 * 16383 * 16383);
+            assert_eq!((k.l2)(&lo, &hi), dim as i64 * (high - low) * (high - low));
+            assert_eq!((k.dot)(&lo, &lo), dim as i64 * low * low);
         }
     }
+}
+
+/// The compact copy is narrow unless vectors are short or only the wide copy is exact.
+#[test]
+fn compact_width_rule() {
+    use compact::Width::{Narrow, Wide};
+    let int = |v: u32| v << 16;
+    let frac = 1; // a component with the finest fractional part
+    let one = |max_abs: u32| {
+        let mut m = [0u64; 33];
+        m[compact::bit_length(max_abs)] = 1;
+        m
+    };
+    for (dim, max_abs, or_bits, width, exact) in [
+        (128, int(255), int(255), Wide, true), // SIFT-like integers: exact only when wide
+        (128, int(127), int(127), Narrow, true), // small integers: exact when narrow too
+        (128, int(255), int(255) | frac, Narrow, false), // real-valued data
+        (384, 0x4000, 0x7fff, Narrow, false),  // unit vectors
+        (63, 0x4000, 0x7fff, Wide, false),     // short vectors stay wide
+        (64, 0x4000, 0x7fff, Narrow, false),
+    ] {
+        let p = compact::params(dim, &one(max_abs), or_bits);
+        assert_eq!(
+            (p.width, p.exact),
+            (width, exact),
+            "dim {dim}, max {max_abs:#x}, bits {or_bits:#x}"
+        );
+    }
+}
+
+/// The compact range leaves out at most one vector in 1024: the largest.
+#[test]
+fn compact_range_saturates_rare_huge_vectors() {
+    let mut m = [0u64; 33];
+    m[17] = 2047; // components up to about 1.0
+    m[25] = 1; // one vector with a component near 256
+    assert_eq!(compact::choose::<i8>(&m, u32::MAX), (10, false));
+    assert_eq!(compact::choose::<i16>(&m, u32::MAX), (4, false));
+    // Integer data stays exact while nothing saturates...
+    assert_eq!(compact::choose::<i16>(&m, 1 << 16), (4, false));
+    m[25] = 0;
+    assert_eq!(compact::choose::<i16>(&m, 1 << 16), (4, true));
+    // ...and below 1024 vectors the range covers every vector.
+    let mut few = [0u64; 33];
+    few[17] = 1022;
+    few[25] = 1;
+    assert_eq!(compact::choose::<i8>(&few, u32::MAX), (18, false));
+    // Three huge vectors in 2050 are too many to leave out.
+    m[25] = 3;
+    assert_eq!(compact::choose::<i8>(&m, u32::MAX), (18, false));
 }
 
 /// The float reference of the Q16.16 conversion: scaling by 2^16 is exact in binary floating

@@ -13,6 +13,7 @@ force, computed after the timed runs), with the machine and versions.
     pip install ./python chromadb numpy
     python3 python/bench/bench_chroma.py --synthetic 100000          # 100k x 128, clustered
     python3 python/bench/bench_chroma.py --dataset ../shared/data/textdev10k
+    python3 python/bench/bench_chroma.py --synthetic 100000 --write-dataset /tmp/gauss100k
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def read_vecs(path: str) -> np.ndarray:
     raw = np.fromfile(path, dtype=np.int32)
     dim = raw[0]
     return np.ascontiguousarray(raw.reshape(-1, dim + 1)[:, 1:].view(np.float32))
+
+
+def write_fvecs(path: str, data: np.ndarray) -> None:
+    rows = np.empty((len(data), data.shape[1] + 1), dtype=np.int32)
+    rows[:, 0] = data.shape[1]
+    rows[:, 1:] = np.ascontiguousarray(data, dtype=np.float32).view(np.int32)
+    rows.tofile(path)
 
 
 def synthetic(n: int, dim: int, queries: int, seed: int = 1) -> tuple:
@@ -152,6 +160,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2,
                     help="insert runs per system, each into a fresh directory; the best counts")
     ap.add_argument("--dir", help="where to put both databases (default: a temporary directory)")
+    ap.add_argument("--write-dataset", metavar="DIR",
+                    help="write the synthetic set to DIR (base.fvecs, query.fvecs) and exit: "
+                         "the Rust benchmarks read it as a data set")
     args = ap.parse_args()
     if args.dataset:
         base = read_vecs(os.path.join(args.dataset, "base.fvecs"))
@@ -160,6 +171,11 @@ def main() -> None:
     else:
         base, queries = synthetic(args.synthetic or 100_000, args.dim, args.queries)
         name = f"synthetic {len(base)} x {args.dim}"
+        if args.write_dataset:
+            os.makedirs(args.write_dataset, exist_ok=True)
+            write_fvecs(os.path.join(args.write_dataset, "base.fvecs"), base)
+            write_fvecs(os.path.join(args.write_dataset, "query.fvecs"), queries)
+            return
     hnsw = {"m": args.m, "ef_construction": args.ef_construction, "ef_search": args.ef_search}
     root = tempfile.mkdtemp(prefix="valori-chroma-", dir=args.dir)
     try:
