@@ -69,6 +69,9 @@ pub struct Collection {
     pub(crate) magnitudes: [u64; 33],
     /// The compact copy the index walks (empty for flat collections): derived, never encoded.
     pub(crate) compact: CompactCopy,
+    /// Slots whose vectors lie beyond the compact copy's range (saturated in it), ascending:
+    /// derived, never encoded.
+    pub(crate) saturated: Vec<u32>,
     /// The compact copy's width, shift and exactness (see [`crate::compact`]).
     pub(crate) compact_params: compact::Params,
 }
@@ -92,6 +95,7 @@ impl Collection {
             or_bits: 0,
             magnitudes: [0; 33],
             compact: CompactCopy::Wide(Vec::new()),
+            saturated: Vec::new(),
             compact_params: compact::Params::EMPTY,
             spec,
             next_id: 0,
@@ -234,9 +238,25 @@ impl Collection {
             first as usize * self.dim()
         };
         let rows = &self.vectors[from..];
-        match &mut self.compact {
-            CompactCopy::Narrow(c) => compact::quantize_into(rows, params.shift, c),
-            CompactCopy::Wide(c) => compact::quantize_into(rows, params.shift, c),
+        let limit_bits = match &mut self.compact {
+            CompactCopy::Narrow(c) => {
+                compact::quantize_into(rows, params.shift, c);
+                i8::LIMIT_BITS
+            }
+            CompactCopy::Wide(c) => {
+                compact::quantize_into(rows, params.shift, c);
+                i16::LIMIT_BITS
+            }
+        };
+        let dim = self.dim();
+        let first_slot = from / dim.max(1);
+        if first_slot == 0 {
+            self.saturated.clear();
+        }
+        for (i, v) in rows.chunks_exact(dim.max(1)).enumerate() {
+            if compact::bit_length(distance::max_abs(v)) as u32 > params.shift + limit_bits {
+                self.saturated.push((first_slot + i) as u32);
+            }
         }
     }
 
@@ -396,17 +416,15 @@ impl Collection {
                 .trailing_zeros()
                 >= shift;
         let space = self.space(compact);
-        let found = match tag {
-            None => {
-                let live = |s: u32| self.live[s as usize];
-                index.search(&space, &q, k, ef, &live, scratch)
-            }
+        let live = |s: u32| self.live[s as usize];
+        let mut found = match tag {
+            None => index.search(&space, &q, k, ef, &live, scratch),
             Some(t) => {
                 let count = self.postings.get(&t).map_or(0, |l| l.len() as u64);
                 if count <= FILTER_SCAN_MAX {
                     return self.search_exact(query, k, tag);
                 }
-                let accept = |s: u32| self.live[s as usize] && self.tags[s as usize] == t;
+                let accept = |s: u32| live(s) && self.tags[s as usize] == t;
                 let found = index.search(&space, &q, k, ef, &accept, scratch);
                 if (found.len() as u64) < count.min(k as u64) {
                     return self.search_exact(query, k, tag);
@@ -414,6 +432,15 @@ impl Collection {
                 found
             }
         };
+        // Saturated records' walk distances are only rough, so a walk may miss one even when
+        // the query is the record itself: they are always candidates (the copy is then not
+        // exact, so `finish` re-ranks every candidate by its exact distance).
+        for &slot in &self.saturated {
+            let accepted = live(slot) && tag.is_none_or(|t| self.tags[slot as usize] == t);
+            if accepted && !found.iter().any(|&(_, s)| s == slot) {
+                found.push((0, slot));
+            }
+        }
         self.finish(query, found, k, exact)
     }
 

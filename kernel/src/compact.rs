@@ -180,15 +180,16 @@ pub fn params(dim: usize, magnitudes: &[u64; 33], or_bits: u32) -> Params {
 
 /// The shift at width `C`, and whether it is exact. The range covers every vector but the
 /// [`SATURATED_PER_1024`] per 1024 with the largest components, so that a rare vector far larger
-/// than the rest does not leave them few levels; those few saturate at the range's ends (their
-/// walk distances are then only rough; a search re-ranks by the exact distance). Below 1024
-/// vectors nothing saturates. Exact when nothing saturates and every component has at least
-/// `shift` trailing zero bits (`or_bits`).
+/// than the rest does not leave them few levels; those few saturate at the range's ends. Their
+/// walk distances are then only rough, so a search takes them as candidates whatever its walk
+/// found, and re-ranks every candidate by the exact distance. Below 1024 vectors nothing
+/// saturates. Exact when nothing saturates and every component has at least `shift` trailing
+/// zero bits (`or_bits`).
 pub fn choose<C: Component>(magnitudes: &[u64; 33], or_bits: u32) -> (u32, bool) {
     let vectors: u64 = magnitudes.iter().sum();
     let allowed = vectors / 1024 * SATURATED_PER_1024;
     let (mut bits, mut beyond) = (32usize, 0u64);
-    while bits > 0 && beyond + magnitudes[bits] <= allowed {
+    while bits > C::LIMIT_BITS as usize && beyond + magnitudes[bits] <= allowed {
         beyond += magnitudes[bits];
         bits -= 1;
     }

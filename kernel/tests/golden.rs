@@ -13,11 +13,16 @@
 //! insert COLL tag=T [meta=HEX] vec=F,F,...      one record (floats go through Fixed::from_f32;
 //!                                                raw:N gives the raw Q16.16 value N)
 //! batch COLL                                     then record lines "tag=.. vec=..", then "end"
+//! gen COLL count=N seed=S dim=D [scale=X]        one insert of N generated records: record i has
+//!                                                vector gen:S+i:D:X and tag i % 4
 //! delete COLL ID
 //! node KIND [record=COLL:ID] [props=HEX]
 //! delnode ID | edge FROM TO KIND | deledge ID
 //! reject CODE <any line above>                   must fail with that error code, changing nothing
 //! search COLL k=K [tag=T] [ef=E] vec=F,...       prints the hits
+//!
+//! A vector may also be written gen:SEED:DIM[:SCALE]: DIM pseudo-random real-valued components
+//! in [-SCALE, SCALE) (SCALE an integer, default 1) with all 16 fractional bits in use.
 //! neighbors ID dir=out|in|both [kinds=a,b]       prints the neighbours
 //! traverse ID depth=D [dir=..] [kinds=a,b]       prints the visited nodes
 //! get COLL ID                                    prints the stored record
@@ -69,7 +74,31 @@ fn split(line: &str) -> (Vec<&str>, Opts<'_>) {
     (words, Opts(opts))
 }
 
+/// `dim` pseudo-random components in `[-scale, scale)`, from `seed` (splitmix64).
+fn generated(seed: u64, dim: usize, scale: i32) -> Vec<Fixed> {
+    let mut x = seed;
+    (0..dim)
+        .map(|_| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            Fixed(((z >> 47) as i32 - 65536) * scale)
+        })
+        .collect()
+}
+
 fn vector(s: &str) -> Vec<Fixed> {
+    if let Some(g) = s.strip_prefix("gen:") {
+        let p: Vec<&str> = g.split(':').collect();
+        let scale = p.get(2).map_or(1, |x| x.parse().expect("scale"));
+        return generated(
+            p[0].parse().expect("seed"),
+            p[1].parse().expect("dim"),
+            scale,
+        );
+    }
     s.split(',')
         .map(|x| match x.strip_prefix("raw:") {
             Some(raw) => Fixed(raw.parse().expect("raw i32")),
@@ -148,6 +177,22 @@ fn event<'a>(words: &[&str], opts: &Opts<'_>, rest: &mut impl Iterator<Item = &'
             Event::Insert {
                 collection: words[1].into(),
                 records,
+            }
+        }
+        "gen" => {
+            let seed: u64 = opts.req("seed").parse().expect("seed");
+            let dim: usize = opts.req("dim").parse().expect("dim");
+            let scale: i32 = opts.get("scale").map_or(1, |x| x.parse().expect("scale"));
+            let count: u64 = opts.req("count").parse().expect("count");
+            Event::Insert {
+                collection: words[1].into(),
+                records: (0..count)
+                    .map(|i| NewRecord {
+                        vector: generated(seed + i, dim, scale),
+                        tag: i % 4,
+                        metadata: None,
+                    })
+                    .collect(),
             }
         }
         "delete" => Event::Delete {

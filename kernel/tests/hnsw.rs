@@ -388,4 +388,17 @@ fn one_huge_vector_does_not_blind_the_walk() {
     let k = build(&events, &Sequential);
     let r = recall(&k, &queries, 10, 64, None);
     assert!(r >= 0.9, "recall@10 {r}");
+    // The huge record itself is found, though its walk distances are rough.
+    let hits = k
+        .search(
+            "h",
+            &data[5],
+            &SearchParams {
+                k: 3,
+                tag: None,
+                ef: None,
+            },
+        )
+        .unwrap();
+    assert_eq!((hits[0].id, hits[0].distance), (5, 0));
 }
