@@ -13,8 +13,10 @@
 //! insert COLL tag=T [meta=HEX] vec=F,F,...      one record (floats go through Fixed::from_f32;
 //!                                                raw:N gives the raw Q16.16 value N)
 //! batch COLL                                     then record lines "tag=.. vec=..", then "end"
-//! gen COLL count=N seed=S dim=D [scale=X]        one insert of N generated records: record i has
-//!                                                vector gen:S+i:D:X and tag i % 4
+//! gen COLL count=N seed=S dim=D [scale=X] [integer=1]
+//!                                                one insert of N generated records: record i has
+//!                                                vector gen:S+i:D:X (its components truncated to
+//!                                                integers with integer=1) and tag i % 4
 //! delete COLL ID
 //! node KIND [record=COLL:ID] [props=HEX]
 //! delnode ID | edge FROM TO KIND | deledge ID
@@ -184,11 +186,21 @@ fn event<'a>(words: &[&str], opts: &Opts<'_>, rest: &mut impl Iterator<Item = &'
             let dim: usize = opts.req("dim").parse().expect("dim");
             let scale: i32 = opts.get("scale").map_or(1, |x| x.parse().expect("scale"));
             let count: u64 = opts.req("count").parse().expect("count");
+            let integer = opts.get("integer") == Some("1");
             Event::Insert {
                 collection: words[1].into(),
                 records: (0..count)
                     .map(|i| NewRecord {
-                        vector: generated(seed + i, dim, scale),
+                        vector: generated(seed + i, dim, scale)
+                            .into_iter()
+                            .map(|x| {
+                                if integer {
+                                    Fixed(x.0 / 65536 * 65536)
+                                } else {
+                                    x
+                                }
+                            })
+                            .collect(),
                         tag: i % 4,
                         metadata: None,
                     })
