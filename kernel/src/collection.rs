@@ -280,6 +280,7 @@ impl Collection {
                 CompactCopy::Narrow(c) => c.len(),
                 CompactCopy::Wide(c) => c.len() * 2,
             }
+            + self.saturated.len() * 4
             + self.tags.len() * 8
             + self.live.len()
             + metadata
