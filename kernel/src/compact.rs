@@ -242,6 +242,18 @@ pub fn dot_scalar<C: Component>(a: &[C], b: &[C]) -> i64 {
     acc
 }
 
+/// The scalar kernels over components `from..`: the SIMD kernels' remainder.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn tail<const L2: bool, C: Component>(a: &[C], b: &[C], from: usize) -> i64 {
+    let (a, b) = (a.get(from..).unwrap_or(&[]), b.get(from..).unwrap_or(&[]));
+    if L2 {
+        l2_scalar(a, b)
+    } else {
+        dot_scalar(a, b)
+    }
+}
+
 /// The compact kernels chosen for this CPU.
 pub struct CompactKernels<C> {
     /// Squared L2.
@@ -388,13 +400,7 @@ mod avx2_i16 {
         let hi = _mm256_extracti128_si256::<1>(acc);
         let s = _mm_add_epi64(lo, hi);
         let s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
-        let mut sum = _mm_cvtsi128_si64(s);
-        while i < n {
-            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
-            sum += if L2 { (x - y) * (x - y) } else { x * y };
-            i += 1;
-        }
-        sum
+        _mm_cvtsi128_si64(s) + super::tail::<L2, _>(a, b, i)
     }
 }
 
@@ -466,13 +472,7 @@ mod avx512_i16 {
             acc = widen(acc, unsafe { chunk::<L2>(pa, pb, i) });
             i += 32;
         }
-        let mut sum = _mm512_reduce_add_epi64(acc);
-        while i < n {
-            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
-            sum += if L2 { (x - y) * (x - y) } else { x * y };
-            i += 1;
-        }
-        sum
+        _mm512_reduce_add_epi64(acc) + super::tail::<L2, _>(a, b, i)
     }
 }
 
@@ -553,12 +553,7 @@ mod avx2_i8 {
             }
             sum += sum_lanes(_mm256_add_epi32(acc0, acc1));
         }
-        while i < n {
-            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
-            sum += if L2 { (x - y) * (x - y) } else { x * y };
-            i += 1;
-        }
-        sum
+        sum + super::tail::<L2, _>(a, b, i)
     }
 }
 
@@ -626,11 +621,6 @@ mod avx512_i8 {
             }
             sum += i64::from(_mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1)));
         }
-        while i < n {
-            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
-            sum += if L2 { (x - y) * (x - y) } else { x * y };
-            i += 1;
-        }
-        sum
+        sum + super::tail::<L2, _>(a, b, i)
     }
 }
