@@ -316,8 +316,8 @@ impl Follower {
         Err(NodeError::Failed(why))
     }
 
-    /// Streams the leader's snapshot `seq` into the file at `path` and maps it.
-    async fn download(&self, seq: u64, path: &std::path::Path) -> Result<bytes::Bytes, NodeError> {
+    /// Streams the leader's snapshot `seq` into a new file at `path`.
+    async fn download(&self, seq: u64, path: &std::path::Path) -> Result<(), NodeError> {
         use tokio::io::AsyncWriteExt as _;
         let failed = |e: &dyn std::fmt::Display| {
             NodeError::Storage(format!("downloading snapshot {seq}: {e}"))
@@ -337,9 +337,7 @@ impl Follower {
             file.write_all(&chunk).await.map_err(|e| failed(&e))?;
         }
         file.flush().await.map_err(|e| failed(&e))?;
-        drop(file);
-        let map = crate::store::map_snapshot(path).map_err(|e| failed(&e))?;
-        Ok(bytes::Bytes::from_owner(map))
+        Ok(())
     }
 
     /// Downloads the leader's newest snapshot and restores it (verified by its hashes); with
@@ -371,19 +369,16 @@ impl Follower {
                 created.seq
             }
         };
-        // Streamed to a file and mapped, so the snapshot is never in the heap: only the state
-        // decoded from it is.
+        // Streamed to a file, which is mapped (the snapshot is never in the heap: only the state
+        // decoded from it is) and then renamed into place as the installed snapshot.
         let path = self.engine.download_path();
-        let bytes = self.download(newest, &path).await;
-        // The mapping outlives the name.
+        let installed = match self.download(newest, &path).await {
+            Ok(()) => self.engine.install_file(&path, heal).await,
+            Err(e) => Err(e),
+        };
+        // Gone already when installed; a failed download or install leaves nothing behind.
         let _ = std::fs::remove_file(&path);
-        let bytes = bytes?;
-        let size = bytes.len();
-        if heal {
-            self.engine.heal(bytes).await?;
-        } else {
-            self.engine.restore(bytes).await?;
-        }
+        let size = installed?.bytes;
         self.engine.metrics().bootstraps.inc();
         tracing::info!(
             seq = newest,

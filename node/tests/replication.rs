@@ -185,6 +185,13 @@ fn a_follower_bootstraps_from_a_snapshot_when_the_log_is_pruned() {
         names.len() == 1 && names[0].ends_with(".vsnap"),
         "{names:?}"
     );
+    // It is the leader's snapshot, byte for byte, under the same name.
+    let ours = std::fs::read(dir.path().join("f/snapshots").join(&names[0])).unwrap();
+    let theirs = std::fs::read(dir.path().join("leader/snapshots").join(&names[0])).unwrap();
+    assert!(
+        ours == theirs,
+        "the installed snapshot differs from the leader's"
+    );
     // And it keeps streaming afterwards.
     write_mix(&lc, 1, 50);
     caught_up(&lc, &[&f.client()]);
