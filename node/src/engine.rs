@@ -224,7 +224,8 @@ impl Engine {
     }
 
     /// [`Engine::restore`] (or, with `heal`, [`Engine::heal`]) from a complete snapshot file at
-    /// `path`, which must be [`Engine::download_path`]. The file is mapped, not read into the
+    /// `path`, which must be in the snapshot directory ([`Engine::download_path`],
+    /// [`Engine::upload_path`]) and not be written again. The file is mapped, not read into the
     /// heap, and becomes the installed snapshot file by a rename instead of being copied. When
     /// the install fails the file is left for the caller to remove.
     pub async fn install_file(&self, path: &Path, heal: bool) -> Result<SnapshotFile, NodeError> {
@@ -346,6 +347,11 @@ impl Engine {
     /// See [`Store::download_path`].
     pub fn download_path(&self) -> PathBuf {
         self.shared.store.download_path()
+    }
+
+    /// See [`Store::upload_path`].
+    pub fn upload_path(&self) -> PathBuf {
+        self.shared.store.upload_path()
     }
 
     /// Snapshot files, oldest first.

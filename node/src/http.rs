@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{
     DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
@@ -944,10 +943,19 @@ async fn download_snapshot(
 async fn restore_snapshot(
     State(app): State<AppRef>,
     _: CanWrite,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, NodeError> {
     app.service.writable()?;
-    let f = app.engine.restore(body).await?;
+    // Streamed into a file in the snapshot directory, which is then mapped and renamed into
+    // place: the upload is never held in the heap, only the state decoded from it.
+    let path = app.engine.upload_path();
+    let installed = match receive(body, &path).await {
+        Ok(()) => app.engine.install_file(&path, false).await,
+        Err(e) => Err(e),
+    };
+    // Gone already when installed; a refused upload leaves nothing behind.
+    let _ = tokio::fs::remove_file(&path).await;
+    let f = installed?;
     let s = app.engine.state()?;
     Ok(Json(serde_json::json!({
         "seq": s.seq,
@@ -955,6 +963,31 @@ async fn restore_snapshot(
         "state_hash": hex32(&s.state_hash),
         "snapshot": snapshot_out(f),
     })))
+}
+
+/// Writes a request body to a new file at `path`, refusing one above
+/// [`MAX_SNAPSHOT_UPLOAD_BYTES`].
+async fn receive(mut body: axum::body::Body, path: &std::path::Path) -> Result<(), NodeError> {
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let failed = |e: &dyn std::fmt::Display| NodeError::Storage(format!("receiving snapshot: {e}"));
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| NodeError::BadRequest(format!("reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total > MAX_SNAPSHOT_UPLOAD_BYTES {
+                return Err(NodeError::PayloadTooLarge {
+                    limit: MAX_SNAPSHOT_UPLOAD_BYTES,
+                });
+            }
+            file.write_all(&data).await.map_err(|e| failed(&e))?;
+        }
+    }
+    file.flush().await.map_err(|e| failed(&e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1116,7 +1149,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/snapshots/{id}", get(download_snapshot))
         .route(
             "/v1/snapshots/restore",
-            post(restore_snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_UPLOAD_BYTES)),
+            // The body streams to a file; `receive` enforces MAX_SNAPSHOT_UPLOAD_BYTES.
+            post(restore_snapshot),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -99,6 +99,16 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
         let snapshot_dir = dir.join("snapshots");
         fs::create_dir_all(&snapshot_dir)?;
+        // Temporary files (a snapshot being written, a download or upload being received) that
+        // a crash left behind. Only one process has the store open (RocksDB's lock), so none of
+        // them is in use.
+        for e in fs::read_dir(&snapshot_dir)? {
+            let name = e?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(snapshot_dir.join(&*name));
+            }
+        }
         Ok(Store { db, snapshot_dir })
     }
 
@@ -240,6 +250,14 @@ impl Store {
     /// snapshot: never listed, overwritten by the next download).
     pub fn download_path(&self) -> PathBuf {
         self.snapshot_dir.join(".download.tmp")
+    }
+
+    /// A new path in the snapshot directory for an uploaded snapshot being received (not a
+    /// snapshot: never listed; removed at the next open if left behind).
+    pub fn upload_path(&self) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.snapshot_dir.join(format!(".upload-{n}.tmp"))
     }
 
     /// The path a snapshot at `seq` lives at.

@@ -631,15 +631,33 @@ fn snapshots_download_and_restore() {
         bad,
     );
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_snapshot")));
+    assert_eq!(cb.state(), ca.state(), "a refused restore changes nothing");
+    // Uploads stream through a file in the snapshot directory: the installed one was renamed
+    // into place, byte for byte the snapshot sent, and the refused one is gone.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("b/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].extension().is_some_and(|e| e == "vsnap"),
+        "{files:?}"
+    );
+    assert!(std::fs::read(&files[0]).unwrap() == bytes);
 
-    // A node can start from a snapshot file.
+    // A node can start from a snapshot file. Temporary files a crash left in its snapshot
+    // directory are removed when it opens.
     let file = dir.path().join("snap.vsnap");
     std::fs::write(&file, &bytes).unwrap();
+    let stale = dir.path().join("c/snapshots/.upload-7.tmp");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"half an upload").unwrap();
     let c_node = Node::start(
         &dir.path().join("c"),
         &["--restore-from", file.to_str().unwrap()],
     );
     assert_eq!(c_node.client().state().0, 32);
+    assert!(!stale.exists(), "a stale upload file survived the restart");
 }
 
 #[test]

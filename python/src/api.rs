@@ -200,8 +200,8 @@ pub trait Api: Send + Sync {
     /// Takes a snapshot; copies it to `copy_to` when given. Returns the path of the copy, or
     /// else of the snapshot (on the server, in remote mode).
     fn snapshot(&self, copy_to: Option<&Path>) -> Res<String>;
-    /// Replaces the whole state with a snapshot's.
-    fn restore(&self, snapshot: Vec<u8>) -> Res<State>;
+    /// Replaces the whole state with the snapshot file at `path`'s.
+    fn restore(&self, path: &Path) -> Res<State>;
     fn state(&self) -> Res<State>;
     /// Releases the resources (the database, for the embedded engine).
     fn close(&self);

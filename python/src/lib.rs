@@ -473,12 +473,7 @@ impl Valori {
     /// Replaces the whole state with a snapshot file's (verified first; nothing changes if it
     /// does not verify). Returns the new state.
     fn restore<'py>(&self, py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.run(py, |a| {
-            let bytes = std::fs::read(&path).map_err(|e| {
-                ApiError::io(format!("cannot read snapshot {}", path.display()), &e)
-            })?;
-            a.restore(bytes)
-        })?;
+        let s = self.run(py, |a| a.restore(&path))?;
         make(py, "State", (s.seq, s.chain_hash, s.state_hash))
     }
 

@@ -553,11 +553,14 @@ impl Api for Remote {
         }
     }
 
-    fn restore(&self, snapshot: Vec<u8>) -> Res<State> {
+    fn restore(&self, path: &Path) -> Res<State> {
+        // Streamed from the file, not read into memory first.
+        let file = std::fs::File::open(path)
+            .map_err(|e| ApiError::io(format!("cannot read snapshot {}", path.display()), &e))?;
         let r = self
             .request(Method::POST, &["v1", "snapshots", "restore"])
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(snapshot);
+            .body(file);
         let s: StateJson = self.send(r)?.json().map_err(bad_response)?;
         Ok(s.into())
     }
