@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use valori_kernel::exec::Threads;
 use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
@@ -85,23 +84,14 @@ enum Job {
     Event(Event, oneshot::Sender<Result<Committed, NodeError>>),
     Replicate(Vec<Entry>, oneshot::Sender<Result<u64, NodeError>>),
     Snapshot(oneshot::Sender<Result<SnapshotFile, NodeError>>),
-    /// The state to install, the verified snapshot bytes it came from, and whether to install
-    /// even when failed (healing a follower).
+    /// The state to install, the verified snapshot file it came from (renamed into place),
+    /// and whether to install even when failed (healing a follower).
     Restore(
         Box<Kernel>,
-        SnapshotSource,
+        PathBuf,
         bool,
         oneshot::Sender<Result<SnapshotFile, NodeError>>,
     ),
-}
-
-/// Where a snapshot being installed comes from, which says how it is made durable.
-enum SnapshotSource {
-    /// Bytes in memory (an upload): written to a new snapshot file.
-    Bytes(Bytes),
-    /// A complete file in the snapshot directory (a follower's download) and its mapping:
-    /// synced and renamed into place, not written again.
-    File(PathBuf, Bytes),
 }
 
 struct Shared {
@@ -209,45 +199,27 @@ impl Engine {
         rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
     }
 
-    /// Replaces the whole state with a verified snapshot. The log restarts after the
-    /// snapshot's sequence number; other snapshots are removed.
-    pub async fn restore(&self, snapshot: impl Into<Bytes>) -> Result<SnapshotFile, NodeError> {
-        self.install(SnapshotSource::Bytes(snapshot.into()), false)
-            .await
-    }
-
-    /// Replaces a failed (diverged) state with a verified snapshot and clears the failure: how
-    /// a follower heals by re-bootstrapping.
-    pub async fn heal(&self, snapshot: impl Into<Bytes>) -> Result<SnapshotFile, NodeError> {
-        self.install(SnapshotSource::Bytes(snapshot.into()), true)
-            .await
-    }
-
-    /// [`Engine::restore`] (or, with `heal`, [`Engine::heal`]) from a complete snapshot file at
-    /// `path`, which must be in the snapshot directory ([`Engine::download_path`],
-    /// [`Engine::upload_path`]) and not be written again. The file is mapped, not read into the
-    /// heap, and becomes the installed snapshot file by a rename instead of being copied. When
-    /// the install fails the file is left for the caller to remove.
+    /// Replaces the whole state with the snapshot file at `path`, verified first: the log
+    /// restarts after the snapshot's sequence number and other snapshots are removed. With
+    /// `heal`, also over a failed (diverged) state, clearing the failure: how a follower heals
+    /// by re-bootstrapping.
+    ///
+    /// The file must be complete, in the snapshot directory ([`Engine::download_path`],
+    /// [`Engine::upload_path`]), and not written again. It is mapped, not read into the heap,
+    /// and becomes the installed snapshot file by a rename instead of being copied. When the
+    /// install fails the file is left for the caller to remove.
     pub async fn install_file(&self, path: &Path, heal: bool) -> Result<SnapshotFile, NodeError> {
         let map = crate::store::map_snapshot(path)
             .map_err(|e| NodeError::Storage(format!("reading snapshot {}: {e}", path.display())))?;
-        let source = SnapshotSource::File(path.to_path_buf(), Bytes::from_owner(map));
-        self.install(source, heal).await
-    }
-
-    /// Verifies a snapshot here, then has the writer install it (over a failed state when
-    /// `force`). The bytes go to the writer as they are, not copied.
-    async fn install(
-        &self,
-        source: SnapshotSource,
-        force: bool,
-    ) -> Result<SnapshotFile, NodeError> {
-        let bytes = match &source {
-            SnapshotSource::Bytes(b) | SnapshotSource::File(_, b) => b,
-        };
-        let kernel = Kernel::restore(bytes)?;
+        let kernel = Kernel::restore(&map)?;
+        drop(map);
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Restore(Box::new(kernel), source, force, reply))?;
+        self.send(Job::Restore(
+            Box::new(kernel),
+            path.to_path_buf(),
+            heal,
+            reply,
+        ))?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
@@ -634,8 +606,8 @@ fn admin(shared: &Shared, exec: &Threads, job: Job) {
             };
             let _ = reply.send(r);
         }
-        Job::Restore(kernel, source, force, reply) => {
-            let _ = reply.send(restore(shared, *kernel, &source, force));
+        Job::Restore(kernel, path, force, reply) => {
+            let _ = reply.send(restore(shared, *kernel, &path, force));
         }
     }
 }
@@ -704,7 +676,7 @@ fn apply_retention(shared: &Shared) {
 fn restore(
     shared: &Shared,
     kernel: Kernel,
-    source: &SnapshotSource,
+    path: &Path,
     force: bool,
 ) -> Result<SnapshotFile, NodeError> {
     if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
@@ -716,11 +688,10 @@ fn restore(
     let storage = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     // Order matters for crashes: the new snapshot is written before the old history goes, so a
     // crash leaves either the old state or the restored one, never nothing.
-    let file = match source {
-        SnapshotSource::Bytes(bytes) => shared.store.write_snapshot(kernel.seq(), bytes),
-        SnapshotSource::File(path, _) => shared.store.adopt_snapshot(kernel.seq(), path),
-    }
-    .map_err(|e| NodeError::Storage(storage("writing snapshot", &e)))?;
+    let file = shared
+        .store
+        .adopt_snapshot(kernel.seq(), path)
+        .map_err(|e| NodeError::Storage(storage("writing snapshot", &e)))?;
     let result = (|| {
         shared
             .store

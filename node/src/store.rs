@@ -265,13 +265,9 @@ impl Store {
         self.snapshot_dir.join(format!("snapshot-{seq:020}.vsnap"))
     }
 
-    /// Writes a snapshot durably: temporary file, sync, rename, directory sync.
-    pub fn write_snapshot(&self, seq: u64, bytes: &[u8]) -> std::io::Result<SnapshotFile> {
-        self.write_snapshot_with(seq, |sink| sink.put(bytes))
-    }
-
-    /// [`Store::write_snapshot`] with the bytes streamed by `fill` (for example
-    /// `Kernel::write_snapshot`), so a large snapshot is never held in memory whole.
+    /// Writes a snapshot durably, its bytes streamed by `fill` (for example
+    /// `Kernel::write_snapshot`, so a large snapshot is never held in memory whole): temporary
+    /// file, sync, rename, directory sync.
     pub fn write_snapshot_with(
         &self,
         seq: u64,
@@ -306,7 +302,7 @@ impl Store {
     }
 
     /// Makes the complete snapshot file `from` (in the snapshot directory) the snapshot at
-    /// `seq`: sync, rename, directory sync, as [`Store::write_snapshot`] ends, without writing
+    /// `seq`: sync, rename, directory sync, as [`Store::write_snapshot_with`] ends, without writing
     /// its bytes again.
     pub fn adopt_snapshot(&self, seq: u64, from: &Path) -> std::io::Result<SnapshotFile> {
         let file = fs::File::open(from)?;
