@@ -206,9 +206,33 @@ impl Engine {
     ///
     /// The file must be complete, in the snapshot directory ([`Engine::download_path`],
     /// [`Engine::upload_path`]), and not written again. It is mapped, not read into the heap,
-    /// and becomes the installed snapshot file by a rename instead of being copied. When the
-    /// install fails the file is left for the caller to remove.
+    /// and becomes the installed snapshot file by a rename instead of being copied; when the
+    /// install fails it is removed. Either way it is gone afterwards.
     pub async fn install_file(&self, path: &Path, heal: bool) -> Result<SnapshotFile, NodeError> {
+        let installed = self.install_in_place(path, heal).await;
+        if installed.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        installed
+    }
+
+    /// [`Engine::install_file`] from a snapshot file anywhere (a user's): copied into the
+    /// snapshot directory first, so the user's file is left as it is.
+    pub async fn install_copy(&self, from: &Path) -> Result<SnapshotFile, NodeError> {
+        let upload = self.upload_path();
+        if let Err(e) = std::fs::copy(from, &upload) {
+            let _ = std::fs::remove_file(&upload);
+            let what = format!("cannot read snapshot {}: {e}", from.display());
+            return Err(if e.kind() == std::io::ErrorKind::NotFound {
+                NodeError::NotFound(what)
+            } else {
+                NodeError::Storage(what)
+            });
+        }
+        self.install_file(&upload, false).await
+    }
+
+    async fn install_in_place(&self, path: &Path, heal: bool) -> Result<SnapshotFile, NodeError> {
         let map = crate::store::map_snapshot(path)
             .map_err(|e| NodeError::Storage(format!("reading snapshot {}: {e}", path.display())))?;
         let kernel = Kernel::restore(&map)?;

@@ -949,13 +949,11 @@ async fn restore_snapshot(
     // Streamed into a file in the snapshot directory, which is then mapped and renamed into
     // place: the upload is never held in the heap, only the state decoded from it.
     let path = app.engine.upload_path();
-    let installed = match receive(body, &path).await {
-        Ok(()) => app.engine.install_file(&path, false).await,
-        Err(e) => Err(e),
-    };
-    // Gone already when installed; a refused upload leaves nothing behind.
-    let _ = tokio::fs::remove_file(&path).await;
-    let f = installed?;
+    if let Err(e) = receive(body, &path).await {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e);
+    }
+    let f = app.engine.install_file(&path, false).await?;
     let s = app.engine.state()?;
     Ok(Json(serde_json::json!({
         "seq": s.seq,

@@ -48,16 +48,9 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     let engine = Engine::open(ec, Arc::new(metrics::Metrics::new()))?;
     if let Some(path) = &config.restore_from {
         if engine.state()?.seq == 0 {
-            // Copied into the snapshot directory, then mapped and renamed into place.
-            let upload = engine.upload_path();
-            let installed = std::fs::copy(path, &upload)
-                .map_err(|e| anyhow::anyhow!("reading --restore-from {}: {e}", path.display()))
-                .and_then(|_| {
-                    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-                    Ok(rt.block_on(engine.install_file(&upload, false))?)
-                });
-            let _ = std::fs::remove_file(&upload);
-            installed?;
+            let rt = tokio::runtime::Builder::new_current_thread().build()?;
+            rt.block_on(engine.install_copy(path))
+                .map_err(|e| anyhow::anyhow!("--restore-from {}: {e}", path.display()))?;
             tracing::info!(path = %path.display(), "started from snapshot");
         } else {
             tracing::warn!("--restore-from ignored: the data directory already has state");

@@ -372,13 +372,11 @@ impl Follower {
         // Streamed to a file, which is mapped (the snapshot is never in the heap: only the state
         // decoded from it is) and then renamed into place as the installed snapshot.
         let path = self.engine.download_path();
-        let installed = match self.download(newest, &path).await {
-            Ok(()) => self.engine.install_file(&path, heal).await,
-            Err(e) => Err(e),
-        };
-        // Gone already when installed; a failed download or install leaves nothing behind.
-        let _ = std::fs::remove_file(&path);
-        let size = installed?.bytes;
+        if let Err(e) = self.download(newest, &path).await {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let size = self.engine.install_file(&path, heal).await?.bytes;
         self.engine.metrics().bootstraps.inc();
         tracing::info!(
             seq = newest,

@@ -264,17 +264,7 @@ impl Api for Embedded {
     fn restore(&self, path: &Path) -> Res<State> {
         // Copied into the snapshot directory, then mapped and renamed into place: the snapshot
         // is never read into the heap, only the state decoded from it.
-        let upload = self.engine().upload_path();
-        let installed = match std::fs::copy(path, &upload) {
-            Ok(_) => block_on(self.engine().install_file(&upload, false)).map_err(ApiError::from),
-            Err(e) => Err(ApiError::io(
-                format!("cannot read snapshot {}", path.display()),
-                &e,
-            )),
-        };
-        // Gone already when installed.
-        let _ = std::fs::remove_file(&upload);
-        installed?;
+        block_on(self.engine().install_copy(path))?;
         state_of(self.engine())
     }
 
