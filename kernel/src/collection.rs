@@ -559,19 +559,23 @@ pub(crate) fn check_spec(spec: &CollectionSpec) -> Result<(), Error> {
     if spec.dimension == 0 || spec.dimension > MAX_DIMENSION {
         return Err(Error::InvalidDimension {
             dimension: spec.dimension,
+            max: MAX_DIMENSION,
         });
     }
     if let crate::event::IndexSpec::Hnsw(p) = spec.index {
-        if !(2..=128).contains(&p.m) {
-            return Err(Error::InvalidIndexParams("m must be 2 to 128"));
-        }
-        if !(1..=4096).contains(&p.ef_construction) {
-            return Err(Error::InvalidIndexParams(
-                "ef_construction must be 1 to 4096",
-            ));
-        }
-        if !(1..=4096).contains(&p.ef_search) {
-            return Err(Error::InvalidIndexParams("ef_search must be 1 to 4096"));
+        for (param, value, min, max) in [
+            ("m", p.m, MIN_HNSW_M, MAX_HNSW_M),
+            ("ef_construction", p.ef_construction, 1, MAX_EF),
+            ("ef_search", p.ef_search, 1, MAX_EF),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(Error::InvalidIndexParams {
+                    param,
+                    value: value.into(),
+                    min: min.into(),
+                    max: max.into(),
+                });
+            }
         }
     }
     Ok(())

@@ -3,6 +3,8 @@
 use alloc::string::String;
 use core::fmt;
 
+use crate::limits::{MAX_KIND_BYTES, MAX_NAME_BYTES};
+
 /// Why an event was rejected or a query refused. A rejected event changes nothing.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -12,13 +14,24 @@ pub enum Error {
         /// The name given.
         name: String,
     },
-    /// A dimension outside 1..=4096.
+    /// A dimension outside 1..=[`crate::limits::MAX_DIMENSION`].
     InvalidDimension {
         /// The dimension given.
         dimension: u32,
+        /// The largest allowed.
+        max: u32,
     },
-    /// HNSW parameters outside their ranges.
-    InvalidIndexParams(&'static str),
+    /// An HNSW parameter outside its range.
+    InvalidIndexParams {
+        /// Which parameter (`m`, `ef_construction`, `ef_search`).
+        param: &'static str,
+        /// The value given.
+        value: u32,
+        /// The smallest allowed.
+        min: u32,
+        /// The largest allowed.
+        max: u32,
+    },
     /// Creating a collection whose name is taken.
     CollectionExists {
         /// The name.
@@ -61,8 +74,11 @@ pub enum Error {
         /// The id.
         id: u64,
     },
-    /// A node or edge kind label that is empty or too long.
-    InvalidKind,
+    /// A node or edge kind label that is empty or longer than [`MAX_KIND_BYTES`].
+    InvalidKind {
+        /// Its length in bytes.
+        len: u32,
+    },
     /// A graph node id that does not exist.
     NodeNotFound {
         /// The id.
@@ -74,9 +90,23 @@ pub enum Error {
         id: u64,
     },
     /// A search `k` or `ef` outside its range.
-    InvalidSearch(&'static str),
+    InvalidSearch {
+        /// Which parameter (`k`, `ef`).
+        param: &'static str,
+        /// The value given.
+        value: u32,
+        /// The smallest allowed.
+        min: u32,
+        /// The largest allowed.
+        max: u32,
+    },
     /// A traversal depth above the limit.
-    InvalidTraversal(&'static str),
+    InvalidTraversal {
+        /// The depth asked for.
+        max_depth: u32,
+        /// The deepest allowed.
+        max: u32,
+    },
     /// An id counter would overflow.
     IdsExhausted,
 }
@@ -87,7 +117,7 @@ impl Error {
         match self {
             Error::InvalidName { .. } => "invalid_name",
             Error::InvalidDimension { .. } => "invalid_dimension",
-            Error::InvalidIndexParams(_) => "invalid_index_params",
+            Error::InvalidIndexParams { .. } => "invalid_index_params",
             Error::CollectionExists { .. } => "collection_exists",
             Error::CollectionNotFound { .. } => "collection_not_found",
             Error::DimensionMismatch { .. } => "dimension_mismatch",
@@ -95,11 +125,11 @@ impl Error {
             Error::EmptyBatch => "empty_batch",
             Error::ZeroVector { .. } => "zero_vector",
             Error::RecordNotFound { .. } => "record_not_found",
-            Error::InvalidKind => "invalid_kind",
+            Error::InvalidKind { .. } => "invalid_kind",
             Error::NodeNotFound { .. } => "node_not_found",
             Error::EdgeNotFound { .. } => "edge_not_found",
-            Error::InvalidSearch(_) => "invalid_search",
-            Error::InvalidTraversal(_) => "invalid_traversal",
+            Error::InvalidSearch { .. } => "invalid_search",
+            Error::InvalidTraversal { .. } => "invalid_traversal",
             Error::IdsExhausted => "ids_exhausted",
         }
     }
@@ -121,12 +151,20 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidName { name } => write!(
                 f,
-                "invalid collection name {name:?}: use 1 to 128 characters of A-Z a-z 0-9 _ . -"
+                "invalid collection name {name:?}: use 1 to {MAX_NAME_BYTES} characters of A-Z a-z 0-9 _ . -"
             ),
-            Error::InvalidDimension { dimension } => {
-                write!(f, "invalid dimension {dimension}: must be 1 to 4096")
+            Error::InvalidDimension { dimension, max } => {
+                write!(f, "invalid dimension {dimension}: must be 1 to {max}")
             }
-            Error::InvalidIndexParams(why) => write!(f, "invalid index parameters: {why}"),
+            Error::InvalidIndexParams {
+                param,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "invalid index parameters: {param} is {value}, it must be {min} to {max}"
+            ),
             Error::CollectionExists { name } => write!(f, "collection {name:?} already exists"),
             Error::CollectionNotFound { name } => write!(f, "collection {name:?} does not exist"),
             Error::DimensionMismatch {
@@ -148,11 +186,24 @@ impl fmt::Display for Error {
             Error::RecordNotFound { collection, id } => {
                 write!(f, "record {id} does not exist in collection {collection:?}")
             }
-            Error::InvalidKind => f.write_str("kind labels must be 1 to 128 bytes"),
+            Error::InvalidKind { .. } => {
+                write!(f, "kind labels must be 1 to {MAX_KIND_BYTES} bytes")
+            }
             Error::NodeNotFound { id } => write!(f, "graph node {id} does not exist"),
             Error::EdgeNotFound { id } => write!(f, "graph edge {id} does not exist"),
-            Error::InvalidSearch(why) => write!(f, "invalid search: {why}"),
-            Error::InvalidTraversal(why) => write!(f, "invalid traversal: {why}"),
+            Error::InvalidSearch {
+                param,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "invalid search: {param} is {value}, it must be {min} to {max}"
+            ),
+            Error::InvalidTraversal { max_depth, max } => write!(
+                f,
+                "invalid traversal: max_depth is {max_depth}, it must be at most {max}"
+            ),
             Error::IdsExhausted => f.write_str("the id space is exhausted"),
         }
     }

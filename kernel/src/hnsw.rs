@@ -5,7 +5,7 @@
 //! - **Levels** come from the record id: `level(id)` counts how many times a 64-bit hash of the
 //!   id falls below `2^64 / m^l`, which gives the usual geometric distribution
 //!   (`P(level >= l) = m^-l`) with no generator state.
-//! - **Ds** are exact integers ([`crate::distance`]), and every comparison orders by
+//! - **Distances** are exact integers ([`crate::distance`]), and every comparison orders by
 //!   `(distance, slot)`, so ties are broken by id everywhere: candidate heaps, result lists,
 //!   greedy descent, neighbour selection and pruning.
 //! - **Batch construction** proceeds in chunks of [`BUILD_CHUNK`] records. For each chunk, a pure
@@ -74,7 +74,7 @@ impl<C: Component> Space<'_, C> {
     }
 
     #[inline]
-    pub fn dist(&self, q: &[C], slot: u32) -> D {
+    pub fn dist(&self, q: &[C], slot: u32) -> WalkDistance {
         let v = self.vector(slot);
         match self.metric {
             Metric::L2 | Metric::Cosine => (self.kernels.l2)(q, v),
@@ -84,10 +84,10 @@ impl<C: Component> Space<'_, C> {
 }
 
 /// A compact distance (see [`Space`]).
-pub type D = i64;
+pub type WalkDistance = i64;
 
 /// Nodes with their distances to a base, ascending by (distance, slot).
-type Candidates = Vec<(D, u32)>;
+type Candidates = Vec<(WalkDistance, u32)>;
 
 /// Reusable per-search memory. Keeping one per thread avoids allocating on every query.
 #[derive(Default)]
@@ -98,8 +98,8 @@ pub struct SearchScratch {
     /// visited rather than the collection's size.
     touched: Vec<u32>,
     /// A filtered walk's frontier and its accepted results.
-    candidates: BinaryHeap<Reverse<(D, u32)>>,
-    results: BinaryHeap<(D, u32)>,
+    candidates: BinaryHeap<Reverse<(WalkDistance, u32)>>,
+    results: BinaryHeap<(WalkDistance, u32)>,
     /// An unfiltered walk's frontier and results in one.
     pool: Pool,
     /// Unvisited neighbours of the node being expanded.
@@ -149,14 +149,14 @@ impl SearchScratch {
 /// One node a [`Pool`] keeps.
 #[derive(Clone, Copy)]
 struct Found {
-    d: D,
+    d: WalkDistance,
     slot: u32,
     expanded: bool,
 }
 
 impl Found {
     #[inline]
-    fn key(self) -> (D, u32) {
+    fn key(self) -> (WalkDistance, u32) {
         (self.d, self.slot)
     }
 }
@@ -182,7 +182,7 @@ impl Pool {
 
     /// Keeps `cand` if it is among the `ef` nearest so far.
     #[inline]
-    fn offer(&mut self, cand: (D, u32), ef: usize) {
+    fn offer(&mut self, cand: (WalkDistance, u32), ef: usize) {
         if self.items.len() >= ef {
             match self.items.last() {
                 Some(worst) if cand < worst.key() => {
@@ -222,7 +222,7 @@ impl Pool {
 /// Adds `cand` to the `ef` best kept in `results` (a max-heap): pushed while there is room, else
 /// it replaces the worst if it is better (one sift instead of a push and a pop).
 #[inline]
-fn offer(results: &mut BinaryHeap<(D, u32)>, cand: (D, u32), ef: usize) {
+fn offer(results: &mut BinaryHeap<(WalkDistance, u32)>, cand: (WalkDistance, u32), ef: usize) {
     if results.len() < ef {
         results.push(cand);
     } else if let Some(mut worst) = results.peek_mut() {
@@ -240,11 +240,11 @@ struct Walk<'q, C> {
 }
 
 /// The accepted nodes a walk kept, ascending by (distance, slot).
-fn walk_finish(scratch: &mut SearchScratch) -> Vec<(D, u32)> {
+fn walk_finish(scratch: &mut SearchScratch) -> Vec<(WalkDistance, u32)> {
     if !scratch.pool.items.is_empty() {
         return scratch.pool.items.iter().map(|f| f.key()).collect();
     }
-    let mut out: Vec<(D, u32)> = scratch.results.drain().collect();
+    let mut out: Vec<(WalkDistance, u32)> = scratch.results.drain().collect();
     out.sort_unstable();
     out
 }
@@ -359,7 +359,7 @@ impl Hnsw {
         space: &Space<'_, C>,
         q: &[C],
         stop_layer: u8,
-    ) -> Option<(D, u32)> {
+    ) -> Option<(WalkDistance, u32)> {
         let entry = self.entry?;
         let mut best = (space.dist(q, entry), entry);
         let mut layer = self.max_level;
@@ -389,12 +389,12 @@ impl Hnsw {
         &self,
         space: &Space<'_, C>,
         q: &[C],
-        entries: &[(D, u32)],
+        entries: &[(WalkDistance, u32)],
         ef: usize,
         layer: u8,
         accept: Accept<'_>,
         scratch: &mut SearchScratch,
-    ) -> Vec<(D, u32)> {
+    ) -> Vec<(WalkDistance, u32)> {
         let walk = Walk { q, ef, layer };
         self.walk_begin(&walk, entries, accept, scratch);
         while self.walk_step(space, &walk, accept, scratch) {}
@@ -405,7 +405,7 @@ impl Hnsw {
     fn walk_begin<C: Component>(
         &self,
         walk: &Walk<'_, C>,
-        entries: &[(D, u32)],
+        entries: &[(WalkDistance, u32)],
         accept: Accept<'_>,
         scratch: &mut SearchScratch,
     ) {
@@ -496,9 +496,9 @@ impl Hnsw {
         &self,
         space: &Space<'_, C>,
         walks: &[Walk<'_, C>],
-        entries: &[Vec<(D, u32)>],
+        entries: &[Vec<(WalkDistance, u32)>],
         scratches: &mut [SearchScratch],
-    ) -> Vec<Vec<(D, u32)>> {
+    ) -> Vec<Vec<(WalkDistance, u32)>> {
         for ((walk, e), scratch) in walks.iter().zip(entries).zip(scratches.iter_mut()) {
             self.walk_begin(walk, e, None, scratch);
         }
@@ -534,7 +534,7 @@ impl Hnsw {
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
         scratch: &mut SearchScratch,
-    ) -> Vec<(D, u32)> {
+    ) -> Vec<(WalkDistance, u32)> {
         let Some(start) = self.descend(space, q, 0) else {
             return Vec::new();
         };
@@ -546,7 +546,7 @@ impl Hnsw {
     fn select<C: Component>(
         &self,
         space: &Space<'_, C>,
-        candidates: &[(D, u32)],
+        candidates: &[(WalkDistance, u32)],
         max: usize,
     ) -> Vec<u32> {
         let mut kept: Vec<u32> = Vec::with_capacity(max);
@@ -596,7 +596,7 @@ impl Hnsw {
         space: &Space<'_, C>,
         slots: core::ops::Range<u32>,
         scratches: &mut [SearchScratch],
-    ) -> Vec<Vec<Vec<(D, u32)>>> {
+    ) -> Vec<Vec<Vec<(WalkDistance, u32)>>> {
         let mut layers = Vec::with_capacity(slots.len());
         let mut entries = Vec::with_capacity(slots.len());
         for slot in slots.clone() {
@@ -630,7 +630,7 @@ impl Hnsw {
         space: &Space<'_, C>,
         first: u32,
         slot: u32,
-        mut layers: Vec<Vec<(D, u32)>>,
+        mut layers: Vec<Vec<(WalkDistance, u32)>>,
     ) -> Vec<Vec<u32>> {
         let level = self.levels[slot as usize];
         layers.resize(usize::from(level) + 1, Vec::new());
@@ -739,7 +739,7 @@ impl Hnsw {
                     return current.iter().copied().chain(incoming).collect();
                 }
                 let base = space.vector(target);
-                let mut candidates: Vec<(D, u32)> = current
+                let mut candidates: Vec<(WalkDistance, u32)> = current
                     .iter()
                     .copied()
                     .chain(incoming)
@@ -859,7 +859,7 @@ mod tests {
         });
         h.insert_batch(&space, 0, u64::from(n), &Sequential);
         let queries: Vec<u32> = (0..7).map(|i| i * 211 % n).collect();
-        let entries: Vec<Vec<(D, u32)>> = queries
+        let entries: Vec<Vec<(WalkDistance, u32)>> = queries
             .iter()
             .map(|&q| vec![h.descend(&space, space.vector(q), 0).unwrap()])
             .collect();

@@ -336,10 +336,20 @@ impl Kernel {
     ) -> Result<Vec<Hit>, Error> {
         let c = self.collection_or_err(collection)?;
         if params.k == 0 || params.k > MAX_K {
-            return Err(Error::InvalidSearch("k must be 1 to 10000"));
+            return Err(Error::InvalidSearch {
+                param: "k",
+                value: params.k,
+                min: 1,
+                max: MAX_K,
+            });
         }
-        if params.ef.is_some_and(|ef| ef == 0 || ef > 4096) {
-            return Err(Error::InvalidSearch("ef must be 1 to 4096"));
+        if let Some(ef) = params.ef.filter(|&ef| ef == 0 || ef > u32::from(MAX_EF)) {
+            return Err(Error::InvalidSearch {
+                param: "ef",
+                value: ef,
+                min: 1,
+                max: MAX_EF.into(),
+            });
         }
         let q = c.stored_form(query, 0)?;
         Ok(c.search(
@@ -373,7 +383,10 @@ impl Kernel {
     ) -> Result<Traversal, Error> {
         self.node_or_err(start)?;
         if max_depth > MAX_TRAVERSAL_DEPTH {
-            return Err(Error::InvalidTraversal("max_depth must be at most 64"));
+            return Err(Error::InvalidTraversal {
+                max_depth,
+                max: MAX_TRAVERSAL_DEPTH,
+            });
         }
         Ok(self
             .graph
@@ -510,7 +523,9 @@ impl Kernel {
 
 fn check_kind(kind: &str) -> Result<(), Error> {
     if kind.is_empty() || kind.len() > MAX_KIND_BYTES as usize {
-        Err(Error::InvalidKind)
+        Err(Error::InvalidKind {
+            len: u32::try_from(kind.len()).unwrap_or(u32::MAX),
+        })
     } else {
         Ok(())
     }

@@ -12,6 +12,12 @@ pub const MAX_METADATA_BYTES: u32 = 64 * 1024;
 pub const MAX_NAME_BYTES: u32 = 128;
 /// Longest graph node or edge kind label, in bytes.
 pub const MAX_KIND_BYTES: u32 = 128;
+/// Fewest links per node an HNSW index may ask for (`m`).
+pub const MIN_HNSW_M: u16 = 2;
+/// Most links per node an HNSW index may ask for (`m`).
+pub const MAX_HNSW_M: u16 = 128;
+/// Largest candidate list (`ef_construction`, `ef_search`, and a search's `ef`).
+pub const MAX_EF: u16 = 4096;
 /// Most records in one insert event.
 pub const MAX_BATCH_RECORDS: u32 = 100_000;
 /// Largest `k` a search may ask for.

@@ -89,12 +89,16 @@ fn collection_errors() {
     );
     check(
         spec("w", 0, Metric::L2),
-        Error::InvalidDimension { dimension: 0 },
+        Error::InvalidDimension {
+            dimension: 0,
+            max: MAX_DIMENSION,
+        },
     );
     check(
         spec("w", MAX_DIMENSION + 1, Metric::L2),
         Error::InvalidDimension {
             dimension: MAX_DIMENSION + 1,
+            max: MAX_DIMENSION,
         },
     );
     check(
@@ -107,7 +111,12 @@ fn collection_errors() {
                 ..HnswParams::default()
             }),
         }),
-        Error::InvalidIndexParams("m must be 2 to 128"),
+        Error::InvalidIndexParams {
+            param: "m",
+            value: 1,
+            min: 2,
+            max: 128,
+        },
     );
     check(
         Event::DropCollection { name: "w".into() },
@@ -178,7 +187,10 @@ fn insert_errors() {
     );
     check(
         insert("default", vec![rec(&[])]),
-        Error::InvalidDimension { dimension: 0 },
+        Error::InvalidDimension {
+            dimension: 0,
+            max: MAX_DIMENSION,
+        },
     );
 }
 
@@ -227,7 +239,7 @@ fn delete_and_graph_errors() {
             to: 1,
             kind: "".into(),
         },
-        Error::InvalidKind,
+        Error::InvalidKind { len: 0 },
     );
     check(Event::DeleteNode { id: 9 }, Error::NodeNotFound { id: 9 });
     check(Event::DeleteEdge { id: 1 }, Error::EdgeNotFound { id: 1 });
@@ -290,11 +302,11 @@ fn query_errors() {
     );
     assert!(matches!(
         k.search("v", &q, &p(0)),
-        Err(Error::InvalidSearch(_))
+        Err(Error::InvalidSearch { .. })
     ));
     assert!(matches!(
         k.search("v", &q, &p(10_001)),
-        Err(Error::InvalidSearch(_))
+        Err(Error::InvalidSearch { .. })
     ));
     assert_eq!(
         k.search("cos", &[Fixed(0); 2], &p(1)),

@@ -5,16 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Every limit the node enforces at its API, named in one place. The kernel's own hard limits
-/// (dimension, metadata size, k) are in `valori_kernel::limits`.
-pub mod limits {
-    /// Default largest request body, in bytes (`--max-body-bytes`).
-    pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-    /// Default most records in one batch insert (`--max-batch`).
-    pub const DEFAULT_MAX_BATCH: usize = 10_000;
-    /// Largest snapshot upload to `POST /v1/snapshots/restore`, in bytes.
-    pub const MAX_SNAPSHOT_UPLOAD_BYTES: usize = 8 * 1024 * 1024 * 1024;
-}
+use crate::limits;
 
 /// How to run a node.
 #[derive(Parser, Clone, Debug)]

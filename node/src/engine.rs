@@ -24,12 +24,10 @@ use tokio::sync::oneshot;
 use valori_kernel::exec::Threads;
 use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
 
-use crate::error::{NodeError, OpenError};
+use crate::error::{Failure, NodeError, OpenError};
+use crate::limits::MAX_GROUP_EVENTS;
 use crate::metrics::Metrics;
 use crate::store::{Entry, SnapshotFile, Store};
-
-/// Most events one group commit takes.
-pub const MAX_GROUP_EVENTS: usize = 256;
 
 /// How an engine stores and maintains its data.
 #[derive(Clone, Debug)]
@@ -97,7 +95,7 @@ enum Job {
 struct Shared {
     kernel: RwLock<Kernel>,
     store: Store,
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<Failure>>,
     /// False when memory may hold events the disk does not (a failed rebuild after a failed
     /// append): reads are refused then.
     readable: std::sync::atomic::AtomicBool,
@@ -249,7 +247,7 @@ impl Engine {
 
     /// Latches the failed state (read-only) with a reason, e.g. a divergence found by
     /// comparing chain hashes with the leader.
-    pub fn mark_failed(&self, why: String) {
+    pub fn mark_failed(&self, why: Failure) {
         fail(&self.shared, why);
     }
 
@@ -279,17 +277,17 @@ impl Engine {
     }
 
     /// Why the engine failed, if it did.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<Failure> {
         self.shared.failed.lock().expect("failed lock").clone()
     }
 
     /// Sequence number and hashes now.
     pub fn state(&self) -> Result<StateInfo, NodeError> {
-        let k = self.read()?;
+        let kernel = self.read()?;
         Ok(StateInfo {
-            seq: k.seq(),
-            chain_hash: k.chain_hash(),
-            state_hash: k.state_hash(),
+            seq: kernel.seq(),
+            chain_hash: kernel.chain_hash(),
+            state_hash: kernel.state_hash(),
         })
     }
 
@@ -471,15 +469,15 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn fail(shared: &Shared, why: String) {
-    tracing::error!(error = %why, "storage failure: the node refuses work until restarted");
+fn fail(shared: &Shared, why: Failure) {
+    tracing::error!(error = %why, "the node refuses writes until healed or restarted");
     shared.metrics.failed.set(1);
     *shared.failed.lock().expect("failed lock") = Some(why);
 }
 
 /// Latches the failed state and rebuilds memory from what is durable (memory may be ahead of
 /// the disk); reads then serve the durable state, or are refused if the rebuild fails.
-fn latch(shared: &Shared, kernel: &mut Kernel, why: String) {
+fn latch(shared: &Shared, kernel: &mut Kernel, why: Failure) {
     fail(shared, why);
     shared
         .readable
@@ -510,18 +508,14 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
         }
         let expected = kernel.seq() + 1;
         let problem = if e.seq != expected {
-            Some(format!(
-                "expected sequence number {expected}, the leader sent {}",
-                e.seq
-            ))
+            Some(format!("the leader sent sequence number {}", e.seq))
         } else {
             match Event::decode(&e.event) {
-                Err(err) => Some(format!("event {} does not decode: {err}", e.seq)),
+                Err(err) => Some(format!("the event does not decode: {err}")),
                 Ok(event) => match kernel.apply_with(&event, &e.event, exec) {
-                    Err(err) => Some(format!("event {} does not apply here: {err}", e.seq)),
+                    Err(err) => Some(format!("the event does not apply here: {err}")),
                     Ok(_) if kernel.chain_hash() != e.chain => Some(format!(
-                        "diverged from the leader at sequence number {}: leader chain {}, ours {}",
-                        e.seq,
+                        "leader chain {}, ours {}",
                         hex::encode(e.chain),
                         hex::encode(kernel.chain_hash())
                     )),
@@ -532,15 +526,15 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
         match problem {
             None => accepted.push(e),
             Some(why) => {
-                divergence = Some(why);
+                divergence = Some(Failure::Diverged { seq: expected, why });
                 break;
             }
         }
     }
     if !accepted.is_empty() {
         if let Err(e) = shared.store.append(&accepted) {
-            let why = format!("storage error appending replicated events: {e}");
-            latch(shared, &mut kernel, why.clone());
+            let why = format!("appending replicated events: {e}");
+            latch(shared, &mut kernel, Failure::Storage(why.clone()));
             return Err(NodeError::Storage(why));
         }
         shared
@@ -593,11 +587,11 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
     if !entries.is_empty() {
         if let Err(e) = shared.store.append(&entries) {
             let why = format!(
-                "storage error appending events {}..={}: {e}",
+                "appending events {}..={}: {e}",
                 entries[0].seq,
                 kernel.seq()
             );
-            latch(shared, &mut kernel, why.clone());
+            latch(shared, &mut kernel, Failure::Storage(why.clone()));
             drop(kernel);
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(NodeError::Storage(why.clone()))));
@@ -736,7 +730,7 @@ fn restore(
         Ok::<_, String>(())
     })();
     if let Err(why) = result {
-        fail(shared, why.clone());
+        fail(shared, Failure::Storage(why.clone()));
         return Err(NodeError::Storage(why));
     }
     shared.metrics.seq.set(kernel.seq() as i64);

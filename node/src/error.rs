@@ -39,12 +39,30 @@ pub enum NodeError {
     /// A snapshot that does not verify.
     #[error("snapshot rejected: {0}")]
     Snapshot(#[from] SnapshotError),
-    /// The node hit a storage error earlier and refuses work until restarted.
-    #[error("node is in a failed state and must be restarted: {0}")]
-    Failed(String),
+    /// A request above one of the node's limits (records in a batch, log entries in a page).
+    #[error("{what} is {value}, the limit is {max}")]
+    Limit {
+        /// What was counted.
+        what: &'static str,
+        /// How many there were.
+        value: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// The node failed earlier (see [`Failure`]) and refuses writes until it is healed or
+    /// restarted.
+    #[error("node is in a failed state: {0}")]
+    Failed(Failure),
     /// A storage error while serving this request. The node is now failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A follower could not reach its leader, or the leader's answer made no sense.
+    #[error("leader unreachable: {0}")]
+    LeaderUnreachable(String),
+    /// A fault inside the node that is no one's input (a worker task that died, an event whose
+    /// result has the wrong shape).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
@@ -62,7 +80,10 @@ impl NodeError {
         match self {
             NodeError::Kernel(e) if e.is_not_found() => 404,
             NodeError::Kernel(valori_kernel::Error::CollectionExists { .. }) => 409,
-            NodeError::Kernel(_) | NodeError::Value { .. } | NodeError::BadRequest(_) => 400,
+            NodeError::Kernel(_)
+            | NodeError::Value { .. }
+            | NodeError::BadRequest(_)
+            | NodeError::Limit { .. } => 400,
             NodeError::Snapshot(_) => 400,
             NodeError::PayloadTooLarge { .. } => 413,
             NodeError::NotFound(_) => 404,
@@ -70,7 +91,8 @@ impl NodeError {
             NodeError::Forbidden => 403,
             NodeError::Failed(_) | NodeError::ShuttingDown => 503,
             NodeError::ReadOnlyFollower { .. } => 403,
-            NodeError::Storage(_) => 500,
+            NodeError::LeaderUnreachable(_) => 502,
+            NodeError::Storage(_) | NodeError::Internal(_) => 500,
         }
     }
 
@@ -91,10 +113,32 @@ impl NodeError {
             NodeError::Snapshot(_) => "invalid_snapshot",
             NodeError::Failed(_) => "node_failed",
             NodeError::Storage(_) => "storage_error",
+            NodeError::Limit { .. } => "limit_exceeded",
+            NodeError::LeaderUnreachable(_) => "leader_unreachable",
+            NodeError::Internal(_) => "internal_error",
             NodeError::ShuttingDown => "shutting_down",
             NodeError::ReadOnlyFollower { .. } => "read_only_follower",
         }
     }
+}
+
+/// Why an engine is in its failed state: it refuses writes and replication, and serves reads
+/// of what is durable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Writing to storage failed: memory was rebuilt from the disk; a restart is needed.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// A follower's history differs from its leader's from `seq` on (a chain hash, a state
+    /// hash, or an event that does not apply): healing re-bootstraps from the leader.
+    #[error("diverged from the leader at sequence number {seq}: {why}")]
+    Diverged {
+        /// The first sequence number known to differ.
+        seq: u64,
+        /// How it differs.
+        why: String,
+    },
 }
 
 /// Why a node could not start.

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod replication;
 pub mod service;
@@ -94,13 +95,13 @@ pub async fn serve(
         engine: engine.clone(),
         max_batch: config.max_batch,
         follower_of: config.follower_of().map(String::from),
+        followers: Default::default(),
     };
     let app = http::App {
         service: service.clone(),
         engine: engine.clone(),
         keys: keys.clone(),
         max_body_bytes: config.max_body_bytes,
-        followers: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -5,51 +5,65 @@
 //! sequence number, and appends them durably, so the follower is itself restartable and resumes
 //! from its own log. When the leader no longer retains the next entry (or the follower is empty
 //! and the leader's log starts later), the follower downloads the leader's newest snapshot,
-//! which `Engine::restore` verifies, and streams from there. A chain mismatch stops replication
+//! which `Engine::install_file` verifies and installs, and streams from there. A chain mismatch stops replication
 //! (the engine latches read-only, readiness turns false, the divergence metric counts it, and
 //! the log names the sequence number). Connection errors back off up to two seconds and retry.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde::Deserialize;
 use tokio::sync::watch;
+use valori_api as api;
 
 use crate::engine::Engine;
-use crate::error::NodeError;
+use crate::error::{Failure, NodeError};
+use crate::limits::{
+    FULL_CHECK_EVERY, LEADER_REQUEST_TIMEOUT, REPLICATION_IDLE as IDLE,
+    REPLICATION_MAX_BACKOFF as MAX_BACKOFF, REPLICATION_PAGE as PAGE,
+};
+use crate::metrics::Metrics;
 use crate::store::Entry;
 
-/// Entries asked for per poll.
-const PAGE: usize = 1000;
-/// Pause between polls when caught up.
-const IDLE: Duration = Duration::from_millis(50);
-/// How often a caught-up follower compares full state hashes with its leader.
-const FULL_CHECK_EVERY: Duration = Duration::from_secs(30);
-/// Longest pause between retries after an error.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-#[derive(Deserialize)]
-struct LogEntryJson {
-    seq: u64,
-    chain_hash: String,
-    event: String,
+/// The leader's view of its followers: each one's confirmed sequence number and when it last
+/// asked, learnt from their `GET /v1/log` requests (asking for `from` confirms everything
+/// before it).
+#[derive(Default)]
+pub struct Followers {
+    seen: Mutex<BTreeMap<String, (u64, Instant)>>,
 }
 
-#[derive(Deserialize)]
-struct LogPage {
-    entries: Vec<LogEntryJson>,
-    first_retained: Option<u64>,
-    head: u64,
-}
+impl Followers {
+    /// Follower `name` asked for the log from `from` on.
+    pub fn asked(&self, name: &str, from: u64, metrics: &Metrics) {
+        let confirmed = from.saturating_sub(1);
+        self.seen
+            .lock()
+            .expect("followers lock")
+            .insert(name.to_string(), (confirmed, Instant::now()));
+        metrics
+            .follower_seq
+            .with_label_values(&[name])
+            .set(confirmed as i64);
+    }
 
-#[derive(Deserialize)]
-struct SnapshotJson {
-    seq: u64,
-}
-
-#[derive(Deserialize)]
-struct SnapshotList {
-    snapshots: Vec<SnapshotJson>,
+    /// Every follower seen, with its lag behind `seq` (this node's sequence number).
+    pub fn status(&self, seq: u64) -> api::ReplicationStatus {
+        let followers = self
+            .seen
+            .lock()
+            .expect("followers lock")
+            .iter()
+            .map(|(name, (confirmed, seen))| api::FollowerStatus {
+                name: name.clone(),
+                confirmed_seq: *confirmed,
+                lag_events: seq.saturating_sub(*confirmed),
+                seconds_since_seen: seen.elapsed().as_secs_f64(),
+            })
+            .collect();
+        api::ReplicationStatus { seq, followers }
+    }
 }
 
 /// A follower's replication loop.
@@ -83,7 +97,7 @@ impl Follower {
             leader: leader.trim_end_matches('/').to_string(),
             key,
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
+                .timeout(LEADER_REQUEST_TIMEOUT)
                 .build()
                 .expect("HTTP client"),
             behind_since: None,
@@ -98,7 +112,7 @@ impl Follower {
         let req = self
             .http
             .get(format!("{}{path}", self.leader))
-            .header("x-valori-follower", &self.name);
+            .header(api::FOLLOWER_HEADER, &self.name);
         match &self.key {
             Some(k) => req.bearer_auth(k),
             None => req,
@@ -113,8 +127,8 @@ impl Follower {
             if *stop.borrow() {
                 return;
             }
-            if let Some(why) = self.engine.failure() {
-                if self.heal && why.contains("diverged") {
+            if let Some(why @ Failure::Diverged { .. }) = self.engine.failure() {
+                if self.heal {
                     tracing::warn!(reason = %why, "re-bootstrapping from the leader to heal");
                     match self.bootstrap(true).await {
                         Ok(()) => self.verified = true,
@@ -156,7 +170,7 @@ impl Follower {
             self.check_history(local).await?;
             self.verified = true;
         }
-        let page: LogPage = self
+        let page: api::LogPage = self
             .fetch_json(&format!("/v1/log?from={}&limit={PAGE}", local + 1))
             .await?;
         let first = page.entries.first().map(|e| e.seq);
@@ -195,13 +209,16 @@ impl Follower {
                     .ok()
                     .and_then(|v| v.try_into().ok())
                     .ok_or_else(|| {
-                        NodeError::BadRequest(format!("leader sent a bad chain hash at {}", e.seq))
+                        NodeError::LeaderUnreachable(format!(
+                            "the leader sent a bad chain hash at {}",
+                            e.seq
+                        ))
                     })?;
                 let event = base64::engine::general_purpose::STANDARD
                     .decode(&e.event)
                     .map_err(|err| {
-                        NodeError::BadRequest(format!(
-                            "leader sent a bad event at {}: {err}",
+                        NodeError::LeaderUnreachable(format!(
+                            "the leader sent a bad event at {}: {err}",
                             e.seq
                         ))
                     })?;
@@ -227,43 +244,47 @@ impl Follower {
             .get(path)
             .send()
             .await
-            .map_err(|e| NodeError::Storage(format!("leader unreachable: {e}")))?;
+            .map_err(|e| NodeError::LeaderUnreachable(e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            return Err(NodeError::Storage(format!(
-                "leader answered {status} to {path}: {body}"
+            return Err(NodeError::LeaderUnreachable(format!(
+                "the leader answered {status} to {path}: {body}"
             )));
         }
-        resp.json()
-            .await
-            .map_err(|e| NodeError::Storage(format!("leader sent malformed JSON for {path}: {e}")))
+        resp.json().await.map_err(|e| {
+            NodeError::LeaderUnreachable(format!("the leader sent malformed JSON for {path}: {e}"))
+        })
     }
 
     /// Compares the full state hash with the leader's when both are at the same sequence
     /// number: the chain hash proves the same events were applied, this proves they produced
     /// the same state (index and derived data included). A mismatch is a divergence.
     async fn compare_state_hashes(&mut self) -> Result<(), NodeError> {
-        let theirs: serde_json::Value = self.fetch_json("/v1/state").await?;
+        let theirs: api::State = self.fetch_json("/v1/state").await?;
         let engine = self.engine.clone();
-        let ours = tokio::task::spawn_blocking(move || engine.state())
-            .await
-            .map_err(|e| NodeError::Storage(e.to_string()))??;
-        if theirs["seq"].as_u64() != Some(ours.seq) {
+        let ours = crate::service::blocking(move || engine.state()).await?;
+        if theirs.seq != ours.seq {
             return Ok(()); // the leader moved on; compare next time
         }
         self.last_full_check = Some(Instant::now());
-        if theirs["state_hash"].as_str() == Some(hex::encode(ours.state_hash).as_str()) {
+        if theirs.state_hash.as_deref() == Some(hex::encode(ours.state_hash).as_str()) {
             return Ok(());
         }
-        let why = format!(
-            "diverged from the leader: state hashes differ at sequence number {} although the chain hashes agree",
-            ours.seq
-        );
-        tracing::error!("{why}");
+        Err(self.diverged(
+            ours.seq,
+            "the state hashes differ although the chain hashes agree".into(),
+        ))
+    }
+
+    /// Reports a divergence found by comparing with the leader: counted, logged, and latched
+    /// into the engine (read-only; healing re-bootstraps).
+    fn diverged(&self, seq: u64, why: String) -> NodeError {
+        let failure = Failure::Diverged { seq, why };
+        tracing::error!(error = %failure, "replication stopped");
         self.engine.metrics().divergences.inc();
-        self.engine.mark_failed(why.clone());
-        Err(NodeError::Failed(why))
+        self.engine.mark_failed(failure.clone());
+        NodeError::Failed(failure)
     }
 
     /// The leader's chain hash at `seq`, if it still has it.
@@ -272,15 +293,14 @@ impl Follower {
             .get(&format!("/v1/state?seq={seq}"))
             .send()
             .await
-            .map_err(|e| NodeError::Storage(format!("leader unreachable: {e}")))?;
+            .map_err(|e| NodeError::LeaderUnreachable(e.to_string()))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| NodeError::Storage(format!("leader sent malformed JSON: {e}")))?;
-        Ok(v["chain_hash"].as_str().map(String::from))
+        let state: api::State = resp.json().await.map_err(|e| {
+            NodeError::LeaderUnreachable(format!("the leader sent malformed JSON: {e}"))
+        })?;
+        Ok(Some(state.chain_hash))
     }
 
     /// On (re)connecting, compares our chain hash at our sequence number with the leader's; on
@@ -307,20 +327,17 @@ impl Follower {
                 _ => break,
             }
         }
-        let why = format!(
-            "diverged from the leader: chain hashes differ from sequence number {differs} (checked up to {local})"
-        );
-        tracing::error!("{why}");
-        self.engine.metrics().divergences.inc();
-        self.engine.mark_failed(why.clone());
-        Err(NodeError::Failed(why))
+        Err(self.diverged(
+            differs,
+            format!("the chain hashes differ (checked up to {local})"),
+        ))
     }
 
     /// Streams the leader's snapshot `seq` into a new file at `path`.
     async fn download(&self, seq: u64, path: &std::path::Path) -> Result<(), NodeError> {
         use tokio::io::AsyncWriteExt as _;
         let failed = |e: &dyn std::fmt::Display| {
-            NodeError::Storage(format!("downloading snapshot {seq}: {e}"))
+            NodeError::LeaderUnreachable(format!("downloading snapshot {seq}: {e}"))
         };
         let mut response = self
             .get(&format!("/v1/snapshots/{seq}"))
@@ -343,7 +360,7 @@ impl Follower {
     /// Downloads the leader's newest snapshot and restores it (verified by its hashes); with
     /// `heal`, also over a failed (diverged) state.
     async fn bootstrap(&self, heal: bool) -> Result<(), NodeError> {
-        let list: SnapshotList = self.fetch_json("/v1/snapshots").await?;
+        let list: api::SnapshotList = self.fetch_json("/v1/snapshots").await?;
         let newest = match list.snapshots.iter().map(|s| s.seq).max() {
             // When healing, the snapshot must be fresh enough to contain no divergent history
             // of ours; any leader snapshot qualifies, since it is the leader's own history.
@@ -354,17 +371,17 @@ impl Follower {
                 if let Some(k) = &self.key {
                     req = req.bearer_auth(k);
                 }
-                let created: SnapshotJson = req
+                let created: api::SnapshotInfo = req
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|e| {
-                        NodeError::Storage(format!("asking the leader for a snapshot: {e}"))
+                        NodeError::LeaderUnreachable(format!("asking for a snapshot: {e}"))
                     })?
                     .json()
                     .await
                     .map_err(|e| {
-                        NodeError::Storage(format!("asking the leader for a snapshot: {e}"))
+                        NodeError::LeaderUnreachable(format!("asking for a snapshot: {e}"))
                     })?;
                 created.seq
             }

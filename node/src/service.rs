@@ -2,13 +2,19 @@
 //! ([`crate::grpc`]) both translate their requests into these calls, so the two give identical
 //! results and errors for the same operation.
 
+use std::sync::Arc;
+
+use valori_api as api;
 use valori_kernel::{
-    Applied, CollectionSpec, Direction, Event, Fixed, HnswParams, IndexSpec, Metric, NewRecord,
-    RecordRef, SearchParams, SearchScratch,
+    Applied, CollectionSpec, Direction, Event, Fixed, Hash, HnswParams, IndexSpec, Metric,
+    NewRecord, RecordRef, SearchParams, SearchScratch,
 };
 
 use crate::engine::Engine;
 use crate::error::NodeError;
+use crate::limits::{MAX_LOG_PAGE, MAX_SNAPSHOT_UPLOAD_BYTES};
+use crate::replication::Followers;
+use crate::store::{Entry, SnapshotFile};
 
 /// What a request's API key allows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -38,6 +44,15 @@ impl Keys {
         }
     }
 
+    /// What a request may do, given a lookup of its headers (or gRPC metadata) by lower-case
+    /// name: the key is read by [`api::presented_key`], the one parser of every API.
+    pub fn check_headers<'a>(
+        &self,
+        header: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Access, NodeError> {
+        self.check(api::presented_key(header))
+    }
+
     /// What a request presenting `key` may do: without configured keys anything; otherwise
     /// the presented key must be one of them.
     pub fn check(&self, key: Option<&str>) -> Result<Access, NodeError> {
@@ -65,6 +80,18 @@ pub struct Service {
     pub max_batch: usize,
     /// The leader's URL when this node is a follower (writes are refused).
     pub follower_of: Option<String>,
+    /// The followers that read this node's log.
+    pub followers: Arc<Followers>,
+}
+
+/// A page of the retained log.
+pub struct LogPageOut {
+    /// Entries from the first asked for on, in order.
+    pub entries: Vec<Entry>,
+    /// The first sequence number still retained, if the log holds any.
+    pub first_retained: Option<u64>,
+    /// The node's sequence number.
+    pub head: u64,
 }
 
 /// A record as a client sends it.
@@ -103,23 +130,24 @@ pub struct HitOut {
     pub metadata: Option<Option<Vec<u8>>>,
 }
 
-/// Index choice of a new collection.
-pub enum IndexIn {
-    /// Exact scan.
-    Flat,
-    /// HNSW with optional parameters (defaults otherwise).
-    Hnsw {
-        /// Links per node.
-        m: Option<u16>,
-        /// Build candidate list.
-        ef_construction: Option<u16>,
-        /// Default search candidate list.
-        ef_search: Option<u16>,
-    },
+/// Search results and the sequence number of the state searched.
+pub struct Hits {
+    /// Nearest first, ties by id.
+    pub hits: Vec<HitOut>,
+    /// The results are a function of this sequence number.
+    pub seq: u64,
 }
 
-/// A traversal's (node, depth) pairs, whether it was cut short, and the sequence number read.
-pub type Visits = (Vec<(u64, u32)>, bool, u64);
+/// Sequence number and hashes, at the current state or a past sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateAt {
+    /// The sequence number.
+    pub seq: u64,
+    /// Chain hash at `seq`.
+    pub chain_hash: Hash,
+    /// State hash: only for the current state.
+    pub state_hash: Option<Hash>,
+}
 
 /// Converts client floats exactly to Q16.16, naming the first bad component.
 pub fn to_fixed(v: &[f64]) -> Result<Vec<Fixed>, NodeError> {
@@ -163,25 +191,70 @@ pub fn score(distance: i128) -> f64 {
     distance as f64 / 4_294_967_296.0
 }
 
-/// Parses a metric name (`l2` when absent).
-pub fn parse_metric(m: Option<&str>) -> Result<Metric, NodeError> {
+/// Parses a metric name (`l2` when empty), for clients that name it in a string.
+pub fn parse_metric(m: &str) -> Result<api::Metric, NodeError> {
     match m {
-        None | Some("") => Ok(Metric::L2),
-        Some(m) => Metric::parse(m).ok_or_else(|| {
+        "" => Ok(api::Metric::L2),
+        m => Metric::parse(m).map(metric_to_wire).ok_or_else(|| {
             NodeError::BadRequest(format!("unknown metric {m:?}: use l2, ip or cosine"))
         }),
     }
 }
 
-/// Parses a traversal direction (`out` when absent).
-pub fn parse_direction(d: Option<&str>) -> Result<Direction, NodeError> {
-    match d.unwrap_or("out") {
-        "out" | "" => Ok(Direction::Out),
-        "in" => Ok(Direction::In),
-        "both" => Ok(Direction::Both),
+/// Parses a traversal direction (`out` when empty), for clients that name it in a string.
+pub fn parse_direction(d: &str) -> Result<api::Direction, NodeError> {
+    match d {
+        "out" | "" => Ok(api::Direction::Out),
+        "in" => Ok(api::Direction::In),
+        "both" => Ok(api::Direction::Both),
         other => Err(NodeError::BadRequest(format!(
             "unknown direction {other:?}: use out, in or both"
         ))),
+    }
+}
+
+/// The kernel's metric as the API names it.
+pub fn metric_to_wire(m: Metric) -> api::Metric {
+    match m {
+        Metric::L2 => api::Metric::L2,
+        Metric::InnerProduct => api::Metric::Ip,
+        Metric::Cosine => api::Metric::Cosine,
+    }
+}
+
+fn metric_from_wire(m: api::Metric) -> Metric {
+    match m {
+        api::Metric::L2 => Metric::L2,
+        api::Metric::Ip => Metric::InnerProduct,
+        api::Metric::Cosine => Metric::Cosine,
+    }
+}
+
+fn direction_from_wire(d: api::Direction) -> Direction {
+    match d {
+        api::Direction::Out => Direction::Out,
+        api::Direction::In => Direction::In,
+        api::Direction::Both => Direction::Both,
+    }
+}
+
+/// A collection's description, the one every API gives.
+pub fn collection_info(c: &valori_kernel::Collection) -> api::CollectionInfo {
+    let s = c.spec();
+    api::CollectionInfo {
+        name: s.name.clone(),
+        dimension: s.dimension,
+        metric: metric_to_wire(s.metric),
+        index: match s.index {
+            IndexSpec::Flat => api::IndexInfo::Flat,
+            IndexSpec::Hnsw(p) => api::IndexInfo::Hnsw {
+                m: p.m,
+                ef_construction: p.ef_construction,
+                ef_search: p.ef_search,
+            },
+        },
+        records: c.len(),
+        next_id: c.next_id(),
     }
 }
 
@@ -195,7 +268,7 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| NodeError::Storage(format!("worker task failed: {e}")))?
+        .map_err(|e| NodeError::Internal(format!("worker task failed: {e}")))?
 }
 
 impl Service {
@@ -210,34 +283,28 @@ impl Service {
     }
 
     /// Creates a collection; returns the sequence number.
-    pub async fn create_collection(
-        &self,
-        name: String,
-        dimension: u32,
-        metric: Option<&str>,
-        index: IndexIn,
-    ) -> Result<u64, NodeError> {
+    pub async fn create_collection(&self, req: api::CreateCollection) -> Result<u64, NodeError> {
         self.writable()?;
-        let metric = parse_metric(metric)?;
         let d = HnswParams::default();
-        let index = match index {
-            IndexIn::Flat => IndexSpec::Flat,
-            IndexIn::Hnsw {
+        let index = match req.index {
+            Some(api::IndexConfig::Flat) => IndexSpec::Flat,
+            Some(api::IndexConfig::Hnsw {
                 m,
                 ef_construction,
                 ef_search,
-            } => IndexSpec::Hnsw(HnswParams {
+            }) => IndexSpec::Hnsw(HnswParams {
                 m: m.unwrap_or(d.m),
                 ef_construction: ef_construction.unwrap_or(d.ef_construction),
                 ef_search: ef_search.unwrap_or(d.ef_search),
             }),
+            None => IndexSpec::Hnsw(d),
         };
         let c = self
             .engine
             .submit(Event::CreateCollection(CollectionSpec {
-                name,
-                dimension,
-                metric,
+                name: req.name,
+                dimension: req.dimension,
+                metric: metric_from_wire(req.metric.unwrap_or_default()),
                 index,
             }))
             .await?;
@@ -254,6 +321,24 @@ impl Service {
             .seq)
     }
 
+    /// Every collection, by name.
+    pub fn collections(&self) -> Result<api::CollectionList, NodeError> {
+        let kernel = self.engine.read()?;
+        Ok(api::CollectionList {
+            collections: kernel.collections().map(collection_info).collect(),
+            seq: kernel.seq(),
+        })
+    }
+
+    /// One collection, or `CollectionNotFound`.
+    pub fn collection(&self, name: &str) -> Result<api::CollectionInfo, NodeError> {
+        let kernel = self.engine.read()?;
+        let c = kernel
+            .collection(name)
+            .ok_or_else(|| valori_kernel::Error::CollectionNotFound { name: name.into() })?;
+        Ok(collection_info(c))
+    }
+
     /// Inserts records atomically; returns their ids and the sequence number. A bad component
     /// is reported with its record's position when `batch` (the batch routes), and as a plain
     /// [`NodeError::Value`] otherwise (the single-record routes).
@@ -262,14 +347,14 @@ impl Service {
         collection: String,
         records: Vec<RecordIn>,
         batch: bool,
-    ) -> Result<(Vec<u64>, u64), NodeError> {
+    ) -> Result<api::BatchInserted, NodeError> {
         self.writable()?;
         if records.len() > self.max_batch {
-            return Err(NodeError::BadRequest(format!(
-                "batch has {} records, the limit is {}",
-                records.len(),
-                self.max_batch
-            )));
+            return Err(NodeError::Limit {
+                what: "records in a batch",
+                value: records.len() as u64,
+                max: self.max_batch as u64,
+            });
         }
         let records = to_new_records(records, batch)?;
         let c = self
@@ -279,11 +364,15 @@ impl Service {
                 records,
             })
             .await?;
-        let ids = match c.applied {
-            Applied::Inserted { first, count } => (first..first + u64::from(count)).collect(),
-            _ => Vec::new(),
-        };
-        Ok((ids, c.seq))
+        match c.applied {
+            Applied::Inserted { first, count } => Ok(api::BatchInserted {
+                ids: (first..first + u64::from(count)).collect(),
+                seq: c.seq,
+            }),
+            other => Err(NodeError::Internal(format!(
+                "an insert applied as {other:?}"
+            ))),
+        }
     }
 
     /// Deletes a record.
@@ -298,14 +387,14 @@ impl Service {
 
     /// Reads a record.
     pub fn get(&self, collection: &str, id: u64) -> Result<RecordOut, NodeError> {
-        let k = self.engine.read()?;
-        let r = k.get(collection, id)?;
+        let kernel = self.engine.read()?;
+        let r = kernel.get(collection, id)?;
         Ok(RecordOut {
             id,
             vector: r.vector.iter().map(|&x| Fixed(x).to_f64()).collect(),
             tag: r.tag,
             metadata: r.metadata.map(<[u8]>::to_vec),
-            seq: k.seq(),
+            seq: kernel.seq(),
         })
     }
 
@@ -314,15 +403,18 @@ impl Service {
     pub fn search_now(
         &self,
         collection: &str,
-        vector: &[f64],
-        params: &SearchParams,
-        with_metadata: bool,
-    ) -> Result<(Vec<HitOut>, u64), NodeError> {
-        let query = to_fixed(vector)?;
+        req: &api::SearchRequest,
+    ) -> Result<Hits, NodeError> {
+        let query = to_fixed(&req.vector)?;
+        let params = SearchParams {
+            k: req.k,
+            tag: req.tag,
+            ef: req.ef,
+        };
         let kernel = self.engine.read()?;
-        let hits = SCRATCH
-            .with(|s| kernel.search_with(collection, &query, params, &mut s.borrow_mut()))?;
-        let out = hits
+        let found = SCRATCH
+            .with(|s| kernel.search_with(collection, &query, &params, &mut s.borrow_mut()))?;
+        let hits = found
             .iter()
             .map(|h| {
                 let r = kernel.get(collection, h.id).ok();
@@ -330,74 +422,73 @@ impl Service {
                     id: h.id,
                     distance: h.distance,
                     tag: r.as_ref().map_or(0, |r| r.tag),
-                    metadata: with_metadata.then(|| r.and_then(|r| r.metadata.map(<[u8]>::to_vec))),
+                    metadata: req
+                        .with_metadata
+                        .then(|| r.and_then(|r| r.metadata.map(<[u8]>::to_vec))),
                 }
             })
             .collect();
-        Ok((out, kernel.seq()))
+        Ok(Hits {
+            hits,
+            seq: kernel.seq(),
+        })
     }
 
     /// [`Service::search_now`] off the async threads.
     pub async fn search(
         &self,
         collection: String,
-        vector: Vec<f64>,
-        k: u32,
-        tag: Option<u64>,
-        ef: Option<u32>,
-        with_metadata: bool,
-    ) -> Result<(Vec<HitOut>, u64), NodeError> {
+        req: api::SearchRequest,
+    ) -> Result<Hits, NodeError> {
         // Refuse a bad vector before taking a worker thread.
-        to_fixed(&vector)?;
+        to_fixed(&req.vector)?;
         let service = self.clone();
-        blocking(move || {
-            service.search_now(
-                &collection,
-                &vector,
-                &SearchParams { k, tag, ef },
-                with_metadata,
-            )
-        })
-        .await
+        blocking(move || service.search_now(&collection, &req)).await
     }
 
     /// Creates a graph node; returns its id and the sequence number.
     pub async fn create_node(
         &self,
         kind: String,
-        record: Option<(String, u64)>,
+        record: Option<api::RecordRef>,
         properties: Option<Vec<u8>>,
-    ) -> Result<(u64, u64), NodeError> {
+    ) -> Result<api::Created, NodeError> {
         self.writable()?;
         let c = self
             .engine
             .submit(Event::CreateNode {
                 kind,
-                record: record.map(|(collection, id)| RecordRef { collection, id }),
+                record: record.map(|r| RecordRef {
+                    collection: r.collection,
+                    id: r.id,
+                }),
                 properties,
             })
             .await?;
         match c.applied {
-            Applied::Node(id) => Ok((id, c.seq)),
-            _ => Err(NodeError::Storage("node creation produced no id".into())),
+            Applied::Node(id) => Ok(api::Created { id, seq: c.seq }),
+            other => Err(NodeError::Internal(format!(
+                "a node creation applied as {other:?}"
+            ))),
         }
     }
 
     /// Creates an edge; returns its id and the sequence number.
-    pub async fn create_edge(
-        &self,
-        from: u64,
-        to: u64,
-        kind: String,
-    ) -> Result<(u64, u64), NodeError> {
+    pub async fn create_edge(&self, req: api::CreateEdge) -> Result<api::Created, NodeError> {
         self.writable()?;
         let c = self
             .engine
-            .submit(Event::CreateEdge { from, to, kind })
+            .submit(Event::CreateEdge {
+                from: req.from,
+                to: req.to,
+                kind: req.kind,
+            })
             .await?;
         match c.applied {
-            Applied::Edge(id) => Ok((id, c.seq)),
-            _ => Err(NodeError::Storage("edge creation produced no id".into())),
+            Applied::Edge(id) => Ok(api::Created { id, seq: c.seq }),
+            other => Err(NodeError::Internal(format!(
+                "an edge creation applied as {other:?}"
+            ))),
         }
     }
 
@@ -415,62 +506,195 @@ impl Service {
 
     /// A graph node, or `NodeNotFound`.
     pub fn node(&self, id: u64) -> Result<valori_kernel::graph::Node, NodeError> {
-        let k = self.engine.read()?;
-        let node = k.graph().node(id).cloned();
+        let kernel = self.engine.read()?;
+        let node = kernel.graph().node(id).cloned();
         Ok(node.ok_or(valori_kernel::Error::NodeNotFound { id })?)
     }
 
     /// A graph edge, or `EdgeNotFound`.
     pub fn edge(&self, id: u64) -> Result<valori_kernel::graph::Edge, NodeError> {
-        let k = self.engine.read()?;
-        let edge = k.graph().edge(id).cloned();
+        let kernel = self.engine.read()?;
+        let edge = kernel.graph().edge(id).cloned();
         Ok(edge.ok_or(valori_kernel::Error::EdgeNotFound { id })?)
     }
 
-    /// Neighbours of a node: (node, edge, kind, outgoing), and the sequence number.
-    #[allow(clippy::type_complexity)]
+    /// Neighbours of a node, and the sequence number.
     pub fn neighbors(
         &self,
         id: u64,
-        direction: Option<&str>,
+        direction: api::Direction,
         kinds: &[String],
-    ) -> Result<(Vec<(u64, u64, String, bool)>, u64), NodeError> {
-        let direction = parse_direction(direction)?;
-        let k = self.engine.read()?;
-        let list = k
-            .neighbors(id, direction, kinds)?
+    ) -> Result<api::Neighbors, NodeError> {
+        let kernel = self.engine.read()?;
+        let neighbors = kernel
+            .neighbors(id, direction_from_wire(direction), kinds)?
             .into_iter()
-            .map(|n| (n.node, n.edge, n.kind, n.outgoing))
+            .map(|n| api::Neighbor {
+                node: n.node,
+                edge: n.edge,
+                kind: n.kind,
+                direction: if n.outgoing {
+                    api::EdgeDirection::Out
+                } else {
+                    api::EdgeDirection::In
+                },
+            })
             .collect();
-        Ok((list, k.seq()))
+        Ok(api::Neighbors {
+            neighbors,
+            seq: kernel.seq(),
+        })
     }
 
-    /// Breadth-first traversal: (node, depth) pairs, whether it was cut short, sequence number.
-    /// Runs on the caller's thread; see [`Service::traverse`].
-    pub fn traverse_now(
-        &self,
-        start: u64,
-        max_depth: u32,
-        kinds: &[String],
-        direction: Direction,
-    ) -> Result<Visits, NodeError> {
-        let k = self.engine.read()?;
-        let t = k.traverse(start, max_depth, direction, kinds)?;
-        Ok((t.nodes, t.truncated, k.seq()))
+    /// Breadth-first traversal. Runs on the caller's thread; see [`Service::traverse`].
+    pub fn traverse_now(&self, req: &api::TraverseRequest) -> Result<api::Traversal, NodeError> {
+        let kernel = self.engine.read()?;
+        let t = kernel.traverse(
+            req.start,
+            req.max_depth,
+            direction_from_wire(req.direction.unwrap_or_default()),
+            &req.kinds,
+        )?;
+        Ok(api::Traversal {
+            nodes: t
+                .nodes
+                .into_iter()
+                .map(|(node, depth)| api::Visit { node, depth })
+                .collect(),
+            truncated: t.truncated,
+            seq: kernel.seq(),
+        })
     }
 
     /// [`Service::traverse_now`] off the async threads.
-    pub async fn traverse(
-        &self,
-        start: u64,
-        max_depth: u32,
-        kinds: Vec<String>,
-        direction: Option<&str>,
-    ) -> Result<Visits, NodeError> {
-        let direction = parse_direction(direction)?;
+    pub async fn traverse(&self, req: api::TraverseRequest) -> Result<api::Traversal, NodeError> {
         let service = self.clone();
-        blocking(move || service.traverse_now(start, max_depth, &kinds, direction)).await
+        blocking(move || service.traverse_now(&req)).await
     }
+
+    /// At most `limit` retained log entries from `from` on. A reader that names itself as a
+    /// follower confirms everything before `from` (the leader's bookkeeping of its
+    /// followers). Reads storage: run it off the async threads.
+    pub fn log_page(
+        &self,
+        from: u64,
+        limit: u32,
+        follower: Option<&str>,
+    ) -> Result<LogPageOut, NodeError> {
+        if let Some(name) = follower {
+            self.followers.asked(name, from, self.engine.metrics());
+        }
+        if limit == 0 {
+            return Err(NodeError::BadRequest("limit must be at least 1".into()));
+        }
+        if limit > MAX_LOG_PAGE {
+            return Err(NodeError::Limit {
+                what: "log entries in a page",
+                value: limit.into(),
+                max: MAX_LOG_PAGE.into(),
+            });
+        }
+        Ok(LogPageOut {
+            first_retained: self.engine.first_retained()?,
+            entries: self.engine.entries(from, limit as usize)?,
+            head: self.engine.seq()?,
+        })
+    }
+
+    /// Each follower's confirmed sequence number and lag (on a leader).
+    pub fn replication_status(&self) -> Result<api::ReplicationStatus, NodeError> {
+        Ok(self.followers.status(self.engine.seq()?))
+    }
+
+    /// Opens snapshot `id` for streaming, with its length. The open file stays readable even
+    /// if retention removes its name meanwhile.
+    pub async fn open_snapshot(&self, id: u64) -> Result<(tokio::fs::File, u64), NodeError> {
+        let file = self
+            .engine
+            .snapshots()?
+            .into_iter()
+            .find(|s| s.seq == id)
+            .ok_or_else(|| NodeError::NotFound(format!("no snapshot {id}")))?;
+        let storage = |e: std::io::Error| NodeError::Storage(format!("reading snapshot {id}: {e}"));
+        let f = tokio::fs::File::open(&file.path).await.map_err(storage)?;
+        let len = f.metadata().await.map_err(storage)?.len();
+        Ok((f, len))
+    }
+
+    /// Replaces the whole state with a snapshot that arrives as a stream of chunks (an HTTP
+    /// body, a gRPC client stream). The chunks go to a file in the snapshot directory, which
+    /// is then mapped, verified and renamed into place: the upload is never held in the heap,
+    /// only the state decoded from it. More than [`MAX_SNAPSHOT_UPLOAD_BYTES`] is refused, and
+    /// a refused or failed upload leaves nothing behind.
+    pub async fn restore<B: AsRef<[u8]>>(
+        &self,
+        chunks: impl futures_util::Stream<Item = Result<B, NodeError>>,
+    ) -> Result<SnapshotFile, NodeError> {
+        self.writable()?;
+        let path = self.engine.upload_path();
+        if let Err(e) = receive(chunks, &path).await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+        self.engine.install_file(&path, false).await
+    }
+
+    /// The sequence number and chain hash at `seq` (the current one when `None`), and the
+    /// state hash when that is the current state. A past sequence number is answered from the
+    /// retained log or a snapshot taken there; a future one is not found. Computing the state
+    /// hash reads the whole state: run it off the async threads.
+    pub fn state_at(&self, seq: Option<u64>) -> Result<StateAt, NodeError> {
+        let now = self.engine.state()?;
+        match seq {
+            None => Ok(StateAt {
+                seq: now.seq,
+                chain_hash: now.chain_hash,
+                state_hash: Some(now.state_hash),
+            }),
+            Some(seq) if seq > now.seq => Err(NodeError::NotFound(format!(
+                "sequence number {seq} is in the future (current is {})",
+                now.seq
+            ))),
+            Some(seq) if seq == now.seq => Ok(StateAt {
+                seq,
+                chain_hash: now.chain_hash,
+                state_hash: Some(now.state_hash),
+            }),
+            Some(seq) => Ok(StateAt {
+                seq,
+                chain_hash: self.engine.chain_at(seq)?,
+                state_hash: None,
+            }),
+        }
+    }
+}
+
+/// Writes a stream of chunks to a new file at `path`, refusing more than
+/// [`MAX_SNAPSHOT_UPLOAD_BYTES`].
+async fn receive<B: AsRef<[u8]>>(
+    chunks: impl futures_util::Stream<Item = Result<B, NodeError>>,
+    path: &std::path::Path,
+) -> Result<(), NodeError> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let failed = |e: &dyn std::fmt::Display| NodeError::Storage(format!("receiving snapshot: {e}"));
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut total = 0usize;
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        let data = chunk.as_ref();
+        total += data.len();
+        if total > MAX_SNAPSHOT_UPLOAD_BYTES {
+            return Err(NodeError::PayloadTooLarge {
+                limit: MAX_SNAPSHOT_UPLOAD_BYTES,
+            });
+        }
+        file.write_all(data).await.map_err(|e| failed(&e))?;
+    }
+    file.flush().await.map_err(|e| failed(&e))
 }
 
 #[cfg(test)]

@@ -9,18 +9,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
-use common::{replay_log, vector, Client, Node};
+use common::{b64, replay_log, vector, Client, Node};
 use serde_json::json;
 
 const DIM: usize = 8;
 
 /// An acknowledged write: id, the vector sent, the metadata sent.
 type Acked = (u64, Vec<f64>, String);
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
 
 /// Inserts until the server goes away; returns what was acknowledged.
 fn ingest(c: Client, thread: u64, acked: Arc<Mutex<Vec<Acked>>>) {
@@ -277,7 +272,11 @@ fn disk_full_fails_cleanly_and_recovers_with_space() {
     assert_eq!((s, v["code"].as_str()), (503, Some("node_failed")), "{v}");
     let (s, why) = c.get("/readyz");
     assert_eq!(s, 503);
-    assert!(why.as_str().unwrap().contains("storage"), "{why}");
+    assert_eq!(why["code"], "not_ready", "{why}");
+    assert!(
+        why["message"].as_str().unwrap().contains("storage"),
+        "{why}"
+    );
     let (seq, _, _) = c.state();
     assert_eq!(
         seq,

@@ -362,3 +362,153 @@ async fn grpc_errors_match_http() {
     req.metadata_mut().insert("x-api-key", "r".parse().unwrap());
     assert_eq!(c.get_state(req).await.unwrap().into_inner().seq, 1);
 }
+
+/// The routes gRPC gained for parity: the log as a server stream, snapshot download (server
+/// stream) and restore (client stream), replication status and health. Each answers what its
+/// HTTP route answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_streams_the_log_and_snapshots_as_http_serves_them() {
+    use futures_util::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        &dir.path().join("a"),
+        &["--snapshot-every", "0", "--prune-log", "false"],
+    );
+    let mut gc = client(&node).await;
+    gc.create_collection(pb::CreateCollectionRequest {
+        name: "v".into(),
+        dimension: 4,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for b in 0..30u64 {
+        gc.insert(pb::InsertRequest {
+            collection: "v".into(),
+            record: Some(pb::Record {
+                vector: vector(b, 4),
+                tag: b % 3,
+                metadata: Some(vec![b as u8]),
+            }),
+        })
+        .await
+        .unwrap();
+    }
+    let url = node.url.clone();
+    let (http_log, http_snapshot, http_state) = tokio::task::spawn_blocking(move || {
+        let hc = common::Client::new(&url);
+        let (_, log) = hc.get("/v1/log?from=1&limit=100");
+        let (s, snap) = hc.post("/v1/snapshots", json!({}));
+        assert_eq!(s, 201, "{snap}");
+        let (s, bytes) = hc.bytes(&format!("/v1/snapshots/{}", snap["id"]));
+        assert_eq!(s, 200);
+        (log, (snap["id"].as_u64().unwrap(), bytes), hc.state())
+    })
+    .await
+    .unwrap();
+
+    // The whole log, entry by entry as HTTP pages it, named as a follower.
+    let mut req = tonic::Request::new(pb::LogRequest {
+        from: 1,
+        limit: None,
+    });
+    req.metadata_mut()
+        .insert("x-valori-follower", "grpc-reader".parse().unwrap());
+    let entries: Vec<pb::LogEntry> = gc
+        .read_log(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    let http_entries = http_log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 31);
+    assert_eq!(entries.len(), http_entries.len());
+    for (g, h) in entries.iter().zip(http_entries) {
+        assert_eq!(g.seq, h["seq"].as_u64().unwrap());
+        assert_eq!(
+            hex::encode(&g.chain_hash),
+            h["chain_hash"].as_str().unwrap()
+        );
+        assert_eq!(common::b64(&g.event), h["event"].as_str().unwrap());
+    }
+    // A bounded read, from the middle.
+    let some: Vec<u64> = gc
+        .read_log(pb::LogRequest {
+            from: 10,
+            limit: Some(5),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|e| e.unwrap().seq)
+        .collect()
+        .await;
+    assert_eq!(some, (10..15).collect::<Vec<u64>>());
+
+    // The reader that named itself is a follower in the status, as over HTTP.
+    let status = gc
+        .replication_status(pb::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.seq, 31);
+    let f = status
+        .followers
+        .iter()
+        .find(|f| f.name == "grpc-reader")
+        .expect("the reader is listed");
+    assert_eq!((f.confirmed_seq, f.lag_events), (0, 31));
+
+    // The snapshot's bytes, in chunks.
+    let (id, bytes) = http_snapshot;
+    let mut downloaded = Vec::new();
+    let mut chunks = gc
+        .download_snapshot(pb::Id { id })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(c) = chunks.next().await {
+        downloaded.extend_from_slice(&c.unwrap().data);
+    }
+    assert_eq!(downloaded, bytes);
+    let e = gc.download_snapshot(pb::Id { id: 999 }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // Restored into a fresh node by a client stream: the same state.
+    let other = Node::start(&dir.path().join("b"), &[]);
+    let mut oc = client(&other).await;
+    let parts: Vec<pb::Chunk> = downloaded
+        .chunks(4096)
+        .map(|c| pb::Chunk { data: c.to_vec() })
+        .collect();
+    let restored = oc
+        .restore_snapshot(futures_util::stream::iter(parts))
+        .await
+        .unwrap()
+        .into_inner();
+    let st = restored.state.unwrap();
+    assert_eq!((st.seq, st.chain_hash, st.state_hash), http_state.clone());
+    assert_eq!(restored.snapshot.unwrap().seq, 31);
+    // Bytes that are not a snapshot change nothing.
+    let e = oc
+        .restore_snapshot(futures_util::stream::iter(vec![pb::Chunk {
+            data: b"not a snapshot".to_vec(),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), code(&e).as_str()),
+        (tonic::Code::InvalidArgument, "invalid_snapshot")
+    );
+    let st = oc
+        .get_state(pb::StateRequest { seq: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((st.seq, st.chain_hash, st.state_hash), http_state);
+
+    let h = gc.health(pb::Empty {}).await.unwrap().into_inner();
+    assert!(h.live && h.ready && h.reason.is_empty(), "{h:?}");
+}

@@ -240,7 +240,10 @@ fn divergence_is_detected_and_healed() {
     });
     let (_, why) = fc.get("/readyz");
     assert!(
-        why.as_str().unwrap().contains("sequence number 20"),
+        why["message"]
+            .as_str()
+            .unwrap()
+            .contains("sequence number 20"),
         "{why}"
     );
     let (_, m) = fc.get("/metrics");

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use valori_node::service::{IndexIn, RecordIn};
+use valori_api as wire;
+use valori_node::service::{HitOut, RecordIn, RecordOut};
 use valori_node::NodeError;
 
 /// Which Python exception an error becomes.
@@ -14,8 +15,10 @@ pub enum Kind {
     InvalidInput,
     /// `NotFoundError`: an unknown collection, record, node, edge or snapshot.
     NotFound,
-    /// `UnauthorizedError`: no API key, a wrong one, or a read-only key used for a write.
+    /// `UnauthorizedError`: no API key, or a wrong one (401).
     Unauthorized,
+    /// `ForbiddenError`: a read-only key used for a write or admin operation (403).
+    Forbidden,
     /// `ConnectionError`: the server could not be reached or did not answer.
     Connection,
     /// `ValoriError`: anything else (a failed node, a follower refusing writes, a closed handle).
@@ -38,7 +41,8 @@ impl ApiError {
     /// exception for the same failure.
     pub fn from_status(status: u16, code: String, message: String) -> ApiError {
         let kind = match (status, code.as_str()) {
-            (401, _) | (403, "forbidden") => Kind::Unauthorized,
+            (401, _) => Kind::Unauthorized,
+            (403, "forbidden") => Kind::Forbidden,
             (404, _) => Kind::NotFound,
             (400 | 409 | 413 | 422, _) => Kind::InvalidInput,
             _ => Kind::Other,
@@ -84,35 +88,6 @@ impl From<NodeError> for ApiError {
 /// Result of an operation.
 pub type Res<T> = Result<T, ApiError>;
 
-/// A collection's description.
-pub struct CollectionInfo {
-    pub name: String,
-    pub dimension: u32,
-    pub metric: String,
-    /// `hnsw` or `flat`.
-    pub index: String,
-    pub records: u64,
-    pub next_id: u64,
-}
-
-/// A stored record.
-pub struct Record {
-    pub id: u64,
-    pub vector: Vec<f64>,
-    pub tag: u64,
-    pub metadata: Option<Vec<u8>>,
-}
-
-/// One search result.
-pub struct Hit {
-    pub id: u64,
-    /// Exact integer distance.
-    pub distance: i128,
-    pub tag: u64,
-    /// Present when asked for; `Some(None)` when the record has none.
-    pub metadata: Option<Option<Vec<u8>>>,
-}
-
 /// A graph node.
 pub struct GraphNode {
     pub id: u64,
@@ -121,88 +96,41 @@ pub struct GraphNode {
     pub properties: Option<Vec<u8>>,
 }
 
-/// A graph edge.
-pub struct Edge {
-    pub id: u64,
-    pub from: u64,
-    pub to: u64,
-    pub kind: String,
-}
-
-/// A neighbour of a node.
-pub struct Neighbor {
-    pub node: u64,
-    pub edge: u64,
-    pub kind: String,
-    /// `out` or `in`.
-    pub direction: String,
-}
-
-/// A breadth-first traversal.
-pub struct Traversal {
-    pub nodes: Vec<(u64, u32)>,
-    pub truncated: bool,
-}
-
-/// Sequence number and hashes (hex).
-pub struct State {
-    pub seq: u64,
-    pub chain_hash: String,
-    pub state_hash: String,
-}
-
-/// A search request.
-pub struct Query {
-    pub collection: String,
-    pub vector: Vec<f64>,
-    pub k: u32,
-    pub tag: Option<u64>,
-    pub ef: Option<u32>,
-    pub with_metadata: bool,
-}
-
 /// The operations both modes implement, with the same results and errors.
 pub trait Api: Send + Sync {
-    fn create_collection(
-        &self,
-        name: String,
-        dimension: u32,
-        metric: &str,
-        index: IndexIn,
-    ) -> Res<()>;
+    fn create_collection(&self, spec: wire::CreateCollection) -> Res<()>;
     fn drop_collection(&self, name: String) -> Res<()>;
-    fn collections(&self) -> Res<Vec<CollectionInfo>>;
-    fn collection(&self, name: &str) -> Res<CollectionInfo>;
+    fn collections(&self) -> Res<Vec<wire::CollectionInfo>>;
+    fn collection(&self, name: &str) -> Res<wire::CollectionInfo>;
     /// Inserts atomically; `batch` selects how a bad vector is reported (with its position).
     fn insert(&self, collection: String, records: Vec<RecordIn>, batch: bool) -> Res<Vec<u64>>;
-    fn get(&self, collection: &str, id: u64) -> Res<Record>;
+    fn get(&self, collection: &str, id: u64) -> Res<RecordOut>;
     fn delete(&self, collection: String, id: u64) -> Res<()>;
-    fn search(&self, query: Query) -> Res<Vec<Hit>>;
+    fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>>;
     fn create_node(
         &self,
         kind: String,
-        record: Option<(String, u64)>,
+        record: Option<wire::RecordRef>,
         properties: Option<Vec<u8>>,
     ) -> Res<u64>;
     fn get_node(&self, id: u64) -> Res<GraphNode>;
     fn delete_node(&self, id: u64) -> Res<()>;
-    fn create_edge(&self, from: u64, to: u64, kind: String) -> Res<u64>;
-    fn get_edge(&self, id: u64) -> Res<Edge>;
+    fn create_edge(&self, edge: wire::CreateEdge) -> Res<u64>;
+    fn get_edge(&self, id: u64) -> Res<wire::GraphEdge>;
     fn delete_edge(&self, id: u64) -> Res<()>;
-    fn neighbors(&self, id: u64, direction: &str, kinds: &[String]) -> Res<Vec<Neighbor>>;
-    fn traverse(
+    fn neighbors(
         &self,
-        start: u64,
-        max_depth: u32,
-        kinds: Vec<String>,
-        direction: &str,
-    ) -> Res<Traversal>;
+        id: u64,
+        direction: wire::Direction,
+        kinds: &[String],
+    ) -> Res<Vec<wire::Neighbor>>;
+    fn traverse(&self, query: wire::TraverseRequest) -> Res<wire::Traversal>;
     /// Takes a snapshot; copies it to `copy_to` when given. Returns the path of the copy, or
     /// else of the snapshot (on the server, in remote mode).
     fn snapshot(&self, copy_to: Option<&Path>) -> Res<String>;
     /// Replaces the whole state with the snapshot file at `path`'s.
-    fn restore(&self, path: &Path) -> Res<State>;
-    fn state(&self) -> Res<State>;
+    fn restore(&self, path: &Path) -> Res<wire::State>;
+    fn state(&self) -> Res<wire::State>;
     /// Releases the resources (the database, for the embedded engine).
     fn close(&self);
 }

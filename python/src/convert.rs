@@ -12,6 +12,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
 
+use crate::api::ApiError;
+
 /// Vectors held for the duration of a call.
 pub enum Input<'py> {
     /// A float32 array, C-contiguous, 1-d (one vector) or 2-d (rows).
@@ -164,8 +166,9 @@ fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArrayDyn<'_, T>) -> &'a [T] {
     a.as_slice().expect("made C-contiguous above")
 }
 
-/// Metadata or properties: `bytes`, `bytearray` or `None`.
-pub fn blob(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Vec<u8>>> {
+/// Metadata or properties: `bytes`, `bytearray` or `None`; anything else is refused as
+/// invalid input (a dict, say, must be encoded by the caller first).
+pub fn blob(obj: Option<&Bound<'_, PyAny>>, what: &str) -> Result<Option<Vec<u8>>, ApiError> {
     match obj {
         None => Ok(None),
         Some(o) if o.is_none() => Ok(None),
@@ -175,9 +178,13 @@ pub fn blob(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Vec<u
             } else if let Ok(b) = o.cast::<PyByteArray>() {
                 Ok(Some(b.to_vec()))
             } else {
-                Err(PyTypeError::new_err(format!(
-                    "{what} must be bytes or None, not {}",
-                    o.get_type().name()?
+                let got = o
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "another object".into(), |n| n.to_string());
+                Err(ApiError::invalid(format!(
+                    "{what} must be bytes (or bytearray, or None), not {got}: encode it first, \
+                     for example json.dumps(value).encode()"
                 )))
             }
         }

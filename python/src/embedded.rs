@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use valori_kernel::{IndexSpec, SearchParams};
+use valori_api as wire;
 use valori_node::metrics::Metrics;
-use valori_node::service::{parse_direction, IndexIn, RecordIn, Service};
-use valori_node::{Engine, EngineConfig, NodeError};
+use valori_node::service::{HitOut, RecordIn, RecordOut, Service};
+use valori_node::{Engine, EngineConfig};
 
 use crate::api::*;
 
@@ -43,6 +43,7 @@ impl Embedded {
                 // The kernel's own batch limit applies; there is no request body to bound.
                 max_batch: valori_kernel::limits::MAX_BATCH_RECORDS as usize,
                 follower_of: None,
+                followers: Default::default(),
             },
             dir,
         })
@@ -78,43 +79,18 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-fn state_of(engine: &Engine) -> Res<State> {
-    let s = engine.state()?;
-    Ok(State {
+fn state_of(service: &Service) -> Res<wire::State> {
+    let s = service.state_at(None)?;
+    Ok(wire::State {
         seq: s.seq,
         chain_hash: hex::encode(s.chain_hash),
-        state_hash: hex::encode(s.state_hash),
+        state_hash: s.state_hash.map(hex::encode),
     })
 }
 
-fn info(c: &valori_kernel::Collection) -> CollectionInfo {
-    let s = c.spec();
-    CollectionInfo {
-        name: s.name.clone(),
-        dimension: s.dimension,
-        metric: s.metric.name().to_string(),
-        index: match s.index {
-            IndexSpec::Flat => "flat",
-            IndexSpec::Hnsw(_) => "hnsw",
-        }
-        .to_string(),
-        records: c.len(),
-        next_id: c.next_id(),
-    }
-}
-
 impl Api for Embedded {
-    fn create_collection(
-        &self,
-        name: String,
-        dimension: u32,
-        metric: &str,
-        index: IndexIn,
-    ) -> Res<()> {
-        block_on(
-            self.service
-                .create_collection(name, dimension, Some(metric), index),
-        )?;
+    fn create_collection(&self, spec: wire::CreateCollection) -> Res<()> {
+        block_on(self.service.create_collection(spec))?;
         Ok(())
     }
 
@@ -123,32 +99,20 @@ impl Api for Embedded {
         Ok(())
     }
 
-    fn collections(&self) -> Res<Vec<CollectionInfo>> {
-        Ok(self.engine().read()?.collections().map(info).collect())
+    fn collections(&self) -> Res<Vec<wire::CollectionInfo>> {
+        Ok(self.service.collections()?.collections)
     }
 
-    fn collection(&self, name: &str) -> Res<CollectionInfo> {
-        let k = self.engine().read()?;
-        let c = k.collection(name).ok_or_else(|| {
-            NodeError::from(valori_kernel::Error::CollectionNotFound {
-                name: name.to_string(),
-            })
-        })?;
-        Ok(info(c))
+    fn collection(&self, name: &str) -> Res<wire::CollectionInfo> {
+        Ok(self.service.collection(name)?)
     }
 
     fn insert(&self, collection: String, records: Vec<RecordIn>, batch: bool) -> Res<Vec<u64>> {
-        Ok(block_on(self.service.insert(collection, records, batch))?.0)
+        Ok(block_on(self.service.insert(collection, records, batch))?.ids)
     }
 
-    fn get(&self, collection: &str, id: u64) -> Res<Record> {
-        let r = self.service.get(collection, id)?;
-        Ok(Record {
-            id: r.id,
-            vector: r.vector,
-            tag: r.tag,
-            metadata: r.metadata,
-        })
+    fn get(&self, collection: &str, id: u64) -> Res<RecordOut> {
+        Ok(self.service.get(collection, id)?)
     }
 
     fn delete(&self, collection: String, id: u64) -> Res<()> {
@@ -156,33 +120,17 @@ impl Api for Embedded {
         Ok(())
     }
 
-    fn search(&self, q: Query) -> Res<Vec<Hit>> {
-        let params = SearchParams {
-            k: q.k,
-            tag: q.tag,
-            ef: q.ef,
-        };
-        let (hits, _) =
-            self.service
-                .search_now(&q.collection, &q.vector, &params, q.with_metadata)?;
-        Ok(hits
-            .into_iter()
-            .map(|h| Hit {
-                id: h.id,
-                distance: h.distance,
-                tag: h.tag,
-                metadata: h.metadata,
-            })
-            .collect())
+    fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>> {
+        Ok(self.service.search_now(&collection, &query)?.hits)
     }
 
     fn create_node(
         &self,
         kind: String,
-        record: Option<(String, u64)>,
+        record: Option<wire::RecordRef>,
         properties: Option<Vec<u8>>,
     ) -> Res<u64> {
-        Ok(block_on(self.service.create_node(kind, record, properties))?.0)
+        Ok(block_on(self.service.create_node(kind, record, properties))?.id)
     }
 
     fn get_node(&self, id: u64) -> Res<GraphNode> {
@@ -200,13 +148,13 @@ impl Api for Embedded {
         Ok(())
     }
 
-    fn create_edge(&self, from: u64, to: u64, kind: String) -> Res<u64> {
-        Ok(block_on(self.service.create_edge(from, to, kind))?.0)
+    fn create_edge(&self, edge: wire::CreateEdge) -> Res<u64> {
+        Ok(block_on(self.service.create_edge(edge))?.id)
     }
 
-    fn get_edge(&self, id: u64) -> Res<Edge> {
+    fn get_edge(&self, id: u64) -> Res<wire::GraphEdge> {
         let e = self.service.edge(id)?;
-        Ok(Edge {
+        Ok(wire::GraphEdge {
             id,
             from: e.from,
             to: e.to,
@@ -219,31 +167,17 @@ impl Api for Embedded {
         Ok(())
     }
 
-    fn neighbors(&self, id: u64, direction: &str, kinds: &[String]) -> Res<Vec<Neighbor>> {
-        let (list, _) = self.service.neighbors(id, Some(direction), kinds)?;
-        Ok(list
-            .into_iter()
-            .map(|(node, edge, kind, outgoing)| Neighbor {
-                node,
-                edge,
-                kind,
-                direction: if outgoing { "out" } else { "in" }.to_string(),
-            })
-            .collect())
+    fn neighbors(
+        &self,
+        id: u64,
+        direction: wire::Direction,
+        kinds: &[String],
+    ) -> Res<Vec<wire::Neighbor>> {
+        Ok(self.service.neighbors(id, direction, kinds)?.neighbors)
     }
 
-    fn traverse(
-        &self,
-        start: u64,
-        max_depth: u32,
-        kinds: Vec<String>,
-        direction: &str,
-    ) -> Res<Traversal> {
-        let direction = parse_direction(Some(direction))?;
-        let (nodes, truncated, _) = self
-            .service
-            .traverse_now(start, max_depth, &kinds, direction)?;
-        Ok(Traversal { nodes, truncated })
+    fn traverse(&self, query: wire::TraverseRequest) -> Res<wire::Traversal> {
+        Ok(self.service.traverse_now(&query)?)
     }
 
     fn snapshot(&self, copy_to: Option<&Path>) -> Res<String> {
@@ -261,15 +195,15 @@ impl Api for Embedded {
         }
     }
 
-    fn restore(&self, path: &Path) -> Res<State> {
+    fn restore(&self, path: &Path) -> Res<wire::State> {
         // Copied into the snapshot directory, then mapped and renamed into place: the snapshot
         // is never read into the heap, only the state decoded from it.
         block_on(self.engine().install_copy(path))?;
-        state_of(self.engine())
+        state_of(&self.service)
     }
 
-    fn state(&self) -> Res<State> {
-        state_of(self.engine())
+    fn state(&self) -> Res<wire::State> {
+        state_of(&self.service)
     }
 
     fn close(&self) {

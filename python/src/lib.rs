@@ -15,10 +15,11 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+use valori_api as wire;
 use valori_kernel::limits::DEFAULT_COLLECTION;
-use valori_node::service::{score, IndexIn, RecordIn};
+use valori_node::service::{parse_direction, parse_metric, score, RecordIn};
 
-use api::{Api, ApiError, Kind, Query, Res};
+use api::{Api, ApiError, Kind, Res};
 use convert::{blob, Input};
 
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -52,7 +53,8 @@ fn to_py(py: Python<'_>, e: ApiError) -> PyErr {
         Kind::InvalidInput => "InvalidInputError",
         Kind::NotFound => "NotFoundError",
         Kind::Unauthorized => "UnauthorizedError",
-        Kind::Connection => "ConnectionError",
+        Kind::Forbidden => "ForbiddenError",
+        Kind::Connection => "ValoriConnectionError",
         Kind::Other => "ValoriError",
     };
     let made = module(py, &ERRORS, "valori.errors").and_then(|m| {
@@ -102,15 +104,15 @@ fn index_in(
     m: Option<u16>,
     ef_construction: Option<u16>,
     ef_search: Option<u16>,
-) -> Res<IndexIn> {
+) -> Res<wire::IndexConfig> {
     match index {
-        "hnsw" => Ok(IndexIn::Hnsw {
+        "hnsw" => Ok(wire::IndexConfig::Hnsw {
             m,
             ef_construction,
             ef_search,
         }),
         "flat" if m.is_none() && ef_construction.is_none() && ef_search.is_none() => {
-            Ok(IndexIn::Flat)
+            Ok(wire::IndexConfig::Flat)
         }
         "flat" => Err(ApiError::invalid(
             "m, ef_construction and ef_search apply only to an hnsw index",
@@ -207,8 +209,16 @@ impl Valori {
         ef_construction: Option<u16>,
         ef_search: Option<u16>,
     ) -> PyResult<()> {
-        let index = index_in(index, m, ef_construction, ef_search).map_err(|e| to_py(py, e))?;
-        self.run(py, |a| a.create_collection(name, dimension, metric, index))
+        let spec = (|| {
+            Ok::<_, ApiError>(wire::CreateCollection {
+                name,
+                dimension,
+                metric: Some(parse_metric(metric)?),
+                index: Some(index_in(index, m, ef_construction, ef_search)?),
+            })
+        })()
+        .map_err(|e| to_py(py, e))?;
+        self.run(py, |a| a.create_collection(spec))
     }
 
     /// Drops a collection and its records.
@@ -243,7 +253,7 @@ impl Valori {
         collection: &str,
     ) -> PyResult<u64> {
         let input = Input::vector(vector)?;
-        let metadata = blob(metadata, "metadata")?;
+        let metadata = blob(metadata, "metadata").map_err(|e| to_py(py, e))?;
         let rows = input.rows();
         let ids = self.run(py, move |a| {
             let record = RecordIn {
@@ -283,7 +293,9 @@ impl Valori {
             Some(m) => m
                 .try_iter()?
                 .enumerate()
-                .map(|(i, item)| blob(Some(&item?), &format!("metadata[{i}]")))
+                .map(|(i, item)| {
+                    blob(Some(&item?), &format!("metadata[{i}]")).map_err(|e| to_py(py, e))
+                })
                 .collect::<PyResult<_>>()?,
         };
         let mismatch = |what: &str, len: usize| {
@@ -351,14 +363,16 @@ impl Valori {
         let input = Input::vector(vector)?;
         let rows = input.rows();
         let hits = self.run(py, move |a| {
-            a.search(Query {
-                collection: collection.to_string(),
-                vector: rows.row(0),
-                k,
-                tag,
-                ef,
-                with_metadata,
-            })
+            a.search(
+                collection.to_string(),
+                wire::SearchRequest {
+                    vector: rows.row(0),
+                    k,
+                    tag,
+                    ef,
+                    with_metadata,
+                },
+            )
         })?;
         let items = hits
             .into_iter()
@@ -388,7 +402,8 @@ impl Valori {
         record: Option<(String, u64)>,
         properties: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
-        let properties = blob(properties, "properties")?;
+        let properties = blob(properties, "properties").map_err(|e| to_py(py, e))?;
+        let record = record.map(|(collection, id)| wire::RecordRef { collection, id });
         self.run(py, |a| a.create_node(kind, record, properties))
     }
 
@@ -414,7 +429,13 @@ impl Valori {
 
     /// Creates an edge `source -> target`; returns its id.
     fn create_edge(&self, py: Python<'_>, source: u64, target: u64, kind: String) -> PyResult<u64> {
-        self.run(py, |a| a.create_edge(source, target, kind))
+        self.run(py, |a| {
+            a.create_edge(wire::CreateEdge {
+                from: source,
+                to: target,
+                kind,
+            })
+        })
     }
 
     /// A graph edge.
@@ -439,10 +460,10 @@ impl Valori {
         kinds: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let kinds = kinds.unwrap_or_default();
-        let list = self.run(py, |a| a.neighbors(id, direction, &kinds))?;
+        let list = self.run(py, |a| a.neighbors(id, parse_direction(direction)?, &kinds))?;
         let items = list
             .into_iter()
-            .map(|n| make(py, "Neighbor", (n.node, n.edge, n.kind, n.direction)))
+            .map(|n| make(py, "Neighbor", (n.node, n.edge, n.kind, n.direction.name())))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
@@ -458,8 +479,16 @@ impl Valori {
         direction: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         let kinds = kinds.unwrap_or_default();
-        let t = self.run(py, |a| a.traverse(start, max_depth, kinds, direction))?;
-        make(py, "Traversal", (t.nodes, t.truncated))
+        let t = self.run(py, |a| {
+            a.traverse(wire::TraverseRequest {
+                start,
+                max_depth,
+                kinds,
+                direction: Some(parse_direction(direction)?),
+            })
+        })?;
+        let nodes: Vec<(u64, u32)> = t.nodes.iter().map(|v| (v.node, v.depth)).collect();
+        make(py, "Traversal", (nodes, t.truncated))
     }
 
     /// Takes a snapshot now. With `path`, a copy is written there (downloaded, in remote mode)
@@ -474,18 +503,18 @@ impl Valori {
     /// does not verify). Returns the new state.
     fn restore<'py>(&self, py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
         let s = self.run(py, |a| a.restore(&path))?;
-        make(py, "State", (s.seq, s.chain_hash, s.state_hash))
+        state_py(py, s)
     }
 
     /// Sequence number, chain hash and state hash.
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.run(py, |a| a.state())?;
-        make(py, "State", (s.seq, s.chain_hash, s.state_hash))
+        state_py(py, s)
     }
 
     /// The blake3 hash of the whole state (hex): equal states have equal hashes.
     fn state_hash(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(self.run(py, |a| a.state())?.state_hash)
+        Ok(self.run(py, |a| a.state())?.state_hash.unwrap_or_default())
     }
 
     /// Closes the handle (the database, in embedded mode). Safe to call twice.
@@ -515,11 +544,30 @@ fn tags_list(t: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     })
 }
 
-fn collection_py(py: Python<'_>, c: api::CollectionInfo) -> PyResult<Bound<'_, PyAny>> {
+fn collection_py(py: Python<'_>, c: wire::CollectionInfo) -> PyResult<Bound<'_, PyAny>> {
+    let index = match c.index {
+        wire::IndexInfo::Flat => "flat",
+        wire::IndexInfo::Hnsw { .. } => "hnsw",
+    };
     make(
         py,
         "Collection",
-        (c.name, c.dimension, c.metric, c.index, c.records, c.next_id),
+        (
+            c.name,
+            c.dimension,
+            c.metric.name(),
+            index,
+            c.records,
+            c.next_id,
+        ),
+    )
+}
+
+fn state_py(py: Python<'_>, s: wire::State) -> PyResult<Bound<'_, PyAny>> {
+    make(
+        py,
+        "State",
+        (s.seq, s.chain_hash, s.state_hash.unwrap_or_default()),
     )
 }
 

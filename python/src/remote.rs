@@ -9,9 +9,9 @@ use base64::Engine as _;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use valori_node::service::{parse_direction, record_vector, to_fixed, IndexIn, RecordIn};
+use serde::Serialize;
+use valori_api as wire;
+use valori_node::service::{record_vector, to_fixed, HitOut, RecordIn, RecordOut};
 
 use crate::api::*;
 
@@ -55,12 +55,6 @@ fn bad_response(e: impl std::fmt::Display) -> ApiError {
         "bad_response",
         format!("unexpected response from the server: {e}"),
     )
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
 }
 
 impl Remote {
@@ -149,7 +143,7 @@ impl Remote {
             return Ok(resp);
         }
         let text = resp.text().map_err(transport)?;
-        Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Err(match serde_json::from_str::<wire::ErrorBody>(&text) {
             Ok(b) => ApiError::from_status(status.as_u16(), b.code, b.message),
             Err(_) => {
                 let mut text = text;
@@ -163,11 +157,11 @@ impl Remote {
         })
     }
 
-    fn call<T: DeserializeOwned>(
+    fn call<T: DeserializeOwned, B: Serialize>(
         &self,
         method: Method,
         segments: &[&str],
-        body: Option<&Value>,
+        body: Option<&B>,
     ) -> Res<T> {
         let mut r = self.request(method, segments);
         if let Some(b) = body {
@@ -177,110 +171,33 @@ impl Remote {
     }
 }
 
-#[derive(Deserialize)]
-struct IdOut {
-    id: u64,
-}
-
-#[derive(Deserialize)]
-struct IdsOut {
-    ids: Vec<u64>,
-}
-
-#[derive(Deserialize)]
-struct CollectionJson {
-    name: String,
-    dimension: u32,
-    metric: String,
-    index: IndexJson,
-    records: u64,
-    next_id: u64,
-}
-
-#[derive(Deserialize)]
-struct IndexJson {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-impl From<CollectionJson> for CollectionInfo {
-    fn from(c: CollectionJson) -> Self {
-        CollectionInfo {
-            name: c.name,
-            dimension: c.dimension,
-            metric: c.metric,
-            index: c.index.kind,
-            records: c.records,
-            next_id: c.next_id,
-        }
+fn record_json(r: RecordIn) -> wire::NewRecord {
+    wire::NewRecord {
+        vector: r.vector,
+        tag: r.tag,
+        metadata: r.metadata.as_deref().map(b64),
     }
-}
-
-#[derive(Deserialize)]
-struct StateJson {
-    seq: u64,
-    chain_hash: String,
-    state_hash: String,
-}
-
-impl From<StateJson> for State {
-    fn from(s: StateJson) -> Self {
-        State {
-            seq: s.seq,
-            chain_hash: s.chain_hash,
-            state_hash: s.state_hash,
-        }
-    }
-}
-
-fn record_json(r: &RecordIn) -> Value {
-    let mut v = json!({ "vector": r.vector, "tag": r.tag });
-    if let Some(m) = &r.metadata {
-        v["metadata"] = b64(m).into();
-    }
-    v
 }
 
 impl Api for Remote {
-    fn create_collection(
-        &self,
-        name: String,
-        dimension: u32,
-        metric: &str,
-        index: IndexIn,
-    ) -> Res<()> {
-        let index = match index {
-            IndexIn::Flat => json!({ "type": "flat" }),
-            IndexIn::Hnsw {
-                m,
-                ef_construction,
-                ef_search,
-            } => json!({ "type": "hnsw", "m": m, "ef_construction": ef_construction,
-                         "ef_search": ef_search }),
-        };
-        let body = json!({ "name": name, "dimension": dimension, "metric": metric,
-                           "index": index });
-        self.call::<Value>(Method::POST, &["v1", "collections"], Some(&body))?;
+    fn create_collection(&self, spec: wire::CreateCollection) -> Res<()> {
+        self.call::<wire::Seq, _>(Method::POST, &["v1", "collections"], Some(&spec))?;
         Ok(())
     }
 
     fn drop_collection(&self, name: String) -> Res<()> {
-        self.call::<Value>(Method::DELETE, &["v1", "collections", &name], None)?;
+        self.call::<wire::Seq, ()>(Method::DELETE, &["v1", "collections", &name], None)?;
         Ok(())
     }
 
-    fn collections(&self) -> Res<Vec<CollectionInfo>> {
-        #[derive(Deserialize)]
-        struct Out {
-            collections: Vec<CollectionJson>,
-        }
-        let out: Out = self.call(Method::GET, &["v1", "collections"], None)?;
-        Ok(out.collections.into_iter().map(Into::into).collect())
+    fn collections(&self) -> Res<Vec<wire::CollectionInfo>> {
+        let out: wire::CollectionList =
+            self.call::<_, ()>(Method::GET, &["v1", "collections"], None)?;
+        Ok(out.collections)
     }
 
-    fn collection(&self, name: &str) -> Res<CollectionInfo> {
-        let c: CollectionJson = self.call(Method::GET, &["v1", "collections", name], None)?;
-        Ok(c.into())
+    fn collection(&self, name: &str) -> Res<wire::CollectionInfo> {
+        self.call::<_, ()>(Method::GET, &["v1", "collections", name], None)
     }
 
     fn insert(&self, collection: String, records: Vec<RecordIn>, batch: bool) -> Res<Vec<u64>> {
@@ -289,47 +206,43 @@ impl Api for Remote {
             record_vector(i, &r.vector, batch)?;
         }
         if batch {
-            let body = json!({ "records": records.iter().map(record_json).collect::<Vec<_>>() });
-            let out: IdsOut = self.call(
+            let body = wire::Batch {
+                records: records.into_iter().map(record_json).collect(),
+            };
+            let out: wire::BatchInserted = self.call(
                 Method::POST,
                 &["v1", "collections", &collection, "records", "batch"],
                 Some(&body),
             )?;
             Ok(out.ids)
         } else {
-            let body = records.first().map(record_json).unwrap_or(Value::Null);
-            let out: IdOut = self.call(
+            let body = records.into_iter().next().map(record_json);
+            let out: wire::Inserted = self.call(
                 Method::POST,
                 &["v1", "collections", &collection, "records"],
-                Some(&body),
+                body.as_ref(),
             )?;
             Ok(vec![out.id])
         }
     }
 
-    fn get(&self, collection: &str, id: u64) -> Res<Record> {
-        #[derive(Deserialize)]
-        struct Out {
-            id: u64,
-            vector: Vec<f64>,
-            tag: u64,
-            metadata: Option<String>,
-        }
-        let r: Out = self.call(
+    fn get(&self, collection: &str, id: u64) -> Res<RecordOut> {
+        let r: wire::Record = self.call::<_, ()>(
             Method::GET,
             &["v1", "collections", collection, "records", &id.to_string()],
             None,
         )?;
-        Ok(Record {
+        Ok(RecordOut {
             id: r.id,
             vector: r.vector,
             tag: r.tag,
             metadata: r.metadata.as_deref().map(unb64).transpose()?,
+            seq: r.seq,
         })
     }
 
     fn delete(&self, collection: String, id: u64) -> Res<()> {
-        self.call::<Value>(
+        self.call::<wire::Seq, ()>(
             Method::DELETE,
             &["v1", "collections", &collection, "records", &id.to_string()],
             None,
@@ -337,37 +250,22 @@ impl Api for Remote {
         Ok(())
     }
 
-    fn search(&self, q: Query) -> Res<Vec<Hit>> {
-        to_fixed(&q.vector)?;
-        #[derive(Deserialize)]
-        struct HitJson {
-            id: u64,
-            // Exact integer (it can exceed 64 bits).
-            distance: i128,
-            tag: u64,
-            #[serde(default)]
-            metadata: Option<Option<String>>,
-        }
-        #[derive(Deserialize)]
-        struct Out {
-            results: Vec<HitJson>,
-        }
-        let body = json!({ "vector": q.vector, "k": q.k, "tag": q.tag, "ef": q.ef,
-                           "with_metadata": q.with_metadata });
-        let out: Out = self.call(
+    fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>> {
+        to_fixed(&query.vector)?;
+        let out: wire::SearchResults = self.call(
             Method::POST,
-            &["v1", "collections", &q.collection, "search"],
-            Some(&body),
+            &["v1", "collections", &collection, "search"],
+            Some(&query),
         )?;
         out.results
             .into_iter()
             .map(|h| {
                 let metadata = match h.metadata {
-                    None if q.with_metadata => Some(None),
+                    None if query.with_metadata => Some(None),
                     None => None,
                     Some(m) => Some(m.as_deref().map(unb64).transpose()?),
                 };
-                Ok(Hit {
+                Ok(HitOut {
                     id: h.id,
                     distance: h.distance,
                     tag: h.tag,
@@ -380,34 +278,20 @@ impl Api for Remote {
     fn create_node(
         &self,
         kind: String,
-        record: Option<(String, u64)>,
+        record: Option<wire::RecordRef>,
         properties: Option<Vec<u8>>,
     ) -> Res<u64> {
-        let mut body = json!({ "kind": kind });
-        if let Some((collection, id)) = record {
-            body["record"] = json!({ "collection": collection, "id": id });
-        }
-        if let Some(p) = properties {
-            body["properties"] = b64(&p).into();
-        }
-        let out: IdOut = self.call(Method::POST, &["v1", "graph", "nodes"], Some(&body))?;
+        let body = wire::CreateNode {
+            kind,
+            record,
+            properties: properties.as_deref().map(b64),
+        };
+        let out: wire::Created = self.call(Method::POST, &["v1", "graph", "nodes"], Some(&body))?;
         Ok(out.id)
     }
 
     fn get_node(&self, id: u64) -> Res<GraphNode> {
-        #[derive(Deserialize)]
-        struct RecordRef {
-            collection: String,
-            id: u64,
-        }
-        #[derive(Deserialize)]
-        struct Out {
-            id: u64,
-            kind: String,
-            record: Option<RecordRef>,
-            properties: Option<String>,
-        }
-        let n: Out = self.call(
+        let n: wire::GraphNode = self.call::<_, ()>(
             Method::GET,
             &["v1", "graph", "nodes", &id.to_string()],
             None,
@@ -421,7 +305,7 @@ impl Api for Remote {
     }
 
     fn delete_node(&self, id: u64) -> Res<()> {
-        self.call::<Value>(
+        self.call::<wire::Seq, ()>(
             Method::DELETE,
             &["v1", "graph", "nodes", &id.to_string()],
             None,
@@ -429,35 +313,21 @@ impl Api for Remote {
         Ok(())
     }
 
-    fn create_edge(&self, from: u64, to: u64, kind: String) -> Res<u64> {
-        let body = json!({ "from": from, "to": to, "kind": kind });
-        let out: IdOut = self.call(Method::POST, &["v1", "graph", "edges"], Some(&body))?;
+    fn create_edge(&self, edge: wire::CreateEdge) -> Res<u64> {
+        let out: wire::Created = self.call(Method::POST, &["v1", "graph", "edges"], Some(&edge))?;
         Ok(out.id)
     }
 
-    fn get_edge(&self, id: u64) -> Res<Edge> {
-        #[derive(Deserialize)]
-        struct Out {
-            id: u64,
-            from: u64,
-            to: u64,
-            kind: String,
-        }
-        let e: Out = self.call(
+    fn get_edge(&self, id: u64) -> Res<wire::GraphEdge> {
+        self.call::<_, ()>(
             Method::GET,
             &["v1", "graph", "edges", &id.to_string()],
             None,
-        )?;
-        Ok(Edge {
-            id: e.id,
-            from: e.from,
-            to: e.to,
-            kind: e.kind,
-        })
+        )
     }
 
     fn delete_edge(&self, id: u64) -> Res<()> {
-        self.call::<Value>(
+        self.call::<wire::Seq, ()>(
             Method::DELETE,
             &["v1", "graph", "edges", &id.to_string()],
             None,
@@ -465,19 +335,12 @@ impl Api for Remote {
         Ok(())
     }
 
-    fn neighbors(&self, id: u64, direction: &str, kinds: &[String]) -> Res<Vec<Neighbor>> {
-        parse_direction(Some(direction))?;
-        #[derive(Deserialize)]
-        struct N {
-            node: u64,
-            edge: u64,
-            kind: String,
-            direction: String,
-        }
-        #[derive(Deserialize)]
-        struct Out {
-            neighbors: Vec<N>,
-        }
+    fn neighbors(
+        &self,
+        id: u64,
+        direction: wire::Direction,
+        kinds: &[String],
+    ) -> Res<Vec<wire::Neighbor>> {
         // Kinds travel comma-separated in the query string; a kind holding a comma could
         // not be asked for there, so refuse it rather than ask for something else.
         if let Some(k) = kinds.iter().find(|k| k.contains(',')) {
@@ -486,59 +349,22 @@ impl Api for Remote {
             )));
         }
         let mut url = self.url(&["v1", "graph", "nodes", &id.to_string(), "neighbors"]);
-        url.query_pairs_mut().append_pair("direction", direction);
+        url.query_pairs_mut()
+            .append_pair("direction", direction.name());
         if !kinds.is_empty() {
             url.query_pairs_mut().append_pair("kind", &kinds.join(","));
         }
-        let out: Out = self
-            .send(self.authorized(self.client.get(url)))?
-            .json()
-            .map_err(bad_response)?;
-        Ok(out
-            .neighbors
-            .into_iter()
-            .map(|n| Neighbor {
-                node: n.node,
-                edge: n.edge,
-                kind: n.kind,
-                direction: n.direction,
-            })
-            .collect())
+        let req = self.authorized(self.client.get(url));
+        let out: wire::Neighbors = self.send(req)?.json().map_err(bad_response)?;
+        Ok(out.neighbors)
     }
 
-    fn traverse(
-        &self,
-        start: u64,
-        max_depth: u32,
-        kinds: Vec<String>,
-        direction: &str,
-    ) -> Res<Traversal> {
-        #[derive(Deserialize)]
-        struct Visit {
-            node: u64,
-            depth: u32,
-        }
-        #[derive(Deserialize)]
-        struct Out {
-            nodes: Vec<Visit>,
-            truncated: bool,
-        }
-        let body = json!({ "start": start, "max_depth": max_depth, "kinds": kinds,
-                           "direction": direction });
-        let out: Out = self.call(Method::POST, &["v1", "graph", "traverse"], Some(&body))?;
-        Ok(Traversal {
-            nodes: out.nodes.into_iter().map(|v| (v.node, v.depth)).collect(),
-            truncated: out.truncated,
-        })
+    fn traverse(&self, query: wire::TraverseRequest) -> Res<wire::Traversal> {
+        self.call(Method::POST, &["v1", "graph", "traverse"], Some(&query))
     }
 
     fn snapshot(&self, copy_to: Option<&Path>) -> Res<String> {
-        #[derive(Deserialize)]
-        struct Out {
-            id: u64,
-            path: String,
-        }
-        let s: Out = self.call(Method::POST, &["v1", "snapshots"], None)?;
+        let s: wire::SnapshotInfo = self.call::<_, ()>(Method::POST, &["v1", "snapshots"], None)?;
         match copy_to {
             None => Ok(s.path),
             Some(dest) => {
@@ -553,7 +379,7 @@ impl Api for Remote {
         }
     }
 
-    fn restore(&self, path: &Path) -> Res<State> {
+    fn restore(&self, path: &Path) -> Res<wire::State> {
         // Streamed from the file, not read into memory first.
         let file = std::fs::File::open(path)
             .map_err(|e| ApiError::io(format!("cannot read snapshot {}", path.display()), &e))?;
@@ -561,13 +387,16 @@ impl Api for Remote {
             .request(Method::POST, &["v1", "snapshots", "restore"])
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(file);
-        let s: StateJson = self.send(r)?.json().map_err(bad_response)?;
-        Ok(s.into())
+        let s: wire::Restored = self.send(r)?.json().map_err(bad_response)?;
+        Ok(wire::State {
+            seq: s.seq,
+            chain_hash: s.chain_hash,
+            state_hash: Some(s.state_hash),
+        })
     }
 
-    fn state(&self) -> Res<State> {
-        let s: StateJson = self.call(Method::GET, &["v1", "state"], None)?;
-        Ok(s.into())
+    fn state(&self) -> Res<wire::State> {
+        self.call::<_, ()>(Method::GET, &["v1", "state"], None)
     }
 
     fn close(&self) {}

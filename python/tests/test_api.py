@@ -202,13 +202,23 @@ def test_wrong_types_raise_type_error(db: Valori) -> None:
     with pytest.raises(TypeError):
         db.insert("not a vector")
     with pytest.raises(TypeError):
-        db.insert([1.0, 2.0], metadata="text is not bytes")
-    with pytest.raises(TypeError):
         db.insert_batch(np.zeros(4, dtype=np.float32))  # 1-d: not a batch
     with pytest.raises(TypeError):
         db.insert(np.zeros((2, 2), dtype=np.float32))  # 2-d: not one vector
     with pytest.raises(OverflowError):
         db.insert([1.0, 2.0], tag=-1)
+    assert db.state().seq == 0
+
+
+def test_metadata_that_is_not_bytes_is_invalid_input(db: Valori) -> None:
+    for bad in ({"a": 1}, "text is not bytes", 7):
+        with pytest.raises(InvalidInputError, match=r"metadata must be bytes") as e:
+            db.insert([1.0, 2.0], metadata=bad)
+        assert e.value.code == "bad_request"
+    with pytest.raises(InvalidInputError, match=r"metadata\[1\] must be bytes"):
+        db.insert_batch([[1.0, 2.0], [3.0, 4.0]], metadata=[b"ok", {"a": 1}])
+    with pytest.raises(InvalidInputError, match=r"properties must be bytes"):
+        db.create_node("doc", properties={"a": 1})
     assert db.state().seq == 0
 
 
@@ -287,10 +297,27 @@ def test_threads_share_a_handle(db: Valori) -> None:
 
 def test_exceptions_form_a_hierarchy() -> None:
     for cls in (valori.InvalidInputError, valori.NotFoundError, valori.UnauthorizedError,
-                valori.ConnectionError):
+                valori.ForbiddenError, valori.ValoriConnectionError):
         assert issubclass(cls, ValoriError)
-    assert issubclass(valori.ConnectionError, ConnectionError)
+    assert issubclass(valori.ValoriConnectionError, ConnectionError)
     assert issubclass(valori.UnauthorizedError, PermissionError)
+    assert issubclass(valori.ForbiddenError, PermissionError)
+    # 403 is not 401: neither class is the other.
+    assert not issubclass(valori.ForbiddenError, valori.UnauthorizedError)
+    assert not issubclass(valori.UnauthorizedError, valori.ForbiddenError)
+    # The old name still works where it is asked for by name.
+    assert valori.errors.ConnectionError is valori.ValoriConnectionError
+
+
+def test_star_import_leaves_the_builtin_connection_error_alone() -> None:
+    import builtins
+
+    namespace: dict = {}
+    exec("from valori import *", namespace)
+    assert "ConnectionError" not in namespace
+    exec("from valori import *\nresult = ConnectionError", namespace)
+    assert namespace["result"] is builtins.ConnectionError
+    assert namespace["ValoriConnectionError"] is valori.ValoriConnectionError
 
 
 def test_the_gil_is_released_while_the_database_works(db: Valori) -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from valori import ConnectionError, UnauthorizedError, Valori, ValoriError
+from valori import (
+    ForbiddenError,
+    UnauthorizedError,
+    Valori,
+    ValoriConnectionError,
+    ValoriError,
+)
 from valori.errors import InvalidInputError
 
 
@@ -24,9 +30,10 @@ def test_api_keys(start_node) -> None:
         assert writer.insert([1.0, 2.0]) == 0
     with Valori(remote=node.url, api_key="read-key") as reader:
         assert reader.get(0).vector == [1.0, 2.0]
-        with pytest.raises(UnauthorizedError) as e:
+        with pytest.raises(ForbiddenError) as e:
             reader.insert([1.0, 2.0])
         assert e.value.code == "forbidden"
+        assert not isinstance(e.value, UnauthorizedError)
         assert reader.state().seq == 1
 
 
@@ -35,7 +42,7 @@ def test_unreachable_server_is_a_connection_error(start_node) -> None:
     url = node.url
     node.stop()
     with Valori(remote=url, timeout=5) as db:
-        with pytest.raises(ConnectionError) as e:
+        with pytest.raises(ValoriConnectionError) as e:
             db.state()
         assert e.value.code == "connection_error"
         assert isinstance(e.value, OSError)
@@ -93,7 +100,7 @@ def test_https_with_a_private_ca(start_node, tmp_path: Path) -> None:
         assert db.state().seq == 1
     # The node's certificate does not chain to the system's roots: refused, nothing sent.
     with Valori(remote=node.url) as untrusted:
-        with pytest.raises(ConnectionError) as e:
+        with pytest.raises(ValoriConnectionError) as e:
             untrusted.state()
         assert "certificate" in str(e.value).lower()
     # Plain http to a TLS port fails too.

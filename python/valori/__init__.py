@@ -12,12 +12,14 @@ directory written by one can be served by the other.
 
 from valori._valori import Valori
 from valori.errors import (
-    ConnectionError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     UnauthorizedError,
+    ValoriConnectionError,
     ValoriError,
 )
+from valori.errors import ConnectionError  # noqa: F401  (the old name; not in __all__)
 from valori.types import (
     Collection,
     Edge,
@@ -37,7 +39,8 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "UnauthorizedError",
-    "ConnectionError",
+    "ForbiddenError",
+    "ValoriConnectionError",
     "Collection",
     "Edge",
     "GraphNode",

@@ -2,9 +2,13 @@
 
 Every error is a :class:`ValoriError` carrying the node's message and its stable machine-readable
 ``code`` (for example ``"dimension_mismatch"`` or ``"not_found"``). The subclasses also derive from
-the matching built-in exception, so ``except ValueError`` catches refused input and
+the matching built-in exception, so ``except ValueError`` catches refused input and the built-in
 ``except ConnectionError`` catches an unreachable server. Embedded and remote mode raise the same
 class with the same code and message for the same mistake.
+
+The connection error is :class:`ValoriConnectionError`, so that ``from valori import *`` leaves
+the built-in ``ConnectionError`` alone; ``valori.errors.ConnectionError`` still names it for code
+written before.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "UnauthorizedError",
-    "ConnectionError",
+    "ForbiddenError",
+    "ValoriConnectionError",
 ]
 
 
@@ -51,8 +56,16 @@ class NotFoundError(ValoriError, LookupError):
 
 
 class UnauthorizedError(ValoriError, PermissionError):
-    """No API key, a wrong one, or a read-only key used for a write (remote mode)."""
+    """No API key, or a wrong one (HTTP 401, remote mode)."""
 
 
-class ConnectionError(ValoriError, builtins.ConnectionError):
+class ForbiddenError(ValoriError, PermissionError):
+    """A read-only key used for a write or an admin operation (HTTP 403, remote mode)."""
+
+
+class ValoriConnectionError(ValoriError, builtins.ConnectionError):
     """The node could not be reached or did not answer in time (remote mode)."""
+
+
+# The name this class had before; not exported by ``from valori import *``.
+ConnectionError = ValoriConnectionError

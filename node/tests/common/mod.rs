@@ -229,6 +229,12 @@ pub fn replay_log(dir: &Path) -> valori_kernel::Kernel {
     k
 }
 
+/// Base64, as the API carries bytes.
+pub fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
 /// A deterministic vector for record `i`.
 pub fn vector(i: u64, dim: usize) -> Vec<f64> {
     (0..dim)

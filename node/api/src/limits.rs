@@ -1,0 +1,10 @@
+//! The API's own limits and defaults, in one place. The kernel's hard limits (dimension,
+//! metadata, k, ef, HNSW parameters, traversal depth) are `valori_kernel::limits`; the node's
+//! configurable ones (body size, batch size) are the node's `limits` module.
+
+/// Results a search returns when the request names no `k`.
+pub const DEFAULT_K: u32 = 10;
+/// Log entries a `GET /v1/log` page holds when the request names no `limit`.
+pub const DEFAULT_LOG_PAGE: u32 = 1000;
+/// Most log entries one `GET /v1/log` page may hold.
+pub const MAX_LOG_PAGE: u32 = 10_000;

@@ -1,0 +1,242 @@
+//! Every route of the HTTP API with its types. The node's router serves exactly these (a test
+//! walks the table against a running node), `/openapi.json` is generated from them, and the
+//! gRPC service names a method for each or says why it has none.
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+use crate::wire::*;
+
+/// The schema of a type, registered with a generator.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// HTTP methods the API uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+}
+
+impl Method {
+    /// The lower-case name (as OpenAPI keys it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// Which key a route needs when the node has keys configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// None: health, readiness, metrics and this description.
+    Public,
+    /// The read-only or the read-write key.
+    Read,
+    /// The read-write key.
+    Write,
+}
+
+/// A request or response body.
+#[derive(Clone, Copy)]
+pub enum Body {
+    /// No body.
+    None,
+    /// `application/json` of this schema.
+    Json(SchemaFn),
+    /// `application/octet-stream` (a snapshot file).
+    Bytes,
+    /// `text/plain`.
+    Text,
+}
+
+/// One route.
+#[derive(Clone, Copy)]
+pub struct Route {
+    /// Its method.
+    pub method: Method,
+    /// Its path; `{name}` is a collection name, `{id}` an unsigned 64-bit id.
+    pub path: &'static str,
+    /// A unique name of the operation (OpenAPI's `operationId`).
+    pub operation: &'static str,
+    /// What it does, in one line.
+    pub summary: &'static str,
+    /// The key it needs.
+    pub access: Access,
+    /// The struct its query string decodes into, if it takes one.
+    pub query: Option<SchemaFn>,
+    /// Its request body.
+    pub request: Body,
+    /// The status of a successful answer.
+    pub status: u16,
+    /// The body of a successful answer.
+    pub response: Body,
+}
+
+const fn route(
+    method: Method,
+    path: &'static str,
+    operation: &'static str,
+    summary: &'static str,
+    access: Access,
+) -> Route {
+    Route {
+        method,
+        path,
+        operation,
+        summary,
+        access,
+        query: None,
+        request: Body::None,
+        status: 200,
+        response: Body::None,
+    }
+}
+
+impl Route {
+    const fn query(mut self, q: SchemaFn) -> Route {
+        self.query = Some(q);
+        self
+    }
+    const fn takes(mut self, body: Body) -> Route {
+        self.request = body;
+        self
+    }
+    const fn gives(mut self, status: u16, body: Body) -> Route {
+        self.status = status;
+        self.response = body;
+        self
+    }
+
+    /// The names of the path's parameters, in order.
+    pub fn path_params(&self) -> impl Iterator<Item = &'static str> {
+        self.path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+    }
+}
+
+use Access::{Public, Read, Write};
+use Method::{Delete, Get, Post};
+
+/// Every route of the API.
+pub const ROUTES: &[Route] = &[
+    route(Post, "/v1/collections", "create_collection", "Create a collection", Write)
+        .takes(Body::Json(schema::<CreateCollection>))
+        .gives(201, Body::Json(schema::<Seq>)),
+    route(Get, "/v1/collections", "list_collections", "List collections", Read)
+        .gives(200, Body::Json(schema::<CollectionList>)),
+    route(Get, "/v1/collections/{name}", "get_collection", "Describe a collection", Read)
+        .gives(200, Body::Json(schema::<CollectionInfo>)),
+    route(Delete, "/v1/collections/{name}", "drop_collection", "Drop a collection and its records", Write)
+        .gives(200, Body::Json(schema::<Seq>)),
+    route(Post, "/v1/collections/{name}/records", "insert", "Insert a record", Write)
+        .takes(Body::Json(schema::<NewRecord>))
+        .gives(200, Body::Json(schema::<Inserted>)),
+    route(Post, "/v1/collections/{name}/records/batch", "insert_batch", "Insert records atomically: all or none", Write)
+        .takes(Body::Json(schema::<Batch>))
+        .gives(200, Body::Json(schema::<BatchInserted>)),
+    route(Get, "/v1/collections/{name}/records/{id}", "get_record", "Get a record", Read)
+        .gives(200, Body::Json(schema::<Record>)),
+    route(Delete, "/v1/collections/{name}/records/{id}", "delete_record", "Delete a record", Write)
+        .gives(200, Body::Json(schema::<Seq>)),
+    route(Post, "/v1/collections/{name}/search", "search", "Search a collection: nearest first, ties by id", Read)
+        .takes(Body::Json(schema::<SearchRequest>))
+        .gives(200, Body::Json(schema::<SearchResults>)),
+    route(Post, "/v1/records", "insert_default", "Insert a record into the default collection (created with the first vector's dimension)", Write)
+        .takes(Body::Json(schema::<NewRecord>))
+        .gives(200, Body::Json(schema::<Inserted>)),
+    route(Post, "/v1/records/batch", "insert_batch_default", "Insert records atomically into the default collection", Write)
+        .takes(Body::Json(schema::<Batch>))
+        .gives(200, Body::Json(schema::<BatchInserted>)),
+    route(Get, "/v1/records/{id}", "get_record_default", "Get a record of the default collection", Read)
+        .gives(200, Body::Json(schema::<Record>)),
+    route(Delete, "/v1/records/{id}", "delete_record_default", "Delete a record of the default collection", Write)
+        .gives(200, Body::Json(schema::<Seq>)),
+    route(Post, "/v1/search", "search_default", "Search the default collection", Read)
+        .takes(Body::Json(schema::<SearchRequest>))
+        .gives(200, Body::Json(schema::<SearchResults>)),
+    route(Post, "/v1/graph/nodes", "create_node", "Create a graph node", Write)
+        .takes(Body::Json(schema::<CreateNode>))
+        .gives(201, Body::Json(schema::<Created>)),
+    route(Get, "/v1/graph/nodes/{id}", "get_node", "Get a graph node", Read)
+        .gives(200, Body::Json(schema::<GraphNode>)),
+    route(Delete, "/v1/graph/nodes/{id}", "delete_node", "Delete a node and its edges", Write)
+        .gives(200, Body::Json(schema::<Seq>)),
+    route(Get, "/v1/graph/nodes/{id}/neighbors", "neighbors", "A node's neighbours", Read)
+        .query(schema::<NeighborsQuery>)
+        .gives(200, Body::Json(schema::<Neighbors>)),
+    route(Post, "/v1/graph/edges", "create_edge", "Create an edge", Write)
+        .takes(Body::Json(schema::<CreateEdge>))
+        .gives(201, Body::Json(schema::<Created>)),
+    route(Get, "/v1/graph/edges/{id}", "get_edge", "Get an edge", Read)
+        .gives(200, Body::Json(schema::<GraphEdge>)),
+    route(Delete, "/v1/graph/edges/{id}", "delete_edge", "Delete an edge", Write)
+        .gives(200, Body::Json(schema::<Seq>)),
+    route(Post, "/v1/graph/traverse", "traverse", "Breadth-first traversal", Read)
+        .takes(Body::Json(schema::<TraverseRequest>))
+        .gives(200, Body::Json(schema::<Traversal>)),
+    route(Get, "/v1/state", "get_state", "Sequence number, chain hash and state hash (with seq: the chain hash at a past sequence number)", Read)
+        .query(schema::<StateQuery>)
+        .gives(200, Body::Json(schema::<State>)),
+    route(Get, "/v1/replication", "replication_status", "On a leader: each follower's confirmed sequence number and lag", Read)
+        .gives(200, Body::Json(schema::<ReplicationStatus>)),
+    route(Get, "/v1/log", "read_log", "Retained log entries with their chain hashes, for replication, audits and replay", Read)
+        .query(schema::<LogQuery>)
+        .gives(200, Body::Json(schema::<LogPage>)),
+    route(Post, "/v1/snapshots", "create_snapshot", "Take a snapshot now", Write)
+        .gives(201, Body::Json(schema::<SnapshotInfo>)),
+    route(Get, "/v1/snapshots", "list_snapshots", "List snapshots", Read)
+        .gives(200, Body::Json(schema::<SnapshotList>)),
+    route(Get, "/v1/snapshots/{id}", "download_snapshot", "Download a snapshot file", Write)
+        .gives(200, Body::Bytes),
+    route(Post, "/v1/snapshots/restore", "restore_snapshot", "Replace the whole state with an uploaded snapshot file", Write)
+        .takes(Body::Bytes)
+        .gives(200, Body::Json(schema::<Restored>)),
+    route(Get, "/healthz", "healthz", "Liveness: the process answers", Public)
+        .gives(200, Body::Text),
+    route(Get, "/readyz", "readyz", "Readiness: recovered and not failed (503 with the reason otherwise)", Public)
+        .gives(200, Body::Text),
+    route(Get, "/metrics", "metrics", "Prometheus metrics", Public)
+        .gives(200, Body::Text),
+    route(Get, "/openapi.json", "openapi", "This description", Public)
+        .gives(200, Body::Json(schema::<serde_json::Value>)),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_unique_and_paths_well_formed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in ROUTES {
+            assert!(seen.insert(r.operation), "{} twice", r.operation);
+            assert!(r.path.starts_with('/'), "{}", r.path);
+            for p in r.path_params() {
+                assert!(matches!(p, "name" | "id"), "{}: parameter {p}", r.path);
+            }
+        }
+        let mut pairs = std::collections::BTreeSet::new();
+        for r in ROUTES {
+            assert!(
+                pairs.insert((r.method.name(), r.path)),
+                "{} {} twice",
+                r.method.name(),
+                r.path
+            );
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Every body of the HTTP API. Requests refuse unknown fields (a misspelt option is an error,
+//! not silently ignored); responses may gain fields, so readers ignore the ones they do not
+//! know.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use valori_kernel::limits::{
+    MAX_BATCH_RECORDS, MAX_DIMENSION, MAX_EF, MAX_HNSW_M, MAX_K, MAX_KIND_BYTES, MAX_NAME_BYTES,
+    MAX_TRAVERSAL_DEPTH, MIN_HNSW_M,
+};
+
+use crate::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE};
+
+/// A failed request: a stable machine-readable code and a message for people.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Stable code, e.g. `dimension_mismatch`, `collection_not_found`, `unauthorized`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collections
+
+/// How a collection's vectors are compared.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Squared Euclidean distance.
+    #[default]
+    L2,
+    /// Negated inner product.
+    Ip,
+    /// Squared distance between the unit vectors (`2 (1 - cos)`).
+    Cosine,
+}
+
+impl Metric {
+    /// The name the API gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::L2 => "l2",
+            Metric::Ip => "ip",
+            Metric::Cosine => "cosine",
+        }
+    }
+}
+
+/// The index of a new collection. Absent HNSW parameters take their defaults.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum IndexConfig {
+    /// Exact scan of every record.
+    Flat,
+    /// Deterministic HNSW graph.
+    Hnsw {
+        /// Links per node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = MIN_HNSW_M, max = MAX_HNSW_M))]
+        m: Option<u16>,
+        /// Candidate list while building.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = MAX_EF))]
+        ef_construction: Option<u16>,
+        /// Default candidate list of a search.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = MAX_EF))]
+        ef_search: Option<u16>,
+    },
+}
+
+/// A collection's index as it is.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum IndexInfo {
+    /// Exact scan of every record.
+    Flat,
+    /// Deterministic HNSW graph with these parameters.
+    Hnsw {
+        /// Links per node.
+        m: u16,
+        /// Candidate list while building.
+        ef_construction: u16,
+        /// Default candidate list of a search.
+        ef_search: u16,
+    },
+}
+
+/// `POST /v1/collections`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    /// 1 to 128 characters of `A-Z a-z 0-9 _ . -`.
+    #[schemars(length(min = 1, max = MAX_NAME_BYTES), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub name: String,
+    /// Components per vector.
+    #[schemars(range(min = 1, max = MAX_DIMENSION))]
+    pub dimension: u32,
+    /// `l2` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// HNSW with default parameters when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexConfig>,
+}
+
+/// A collection's description.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct CollectionInfo {
+    /// Its name.
+    pub name: String,
+    /// Components per vector.
+    pub dimension: u32,
+    /// How vectors are compared.
+    pub metric: Metric,
+    /// Its index.
+    pub index: IndexInfo,
+    /// Live records.
+    pub records: u64,
+    /// The id the next record will get.
+    pub next_id: u64,
+}
+
+/// `GET /v1/collections`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct CollectionList {
+    /// Every collection, by name.
+    pub collections: Vec<CollectionInfo>,
+    /// The sequence number of the state read.
+    pub seq: u64,
+}
+
+/// A write that produced no id: the sequence number of its event.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seq {
+    /// The event's sequence number.
+    pub seq: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records and search
+
+/// A record to insert.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecord {
+    /// Components, converted exactly to Q16.16: each must be finite and in [-32768, 32768).
+    #[schemars(length(min = 1, max = MAX_DIMENSION))]
+    pub vector: Vec<f64>,
+    /// Tag for filtered search (0 when absent).
+    #[serde(default)]
+    pub tag: u64,
+    /// Up to 64 KiB, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub metadata: Option<String>,
+}
+
+/// `POST .../records/batch`: inserted all together or not at all.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The records, given consecutive ids in this order.
+    #[schemars(length(min = 1, max = MAX_BATCH_RECORDS))]
+    pub records: Vec<NewRecord>,
+}
+
+/// One record inserted.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inserted {
+    /// Its id.
+    pub id: u64,
+    /// The event's sequence number.
+    pub seq: u64,
+}
+
+/// A batch inserted.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct BatchInserted {
+    /// The records' ids, in the batch's order.
+    pub ids: Vec<u64>,
+    /// The event's sequence number.
+    pub seq: u64,
+}
+
+/// A stored record.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct Record {
+    /// Its id.
+    pub id: u64,
+    /// Its components (exact: every Q16.16 value is a double).
+    pub vector: Vec<f64>,
+    /// Its tag.
+    pub tag: u64,
+    /// Its metadata, base64 (null when it has none).
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub metadata: Option<String>,
+    /// The sequence number of the state read.
+    pub seq: u64,
+}
+
+fn default_k() -> u32 {
+    DEFAULT_K
+}
+
+/// `POST .../search`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// The query, converted exactly as stored vectors are.
+    #[schemars(length(min = 1, max = MAX_DIMENSION))]
+    pub vector: Vec<f64>,
+    /// Results wanted (10 when absent).
+    #[serde(default = "default_k")]
+    #[schemars(range(min = 1, max = MAX_K))]
+    pub k: u32,
+    /// Only records with this tag (strict: an exact scan of the tag completes the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u64>,
+    /// Candidate list of the graph walk (the collection's `ef_search` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_EF))]
+    pub ef: Option<u32>,
+    /// Return each result's metadata.
+    #[serde(default)]
+    pub with_metadata: bool,
+}
+
+/// One search result.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct SearchHit {
+    /// Record id.
+    pub id: u64,
+    /// Exact integer distance, in the metric's units (it can exceed 64 bits).
+    pub distance: i128,
+    /// `distance / 2^32`, for convenience; ordering uses `distance`.
+    pub score: f64,
+    /// Record tag.
+    pub tag: u64,
+    /// With `with_metadata`: the record's metadata, base64, or null when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub metadata: Option<Option<String>>,
+}
+
+/// Search results, nearest first (ties by id).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct SearchResults {
+    /// The results.
+    pub results: Vec<SearchHit>,
+    /// The sequence number of the state searched: the results are a function of it.
+    pub seq: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph
+
+/// A link from a graph node to a record.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRef {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's id.
+    pub id: u64,
+}
+
+/// `POST /v1/graph/nodes`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNode {
+    /// Kind label, 1 to 128 bytes.
+    #[schemars(length(min = 1, max = MAX_KIND_BYTES))]
+    pub kind: String,
+    /// The record the node stands for, if any (the link is weak: the record may go).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordRef>,
+    /// Up to 64 KiB, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub properties: Option<String>,
+}
+
+/// `POST /v1/graph/edges`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEdge {
+    /// Source node.
+    pub from: u64,
+    /// Target node.
+    pub to: u64,
+    /// Kind label, 1 to 128 bytes.
+    #[schemars(length(min = 1, max = MAX_KIND_BYTES))]
+    pub kind: String,
+}
+
+/// A node or edge created.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Created {
+    /// Its id.
+    pub id: u64,
+    /// The event's sequence number.
+    pub seq: u64,
+}
+
+/// A graph node.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct GraphNode {
+    /// Its id.
+    pub id: u64,
+    /// Its kind label.
+    pub kind: String,
+    /// The record it links to, if any.
+    pub record: Option<RecordRef>,
+    /// Its properties, base64.
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub properties: Option<String>,
+}
+
+/// A graph edge.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct GraphEdge {
+    /// Its id.
+    pub id: u64,
+    /// Source node.
+    pub from: u64,
+    /// Target node.
+    pub to: u64,
+    /// Kind label.
+    pub kind: String,
+}
+
+/// Which edges of a node to follow.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Outgoing edges.
+    #[default]
+    Out,
+    /// Incoming edges.
+    In,
+    /// Both.
+    Both,
+}
+
+impl Direction {
+    /// The name the API gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+            Direction::Both => "both",
+        }
+    }
+}
+
+/// Whether a neighbour is reached over an outgoing or an incoming edge.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeDirection {
+    /// The node is the edge's source.
+    Out,
+    /// The node is the edge's target.
+    In,
+}
+
+impl EdgeDirection {
+    /// The name the API gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EdgeDirection::Out => "out",
+            EdgeDirection::In => "in",
+        }
+    }
+}
+
+/// The query of `GET /v1/graph/nodes/{id}/neighbors`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborsQuery {
+    /// Only edges of these kinds, comma-separated (all kinds when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `out` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+}
+
+/// One neighbour.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Neighbor {
+    /// The neighbouring node.
+    pub node: u64,
+    /// The edge that joins them.
+    pub edge: u64,
+    /// The edge's kind.
+    pub kind: String,
+    /// The edge's direction seen from the node asked about.
+    pub direction: EdgeDirection,
+}
+
+/// A node's neighbours, by (neighbour id, edge id).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Neighbors {
+    /// The neighbours.
+    pub neighbors: Vec<Neighbor>,
+    /// The sequence number of the state read.
+    pub seq: u64,
+}
+
+/// `POST /v1/graph/traverse`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TraverseRequest {
+    /// The node to start from.
+    pub start: u64,
+    /// Deepest level to visit.
+    #[schemars(range(max = MAX_TRAVERSAL_DEPTH))]
+    pub max_depth: u32,
+    /// Only edges of these kinds (all kinds when empty).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// `out` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+}
+
+/// A node reached by a traversal.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Visit {
+    /// The node.
+    pub node: u64,
+    /// Its depth (the start is 0).
+    pub depth: u32,
+}
+
+/// A breadth-first traversal.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Traversal {
+    /// Nodes in visiting order.
+    pub nodes: Vec<Visit>,
+    /// Whether the traversal stopped at its node limit.
+    pub truncated: bool,
+    /// The sequence number of the state read.
+    pub seq: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// State, log, snapshots, replication
+
+/// The query of `GET /v1/state`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// A past sequence number: answer its chain hash (when retained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// Sequence number and hashes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// Events applied.
+    pub seq: u64,
+    /// Chain hash at `seq`, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub chain_hash: String,
+    /// State hash, hex: present for the current state, absent for a past sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub state_hash: Option<String>,
+}
+
+fn default_log_page() -> u32 {
+    DEFAULT_LOG_PAGE
+}
+
+/// The query of `GET /v1/log`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// First sequence number wanted.
+    #[serde(default)]
+    pub from: u64,
+    /// Most entries wanted.
+    #[serde(default = "default_log_page")]
+    #[schemars(range(min = 1, max = MAX_LOG_PAGE))]
+    pub limit: u32,
+}
+
+/// One log entry.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Chain hash after it, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub chain_hash: String,
+    /// The event's canonical encoding, base64: replaying it with the kernel gives the chain.
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub event: String,
+}
+
+/// A page of the log.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct LogPage {
+    /// Entries from `from` on, in order.
+    pub entries: Vec<LogEntry>,
+    /// The first sequence number still retained, if the log holds any.
+    pub first_retained: Option<u64>,
+    /// The sequence number to ask for next, when this page has entries.
+    pub next: Option<u64>,
+    /// The node's sequence number.
+    pub head: u64,
+}
+
+/// A snapshot file.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its id (its sequence number).
+    pub id: u64,
+    /// The sequence number it captures.
+    pub seq: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// Where it is on the node.
+    pub path: String,
+}
+
+/// `GET /v1/snapshots`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotList {
+    /// Oldest first.
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// The state after a restore, and the snapshot it came from.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// Events applied.
+    pub seq: u64,
+    /// Chain hash at `seq`, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub chain_hash: String,
+    /// State hash, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub state_hash: String,
+    /// The installed snapshot.
+    pub snapshot: SnapshotInfo,
+}
+
+/// A follower as its leader sees it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct FollowerStatus {
+    /// The name it gives itself.
+    pub name: String,
+    /// The sequence number it has confirmed (one less than the next entry it asked for).
+    pub confirmed_seq: u64,
+    /// How far behind the leader's sequence number that is.
+    pub lag_events: u64,
+    /// Seconds since it last asked.
+    pub seconds_since_seen: f64,
+}
+
+/// `GET /v1/replication`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct ReplicationStatus {
+    /// This node's sequence number.
+    pub seq: u64,
+    /// Followers that have read this node's log, by name.
+    pub followers: Vec<FollowerStatus>,
+}

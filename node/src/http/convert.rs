@@ -1,0 +1,90 @@
+//! The service's results as wire types: bytes become base64, hashes hex.
+
+use base64::Engine as _;
+use valori_api as api;
+
+use crate::error::NodeError;
+use crate::service::{score, Hits, RecordIn, RecordOut, StateAt};
+use crate::store::SnapshotFile;
+
+/// Base64 of bytes, as the API carries metadata, properties and events.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Bytes from base64, naming the field when it is not valid.
+pub fn unb64(what: &str, s: &str) -> Result<Vec<u8>, NodeError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| NodeError::BadRequest(format!("{what} is not valid base64: {e}")))
+}
+
+/// A record as sent, with its metadata decoded.
+pub fn record_in(r: api::NewRecord) -> Result<RecordIn, NodeError> {
+    Ok(RecordIn {
+        vector: r.vector,
+        tag: r.tag,
+        metadata: r.metadata.map(|m| unb64("metadata", &m)).transpose()?,
+    })
+}
+
+/// A stored record.
+pub fn record(r: RecordOut) -> api::Record {
+    api::Record {
+        id: r.id,
+        vector: r.vector,
+        tag: r.tag,
+        metadata: r.metadata.as_deref().map(b64),
+        seq: r.seq,
+    }
+}
+
+/// Search results.
+pub fn hits(h: Hits) -> api::SearchResults {
+    api::SearchResults {
+        results: h
+            .hits
+            .into_iter()
+            .map(|h| api::SearchHit {
+                id: h.id,
+                distance: h.distance,
+                score: score(h.distance),
+                tag: h.tag,
+                metadata: h.metadata.map(|m| m.as_deref().map(b64)),
+            })
+            .collect(),
+        seq: h.seq,
+    }
+}
+
+/// A state at a sequence number.
+pub fn state(s: StateAt) -> api::State {
+    api::State {
+        seq: s.seq,
+        chain_hash: hex::encode(s.chain_hash),
+        state_hash: s.state_hash.map(hex::encode),
+    }
+}
+
+/// A snapshot file.
+pub fn snapshot(f: SnapshotFile) -> api::SnapshotInfo {
+    api::SnapshotInfo {
+        id: f.seq,
+        seq: f.seq,
+        bytes: f.bytes,
+        path: f.path.display().to_string(),
+    }
+}
+
+/// A graph node.
+pub fn node(id: u64, n: valori_kernel::graph::Node) -> api::GraphNode {
+    api::GraphNode {
+        id,
+        kind: n.kind,
+        record: n.record.map(|r| api::RecordRef {
+            collection: r.collection,
+            id: r.id,
+        }),
+        properties: n.properties.as_deref().map(b64),
+    }
+}

@@ -1,0 +1,42 @@
+//! Operations: liveness, readiness, metrics and the API's description.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::AppRef;
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(app): State<AppRef>) -> Response {
+    if app.engine.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        let why = app
+            .engine
+            .failure()
+            .map_or_else(|| "shutting down".into(), |f| f.to_string());
+        let body = valori_api::ErrorBody {
+            code: "not_ready".into(),
+            message: format!("not ready: {why}"),
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+pub async fn metrics(State(app): State<AppRef>) -> Response {
+    let m = app.engine.metrics();
+    m.storage_bytes.set(app.engine.storage_bytes() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(valori_api::openapi::document(env!("CARGO_PKG_VERSION")))
+}

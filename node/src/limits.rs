@@ -1,0 +1,28 @@
+//! Every limit and default the node enforces, in one place. The kernel's hard limits
+//! (dimension, metadata, k, ef, HNSW parameters, traversal depth) are
+//! [`valori_kernel::limits`]; the API's defaults and page sizes are [`valori_api::limits`],
+//! re-exported here so that the node's code names one module.
+
+use std::time::Duration;
+
+pub use valori_api::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE};
+
+/// Default largest request body, in bytes (`--max-body-bytes`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default most records in one batch insert (`--max-batch`).
+pub const DEFAULT_MAX_BATCH: usize = 10_000;
+/// Largest snapshot upload to `POST /v1/snapshots/restore`, in bytes.
+pub const MAX_SNAPSHOT_UPLOAD_BYTES: usize = 8 * 1024 * 1024 * 1024;
+/// Most events one group commit takes.
+pub const MAX_GROUP_EVENTS: usize = 256;
+
+/// Log entries a follower asks its leader for per request.
+pub const REPLICATION_PAGE: u32 = 1000;
+/// A follower's pause between polls when it is caught up.
+pub const REPLICATION_IDLE: Duration = Duration::from_millis(50);
+/// How often a caught-up follower compares full state hashes with its leader.
+pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// A follower's longest pause between retries after an error.
+pub const REPLICATION_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A follower's deadline for one request to its leader.
+pub const LEADER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
