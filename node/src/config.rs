@@ -55,6 +55,14 @@ pub struct Config {
     /// the follower stops and reports it).
     #[arg(long, env = "VALORI_REPLICATION_HEAL")]
     pub replication_heal: bool,
+    /// Synchronous replication: acknowledge a write only once it is durable on the leader and
+    /// on at least this many followers (0: asynchronous).
+    #[arg(long, env = "VALORI_SYNC_REPLICAS", default_value_t = 0)]
+    pub sync_replicas: u32,
+    /// How long a synchronous write waits for its followers before it is answered 503
+    /// `replication_timeout` (outcome unknown: durable on the leader, may still replicate).
+    #[arg(long, env = "VALORI_SYNC_TIMEOUT_MS", default_value_t = 5000)]
+    pub sync_timeout_ms: u64,
     /// How a follower names itself to its leader (default: its HTTP address and port).
     #[arg(long, env = "VALORI_FOLLOWER_NAME")]
     pub follower_name: Option<String>,

@@ -24,9 +24,13 @@ use tokio::sync::oneshot;
 use valori_kernel::exec::Threads;
 use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
 
+use tokio::sync::watch;
+use valori_api::Role;
+
 use crate::error::{Failure, NodeError, OpenError};
 use crate::limits::MAX_GROUP_EVENTS;
 use crate::metrics::Metrics;
+use crate::role::{Assignment, Change, RoleState};
 use crate::store::{Entry, SnapshotFile, Store};
 
 /// How an engine stores and maintains its data.
@@ -42,6 +46,8 @@ pub struct EngineConfig {
     pub prune_log: bool,
     /// Threads used to build the index for large inserts.
     pub index_threads: usize,
+    /// The leader to follow when no role is persisted (a follower's flags); `None`: a leader.
+    pub follow: Option<String>,
 }
 
 impl EngineConfig {
@@ -54,6 +60,7 @@ impl EngineConfig {
             snapshot_keep: 2,
             prune_log: true,
             index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            follow: None,
         }
     }
 }
@@ -90,6 +97,8 @@ enum Job {
         bool,
         oneshot::Sender<Result<SnapshotFile, NodeError>>,
     ),
+    /// A new role: ordered with writes, so a write either commits before it or is refused.
+    SetRole(Assignment, oneshot::Sender<Result<RoleState, NodeError>>),
 }
 
 struct Shared {
@@ -101,6 +110,12 @@ struct Shared {
     readable: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     config: EngineConfig,
+    /// The role; changed by the writer (assignments) or by [`Engine::observe_epoch`].
+    role: Mutex<RoleState>,
+    /// Announces role changes (the replication supervisor follows them).
+    role_tx: watch::Sender<RoleState>,
+    /// Announces the sequence number after each commit (long-polling log readers wait on it).
+    seq_tx: watch::Sender<u64>,
 }
 
 /// A running engine. Cheap to clone; the writer thread stops when the last clone is dropped
@@ -119,6 +134,14 @@ impl Engine {
         let store = Store::open(&config.data_dir)?;
         let kernel = recover(&store, &config)?;
         metrics.seq.set(kernel.seq() as i64);
+        // A persisted role wins over the flags: it came from the arbiter or from a fencing.
+        let role = match store.get_meta(ROLE_KEY)? {
+            Some(bytes) => RoleState::decode(&bytes).map_err(OpenError::Storage)?,
+            None => RoleState::initial(config.follow.clone()),
+        };
+        set_role_metrics(&metrics, &role);
+        let (role_tx, _) = watch::channel(role.clone());
+        let (seq_tx, _) = watch::channel(kernel.seq());
         tracing::info!(
             seq = kernel.seq(),
             chain = %hex::encode(kernel.chain_hash()),
@@ -131,6 +154,9 @@ impl Engine {
             readable: std::sync::atomic::AtomicBool::new(true),
             metrics,
             config,
+            role: Mutex::new(role),
+            role_tx,
+            seq_tx,
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -245,6 +271,64 @@ impl Engine {
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
+    /// The node's role state.
+    pub fn role(&self) -> RoleState {
+        self.shared.role.lock().expect("role lock").clone()
+    }
+
+    /// Follows role changes.
+    pub fn role_watch(&self) -> watch::Receiver<RoleState> {
+        self.shared.role_tx.subscribe()
+    }
+
+    /// Follows the sequence number (it moves after each commit, replication or restore).
+    pub fn seq_watch(&self) -> watch::Receiver<u64> {
+        self.shared.seq_tx.subscribe()
+    }
+
+    /// Gives the node a role (see [`RoleState::decide`]): made durable, then in effect. Ordered
+    /// with writes by the writer thread: a write submitted before either commits first or
+    /// fails, and every write after a demotion is refused.
+    pub async fn set_role(&self, want: Assignment) -> Result<RoleState, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::SetRole(want, reply))?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Records an epoch heard of (from a follower's request or a leader's log page). When it
+    /// is higher than any seen, it is persisted and, on a leader, fences it at once: writes
+    /// are refused from here on. Returns whether it was new.
+    pub fn observe_epoch(&self, epoch: u64) -> Result<bool, NodeError> {
+        let mut role = self.shared.role.lock().expect("role lock");
+        if epoch <= role.seen_epoch {
+            return Ok(false);
+        }
+        let mut next = role.clone();
+        next.seen_epoch = epoch;
+        self.shared
+            .store
+            .put_meta(ROLE_KEY, &next.encode())
+            .map_err(|e| NodeError::Storage(format!("persisting the role: {e}")))?;
+        if next.fenced() {
+            tracing::warn!(
+                epoch = next.assignment.epoch,
+                seen = epoch,
+                "a newer leader exists: this leader is fenced and refuses writes"
+            );
+        }
+        set_role_metrics(&self.shared.metrics, &next);
+        *role = next.clone();
+        drop(role);
+        self.shared.role_tx.send_replace(next);
+        Ok(true)
+    }
+
+    /// Refuses writes unless this node is a leader no newer epoch has fenced.
+    pub fn check_writable(&self) -> Result<(), NodeError> {
+        let role = self.shared.role.lock().expect("role lock");
+        not_writable(&role).map_or(Ok(()), Err)
+    }
+
     /// Latches the failed state (read-only) with a reason, e.g. a divergence found by
     /// comparing chain hashes with the leader.
     pub fn mark_failed(&self, why: Failure) {
@@ -271,9 +355,26 @@ impl Engine {
         }
     }
 
-    /// Whether the engine is serving (recovered, not failed, not shut down).
+    /// Whether the engine is serving (recovered, not failed, not fenced, not shut down).
     pub fn is_ready(&self) -> bool {
-        self.check_failed().is_ok() && self.tx.lock().expect("sender lock").is_some()
+        self.not_ready().is_none()
+    }
+
+    /// Why the engine is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<String> {
+        if let Some(f) = self.failure() {
+            return Some(format!("node is in a failed state: {f}"));
+        }
+        if self.tx.lock().expect("sender lock").is_none() {
+            return Some("shutting down".into());
+        }
+        let role = self.role();
+        role.fenced().then(|| {
+            format!(
+                "fenced: this leader's epoch {} is older than epoch {}",
+                role.assignment.epoch, role.seen_epoch
+            )
+        })
     }
 
     /// Why the engine failed, if it did.
@@ -376,6 +477,31 @@ impl Engine {
         if let Some(w) = self.writer.lock().expect("writer lock").take() {
             let _ = w.join();
         }
+    }
+}
+
+/// Where the role is persisted.
+const ROLE_KEY: &str = "role";
+
+fn set_role_metrics(metrics: &Metrics, role: &RoleState) {
+    metrics
+        .role_leader
+        .set(i64::from(role.assignment.role == Role::Leader));
+    metrics.epoch.set(role.assignment.epoch as i64);
+    metrics.fenced.set(i64::from(role.fenced()));
+}
+
+/// Why a node with this role refuses a client write, if it does.
+fn not_writable(role: &RoleState) -> Option<NodeError> {
+    match role.assignment.role {
+        Role::Follower => Some(NodeError::ReadOnlyFollower {
+            leader: role.assignment.leader_url.clone().unwrap_or_default(),
+        }),
+        Role::Leader if role.fenced() => Some(NodeError::Fenced {
+            epoch: role.assignment.epoch,
+            seen: role.seen_epoch,
+        }),
+        Role::Leader => None,
     }
 }
 
@@ -499,6 +625,12 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
     if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
         return Err(NodeError::Failed(why));
     }
+    if shared.role.lock().expect("role lock").assignment.role != Role::Follower {
+        // Promoted meanwhile: the node writes its own history now.
+        return Err(NodeError::Internal(
+            "replicated entries refused: this node is no longer a follower".into(),
+        ));
+    }
     let mut kernel = shared.kernel.write().expect("kernel lock");
     let mut accepted: Vec<Entry> = Vec::new();
     let mut divergence = None;
@@ -549,6 +681,7 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
         return Err(NodeError::Failed(why));
     }
     shared.metrics.seq.set(kernel.seq() as i64);
+    shared.seq_tx.send_replace(kernel.seq());
     Ok(kernel.seq())
 }
 
@@ -564,6 +697,14 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
         }
         return;
     }
+    let role = shared.role.lock().expect("role lock").clone();
+    if not_writable(&role).is_some() {
+        for (_, reply) in events {
+            let _ = reply.send(Err(not_writable(&role).expect("checked above")));
+        }
+        return;
+    }
+    let epoch = role.assignment.epoch;
     let started = Instant::now();
     let _span = tracing::info_span!("commit", events = events.len()).entered();
     let mut kernel = shared.kernel.write().expect("kernel lock");
@@ -578,6 +719,7 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
                     seq,
                     chain: kernel.chain_hash(),
                     event: encoded,
+                    epoch,
                 });
                 results.push((reply, Ok(Committed { seq, applied })));
             }
@@ -600,6 +742,7 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
         }
         shared.metrics.events_committed.inc_by(entries.len() as u64);
         shared.metrics.seq.set(kernel.seq() as i64);
+        shared.seq_tx.send_replace(kernel.seq());
         shared
             .metrics
             .commit_seconds
@@ -626,6 +769,9 @@ fn admin(shared: &Shared, exec: &Threads, job: Job) {
         }
         Job::Restore(kernel, path, force, reply) => {
             let _ = reply.send(restore(shared, *kernel, &path, force));
+        }
+        Job::SetRole(want, reply) => {
+            let _ = reply.send(set_role(shared, want));
         }
     }
 }
@@ -734,6 +880,7 @@ fn restore(
         return Err(NodeError::Storage(why));
     }
     shared.metrics.seq.set(kernel.seq() as i64);
+    shared.seq_tx.send_replace(kernel.seq());
     *live = kernel;
     if force {
         *shared.failed.lock().expect("failed lock") = None;
@@ -743,5 +890,41 @@ fn restore(
         shared.metrics.failed.set(0);
     }
     tracing::info!(seq = live.seq(), "state restored from snapshot");
+    drop(live);
+    // A new history: followers re-check theirs against it.
+    let mut role = shared.role.lock().expect("role lock");
+    let mut next = role.clone();
+    next.history += 1;
+    if let Err(e) = shared.store.put_meta(ROLE_KEY, &next.encode()) {
+        tracing::warn!(error = %e, "persisting the history generation");
+    } else {
+        *role = next.clone();
+        drop(role);
+        shared.role_tx.send_replace(next);
+    }
     Ok(file)
+}
+
+/// Applies a role request in the writer: decided, made durable, then in effect.
+fn set_role(shared: &Shared, want: Assignment) -> Result<RoleState, NodeError> {
+    let mut role = shared.role.lock().expect("role lock");
+    if role.decide(&want)? == Change::Unchanged {
+        return Ok(role.clone());
+    }
+    let next = role.apply(want);
+    shared
+        .store
+        .put_meta(ROLE_KEY, &next.encode())
+        .map_err(|e| NodeError::Storage(format!("persisting the role: {e}")))?;
+    tracing::info!(
+        role = next.assignment.role.name(),
+        epoch = next.assignment.epoch,
+        leader = next.assignment.leader_url.as_deref().unwrap_or(""),
+        "role changed"
+    );
+    set_role_metrics(&shared.metrics, &next);
+    *role = next.clone();
+    drop(role);
+    shared.role_tx.send_replace(next.clone());
+    Ok(next)
 }

@@ -66,6 +66,36 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A role request whose epoch is below the highest the node has seen, or equal to its
+    /// current assignment's with another role or leader.
+    #[error("epoch {asked} is stale: this node has seen epoch {current}; roles change only with a higher epoch")]
+    StaleEpoch {
+        /// The epoch asked for.
+        asked: u64,
+        /// The highest the node has seen.
+        current: u64,
+    },
+    /// A write sent to a leader that a newer epoch has fenced.
+    #[error("this leader (epoch {epoch}) is fenced: epoch {seen} exists, so a newer leader does; send writes to it")]
+    Fenced {
+        /// The leader's epoch.
+        epoch: u64,
+        /// The newer epoch it heard of.
+        seen: u64,
+    },
+    /// A synchronous write that too few followers confirmed in time. It is durable on the
+    /// leader and may still replicate: its outcome is unknown, not failed.
+    #[error("outcome unknown: the write is durable on the leader at sequence number {seq} but only {confirmed} of the {needed} followers required confirmed it within {timeout_ms} ms; it may still replicate")]
+    ReplicationTimeout {
+        /// The write's sequence number.
+        seq: u64,
+        /// Followers that confirmed it.
+        confirmed: u32,
+        /// Followers required (`--sync-replicas`).
+        needed: u32,
+        /// How long the leader waited.
+        timeout_ms: u64,
+    },
     /// A write sent to a follower.
     #[error("this node is a read-only follower; send writes to the leader at {leader}")]
     ReadOnlyFollower {
@@ -91,6 +121,8 @@ impl NodeError {
             NodeError::Forbidden => 403,
             NodeError::Failed(_) | NodeError::ShuttingDown => 503,
             NodeError::ReadOnlyFollower { .. } => 403,
+            NodeError::StaleEpoch { .. } => 409,
+            NodeError::Fenced { .. } | NodeError::ReplicationTimeout { .. } => 503,
             NodeError::LeaderUnreachable(_) => 502,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
         }
@@ -118,6 +150,9 @@ impl NodeError {
             NodeError::Internal(_) => "internal_error",
             NodeError::ShuttingDown => "shutting_down",
             NodeError::ReadOnlyFollower { .. } => "read_only_follower",
+            NodeError::StaleEpoch { .. } => "stale_epoch",
+            NodeError::Fenced { .. } => "fenced",
+            NodeError::ReplicationTimeout { .. } => "replication_timeout",
         }
     }
 }

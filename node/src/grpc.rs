@@ -12,7 +12,9 @@ use valori_kernel::limits::DEFAULT_COLLECTION;
 
 use crate::error::NodeError;
 use crate::limits::{DEFAULT_K, REPLICATION_PAGE};
-use crate::service::{blocking, parse_direction, parse_metric, Access, Keys, RecordIn, Service};
+use crate::service::{
+    blocking, parse_direction, parse_metric, Access, FollowerHello, Keys, RecordIn, Service,
+};
 
 /// Generated protobuf types and service stubs.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -51,6 +53,8 @@ pub const HTTP_ROUTES: &[(&str, Result<&str, &str>)] = &[
     ("get_state", Ok("GetState")),
     ("replication_status", Ok("ReplicationStatus")),
     ("read_log", Ok("ReadLog")),
+    ("get_role", Ok("GetRole")),
+    ("set_role", Ok("SetRole")),
     ("create_snapshot", Ok("CreateSnapshot")),
     ("list_snapshots", Ok("ListSnapshots")),
     ("download_snapshot", Ok("DownloadSnapshot")),
@@ -71,6 +75,7 @@ impl From<NodeError> for Status {
             401 => tonic::Code::Unauthenticated,
             403 => tonic::Code::PermissionDenied,
             404 => tonic::Code::NotFound,
+            409 if matches!(e, NodeError::StaleEpoch { .. }) => tonic::Code::FailedPrecondition,
             409 => tonic::Code::AlreadyExists,
             502 | 503 => tonic::Code::Unavailable,
             _ => tonic::Code::Internal,
@@ -172,6 +177,17 @@ fn state_reply(s: crate::service::StateAt) -> pb::StateReply {
         seq: s.seq,
         chain_hash: hex::encode(s.chain_hash),
         state_hash: s.state_hash.map(hex::encode).unwrap_or_default(),
+    }
+}
+
+fn role_reply(r: api::RoleInfo) -> pb::RoleReply {
+    pb::RoleReply {
+        role: r.role.name().into(),
+        epoch: r.epoch,
+        leader_url: r.leader_url,
+        seq: r.seq,
+        seen_epoch: r.seen_epoch,
+        writable: r.writable,
     }
 }
 
@@ -465,13 +481,18 @@ impl Valori for Grpc {
 
     async fn read_log(&self, req: Request<pb::LogRequest>) -> GrpcResult<Self::ReadLogStream> {
         self.check(&req, false)?;
-        let follower = req
-            .metadata()
-            .get(api::FOLLOWER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
+        let md = req.metadata();
+        let value = |name: &str| md.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+        let hello = value(api::FOLLOWER_HEADER).map(|name| FollowerHello {
+            name,
+            epoch: value(api::EPOCH_HEADER).and_then(|e| e.parse().ok()),
+            chain: value(api::CHAIN_HEADER),
+        });
         let r = req.into_inner();
         let service = self.service.clone();
+        if let Some(hello) = hello {
+            service.hello(r.from, hello).await?;
+        }
         // The end is fixed when the call begins, so the stream ends.
         let head = service.engine.seq()?;
         let last = match r.limit {
@@ -482,12 +503,9 @@ impl Valori for Grpc {
         let (tx, mut rx) = tokio::sync::mpsc::channel(LOG_STREAM_BUFFER);
         tokio::spawn(async move {
             let mut from = r.from;
-            let mut follower = follower;
             while from <= last {
                 let svc = service.clone();
-                let name = follower.take();
-                let page =
-                    blocking(move || svc.log_page(from, REPLICATION_PAGE, name.as_deref())).await;
+                let page = blocking(move || svc.log_page(from, REPLICATION_PAGE)).await;
                 let entries = match page {
                     Ok(p) if p.entries.is_empty() => break,
                     Ok(p) => p.entries,
@@ -505,6 +523,7 @@ impl Valori for Grpc {
                         seq: e.seq,
                         chain_hash: e.chain.to_vec(),
                         event: e.event,
+                        epoch: e.epoch,
                     };
                     if tx.send(Ok(entry)).await.is_err() {
                         return; // the client went away
@@ -591,19 +610,41 @@ impl Valori for Grpc {
         }))
     }
 
+    async fn get_role(&self, req: Request<pb::Empty>) -> GrpcResult<pb::RoleReply> {
+        self.check(&req, false)?;
+        Ok(Response::new(role_reply(self.service.role_info()?)))
+    }
+
+    async fn set_role(&self, req: Request<pb::SetRoleRequest>) -> GrpcResult<pb::RoleReply> {
+        self.check(&req, true)?;
+        let r = req.into_inner();
+        let role = match r.role.as_str() {
+            "leader" => api::Role::Leader,
+            "follower" => api::Role::Follower,
+            other => {
+                return Err(NodeError::BadRequest(format!(
+                    "unknown role {other:?}: use leader or follower"
+                ))
+                .into())
+            }
+        };
+        let info = self
+            .service
+            .set_role(api::SetRole {
+                role,
+                epoch: r.epoch,
+                leader_url: r.leader_url,
+            })
+            .await?;
+        Ok(Response::new(role_reply(info)))
+    }
+
     async fn health(&self, _: Request<pb::Empty>) -> GrpcResult<pb::HealthReply> {
-        let engine = &self.service.engine;
-        let ready = engine.is_ready();
+        let why = self.service.engine.not_ready();
         Ok(Response::new(pb::HealthReply {
             live: true,
-            ready,
-            reason: if ready {
-                String::new()
-            } else {
-                engine
-                    .failure()
-                    .map_or_else(|| "shutting down".into(), |f| f.to_string())
-            },
+            ready: why.is_none(),
+            reason: why.unwrap_or_default(),
         }))
     }
 }

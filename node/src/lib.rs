@@ -20,6 +20,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod replication;
+pub mod role;
 pub mod service;
 pub mod store;
 pub mod telemetry;
@@ -43,6 +44,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.snapshot_every = config.snapshot_every;
     ec.snapshot_keep = config.snapshot_keep.max(1);
     ec.prune_log = config.prune_log;
+    ec.follow = config.follower_of().map(String::from);
     if let Some(t) = config.index_threads {
         ec.index_threads = t.max(1);
     }
@@ -57,7 +59,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
             tracing::warn!("--restore-from ignored: the data directory already has state");
         }
     }
-    if config.follower_of().is_some() && config.default_dimension.is_some() {
+    if !engine.role().writable() && config.default_dimension.is_some() {
         tracing::warn!(
             "--default-dimension ignored on a follower: its state comes from the leader"
         );
@@ -94,8 +96,11 @@ pub async fn serve(
     let service = service::Service {
         engine: engine.clone(),
         max_batch: config.max_batch,
-        follower_of: config.follower_of().map(String::from),
         followers: Default::default(),
+        sync: service::SyncPolicy {
+            replicas: config.sync_replicas,
+            timeout: std::time::Duration::from_millis(config.sync_timeout_ms),
+        },
     };
     let app = http::App {
         service: service.clone(),
@@ -111,19 +116,19 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let follower_task = config.follower_of().map(|leader| {
-        let follower = replication::Follower::new(
-            engine.clone(),
-            leader.to_string(),
-            config.leader_api_key.clone(),
-            config.replication_heal,
-            config.follower_name.clone().unwrap_or_else(|| {
-                http.local_addr()
-                    .map_or_else(|_| "follower".into(), |a| a.to_string())
-            }),
-        );
-        tokio::spawn(follower.run(stop_rx.clone()))
-    });
+    let settings = replication::FollowerSettings {
+        key: config.leader_api_key.clone(),
+        heal: config.replication_heal,
+        name: config.follower_name.clone().unwrap_or_else(|| {
+            http.local_addr()
+                .map_or_else(|_| "follower".into(), |a| a.to_string())
+        }),
+    };
+    let follower_task = tokio::spawn(replication::supervise(
+        engine.clone(),
+        settings,
+        stop_rx.clone(),
+    ));
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some((std::fs::read(cert)?, std::fs::read(key)?)),
         _ => None,
@@ -183,9 +188,7 @@ pub async fn serve(
     if let Some(t) = grpc_task {
         t.await??;
     }
-    if let Some(t) = follower_task {
-        t.await?;
-    }
+    follower_task.await?;
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     Ok(())
 }

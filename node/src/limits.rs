@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-pub use valori_api::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE};
+pub use valori_api::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE, MAX_LOG_WAIT_MS};
 
 /// Default largest request body, in bytes (`--max-body-bytes`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -18,8 +18,9 @@ pub const MAX_GROUP_EVENTS: usize = 256;
 
 /// Log entries a follower asks its leader for per request.
 pub const REPLICATION_PAGE: u32 = 1000;
-/// A follower's pause between polls when it is caught up.
-pub const REPLICATION_IDLE: Duration = Duration::from_millis(50);
+/// How long a caught-up follower's log request waits at its leader for the next write (a
+/// long poll: the write reaches the follower as it commits, not at a next poll).
+pub const REPLICATION_LONG_POLL: Duration = Duration::from_secs(1);
 /// How often a caught-up follower compares full state hashes with its leader.
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// A follower's longest pause between retries after an error.

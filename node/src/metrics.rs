@@ -22,7 +22,8 @@ pub struct Metrics {
     pub failed: IntGauge,
     /// `valori_replication_lag`: seconds a follower is behind its leader (0 when caught up).
     pub replication_lag_seconds: prometheus::Gauge,
-    /// `valori_replication_lag_events`: events a follower is behind its leader.
+    /// `valori_replication_lag_events`: events a follower is behind its leader; -1 while it
+    /// has diverged (it holds events its leader lacks, which is not lag).
     pub replication_lag_events: IntGauge,
     /// `valori_replication_bootstraps_total`: snapshot bootstraps of a follower.
     pub bootstraps: IntCounter,
@@ -31,6 +32,19 @@ pub struct Metrics {
     /// `valori_follower_sequence_number{follower}` (on a leader): the sequence number each
     /// follower has confirmed, i.e. one less than the next entry it asked for.
     pub follower_seq: prometheus::IntGaugeVec,
+    /// `valori_role_leader`: 1 on a leader, 0 on a follower.
+    pub role_leader: IntGauge,
+    /// `valori_epoch`: the epoch of the node's role assignment.
+    pub epoch: IntGauge,
+    /// `valori_fenced`: 1 on a leader that a newer epoch has fenced (it refuses writes).
+    pub fenced: IntGauge,
+    /// `valori_sync_wait_seconds`: how long synchronous writes waited for their followers.
+    pub sync_wait_seconds: Histogram,
+    /// `valori_sync_timeouts_total`: synchronous writes answered `replication_timeout`.
+    pub sync_timeouts: IntCounter,
+    /// `valori_replication_discarded_events_total`: events a follower dropped when it
+    /// re-bootstrapped because its history went past its leader's.
+    pub discarded_events: IntCounter,
     /// `valori_http_requests_total{route,method,status}`.
     pub http_requests: IntCounterVec,
     /// `valori_http_request_duration_seconds{route,method}`.
@@ -95,6 +109,32 @@ impl Metrics {
             &["follower"],
         )
         .unwrap();
+        let role_leader =
+            IntGauge::new("valori_role_leader", "1 on a leader, 0 on a follower").unwrap();
+        let epoch = IntGauge::new("valori_epoch", "Epoch of the node's role assignment").unwrap();
+        let fenced = IntGauge::new(
+            "valori_fenced",
+            "1 on a leader that a newer epoch has fenced (it refuses writes)",
+        )
+        .unwrap();
+        let sync_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "valori_sync_wait_seconds",
+                "Time synchronous writes waited for their followers",
+            )
+            .buckets(latency_buckets.clone()),
+        )
+        .unwrap();
+        let sync_timeouts = IntCounter::new(
+            "valori_sync_timeouts_total",
+            "Synchronous writes answered replication_timeout",
+        )
+        .unwrap();
+        let discarded_events = IntCounter::new(
+            "valori_replication_discarded_events_total",
+            "Events dropped by a re-bootstrap because this node's history went past its leader's",
+        )
+        .unwrap();
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "valori_http_requests_total",
@@ -124,6 +164,12 @@ impl Metrics {
             Box::new(bootstraps.clone()),
             Box::new(divergences.clone()),
             Box::new(follower_seq.clone()),
+            Box::new(role_leader.clone()),
+            Box::new(epoch.clone()),
+            Box::new(fenced.clone()),
+            Box::new(sync_wait_seconds.clone()),
+            Box::new(sync_timeouts.clone()),
+            Box::new(discarded_events.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
         ] {
@@ -142,6 +188,12 @@ impl Metrics {
             bootstraps,
             divergences,
             follower_seq,
+            role_leader,
+            epoch,
+            fenced,
+            sync_wait_seconds,
+            sync_timeouts,
+            discarded_events,
             http_requests,
             http_seconds,
         }

@@ -20,7 +20,7 @@ use valori_api as api;
 use crate::engine::Engine;
 use crate::error::{Failure, NodeError};
 use crate::limits::{
-    FULL_CHECK_EVERY, LEADER_REQUEST_TIMEOUT, REPLICATION_IDLE as IDLE,
+    FULL_CHECK_EVERY, LEADER_REQUEST_TIMEOUT, REPLICATION_LONG_POLL as LONG_POLL,
     REPLICATION_MAX_BACKOFF as MAX_BACKOFF, REPLICATION_PAGE as PAGE,
 };
 use crate::metrics::Metrics;
@@ -28,24 +28,67 @@ use crate::store::Entry;
 
 /// The leader's view of its followers: each one's confirmed sequence number and when it last
 /// asked, learnt from their `GET /v1/log` requests (asking for `from` confirms everything
-/// before it).
+/// before it). A confirmation counts for synchronous writes only when the follower proved it
+/// holds this node's history there (its chain hash at `from - 1` equals ours).
 #[derive(Default)]
 pub struct Followers {
-    seen: Mutex<BTreeMap<String, (u64, Instant)>>,
+    seen: Mutex<BTreeMap<String, Seen>>,
+    /// Woken whenever a follower confirms more.
+    changed: tokio::sync::Notify,
+}
+
+struct Seen {
+    confirmed: u64,
+    at: Instant,
+    /// Whether the follower's chain at `confirmed` is ours.
+    proven: bool,
 }
 
 impl Followers {
-    /// Follower `name` asked for the log from `from` on.
-    pub fn asked(&self, name: &str, from: u64, metrics: &Metrics) {
+    /// Follower `name` asked for the log from `from` on, proving (or not) that it holds our
+    /// history up to `from - 1`.
+    pub fn asked(&self, name: &str, from: u64, proven: bool, metrics: &Metrics) {
         let confirmed = from.saturating_sub(1);
-        self.seen
-            .lock()
-            .expect("followers lock")
-            .insert(name.to_string(), (confirmed, Instant::now()));
+        self.seen.lock().expect("followers lock").insert(
+            name.to_string(),
+            Seen {
+                confirmed,
+                at: Instant::now(),
+                proven,
+            },
+        );
         metrics
             .follower_seq
             .with_label_values(&[name])
             .set(confirmed as i64);
+        self.changed.notify_waiters();
+    }
+
+    /// How many followers hold our history up to `seq`.
+    fn holding(&self, seq: u64) -> u32 {
+        let seen = self.seen.lock().expect("followers lock");
+        seen.values()
+            .filter(|s| s.proven && s.confirmed >= seq)
+            .count() as u32
+    }
+
+    /// Waits until `needed` followers hold our history up to `seq`, at most `timeout`;
+    /// otherwise answers how many did.
+    pub async fn wait_for(&self, seq: u64, needed: u32, timeout: Duration) -> Result<(), u32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before counting, so a confirmation in between still wakes us.
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let holding = self.holding(seq);
+            if holding >= needed {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(self.holding(seq));
+            }
+        }
     }
 
     /// Every follower seen, with its lag behind `seq` (this node's sequence number).
@@ -55,14 +98,71 @@ impl Followers {
             .lock()
             .expect("followers lock")
             .iter()
-            .map(|(name, (confirmed, seen))| api::FollowerStatus {
+            .map(|(name, s)| api::FollowerStatus {
                 name: name.clone(),
-                confirmed_seq: *confirmed,
-                lag_events: seq.saturating_sub(*confirmed),
-                seconds_since_seen: seen.elapsed().as_secs_f64(),
+                confirmed_seq: s.confirmed,
+                lag_events: seq.saturating_sub(s.confirmed),
+                seconds_since_seen: s.at.elapsed().as_secs_f64(),
             })
             .collect();
         api::ReplicationStatus { seq, followers }
+    }
+}
+
+/// How a node replicates when it is a follower.
+#[derive(Clone, Debug)]
+pub struct FollowerSettings {
+    /// The key it presents to its leader.
+    pub key: Option<String>,
+    /// Re-bootstrap on divergence even when the role came from flags.
+    pub heal: bool,
+    /// How it names itself to its leader.
+    pub name: String,
+}
+
+/// Runs the follower loop whenever the node is a follower, restarting it towards the new
+/// leader when the role changes and stopping it on promotion, until `stop` turns true.
+pub async fn supervise(engine: Engine, settings: FollowerSettings, stop: watch::Receiver<bool>) {
+    let mut roles = engine.role_watch();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let assignment = roles.borrow_and_update().assignment.clone();
+        // Only a new assignment restarts the loop: the role state also changes when the node
+        // learns an epoch or installs a snapshot, and the loop must go on through those.
+        let reassigned = async {
+            loop {
+                if roles.changed().await.is_err() {
+                    return;
+                }
+                if roles.borrow_and_update().assignment != assignment {
+                    return;
+                }
+            }
+        };
+        let mut stopped = stop.clone();
+        match (assignment.role, assignment.leader_url.clone()) {
+            (api::Role::Follower, Some(leader)) => {
+                let follower = Follower::new(
+                    engine.clone(),
+                    leader,
+                    settings.key.clone(),
+                    settings.heal,
+                    settings.name.clone(),
+                );
+                tokio::select! {
+                    _ = follower.run(stop.clone()) => return,
+                    _ = reassigned => {}
+                }
+            }
+            _ => {
+                tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => return,
+                    _ = reassigned => {}
+                }
+            }
+        }
     }
 }
 
@@ -80,6 +180,8 @@ pub struct Follower {
     verified: bool,
     /// When the full state hashes were last compared at a common sequence number.
     last_full_check: Option<Instant>,
+    /// The leader's history generation our history was last checked against.
+    history: Option<u64>,
 }
 
 impl Follower {
@@ -105,14 +207,12 @@ impl Follower {
             name,
             verified: false,
             last_full_check: None,
+            history: None,
         }
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        let req = self
-            .http
-            .get(format!("{}{path}", self.leader))
-            .header(api::FOLLOWER_HEADER, &self.name);
+        let req = self.http.get(format!("{}{path}", self.leader));
         match &self.key {
             Some(k) => req.bearer_auth(k),
             None => req,
@@ -127,17 +227,33 @@ impl Follower {
             if *stop.borrow() {
                 return;
             }
-            if let Some(why @ Failure::Diverged { .. }) = self.engine.failure() {
-                if self.heal {
+            if let Some(why @ Failure::Diverged { seq, .. }) = self.engine.failure() {
+                // A node the arbiter told to follow heals by itself (a demoted leader whose
+                // history went past the new leader's); otherwise only with --replication-heal.
+                if self.heal || self.engine.role().by_api {
+                    let local = self.engine.seq().unwrap_or(seq);
                     tracing::warn!(reason = %why, "re-bootstrapping from the leader to heal");
                     match self.bootstrap(true).await {
-                        Ok(()) => self.verified = true,
+                        Ok(()) => {
+                            self.verified = true;
+                            let discarded = (local + 1).saturating_sub(seq);
+                            if discarded > 0 {
+                                self.engine.metrics().discarded_events.inc_by(discarded);
+                                tracing::warn!(
+                                    from = seq,
+                                    to = local,
+                                    events = discarded,
+                                    "discarded events the leader does not have"
+                                );
+                            }
+                        }
                         Err(e) => tracing::warn!(error = %e, "healing failed; retrying"),
                     }
                 }
             }
             let pause = match self.step().await {
-                Ok(0) => IDLE,
+                // The log request long-polls: asking again at once is how a follower hears
+                // of the next write as it commits (and how it confirms what it applied).
                 Ok(_) => Duration::ZERO,
                 Err(e) => {
                     // A failed engine only recovers by healing (above) or a restart.
@@ -152,7 +268,7 @@ impl Follower {
                     b
                 }
             };
-            if pause == IDLE || pause == Duration::ZERO {
+            if pause == Duration::ZERO {
                 backoff = Duration::from_millis(100);
             }
             tokio::select! {
@@ -170,9 +286,36 @@ impl Follower {
             self.check_history(local).await?;
             self.verified = true;
         }
+        // Who we are, the newest epoch we know, and our chain where we stand: the leader
+        // counts the confirmation for synchronous writes, and is fenced if it is stale.
+        let engine = self.engine.clone();
+        let chain = crate::service::blocking(move || engine.chain_at(local)).await?;
+        let seen = self.engine.role().seen_epoch;
         let page: api::LogPage = self
-            .fetch_json(&format!("/v1/log?from={}&limit={PAGE}", local + 1))
+            .fetch_json_with(
+                &format!(
+                    "/v1/log?from={}&limit={PAGE}&wait_ms={}",
+                    local + 1,
+                    LONG_POLL.as_millis()
+                ),
+                |r| {
+                    r.header(api::FOLLOWER_HEADER, &self.name)
+                        .header(api::EPOCH_HEADER, seen.to_string())
+                        .header(api::CHAIN_HEADER, hex::encode(chain))
+                },
+            )
             .await?;
+        self.check_epoch(page.epoch)?;
+        if self.history.is_some_and(|h| h != page.history) || page.head < local {
+            // The leader's history was rewritten or begins anew (a restore, a promotion), or
+            // it is behind us: that is divergence to find, never lag.
+            self.verified = false;
+            self.history = Some(page.history);
+            self.check_history(local).await?;
+            self.verified = true;
+            return Ok(0);
+        }
+        self.history = Some(page.history);
         let first = page.entries.first().map(|e| e.seq);
         let missing = match (first, page.first_retained) {
             (Some(f), _) => f > local + 1,
@@ -226,6 +369,7 @@ impl Follower {
                     seq: e.seq,
                     chain,
                     event,
+                    epoch: e.epoch,
                 })
             })
             .collect::<Result<Vec<_>, NodeError>>()?;
@@ -240,8 +384,15 @@ impl Follower {
     }
 
     async fn fetch_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, NodeError> {
-        let resp = self
-            .get(path)
+        self.fetch_json_with(path, |r| r).await
+    }
+
+    async fn fetch_json_with<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        with: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<T, NodeError> {
+        let resp = with(self.get(path))
             .send()
             .await
             .map_err(|e| NodeError::LeaderUnreachable(e.to_string()))?;
@@ -277,12 +428,41 @@ impl Follower {
         ))
     }
 
+    /// Refuses a leader whose epoch is below one this node has seen (a stale leader that a
+    /// newer one replaced); learns a higher one.
+    fn check_epoch(&self, epoch: u64) -> Result<(), NodeError> {
+        let seen = self.engine.role().seen_epoch;
+        if epoch < seen {
+            return Err(NodeError::LeaderUnreachable(format!(
+                "{} is a stale leader: its epoch {epoch} is below epoch {seen}, which this node has seen; not following it",
+                self.leader
+            )));
+        }
+        self.engine.observe_epoch(epoch)?;
+        Ok(())
+    }
+
+    /// Asks the leader for its role before this node compares histories with it or takes its
+    /// snapshot, and refuses a stale one (see [`Follower::check_epoch`]). The request carries
+    /// this node's epoch, so a stale leader is fenced by it.
+    async fn check_leader(&self) -> Result<(), NodeError> {
+        let seen = self.engine.role().seen_epoch;
+        let leader: api::RoleInfo = self
+            .fetch_json_with("/v1/role", |r| {
+                r.header(api::EPOCH_HEADER, seen.to_string())
+            })
+            .await?;
+        self.check_epoch(leader.epoch)
+    }
+
     /// Reports a divergence found by comparing with the leader: counted, logged, and latched
     /// into the engine (read-only; healing re-bootstraps).
     fn diverged(&self, seq: u64, why: String) -> NodeError {
         let failure = Failure::Diverged { seq, why };
         tracing::error!(error = %failure, "replication stopped");
         self.engine.metrics().divergences.inc();
+        // Not lag: this node holds events its leader lacks (-1 says so).
+        self.engine.metrics().replication_lag_events.set(-1);
         self.engine.mark_failed(failure.clone());
         NodeError::Failed(failure)
     }
@@ -303,22 +483,32 @@ impl Follower {
         Ok(Some(state.chain_hash))
     }
 
-    /// On (re)connecting, compares our chain hash at our sequence number with the leader's; on
-    /// a mismatch, finds the first differing sequence number by bisection over what both still
-    /// retain, reports it and latches the engine.
+    /// On (re)connecting, and whenever the leader's history changes, compares our history
+    /// with the leader's. A leader behind us, or a different chain hash where both have
+    /// entries, is divergence: the first differing sequence number is found by bisection over
+    /// what both retain, reported, and latched into the engine.
     async fn check_history(&self, local: u64) -> Result<(), NodeError> {
+        self.check_leader().await?;
         if local == 0 {
             return Ok(());
         }
+        let leader: api::State = self.fetch_json("/v1/state").await?;
+        let top = local.min(leader.seq);
         let ours = |seq: u64| self.engine.chain_at(seq).ok().map(hex::encode);
-        let Some(theirs) = self.leader_chain(local).await? else {
-            // The leader is behind us (it lost writes we have) or pruned: compare at its head.
-            return Ok(());
+        let theirs_at_top = if top == leader.seq {
+            Some(leader.chain_hash.clone())
+        } else {
+            self.leader_chain(top).await?
         };
-        if Some(theirs) == ours(local) {
+        let same_at_top = top == 0 || theirs_at_top.is_some() && theirs_at_top == ours(top);
+        if same_at_top && local <= leader.seq {
             return Ok(());
         }
-        let (mut same, mut differs) = (0u64, local);
+        let (mut same, mut differs) = if same_at_top {
+            (top, top + 1)
+        } else {
+            (0u64, top)
+        };
         while differs - same > 1 {
             let mid = same + (differs - same) / 2;
             match (self.leader_chain(mid).await?, ours(mid)) {
@@ -327,10 +517,15 @@ impl Follower {
                 _ => break,
             }
         }
-        Err(self.diverged(
-            differs,
-            format!("the chain hashes differ (checked up to {local})"),
-        ))
+        let why = if local > leader.seq {
+            format!(
+                "the leader's history ends at sequence number {}, ours goes on to {local}",
+                leader.seq
+            )
+        } else {
+            format!("the chain hashes differ (checked up to {local})")
+        };
+        Err(self.diverged(differs, why))
     }
 
     /// Streams the leader's snapshot `seq` into a new file at `path`.
@@ -360,6 +555,7 @@ impl Follower {
     /// Downloads the leader's newest snapshot and restores it (verified by its hashes); with
     /// `heal`, also over a failed (diverged) state.
     async fn bootstrap(&self, heal: bool) -> Result<(), NodeError> {
+        self.check_leader().await?;
         let list: api::SnapshotList = self.fetch_json("/v1/snapshots").await?;
         let newest = match list.snapshots.iter().map(|s| s.seq).max() {
             // When healing, the snapshot must be fresh enough to contain no divergent history

@@ -12,7 +12,7 @@ use valori_kernel::{
 
 use crate::engine::Engine;
 use crate::error::NodeError;
-use crate::limits::{MAX_LOG_PAGE, MAX_SNAPSHOT_UPLOAD_BYTES};
+use crate::limits::{MAX_LOG_PAGE, MAX_LOG_WAIT_MS, MAX_SNAPSHOT_UPLOAD_BYTES};
 use crate::replication::Followers;
 use crate::store::{Entry, SnapshotFile};
 
@@ -78,10 +78,31 @@ pub struct Service {
     pub engine: Engine,
     /// Most records in one batch insert.
     pub max_batch: usize,
-    /// The leader's URL when this node is a follower (writes are refused).
-    pub follower_of: Option<String>,
     /// The followers that read this node's log.
     pub followers: Arc<Followers>,
+    /// Synchronous replication: how many followers must hold a write before it is answered.
+    pub sync: SyncPolicy,
+}
+
+/// How many followers must hold a write durably before the leader answers it, and how long it
+/// waits for them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncPolicy {
+    /// Followers required (0: asynchronous, answered once durable on the leader).
+    pub replicas: u32,
+    /// Longest wait; then the write is answered `replication_timeout` (outcome unknown).
+    pub timeout: std::time::Duration,
+}
+
+/// What a follower says of itself when it reads the log.
+#[derive(Clone, Debug, Default)]
+pub struct FollowerHello {
+    /// Its name.
+    pub name: String,
+    /// The highest epoch it has seen.
+    pub epoch: Option<u64>,
+    /// Its chain hash (hex) at the sequence number before the first one it asks for.
+    pub chain: Option<String>,
 }
 
 /// A page of the retained log.
@@ -92,6 +113,10 @@ pub struct LogPageOut {
     pub first_retained: Option<u64>,
     /// The node's sequence number.
     pub head: u64,
+    /// The epoch of the node's role.
+    pub epoch: u64,
+    /// The node's history generation.
+    pub history: u64,
 }
 
 /// A record as a client sends it.
@@ -272,19 +297,104 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 impl Service {
-    /// Refuses writes on a follower, naming its leader.
+    /// Refuses writes on a follower (naming its leader) and on a fenced leader.
     pub fn writable(&self) -> Result<(), NodeError> {
-        match &self.follower_of {
-            Some(leader) => Err(NodeError::ReadOnlyFollower {
-                leader: leader.clone(),
-            }),
-            None => Ok(()),
+        self.engine.check_writable()
+    }
+
+    /// With synchronous replication, waits until enough followers hold the write at `seq`;
+    /// answers `replication_timeout` (outcome unknown: the write is durable here) otherwise.
+    async fn confirmed(&self, seq: u64) -> Result<(), NodeError> {
+        if self.sync.replicas == 0 {
+            return Ok(());
         }
+        let started = std::time::Instant::now();
+        let waited = self
+            .followers
+            .wait_for(seq, self.sync.replicas, self.sync.timeout)
+            .await;
+        let metrics = self.engine.metrics();
+        metrics
+            .sync_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        waited.map_err(|confirmed| {
+            metrics.sync_timeouts.inc();
+            NodeError::ReplicationTimeout {
+                seq,
+                confirmed,
+                needed: self.sync.replicas,
+                timeout_ms: self.sync.timeout.as_millis() as u64,
+            }
+        })
+    }
+
+    /// Submits a client write: refused unless writable, answered once durable (and, with
+    /// synchronous replication, held by enough followers).
+    async fn write(&self, event: Event) -> Result<crate::engine::Committed, NodeError> {
+        self.writable()?;
+        let committed = self.engine.submit(event).await?;
+        self.confirmed(committed.seq).await?;
+        Ok(committed)
+    }
+
+    /// The node's role.
+    pub fn role_info(&self) -> Result<api::RoleInfo, NodeError> {
+        let role = self.engine.role();
+        Ok(api::RoleInfo {
+            role: role.assignment.role,
+            epoch: role.assignment.epoch,
+            leader_url: role.assignment.leader_url.clone(),
+            seq: self.engine.seq()?,
+            seen_epoch: role.seen_epoch,
+            writable: role.writable(),
+        })
+    }
+
+    /// Gives the node a role (see [`crate::role::RoleState::decide`]).
+    pub async fn set_role(&self, req: api::SetRole) -> Result<api::RoleInfo, NodeError> {
+        self.engine
+            .set_role(crate::role::Assignment {
+                role: req.role,
+                epoch: req.epoch,
+                leader_url: req.leader_url.map(|u| u.trim_end_matches('/').to_string()),
+            })
+            .await?;
+        self.role_info()
+    }
+
+    /// A follower reading the log says who it is: its confirmation is recorded (proven when
+    /// its chain hash matches ours there), and a higher epoch than this node has seen fences
+    /// it when it leads.
+    pub async fn hello(&self, from: u64, hello: FollowerHello) -> Result<(), NodeError> {
+        if let Some(epoch) = hello.epoch {
+            self.engine.observe_epoch(epoch)?;
+        }
+        let before = from.saturating_sub(1);
+        let proven = match hello.chain {
+            None => false,
+            Some(theirs) => {
+                let engine = self.engine.clone();
+                blocking(move || Ok(engine.chain_at(before).ok().map(hex::encode) == Some(theirs)))
+                    .await?
+            }
+        };
+        self.followers
+            .asked(&hello.name, from, proven, self.engine.metrics());
+        Ok(())
+    }
+
+    /// Waits up to `wait_ms` for the node's sequence number to reach `from` (a long poll).
+    pub async fn wait_for_entries(&self, from: u64, wait_ms: u32) {
+        if wait_ms == 0 {
+            return;
+        }
+        let mut seq = self.engine.seq_watch();
+        let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(MAX_LOG_WAIT_MS)));
+        let _ = tokio::time::timeout(wait, seq.wait_for(|&s| s >= from)).await;
     }
 
     /// Creates a collection; returns the sequence number.
     pub async fn create_collection(&self, req: api::CreateCollection) -> Result<u64, NodeError> {
-        self.writable()?;
         let d = HnswParams::default();
         let index = match req.index {
             Some(api::IndexConfig::Flat) => IndexSpec::Flat,
@@ -300,8 +410,7 @@ impl Service {
             None => IndexSpec::Hnsw(d),
         };
         let c = self
-            .engine
-            .submit(Event::CreateCollection(CollectionSpec {
+            .write(Event::CreateCollection(CollectionSpec {
                 name: req.name,
                 dimension: req.dimension,
                 metric: metric_from_wire(req.metric.unwrap_or_default()),
@@ -313,12 +422,7 @@ impl Service {
 
     /// Drops a collection.
     pub async fn drop_collection(&self, name: String) -> Result<u64, NodeError> {
-        self.writable()?;
-        Ok(self
-            .engine
-            .submit(Event::DropCollection { name })
-            .await?
-            .seq)
+        Ok(self.write(Event::DropCollection { name }).await?.seq)
     }
 
     /// Every collection, by name.
@@ -358,8 +462,7 @@ impl Service {
         }
         let records = to_new_records(records, batch)?;
         let c = self
-            .engine
-            .submit(Event::Insert {
+            .write(Event::Insert {
                 collection,
                 records,
             })
@@ -377,12 +480,7 @@ impl Service {
 
     /// Deletes a record.
     pub async fn delete(&self, collection: String, id: u64) -> Result<u64, NodeError> {
-        self.writable()?;
-        Ok(self
-            .engine
-            .submit(Event::Delete { collection, id })
-            .await?
-            .seq)
+        Ok(self.write(Event::Delete { collection, id }).await?.seq)
     }
 
     /// Reads a record.
@@ -453,10 +551,8 @@ impl Service {
         record: Option<api::RecordRef>,
         properties: Option<Vec<u8>>,
     ) -> Result<api::Created, NodeError> {
-        self.writable()?;
         let c = self
-            .engine
-            .submit(Event::CreateNode {
+            .write(Event::CreateNode {
                 kind,
                 record: record.map(|r| RecordRef {
                     collection: r.collection,
@@ -475,10 +571,8 @@ impl Service {
 
     /// Creates an edge; returns its id and the sequence number.
     pub async fn create_edge(&self, req: api::CreateEdge) -> Result<api::Created, NodeError> {
-        self.writable()?;
         let c = self
-            .engine
-            .submit(Event::CreateEdge {
+            .write(Event::CreateEdge {
                 from: req.from,
                 to: req.to,
                 kind: req.kind,
@@ -494,14 +588,12 @@ impl Service {
 
     /// Deletes a node and its edges.
     pub async fn delete_node(&self, id: u64) -> Result<u64, NodeError> {
-        self.writable()?;
-        Ok(self.engine.submit(Event::DeleteNode { id }).await?.seq)
+        Ok(self.write(Event::DeleteNode { id }).await?.seq)
     }
 
     /// Deletes an edge.
     pub async fn delete_edge(&self, id: u64) -> Result<u64, NodeError> {
-        self.writable()?;
-        Ok(self.engine.submit(Event::DeleteEdge { id }).await?.seq)
+        Ok(self.write(Event::DeleteEdge { id }).await?.seq)
     }
 
     /// A graph node, or `NodeNotFound`.
@@ -572,18 +664,9 @@ impl Service {
         blocking(move || service.traverse_now(&req)).await
     }
 
-    /// At most `limit` retained log entries from `from` on. A reader that names itself as a
-    /// follower confirms everything before `from` (the leader's bookkeeping of its
-    /// followers). Reads storage: run it off the async threads.
-    pub fn log_page(
-        &self,
-        from: u64,
-        limit: u32,
-        follower: Option<&str>,
-    ) -> Result<LogPageOut, NodeError> {
-        if let Some(name) = follower {
-            self.followers.asked(name, from, self.engine.metrics());
-        }
+    /// At most `limit` retained log entries from `from` on, with the node's head, epoch and
+    /// history generation. Reads storage: run it off the async threads.
+    pub fn log_page(&self, from: u64, limit: u32) -> Result<LogPageOut, NodeError> {
         if limit == 0 {
             return Err(NodeError::BadRequest("limit must be at least 1".into()));
         }
@@ -594,10 +677,13 @@ impl Service {
                 max: MAX_LOG_PAGE.into(),
             });
         }
+        let role = self.engine.role();
         Ok(LogPageOut {
             first_retained: self.engine.first_retained()?,
             entries: self.engine.entries(from, limit as usize)?,
             head: self.engine.seq()?,
+            epoch: role.assignment.epoch,
+            history: role.history,
         })
     }
 

@@ -5,6 +5,13 @@
 //! canonical encoding. Every append is one RocksDB `WriteBatch` written with `sync = true`, so a
 //! group of events becomes durable together or not at all.
 //!
+//! Epochs: which leader generation wrote each entry, kept beside the log rather than in it (the
+//! canonical event bytes and the chain stay a function of the events alone). Column family
+//! `meta` holds `epoch/<first seq, big-endian>` = the epoch (little-endian) of every entry from
+//! that sequence number until the next such key; it is written in the same batch as the first
+//! entry of a new epoch. Entries older than any key were written before epochs were recorded
+//! and read as epoch 0. `meta` also holds the node's role (`role`).
+//!
 //! Snapshots: `snapshots/snapshot-<seq, 20 digits>.vsnap` beside the database. Written to a
 //! temporary file, synced, renamed into place, and the directory synced, so a snapshot file is
 //! either complete or absent.
@@ -38,6 +45,8 @@ impl Sink for FileSink {
 
 const LOG: &str = "log";
 const META: &str = "meta";
+/// Prefix of the keys of [`META`] that start an epoch's range of the log.
+const EPOCH_PREFIX: &[u8] = b"epoch/";
 
 /// One log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +57,8 @@ pub struct Entry {
     pub chain: Hash,
     /// The event's canonical encoding.
     pub event: Vec<u8>,
+    /// The epoch of the leader that wrote it (0: written before epochs were recorded).
+    pub epoch: u64,
 }
 
 /// A snapshot file.
@@ -81,10 +92,21 @@ pub fn map_snapshot(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
 pub struct Store {
     db: DB,
     snapshot_dir: PathBuf,
+    /// First sequence number of each epoch's range of the log -> the epoch.
+    epochs: std::sync::Mutex<std::collections::BTreeMap<u64, u64>>,
 }
 
 fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+fn epoch_key(seq: u64) -> Vec<u8> {
+    [EPOCH_PREFIX, &key(seq)[..]].concat()
+}
+
+/// The epoch of the entry at `seq`, given the ranges' starts.
+fn epoch_at(epochs: &std::collections::BTreeMap<u64, u64>, seq: u64) -> u64 {
+    epochs.range(..=seq).next_back().map_or(0, |(_, &e)| e)
 }
 
 impl Store {
@@ -109,7 +131,32 @@ impl Store {
                 let _ = fs::remove_file(snapshot_dir.join(&*name));
             }
         }
-        Ok(Store { db, snapshot_dir })
+        let mut epochs = std::collections::BTreeMap::new();
+        {
+            let meta = db.cf_handle(META).expect("column family created at open");
+            let iter = db.iterator_cf(
+                meta,
+                IteratorMode::From(EPOCH_PREFIX, rocksdb::Direction::Forward),
+            );
+            for item in iter {
+                let (k, v) = item?;
+                let Some(seq) = k.strip_prefix(EPOCH_PREFIX) else {
+                    break;
+                };
+                let (Ok(seq), Ok(epoch)) = (<[u8; 8]>::try_from(seq), <[u8; 8]>::try_from(&v[..]))
+                else {
+                    return Err(crate::error::OpenError::Storage(
+                        "an epoch range key or value is malformed".into(),
+                    ));
+                };
+                epochs.insert(u64::from_be_bytes(seq), u64::from_le_bytes(epoch));
+            }
+        }
+        Ok(Store {
+            db,
+            snapshot_dir,
+            epochs: std::sync::Mutex::new(epochs),
+        })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -118,20 +165,31 @@ impl Store {
             .expect("column family created at open")
     }
 
-    /// Appends entries as one synced write.
+    /// Appends entries as one synced write, with the start of each new epoch they bring.
     pub fn append(&self, entries: &[Entry]) -> Result<(), rocksdb::Error> {
         let mut batch = WriteBatch::default();
         let cf = self.cf(LOG);
+        let mut epochs = self.epochs.lock().expect("epochs lock");
+        let mut starts = Vec::new();
         let mut value = Vec::new();
         for e in entries {
             value.clear();
             value.extend_from_slice(&e.chain);
             value.extend_from_slice(&e.event);
             batch.put_cf(cf, key(e.seq), &value);
+            let current = starts
+                .last()
+                .map_or_else(|| epoch_at(&epochs, e.seq), |&(_, epoch)| epoch);
+            if e.epoch != current {
+                batch.put_cf(self.cf(META), epoch_key(e.seq), e.epoch.to_le_bytes());
+                starts.push((e.seq, e.epoch));
+            }
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db.write_opt(batch, &opts)
+        self.db.write_opt(batch, &opts)?;
+        epochs.extend(starts);
+        Ok(())
     }
 
     /// Entries with sequence numbers from `from` on, in order. A value shorter than a hash is
@@ -141,12 +199,13 @@ impl Store {
         from: u64,
     ) -> impl Iterator<Item = Result<Entry, rocksdb::Error>> + '_ {
         let start = key(from);
+        let epochs = self.epochs.lock().expect("epochs lock").clone();
         self.db
             .iterator_cf(
                 self.cf(LOG),
                 IteratorMode::From(&start, rocksdb::Direction::Forward),
             )
-            .map(|item| {
+            .map(move |item| {
                 item.map(|(k, v)| {
                     let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
                     let mut chain = [0u8; 32];
@@ -162,6 +221,7 @@ impl Store {
                         seq,
                         chain,
                         event: event.to_vec(),
+                        epoch: epoch_at(&epochs, seq),
                     }
                 })
             })
@@ -190,9 +250,17 @@ impl Store {
         self.db.write_opt(batch, &opts)
     }
 
-    /// Deletes every log entry.
+    /// Deletes every log entry, and the epochs of their ranges.
     pub fn clear_log(&self) -> Result<(), rocksdb::Error> {
-        self.prune_through(u64::MAX - 1)
+        self.prune_through(u64::MAX - 1)?;
+        let mut epochs = self.epochs.lock().expect("epochs lock");
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(META), epoch_key(0), epoch_key(u64::MAX));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        epochs.clear();
+        Ok(())
     }
 
     /// Approximate bytes of the database files (for metrics).

@@ -511,4 +511,23 @@ async fn grpc_streams_the_log_and_snapshots_as_http_serves_them() {
 
     let h = gc.health(pb::Empty {}).await.unwrap().into_inner();
     assert!(h.live && h.ready && h.reason.is_empty(), "{h:?}");
+
+    // Roles over gRPC, with the HTTP rules: a lower epoch is refused, a higher one applies.
+    let r = gc.get_role(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!((r.role.as_str(), r.epoch, r.writable), ("leader", 1, true));
+    let demote = |epoch| pb::SetRoleRequest {
+        role: "follower".into(),
+        epoch,
+        leader_url: Some(other.url.clone()),
+    };
+    let r = gc.set_role(demote(2)).await.unwrap().into_inner();
+    assert_eq!(
+        (r.role.as_str(), r.epoch, r.writable),
+        ("follower", 2, false)
+    );
+    let e = gc.set_role(demote(1)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), code(&e).as_str()),
+        (tonic::Code::FailedPrecondition, "stale_epoch")
+    );
 }

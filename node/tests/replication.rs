@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{free_port, vector, wait_until, Client, Node};
+use common::{free_port, vector, wait_until, Client, Node, Proxy};
 use serde_json::json;
 
 fn follower(dir: &std::path::Path, leader: &str, extra: &[&str]) -> Node {
@@ -173,7 +173,8 @@ fn a_follower_bootstraps_from_a_snapshot_when_the_log_is_pruned() {
         m.as_str()
             .unwrap()
             .contains("valori_replication_bootstraps_total 1"),
-        "expected exactly one bootstrap"
+        "expected exactly one bootstrap: {}",
+        m.as_str().unwrap()
     );
     // The snapshot came through a download file, which is gone: only the installed snapshot
     // is left.
@@ -264,62 +265,6 @@ fn divergence_is_detected_and_healed() {
     f = follower(&fdir, &leader.url, &["--replication-heal"]);
     caught_up(&lc, &[&f.client()]);
     assert_eq!(f.client().get("/readyz").0, 200);
-}
-
-/// A TCP proxy between a follower and its leader that can cut and restore the link.
-struct Proxy {
-    url: String,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Proxy {
-    fn new(target: &str) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let target = target.trim_start_matches("http://").to_string();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (c, o) = (cut.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().map_while(Result::ok) {
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = std::net::TcpStream::connect(&target) else {
-                    continue;
-                };
-                o.lock()
-                    .unwrap()
-                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (mut c2, mut s2) = (client, server);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c1, &mut s1);
-                    let _ = s1.shutdown(std::net::Shutdown::Both);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut s2, &mut c2);
-                    let _ = c2.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        Proxy { url, cut, open }
-    }
-
-    /// Drops every open connection and refuses new ones.
-    fn partition(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn heal(&self) {
-        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 #[test]

@@ -42,8 +42,8 @@ impl Embedded {
                 engine,
                 // The kernel's own batch limit applies; there is no request body to bound.
                 max_batch: valori_kernel::limits::MAX_BATCH_RECORDS as usize,
-                follower_of: None,
                 followers: Default::default(),
+                sync: Default::default(),
             },
             dir,
         })

@@ -41,13 +41,18 @@ impl Vectors {
     /// The HTTP API's batch insert body for rows `rows`: `{"records":[{"vector":[..]},..]}`,
     /// each component printed as the shortest decimal that reads back as the same `f32`.
     pub fn json_batch(&self, rows: std::ops::Range<usize>) -> Vec<u8> {
-        let records: Vec<String> = rows
-            .map(|i| {
-                let v: Vec<String> = self.row(i).iter().map(|x| x.to_string()).collect();
-                format!("{{\"vector\":[{}]}}", v.join(","))
-            })
-            .collect();
+        let records: Vec<String> = rows.map(|i| self.json_record(i)).collect();
         format!("{{\"records\":[{}]}}", records.join(",")).into_bytes()
+    }
+
+    /// The HTTP API's single-record insert body for row `i`: `{"vector":[..]}`.
+    pub fn json_one(&self, i: usize) -> Vec<u8> {
+        self.json_record(i).into_bytes()
+    }
+
+    fn json_record(&self, i: usize) -> String {
+        let v: Vec<String> = self.row(i).iter().map(|x| x.to_string()).collect();
+        format!("{{\"vector\":[{}]}}", v.join(","))
     }
 }
 

@@ -26,6 +26,13 @@ pub const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
 
 /// The header a follower names itself with when it reads its leader's log.
 pub const FOLLOWER_HEADER: &str = "x-valori-follower";
+/// The header in which a follower tells the node it reads from the highest epoch it has seen:
+/// a leader that learns of a higher epoch than its own is fenced.
+pub const EPOCH_HEADER: &str = "x-valori-epoch";
+/// The header in which a follower states its chain hash (hex) at the sequence number before
+/// the `from` it asks for: its proof that it holds the leader's history up to there, which a
+/// synchronous write counts as a confirmation.
+pub const CHAIN_HEADER: &str = "x-valori-chain";
 
 /// The API key a request presents, given a lookup of its headers by lower-case name: the
 /// first of `Authorization: Bearer <key>`, `x-api-key` and `api-key` that is present. An

@@ -8,3 +8,5 @@ pub const DEFAULT_K: u32 = 10;
 pub const DEFAULT_LOG_PAGE: u32 = 1000;
 /// Most log entries one `GET /v1/log` page may hold.
 pub const MAX_LOG_PAGE: u32 = 10_000;
+/// Longest a `GET /v1/log` long poll may wait, in milliseconds.
+pub const MAX_LOG_WAIT_MS: u32 = 30_000;

@@ -129,7 +129,7 @@ impl Route {
 }
 
 use Access::{Public, Read, Write};
-use Method::{Delete, Get, Post};
+use Method::{Delete, Get, Post, Put};
 
 /// Every route of the API.
 pub const ROUTES: &[Route] = &[
@@ -196,6 +196,11 @@ pub const ROUTES: &[Route] = &[
     route(Get, "/v1/log", "read_log", "Retained log entries with their chain hashes, for replication, audits and replay", Read)
         .query(schema::<LogQuery>)
         .gives(200, Body::Json(schema::<LogPage>)),
+    route(Get, "/v1/role", "get_role", "The node's role, epoch, leader and sequence number", Read)
+        .gives(200, Body::Json(schema::<RoleInfo>)),
+    route(Put, "/v1/role", "set_role", "Give the node a role with a higher epoch (the same epoch repeats the current assignment; a lower one is refused with 409)", Write)
+        .takes(Body::Json(schema::<SetRole>))
+        .gives(200, Body::Json(schema::<RoleInfo>)),
     route(Post, "/v1/snapshots", "create_snapshot", "Take a snapshot now", Write)
         .gives(201, Body::Json(schema::<SnapshotInfo>)),
     route(Get, "/v1/snapshots", "list_snapshots", "List snapshots", Read)

@@ -9,7 +9,7 @@ use valori_kernel::limits::{
     MAX_TRAVERSAL_DEPTH, MIN_HNSW_M,
 };
 
-use crate::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE};
+use crate::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE, MAX_LOG_WAIT_MS};
 
 /// A failed request: a stable machine-readable code and a message for people.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
@@ -487,6 +487,11 @@ pub struct LogQuery {
     #[serde(default = "default_log_page")]
     #[schemars(range(min = 1, max = MAX_LOG_PAGE))]
     pub limit: u32,
+    /// When the node has nothing from `from` on yet, wait up to this many milliseconds for it
+    /// (a long poll: a follower hears of a write at once instead of at its next poll).
+    #[serde(default)]
+    #[schemars(range(max = MAX_LOG_WAIT_MS))]
+    pub wait_ms: u32,
 }
 
 /// One log entry.
@@ -500,6 +505,9 @@ pub struct LogEntry {
     /// The event's canonical encoding, base64: replaying it with the kernel gives the chain.
     #[schemars(extend("contentEncoding" = "base64"))]
     pub event: String,
+    /// The epoch of the leader that wrote it (0: written before epochs were recorded). Not
+    /// part of the chain: it says who wrote the event, for audits.
+    pub epoch: u64,
 }
 
 /// A page of the log.
@@ -513,6 +521,12 @@ pub struct LogPage {
     pub next: Option<u64>,
     /// The node's sequence number.
     pub head: u64,
+    /// The epoch of the node's role: a follower refuses a leader whose epoch is below one it
+    /// has seen.
+    pub epoch: u64,
+    /// The node's history generation: it changes when the node's history is rewritten (a
+    /// restore) or begins anew (a promotion), and a follower then re-checks its own history.
+    pub history: u64,
 }
 
 /// A snapshot file.
@@ -570,4 +584,61 @@ pub struct ReplicationStatus {
     pub seq: u64,
     /// Followers that have read this node's log, by name.
     pub followers: Vec<FollowerStatus>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles
+
+/// What a node does in its cluster.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts writes (unless fenced by a higher epoch).
+    Leader,
+    /// Replicates its leader and refuses writes.
+    Follower,
+}
+
+impl Role {
+    /// The name the API gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+/// `GET /v1/role`: the node's role, the epoch of that assignment, and what it has seen.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct RoleInfo {
+    /// Its role.
+    pub role: Role,
+    /// The epoch it was given the role with.
+    pub epoch: u64,
+    /// The leader it follows (a follower only).
+    pub leader_url: Option<String>,
+    /// Its sequence number (durable: every event it has applied is on its disk).
+    pub seq: u64,
+    /// The highest epoch it has heard of. A leader whose `epoch` is below it is fenced: it
+    /// refuses writes, because a newer leader exists.
+    pub seen_epoch: u64,
+    /// Whether it takes writes now.
+    pub writable: bool,
+}
+
+/// `PUT /v1/role`: give the node a role with an epoch. The epoch only grows: a lower one than
+/// the node has seen is refused (409), and the same one is accepted only as a retry of the
+/// node's current role and leader.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    /// The new role.
+    pub role: Role,
+    /// The epoch of this assignment.
+    #[schemars(range(min = 1))]
+    pub epoch: u64,
+    /// The leader to follow (required for a follower, refused for a leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_url: Option<String>,
 }

@@ -1,8 +1,11 @@
 //! Replication: time for a new follower to bootstrap from the leader's snapshot, then follower
-//! lag while the leader ingests at its maximum durable rate. Leader and follower are real
-//! servers in this process on 127.0.0.1, each with a real RocksDB in a temporary directory.
+//! lag while the leader ingests at its maximum durable rate, then the latency and throughput of
+//! durable single-record writes with asynchronous and synchronous replication (`--sync-replicas`
+//! 0 and 1). Leader and follower are real servers in this process on 127.0.0.1, each with a
+//! real RocksDB in a temporary directory.
 //!
 //! `cargo run --release -p valori-node --bin bench_replication -- --synthetic 1000000`
+//! (`--only-sync` runs the write-latency part alone; `--writes N` sets its writes per client.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -44,11 +47,80 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
 }
 
+/// Durable single-record writes against a leader with one follower, with `sync` followers
+/// required: one client for latency, then four for throughput. Prints p50/p99 and writes/s.
+fn write_latency(rt: &tokio::runtime::Runtime, root: &std::path::Path, sync: u32, writes: usize) {
+    let dir = root.join(format!("sync{sync}"));
+    let mut lc = valori_node::Config::for_data_dir(dir.join("leader"));
+    lc.snapshot_every = 0;
+    lc.sync_replicas = sync;
+    let (_leader, leader_addr) = start(rt, lc);
+    let mut fc = valori_node::Config::for_data_dir(dir.join("follower"));
+    fc.replication_mode = "follower".into();
+    fc.leader_url = Some(format!("http://{leader_addr}"));
+    fc.snapshot_every = 0;
+    let (_follower, _) = start(rt, fc);
+    assert_eq!(
+        post(
+            &leader_addr,
+            "/v1/collections",
+            br#"{"name": "w", "dimension": 128}"#
+        ),
+        201
+    );
+    let data = synthetic(writes * 4 + 1, 128, 11);
+    let one = |i: usize| -> f64 {
+        let body = data.json_one(i);
+        let t = Instant::now();
+        assert_eq!(post(&leader_addr, "/v1/collections/w/records", &body), 200);
+        t.elapsed().as_secs_f64() * 1000.0
+    };
+    let mut lat: Vec<f64> = (0..writes).map(one).collect();
+    let t = Instant::now();
+    let threads: Vec<_> = (1..=4)
+        .map(|c| {
+            let addr = leader_addr.clone();
+            let bodies: Vec<Vec<u8>> = (c * writes..(c + 1) * writes)
+                .map(|i| data.json_one(i % (writes * 4 + 1)))
+                .collect();
+            std::thread::spawn(move || {
+                for b in &bodies {
+                    assert_eq!(post(&addr, "/v1/collections/w/records", b), 200);
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    let rate = (4 * writes) as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "--sync-replicas {sync}: one client, {writes} single-record writes: p50 {:.2} ms, p99 {:.2} ms; four clients: {rate:.0} writes/s",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
+}
+
 fn main() {
     let n: usize = flag("--synthetic", 1_000_000);
     let ingest_secs: f64 = flag("--ingest-seconds", 10.0);
+    let writes: usize = flag("--writes", 1000);
+    let only_sync = std::env::args().any(|a| a == "--only-sync");
     let root = std::env::temp_dir().join(format!("valori-bench-repl-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
+    if only_sync {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        println!("machine: {}", machine());
+        for sync in [0, 1] {
+            write_latency(&rt, &root, sync, writes);
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        std::process::exit(0);
+    }
 
     // The leader's state: n synthetic vectors in an HNSW collection, as a snapshot file.
     let data = to_fixed(&synthetic(n, 128, 1));
@@ -151,6 +223,9 @@ fn main() {
         pct(&mut lag_secs, 0.5),
         pct(&mut lag_secs, 0.99)
     );
+    for sync in [0, 1] {
+        write_latency(&rt, &root, sync, writes);
+    }
     let _ = std::fs::remove_dir_all(&root);
     std::process::exit(0);
 }

@@ -7,10 +7,10 @@ use axum::Json;
 use valori_api as api;
 
 use super::convert::{b64, snapshot, state as state_json};
-use super::extract::{ApiPath, ApiQuery, CanRead, CanWrite};
+use super::extract::{ApiJson, ApiPath, ApiQuery, CanRead, CanWrite};
 use super::{ApiResult, AppRef};
 use crate::error::NodeError;
-use crate::service::blocking;
+use crate::service::{blocking, FollowerHello};
 
 pub async fn state(
     State(app): State<AppRef>,
@@ -28,12 +28,25 @@ pub async fn log(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<api::LogQuery>,
 ) -> ApiResult<api::LogPage> {
-    let follower = headers
-        .get(api::FOLLOWER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(name) = header(api::FOLLOWER_HEADER) {
+        let epoch = header(api::EPOCH_HEADER)
+            .map(|e| {
+                e.parse::<u64>().map_err(|_| {
+                    NodeError::BadRequest(format!("{} must be a number", api::EPOCH_HEADER))
+                })
+            })
+            .transpose()?;
+        let hello = FollowerHello {
+            name: name.to_string(),
+            epoch,
+            chain: header(api::CHAIN_HEADER).map(String::from),
+        };
+        app.service.hello(q.from, hello).await?;
+    }
+    app.service.wait_for_entries(q.from, q.wait_ms).await;
     let service = app.service.clone();
-    let page = blocking(move || service.log_page(q.from, q.limit, follower.as_deref())).await?;
+    let page = blocking(move || service.log_page(q.from, q.limit)).await?;
     let entries: Vec<api::LogEntry> = page
         .entries
         .into_iter()
@@ -41,6 +54,7 @@ pub async fn log(
             seq: e.seq,
             chain_hash: hex::encode(e.chain),
             event: b64(&e.event),
+            epoch: e.epoch,
         })
         .collect();
     Ok(Json(api::LogPage {
@@ -48,7 +62,33 @@ pub async fn log(
         entries,
         first_retained: page.first_retained,
         head: page.head,
+        epoch: page.epoch,
+        history: page.history,
     }))
+}
+
+pub async fn get_role(
+    State(app): State<AppRef>,
+    _: CanRead,
+    headers: HeaderMap,
+) -> ApiResult<api::RoleInfo> {
+    // A follower checking this node before it follows says which epoch it has seen.
+    if let Some(epoch) = headers
+        .get(api::EPOCH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        app.engine.observe_epoch(epoch)?;
+    }
+    Ok(Json(app.service.role_info()?))
+}
+
+pub async fn set_role(
+    State(app): State<AppRef>,
+    _: CanWrite,
+    ApiJson(body): ApiJson<api::SetRole>,
+) -> ApiResult<api::RoleInfo> {
+    Ok(Json(app.service.set_role(body).await?))
 }
 
 pub async fn replication(

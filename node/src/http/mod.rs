@@ -127,6 +127,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/state", get(state))
         .route("/v1/log", get(log))
         .route("/v1/replication", get(replication))
+        .route("/v1/role", get(get_role).put(set_role))
         .route("/v1/snapshots", post(create_snapshot).get(list_snapshots))
         .route("/v1/snapshots/{id}", get(download_snapshot))
         // The body streams to a file; `Service::restore` enforces its own limit.

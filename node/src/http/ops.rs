@@ -12,18 +12,15 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(app): State<AppRef>) -> Response {
-    if app.engine.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        let why = app
-            .engine
-            .failure()
-            .map_or_else(|| "shutting down".into(), |f| f.to_string());
-        let body = valori_api::ErrorBody {
-            code: "not_ready".into(),
-            message: format!("not ready: {why}"),
-        };
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    match app.engine.not_ready() {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(why) => {
+            let body = valori_api::ErrorBody {
+                code: "not_ready".into(),
+                message: format!("not ready: {why}"),
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 

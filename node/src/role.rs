@@ -1,0 +1,250 @@
+//! Roles and epochs: what makes the arbiter's failover decisions safe.
+//!
+//! A node is a leader or a follower, given that role with an **epoch** that only grows. The
+//! arbiter (the operator) promotes and demotes through `PUT /v1/role`, always with a higher
+//! epoch than before. A node remembers the highest epoch it has heard of (`seen_epoch`): from
+//! its own assignments, from the leader it follows, and from the followers that read its log.
+//! A leader whose assignment is older than that is **fenced**: a newer leader exists, so it
+//! refuses writes. A follower refuses to follow a leader whose epoch is below what it has seen.
+//! Both numbers are persisted before they take effect, so a restart cannot forget them.
+
+use serde::{Deserialize, Serialize};
+use valori_api::Role;
+
+use crate::error::NodeError;
+
+/// A role given with an epoch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The role.
+    pub role: Role,
+    /// The epoch it was given with (1 for the role flags give at a first start).
+    pub epoch: u64,
+    /// The leader a follower follows.
+    pub leader_url: Option<String>,
+}
+
+/// A node's role state, as persisted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RoleState {
+    /// The current assignment.
+    pub assignment: Assignment,
+    /// The highest epoch heard of (at least the assignment's).
+    pub seen_epoch: u64,
+    /// Whether the role came from the role API: a follower told to follow by the arbiter
+    /// re-bootstraps by itself when its history went past its leader's (a demoted leader
+    /// rejoining), without `--replication-heal`.
+    pub by_api: bool,
+    /// Bumped when the node's history is rewritten (a restore) or it starts a new one (a
+    /// promotion): a follower re-checks its history against its leader's when it changes.
+    pub history: u64,
+}
+
+/// What a role request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The same assignment again (the arbiter retrying): nothing to do.
+    Unchanged,
+    /// A new assignment.
+    Apply,
+}
+
+impl RoleState {
+    /// The state of a node that has none persisted: the role its flags give, at epoch 1.
+    pub fn initial(leader_url: Option<String>) -> RoleState {
+        RoleState {
+            assignment: Assignment {
+                role: if leader_url.is_some() {
+                    Role::Follower
+                } else {
+                    Role::Leader
+                },
+                epoch: 1,
+                leader_url,
+            },
+            seen_epoch: 1,
+            by_api: false,
+            history: 0,
+        }
+    }
+
+    /// Whether the node takes client writes: a leader that no newer epoch has fenced.
+    pub fn writable(&self) -> bool {
+        self.assignment.role == Role::Leader && self.assignment.epoch >= self.seen_epoch
+    }
+
+    /// A leader that learnt of a newer epoch.
+    pub fn fenced(&self) -> bool {
+        self.assignment.role == Role::Leader && self.assignment.epoch < self.seen_epoch
+    }
+
+    /// Decides a role request: refused (a lower epoch than seen, the same epoch with another
+    /// role or leader, a follower without a leader), the same assignment again, or a new one.
+    pub fn decide(&self, want: &Assignment) -> Result<Change, NodeError> {
+        match (want.role, &want.leader_url) {
+            (Role::Follower, None) => {
+                return Err(NodeError::BadRequest("a follower needs leader_url".into()))
+            }
+            (Role::Follower, Some(url))
+                if !(url.starts_with("http://") || url.starts_with("https://")) =>
+            {
+                return Err(NodeError::BadRequest(format!(
+                    "leader_url {url:?} must be an http:// or https:// URL"
+                )))
+            }
+            (Role::Leader, Some(_)) => {
+                return Err(NodeError::BadRequest(
+                    "a leader follows no one: leave leader_url out".into(),
+                ))
+            }
+            _ => {}
+        }
+        if want.epoch == 0 {
+            return Err(NodeError::BadRequest("epochs start at 1".into()));
+        }
+        if want.epoch < self.seen_epoch {
+            return Err(NodeError::StaleEpoch {
+                asked: want.epoch,
+                current: self.seen_epoch,
+            });
+        }
+        if want.epoch == self.assignment.epoch {
+            return if *want == self.assignment {
+                Ok(Change::Unchanged)
+            } else {
+                Err(NodeError::StaleEpoch {
+                    asked: want.epoch,
+                    current: self.seen_epoch,
+                })
+            };
+        }
+        // A higher epoch than the assignment's: new, even when the node has already heard of
+        // it (a fenced leader being demoted at the epoch that fenced it).
+        Ok(Change::Apply)
+    }
+
+    /// The state after `want` is applied.
+    pub fn apply(&self, want: Assignment) -> RoleState {
+        let promoted = want.role == Role::Leader && self.assignment.role != Role::Leader;
+        RoleState {
+            seen_epoch: self.seen_epoch.max(want.epoch),
+            assignment: want,
+            by_api: true,
+            history: self.history + u64::from(promoted),
+        }
+    }
+
+    /// Encodes for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("role state serializes")
+    }
+
+    /// Decodes from the store.
+    pub fn decode(bytes: &[u8]) -> Result<RoleState, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("persisted role does not decode: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(epoch: u64) -> Assignment {
+        Assignment {
+            role: Role::Leader,
+            epoch,
+            leader_url: None,
+        }
+    }
+
+    fn follower(epoch: u64, url: &str) -> Assignment {
+        Assignment {
+            role: Role::Follower,
+            epoch,
+            leader_url: Some(url.into()),
+        }
+    }
+
+    fn state(a: Assignment, seen: u64) -> RoleState {
+        RoleState {
+            assignment: a,
+            seen_epoch: seen,
+            by_api: true,
+            history: 0,
+        }
+    }
+
+    fn check(s: &RoleState, want: Assignment, expected: Result<Change, &str>) {
+        let got = s.decide(&want).map_err(|e| e.code());
+        assert_eq!(got, expected, "{s:?} asked {want:?}");
+    }
+
+    #[test]
+    fn epochs_only_grow_and_retries_are_idempotent() {
+        let l1 = state(leader(1), 1);
+        check(&l1, leader(1), Ok(Change::Unchanged));
+        check(&l1, follower(1, "http://b"), Err("stale_epoch"));
+        check(&l1, follower(2, "http://b"), Ok(Change::Apply));
+        check(&l1, leader(2), Ok(Change::Apply));
+        check(&l1, leader(0), Err("bad_request"));
+
+        // A follower at epoch 2 that heard of epoch 3 from its leader: the arbiter's epoch-2
+        // assignment, even repeated, is older than what the node knows.
+        let f2 = state(follower(2, "http://a"), 3);
+        check(&f2, follower(2, "http://a"), Err("stale_epoch"));
+        check(&f2, follower(1, "http://a"), Err("stale_epoch"));
+        check(&f2, follower(2, "http://b"), Err("stale_epoch"));
+        check(&f2, leader(2), Err("stale_epoch"));
+        // It heard of 3 from a leader; the arbiter's assignment at 3 is still new to it.
+        check(&f2, leader(3), Ok(Change::Apply));
+        check(&f2, leader(4), Ok(Change::Apply));
+    }
+
+    #[test]
+    fn requests_must_make_sense() {
+        let l1 = state(leader(1), 1);
+        check(
+            &l1,
+            Assignment {
+                role: Role::Follower,
+                epoch: 2,
+                leader_url: None,
+            },
+            Err("bad_request"),
+        );
+        check(&l1, follower(2, "ftp://x"), Err("bad_request"));
+        check(
+            &l1,
+            Assignment {
+                role: Role::Leader,
+                epoch: 2,
+                leader_url: Some("http://x".into()),
+            },
+            Err("bad_request"),
+        );
+    }
+
+    #[test]
+    fn a_leader_is_fenced_by_a_higher_epoch_and_writable_otherwise() {
+        let mut s = state(leader(1), 1);
+        assert!(s.writable() && !s.fenced());
+        s.seen_epoch = 2;
+        assert!(!s.writable() && s.fenced());
+        // Demoted at the epoch that fenced it.
+        check(&s, follower(2, "http://b"), Ok(Change::Apply));
+        let s = s.apply(follower(2, "http://b"));
+        assert!(!s.writable() && !s.fenced());
+        assert_eq!(s.seen_epoch, 2);
+        // Promoted again later: a new history.
+        let p = s.apply(leader(3));
+        assert!(p.writable());
+        assert_eq!((p.seen_epoch, p.history), (3, s.history + 1));
+    }
+
+    #[test]
+    fn the_persisted_form_round_trips() {
+        let s = state(follower(7, "http://leader:3000"), 9);
+        assert_eq!(RoleState::decode(&s.encode()).unwrap(), s);
+        assert!(RoleState::decode(b"{}").is_err());
+    }
+}
