@@ -177,6 +177,7 @@ fn state_reply(s: crate::service::StateAt) -> pb::StateReply {
         seq: s.seq,
         chain_hash: hex::encode(s.chain_hash),
         state_hash: s.state_hash.map(hex::encode).unwrap_or_default(),
+        epoch: s.epoch,
     }
 }
 
@@ -551,6 +552,7 @@ impl Valori for Grpc {
                     confirmed_seq: f.confirmed_seq,
                     lag_events: f.lag_events,
                     seconds_since_seen: f.seconds_since_seen,
+                    diverged: f.diverged,
                 })
                 .collect(),
         }))

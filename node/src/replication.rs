@@ -40,14 +40,14 @@ pub struct Followers {
 struct Seen {
     confirmed: u64,
     at: Instant,
-    /// Whether the follower's chain at `confirmed` is ours.
-    proven: bool,
+    /// Whether the follower's chain at `confirmed` is ours (`None`: it did not say).
+    proven: Option<bool>,
 }
 
 impl Followers {
     /// Follower `name` asked for the log from `from` on, proving (or not) that it holds our
     /// history up to `from - 1`.
-    pub fn asked(&self, name: &str, from: u64, proven: bool, metrics: &Metrics) {
+    pub fn asked(&self, name: &str, from: u64, proven: Option<bool>, metrics: &Metrics) {
         let confirmed = from.saturating_sub(1);
         self.seen.lock().expect("followers lock").insert(
             name.to_string(),
@@ -68,7 +68,7 @@ impl Followers {
     fn holding(&self, seq: u64) -> u32 {
         let seen = self.seen.lock().expect("followers lock");
         seen.values()
-            .filter(|s| s.proven && s.confirmed >= seq)
+            .filter(|s| s.proven == Some(true) && s.confirmed >= seq)
             .count() as u32
     }
 
@@ -103,6 +103,7 @@ impl Followers {
                 confirmed_seq: s.confirmed,
                 lag_events: seq.saturating_sub(s.confirmed),
                 seconds_since_seen: s.at.elapsed().as_secs_f64(),
+                diverged: s.confirmed > seq || s.proven == Some(false),
             })
             .collect();
         api::ReplicationStatus { seq, followers }
@@ -249,6 +250,13 @@ impl Follower {
                         }
                         Err(e) => tracing::warn!(error = %e, "healing failed; retrying"),
                     }
+                } else {
+                    // Latched until healed or restarted: nothing to fetch meanwhile.
+                    tokio::select! {
+                        _ = tokio::time::sleep(MAX_BACKOFF) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
                 }
             }
             let pause = match self.step().await {

@@ -172,6 +172,8 @@ pub struct StateAt {
     pub chain_hash: Hash,
     /// State hash: only for the current state.
     pub state_hash: Option<Hash>,
+    /// The epoch of the node's role.
+    pub epoch: u64,
 }
 
 /// Converts client floats exactly to Q16.16, naming the first bad component.
@@ -371,11 +373,15 @@ impl Service {
         }
         let before = from.saturating_sub(1);
         let proven = match hello.chain {
-            None => false,
+            None => None,
             Some(theirs) => {
                 let engine = self.engine.clone();
-                blocking(move || Ok(engine.chain_at(before).ok().map(hex::encode) == Some(theirs)))
-                    .await?
+                Some(
+                    blocking(move || {
+                        Ok(engine.chain_at(before).ok().map(hex::encode) == Some(theirs))
+                    })
+                    .await?,
+                )
             }
         };
         self.followers
@@ -731,11 +737,13 @@ impl Service {
     /// hash reads the whole state: run it off the async threads.
     pub fn state_at(&self, seq: Option<u64>) -> Result<StateAt, NodeError> {
         let now = self.engine.state()?;
+        let epoch = self.engine.role().assignment.epoch;
         match seq {
             None => Ok(StateAt {
                 seq: now.seq,
                 chain_hash: now.chain_hash,
                 state_hash: Some(now.state_hash),
+                epoch,
             }),
             Some(seq) if seq > now.seq => Err(NodeError::NotFound(format!(
                 "sequence number {seq} is in the future (current is {})",
@@ -745,11 +753,13 @@ impl Service {
                 seq,
                 chain_hash: now.chain_hash,
                 state_hash: Some(now.state_hash),
+                epoch,
             }),
             Some(seq) => Ok(StateAt {
                 seq,
                 chain_hash: self.engine.chain_at(seq)?,
                 state_hash: None,
+                epoch,
             }),
         }
     }

@@ -194,6 +194,11 @@ fn a_restore_on_the_leader_is_divergence_not_lag() {
     );
     // It serves what it had, and does not take the leader's new history without healing.
     assert_eq!(fc.state().0, 4);
+    // The leader sees a follower that holds what it lacks, not one that is caught up.
+    wait_until(15, "the leader to see the divergence", || {
+        let (_, r) = lc.get("/v1/replication");
+        r["followers"][0]["diverged"] == true
+    });
 }
 
 #[test]

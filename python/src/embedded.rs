@@ -85,6 +85,7 @@ fn state_of(service: &Service) -> Res<wire::State> {
         seq: s.seq,
         chain_hash: hex::encode(s.chain_hash),
         state_hash: s.state_hash.map(hex::encode),
+        epoch: s.epoch,
     })
 }
 

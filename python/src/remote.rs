@@ -387,12 +387,10 @@ impl Api for Remote {
             .request(Method::POST, &["v1", "snapshots", "restore"])
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(file);
-        let s: wire::Restored = self.send(r)?.json().map_err(bad_response)?;
-        Ok(wire::State {
-            seq: s.seq,
-            chain_hash: s.chain_hash,
-            state_hash: Some(s.state_hash),
-        })
+        self.send(r)?
+            .json::<wire::Restored>()
+            .map_err(bad_response)?;
+        self.state()
     }
 
     fn state(&self) -> Res<wire::State> {

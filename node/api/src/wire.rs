@@ -470,6 +470,9 @@ pub struct State {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub state_hash: Option<String>,
+    /// The epoch of the node's role (see `/v1/role`).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 fn default_log_page() -> u32 {
@@ -575,6 +578,10 @@ pub struct FollowerStatus {
     pub lag_events: u64,
     /// Seconds since it last asked.
     pub seconds_since_seen: f64,
+    /// Whether it holds a history this node does not: it asked from beyond this node's head,
+    /// or its chain hash there differs from ours. Such a follower is not lagging, and is never
+    /// counted for a synchronous write.
+    pub diverged: bool,
 }
 
 /// `GET /v1/replication`.

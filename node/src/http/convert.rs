@@ -63,6 +63,7 @@ pub fn state(s: StateAt) -> api::State {
         seq: s.seq,
         chain_hash: hex::encode(s.chain_hash),
         state_hash: s.state_hash.map(hex::encode),
+        epoch: s.epoch,
     }
 }
 
