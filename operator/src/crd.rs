@@ -1,0 +1,359 @@
+//! The `ValoriCluster` resource (group `valori.dev`, version `v1alpha1`, short name `vc`): what a
+//! platform team asks for, and the status the operator reports. The CRD in `crds/` is printed
+//! from these types by the `crdgen` binary; a test fails when the committed YAML drifts.
+//!
+//! Validation that the apiserver enforces is part of the schema: ranges from schemars
+//! attributes, and CEL rules (`x-kubernetes-validations`) for what spans fields or versions:
+//! more synchronous replicas than followers, a storage size that shrinks.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A Valori cluster: one leader and `instances - 1` followers, cross-checked and failed over
+/// by the operator.
+// Each printer column repeats `type_`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "valori.dev",
+    version = "v1alpha1",
+    kind = "ValoriCluster",
+    namespaced,
+    shortname = "vc",
+    status = "ValoriClusterStatus",
+    doc = "A Valori cluster: a leader and followers that replicate it, cross-checked by their hashes and failed over by the operator",
+    scale(
+        spec_replicas_path = ".spec.instances",
+        status_replicas_path = ".status.instances",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Instances", type_ = "integer", json_path = ".spec.instances"),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyInstances"
+    ),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.currentLeader"),
+    printcolumn(
+        name = "Converged",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Converged\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    cel,
+    validation = kube::core::Rule::new(
+        "!has(self.replication) || self.replication.synchronousReplicas < self.instances"
+    )
+    .message("synchronousReplicas must be below instances: a synchronous write needs that many followers besides the leader")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ValoriClusterSpec {
+    /// Pods in the cluster: one leader and `instances - 1` followers.
+    #[schemars(range(min = 1, max = 64))]
+    pub instances: u32,
+    /// The valori-node image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Each pod's data volume.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// CPU and memory of each pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// API keys, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// Synchronous replication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationSpec>,
+    /// Snapshots.
+    #[serde(default)]
+    pub snapshots: SnapshotSpec,
+    /// Cross-checking the pods' hashes.
+    #[serde(default)]
+    pub cross_check: CrossCheckSpec,
+    /// Failover and leader updates.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+    /// The type of the read-write, read-only and any-instance Services.
+    #[serde(default)]
+    pub service_type: ServiceType,
+    /// Where pods may run. Without affinity, pods prefer different nodes.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+    /// Serve HTTP and gRPC over TLS with a certificate from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+fn default_image() -> String {
+    "valori-node:0.1.0".into()
+}
+
+/// When the kubelet pulls the image.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Every start.
+    Always,
+    /// When the node lacks it.
+    IfNotPresent,
+    /// Never.
+    Never,
+}
+
+/// A pod's data volume (a PersistentVolumeClaim per pod).
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(cel)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size, as a Kubernetes quantity (`10Gi`). It may grow, never shrink.
+    #[x_kube(validation = kube::core::Rule::new("quantity(self).compareTo(quantity(oldSelf)) >= 0").message("storage size may grow but never shrink"))]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+    /// StorageClass (the cluster's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: "10Gi".into(),
+            storage_class: None,
+        }
+    }
+}
+
+/// API keys: a Secret holding the read-write key and, optionally, a read-only one.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The Secret.
+    pub secret_name: String,
+    /// Its key holding the read-write API key.
+    #[serde(default = "default_write_key")]
+    pub write_key: String,
+    /// Its key holding the read-only API key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_key: Option<String>,
+}
+
+fn default_write_key() -> String {
+    "api-key".into()
+}
+
+/// Synchronous replication (`--sync-replicas`, `--sync-timeout-ms`).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSpec {
+    /// Followers that must hold a write before it is acknowledged (0: asynchronous).
+    #[serde(default)]
+    pub synchronous_replicas: u32,
+    /// How long a synchronous write waits before it is answered `replication_timeout`.
+    #[serde(default = "default_sync_timeout_ms")]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: u64,
+}
+
+fn default_sync_timeout_ms() -> u64 {
+    5000
+}
+
+/// Snapshots (`--snapshot-every`, `--snapshot-keep`).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSpec {
+    /// Take a snapshot every this many events (0: only on request).
+    pub every: u64,
+    /// Snapshots to keep.
+    #[schemars(range(min = 1))]
+    pub keep: u32,
+}
+
+impl Default for SnapshotSpec {
+    fn default() -> Self {
+        SnapshotSpec {
+            every: 100_000,
+            keep: 2,
+        }
+    }
+}
+
+/// Cross-checking: every interval the operator compares the pods' chain hashes at a common
+/// sequence number.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossCheckSpec {
+    /// Seconds between checks.
+    #[schemars(range(min = 1))]
+    pub interval_seconds: u32,
+    /// Re-bootstrap a diverged follower from the leader.
+    pub heal: bool,
+}
+
+impl Default for CrossCheckSpec {
+    fn default() -> Self {
+        CrossCheckSpec {
+            interval_seconds: 30,
+            heal: true,
+        }
+    }
+}
+
+/// Failover and leader updates.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// Seconds the leader must stay unready before the operator fails over.
+    pub delay_seconds: u32,
+    /// How the leader's pod is updated when the template changes.
+    pub leader_update: LeaderUpdate,
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        FailoverSpec {
+            delay_seconds: 30,
+            leader_update: LeaderUpdate::Switchover,
+        }
+    }
+}
+
+/// How the leader's pod is updated.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum LeaderUpdate {
+    /// Promote the most advanced follower, demote the old leader, then restart it.
+    Switchover,
+    /// Restart the leader in place (writes pause meanwhile).
+    Restart,
+}
+
+/// The Services' type.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ServiceType {
+    /// Inside the cluster.
+    #[default]
+    ClusterIP,
+    /// On every node's port.
+    NodePort,
+    /// Through the cloud's load balancer.
+    LoadBalancer,
+}
+
+/// Where pods may run.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node labels a pod's node must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity; when absent, pods prefer nodes (by hostname) without another of this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+/// TLS from a Secret of type `kubernetes.io/tls`.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The Secret holding `tls.crt` and `tls.key`.
+    pub secret_name: String,
+}
+
+/// What the operator observed and did.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ValoriClusterStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pods that exist.
+    #[serde(default)]
+    pub instances: u32,
+    /// Pods that are ready.
+    #[serde(default)]
+    pub ready_instances: u32,
+    /// The label selector of the pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `Creating`, `Healthy`, `Upgrading`, `FailingOver`, `Degraded`, `Diverged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Why the cluster is in its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_reason: Option<String>,
+    /// The pod that leads now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_leader: Option<String>,
+    /// When it became the leader (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_leader_since: Option<String>,
+    /// The pod the operator is making the leader (differs from `currentLeader` during a
+    /// failover or switchover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_leader: Option<String>,
+    /// When it was chosen (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_leader_since: Option<String>,
+    /// The epoch of the current leader's assignment.
+    #[serde(default)]
+    pub epoch: u64,
+    /// One entry per pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances_status: Vec<InstanceStatus>,
+    /// `Ready`, `Progressing`, `Converged`, `Diverged`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One pod as the operator last saw it.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// The pod.
+    pub pod: String,
+    /// `leader` or `follower`, as the node reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Whether the node answers ready.
+    pub ready: bool,
+    /// Its sequence number.
+    #[serde(default)]
+    pub seq: u64,
+    /// Its chain hash at `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_hash: Option<String>,
+    /// Its state hash at `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_hash: Option<String>,
+    /// Events behind the leader.
+    #[serde(default)]
+    pub lag: u64,
+    /// Whether its chain hash agreed with the leader's at the last cross-check.
+    pub converged: bool,
+}

@@ -1,0 +1,449 @@
+//! Failover: the operator is the single arbiter. When the leader stays unready past the
+//! failover delay, it fences the old leader, picks the follower with the highest durable
+//! sequence number whose history agrees with the others, and promotes it with the next epoch;
+//! the other followers and, when it returns, the old leader follow it.
+//!
+//! [`decide`] is the decision, a pure function of what the nodes answered. [`fail_over`]
+//! gathers those answers over the nodes' API and carries the decision out through their role
+//! API: the same code the reconcile loop calls. It never writes to a node's data; it changes
+//! roles only with a higher epoch than any node has seen.
+
+use std::time::Duration;
+
+use valori_api as api;
+
+/// What the operator learnt of one follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The pod (or any stable name).
+    pub name: String,
+    /// Its role as it reported it; `None` when it did not answer.
+    pub role: Option<api::RoleInfo>,
+    /// Its chain hash at the common sequence number (the lowest of the answering followers'),
+    /// when it answered.
+    pub chain_at_common: Option<String>,
+}
+
+/// What the operator does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Promote this follower with this epoch.
+    Promote {
+        /// The follower.
+        name: String,
+        /// The next epoch.
+        epoch: u64,
+    },
+    /// Do nothing yet, for this reason (reported in status and an Event).
+    Wait {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How many of `followers` followers the arbiter must reach before it may promote, so that
+/// with `sync` synchronous replicas every acknowledged write is on one of them: N - W + 1 (a
+/// write is on W followers; N - W + 1 of N always include one of those W). Asynchronous
+/// replication needs just one.
+pub fn quorum(followers: u32, sync: u32) -> u32 {
+    if sync == 0 {
+        1
+    } else {
+        followers.saturating_sub(sync) + 1
+    }
+}
+
+/// Decides a failover from the followers' answers: waits while fewer than [`quorum`] answer;
+/// otherwise promotes, among those whose chain hashes agree at the common sequence number (the
+/// largest agreeing group), the one with the highest sequence number (ties by name), with an
+/// epoch above every epoch any of them has seen and `current_epoch`.
+pub fn decide(followers: &[Observed], sync: u32, current_epoch: u64) -> Decision {
+    let n = followers.len() as u32;
+    let answering: Vec<(&Observed, &api::RoleInfo)> = followers
+        .iter()
+        .filter_map(|f| f.role.as_ref().map(|r| (f, r)))
+        .collect();
+    let needed = quorum(n, sync);
+    if n == 0 {
+        return Decision::Wait {
+            reason: "no follower to promote".into(),
+        };
+    }
+    if (answering.len() as u32) < needed {
+        return Decision::Wait {
+            reason: format!(
+                "reached {} of {n} followers; with {sync} synchronous replicas {needed} must answer so that every acknowledged write is among them",
+                answering.len()
+            ),
+        };
+    }
+    // Groups of followers whose histories agree at the common sequence number.
+    let mut groups: std::collections::BTreeMap<&str, Vec<(&Observed, &api::RoleInfo)>> =
+        Default::default();
+    for (f, r) in &answering {
+        let chain = f.chain_at_common.as_deref().unwrap_or("");
+        groups.entry(chain).or_default().push((f, r));
+    }
+    let best_of = |g: &Vec<(&Observed, &api::RoleInfo)>| {
+        g.iter()
+            .map(|(f, r)| (r.seq, std::cmp::Reverse(f.name.clone())))
+            .max()
+    };
+    let group = groups
+        .values()
+        .max_by(|a, b| {
+            a.len()
+                .cmp(&b.len())
+                .then_with(|| best_of(a).cmp(&best_of(b)))
+        })
+        .expect("at least one follower answered");
+    if (group.len() as u32) < needed {
+        return Decision::Wait {
+            reason: format!(
+                "the followers' histories disagree at the common sequence number: the largest agreeing group has {} of the {needed} needed",
+                group.len()
+            ),
+        };
+    }
+    let (chosen, _) = group
+        .iter()
+        .max_by(|(fa, ra), (fb, rb)| ra.seq.cmp(&rb.seq).then_with(|| fb.name.cmp(&fa.name)))
+        .expect("a group is never empty");
+    let seen = answering
+        .iter()
+        .map(|(_, r)| r.seen_epoch.max(r.epoch))
+        .max()
+        .unwrap_or(0);
+    Decision::Promote {
+        name: chosen.name.clone(),
+        epoch: seen.max(current_epoch) + 1,
+    }
+}
+
+/// A node the operator reaches over HTTP.
+#[derive(Clone, Debug)]
+pub struct NodeRef {
+    /// Its stable name (the pod).
+    pub name: String,
+    /// Its base URL.
+    pub url: String,
+}
+
+/// Why a node call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The node did not answer.
+    #[error("{0} did not answer: {1}")]
+    Unreachable(String, String),
+    /// The node answered with an error.
+    #[error("{node} answered {status}: {code}: {message}")]
+    Refused {
+        /// The node.
+        node: String,
+        /// HTTP status.
+        status: u16,
+        /// The node's error code.
+        code: String,
+        /// The node's message.
+        message: String,
+    },
+}
+
+/// A client of the nodes' API.
+#[derive(Clone)]
+pub struct Nodes {
+    http: reqwest::Client,
+    key: Option<String>,
+}
+
+impl Nodes {
+    /// A client presenting `key` (the cluster's read-write key) when given.
+    pub fn new(key: Option<String>, timeout: Duration) -> Nodes {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Nodes {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .tls_backend_rustls()
+                .build()
+                .expect("HTTP client"),
+            key,
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &NodeRef,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&api::SetRole>,
+    ) -> Result<T, CallError> {
+        let mut req = self.http.request(method, format!("{}{path}", node.url));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let unreachable =
+            |e: reqwest::Error| CallError::Unreachable(node.name.clone(), e.to_string());
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        if !resp.status().is_success() {
+            let err: api::ErrorBody = resp.json().await.unwrap_or(api::ErrorBody {
+                code: format!("http_{status}"),
+                message: String::new(),
+            });
+            return Err(CallError::Refused {
+                node: node.name.clone(),
+                status,
+                code: err.code,
+                message: err.message,
+            });
+        }
+        resp.json().await.map_err(unreachable)
+    }
+
+    /// `GET /v1/role`.
+    pub async fn role(&self, node: &NodeRef) -> Result<api::RoleInfo, CallError> {
+        self.call(node, reqwest::Method::GET, "/v1/role", None)
+            .await
+    }
+
+    /// `GET /v1/state?seq=N`: the chain hash at `seq`.
+    pub async fn chain_at(&self, node: &NodeRef, seq: u64) -> Result<String, CallError> {
+        let s: api::State = self
+            .call(
+                node,
+                reqwest::Method::GET,
+                &format!("/v1/state?seq={seq}"),
+                None,
+            )
+            .await?;
+        Ok(s.chain_hash)
+    }
+
+    /// `PUT /v1/role`.
+    pub async fn set_role(
+        &self,
+        node: &NodeRef,
+        role: &api::SetRole,
+    ) -> Result<api::RoleInfo, CallError> {
+        self.call(node, reqwest::Method::PUT, "/v1/role", Some(role))
+            .await
+    }
+}
+
+/// What a failover did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The decision taken.
+    pub decision: Decision,
+    /// Whether the old leader answered and was demoted (fenced) before the promotion.
+    pub old_leader_fenced: bool,
+    /// Followers pointed at the new leader.
+    pub repointed: Vec<String>,
+}
+
+/// Observes the followers ([`decide`]'s input): their roles, then their chain hashes at the
+/// lowest sequence number among those that answered.
+pub async fn observe(nodes: &Nodes, followers: &[NodeRef]) -> Vec<Observed> {
+    let mut observed = Vec::with_capacity(followers.len());
+    for f in followers {
+        observed.push(Observed {
+            name: f.name.clone(),
+            role: nodes.role(f).await.ok(),
+            chain_at_common: None,
+        });
+    }
+    let common = observed
+        .iter()
+        .filter_map(|o| o.role.as_ref().map(|r| r.seq))
+        .min();
+    if let Some(common) = common {
+        for (o, f) in observed.iter_mut().zip(followers) {
+            if o.role.is_some() {
+                o.chain_at_common = nodes.chain_at(f, common).await.ok();
+            }
+        }
+    }
+    observed
+}
+
+/// Fails over from `old_leader` to one of `followers`: observes, decides, and when it
+/// promotes, first demotes the old leader with the new epoch if it answers (the epoch fences it
+/// when it does not), then promotes the chosen follower and points the others at it. The old
+/// leader is pointed at the new one as well, so that it rejoins when it returns.
+pub async fn fail_over(
+    nodes: &Nodes,
+    old_leader: &NodeRef,
+    followers: &[NodeRef],
+    sync: u32,
+    current_epoch: u64,
+) -> Result<Outcome, CallError> {
+    let observed = observe(nodes, followers).await;
+    let decision = decide(&observed, sync, current_epoch);
+    let Decision::Promote { name, epoch } = &decision else {
+        return Ok(Outcome {
+            decision,
+            old_leader_fenced: false,
+            repointed: Vec::new(),
+        });
+    };
+    let new = followers
+        .iter()
+        .find(|f| &f.name == name)
+        .expect("the decision names one of the followers");
+    let follow = api::SetRole {
+        role: api::Role::Follower,
+        epoch: *epoch,
+        leader_url: Some(new.url.clone()),
+    };
+    let old_leader_fenced = nodes.set_role(old_leader, &follow).await.is_ok();
+    nodes
+        .set_role(
+            new,
+            &api::SetRole {
+                role: api::Role::Leader,
+                epoch: *epoch,
+                leader_url: None,
+            },
+        )
+        .await?;
+    let mut repointed = Vec::new();
+    for f in followers.iter().filter(|f| f.name != new.name) {
+        if nodes.set_role(f, &follow).await.is_ok() {
+            repointed.push(f.name.clone());
+        }
+    }
+    Ok(Outcome {
+        decision,
+        old_leader_fenced,
+        repointed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, seq: u64, epoch: u64, chain: &str) -> Observed {
+        Observed {
+            name: name.into(),
+            role: Some(api::RoleInfo {
+                role: api::Role::Follower,
+                epoch,
+                leader_url: Some("http://old".into()),
+                seq,
+                seen_epoch: epoch,
+                writable: false,
+            }),
+            chain_at_common: Some(chain.into()),
+        }
+    }
+
+    fn gone(name: &str) -> Observed {
+        Observed {
+            name: name.into(),
+            role: None,
+            chain_at_common: None,
+        }
+    }
+
+    fn promote(name: &str, epoch: u64) -> Decision {
+        Decision::Promote {
+            name: name.into(),
+            epoch,
+        }
+    }
+
+    fn waits(d: &Decision, why: &str) {
+        match d {
+            Decision::Wait { reason } => assert!(reason.contains(why), "{reason}"),
+            other => panic!("expected to wait ({why}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_quorum_is_n_minus_w_plus_one() {
+        for (n, w, q) in [
+            (1, 0, 1),
+            (2, 0, 1),
+            (2, 1, 2),
+            (2, 2, 1),
+            (4, 1, 4),
+            (4, 2, 3),
+            (4, 4, 1),
+            (5, 3, 3),
+        ] {
+            assert_eq!(quorum(n, w), q, "N={n} W={w}");
+        }
+    }
+
+    #[test]
+    fn the_most_advanced_agreeing_follower_is_promoted_with_the_next_epoch() {
+        let d = decide(&[node("a", 10, 1, "c"), node("b", 12, 1, "c")], 0, 1);
+        assert_eq!(d, promote("b", 2));
+        // Ties break by name.
+        let d = decide(&[node("b", 12, 1, "c"), node("a", 12, 1, "c")], 1, 1);
+        assert_eq!(d, promote("a", 2));
+        // The epoch goes above anything seen.
+        let d = decide(&[node("a", 3, 4, "c"), node("b", 2, 7, "c")], 0, 5);
+        assert_eq!(d, promote("a", 8));
+        let d = decide(&[node("a", 3, 1, "c")], 0, 9);
+        assert_eq!(d, promote("a", 10));
+    }
+
+    #[test]
+    fn asynchronous_mode_promotes_whoever_answers() {
+        let d = decide(&[gone("a"), node("b", 5, 1, "c"), gone("c")], 0, 1);
+        assert_eq!(d, promote("b", 2));
+        waits(&decide(&[gone("a"), gone("b")], 0, 1), "reached 0 of 2");
+        waits(&decide(&[], 0, 1), "no follower");
+    }
+
+    #[test]
+    fn synchronous_mode_waits_until_it_reaches_enough_followers() {
+        // N=2, W=1: both must answer, or the one acknowledged copy may be on the silent one.
+        waits(
+            &decide(&[node("a", 9, 1, "c"), gone("b")], 1, 1),
+            "reached 1 of 2",
+        );
+        assert_eq!(
+            decide(&[node("a", 9, 1, "c"), node("b", 8, 1, "c")], 1, 1),
+            promote("a", 2)
+        );
+        // N=3, W=2: two suffice.
+        assert_eq!(
+            decide(
+                &[node("a", 9, 1, "c"), gone("b"), node("c", 11, 1, "c")],
+                2,
+                1
+            ),
+            promote("c", 2)
+        );
+        waits(
+            &decide(&[node("a", 9, 1, "c"), gone("b"), gone("c")], 2, 1),
+            "2 must answer",
+        );
+    }
+
+    #[test]
+    fn followers_whose_histories_disagree_are_not_candidates() {
+        // c's chain at the common sequence number differs: it is not promoted, however advanced.
+        let d = decide(
+            &[
+                node("a", 9, 1, "x"),
+                node("b", 10, 1, "x"),
+                node("c", 50, 1, "y"),
+            ],
+            0,
+            1,
+        );
+        assert_eq!(d, promote("b", 2));
+        // With synchronous replication the agreeing group must itself reach the quorum.
+        waits(
+            &decide(&[node("a", 9, 1, "x"), node("b", 10, 1, "y")], 1, 1),
+            "disagree",
+        );
+    }
+}

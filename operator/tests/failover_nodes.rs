@@ -1,0 +1,254 @@
+//! The node-facing half of failover against real `valori-node` processes on 127.0.0.1: the
+//! operator's own `fail_over` (the function the reconcile loop calls) after the leader is
+//! killed under a continuous writer, with synchronous replication: no acknowledged write is
+//! lost; and the case where it must wait.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use valori_operator::failover::{fail_over, Decision, NodeRef, Nodes};
+
+/// The `valori-node` binary: `$VALORI_NODE_BIN`, or the one the workspace build put beside
+/// this test's directory (built here when missing).
+fn node_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("VALORI_NODE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("valori-node");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "valori-node", "--bin", "valori-node"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building valori-node failed");
+    }
+    bin
+}
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Proc {
+    fn start(dir: &Path, args: &[&str]) -> Proc {
+        let mut child = Command::new(node_binary())
+            .args([
+                "--http-addr",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+                "--no-grpc",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(args)
+            .env("VALORI_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("valori-node starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("the node prints its address").unwrap();
+            if let Some(u) = line.strip_prefix("valori-node listening on ") {
+                break u.to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Proc { child, url }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn get(url: &str) -> Value {
+    http().get(url).send().unwrap().json().unwrap()
+}
+
+fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pred() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn vector(i: u64) -> Vec<f64> {
+    (0..4)
+        .map(|j| ((i * 7 + j * 3) % 31) as f64 / 4.0)
+        .collect()
+}
+
+#[test]
+fn the_operator_fails_over_without_losing_an_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = ["--sync-replicas", "1"];
+    let mut leader = Proc::start(&dir.path().join("a"), &sync);
+    let follow = |d: &str| {
+        let mut args = vec![
+            "--replication-mode",
+            "follower",
+            "--leader-url",
+            &leader.url,
+        ];
+        args.extend_from_slice(&sync);
+        Proc::start(&dir.path().join(d), &args)
+    };
+    let (b, c) = (follow("b"), follow("c"));
+    let client = http();
+    let created = client
+        .post(format!("{}/v1/collections", leader.url))
+        .json(&json!({"name": "v", "dimension": 4}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    // A client writing continuously to whoever leads, recording what was acknowledged.
+    let target = Arc::new(Mutex::new(leader.url.clone()));
+    let acked: Arc<Mutex<BTreeMap<u64, u64>>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (target, acked, stop) = (target.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let client = http();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let url = target.lock().unwrap().clone();
+                let r = client
+                    .post(format!("{url}/v1/collections/v/records"))
+                    .json(&json!({"vector": vector(n), "tag": n}))
+                    .send();
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().unwrap();
+                        acked.lock().unwrap().insert(v["id"].as_u64().unwrap(), n);
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    wait_until("writes", || acked.lock().unwrap().len() >= 100);
+    leader.kill();
+
+    let nodes = Nodes::new(None, Duration::from_secs(5));
+    let refs = [
+        NodeRef {
+            name: "b".into(),
+            url: b.url.clone(),
+        },
+        NodeRef {
+            name: "c".into(),
+            url: c.url.clone(),
+        },
+    ];
+    let old = NodeRef {
+        name: "a".into(),
+        url: leader.url.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt
+        .block_on(fail_over(&nodes, &old, &refs, 1, 1))
+        .expect("failover");
+    let Decision::Promote { name, epoch } = &outcome.decision else {
+        panic!("expected a promotion: {outcome:?}");
+    };
+    assert_eq!(*epoch, 2);
+    assert!(!outcome.old_leader_fenced, "the old leader is dead");
+    let (new, other) = if name == "b" { (&b, &c) } else { (&c, &b) };
+    assert_eq!(outcome.repointed, vec![if name == "b" { "c" } else { "b" }]);
+    *target.lock().unwrap() = new.url.clone();
+    let before = acked.lock().unwrap().len();
+    wait_until("writes to the new leader", || {
+        acked.lock().unwrap().len() >= before + 100
+    });
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    // Every acknowledged write is on both survivors, and they are identical.
+    let head = get(&format!("{}/v1/state", new.url));
+    wait_until("the follower to catch up", || {
+        get(&format!("{}/v1/state", other.url))["seq"] == head["seq"]
+    });
+    assert_eq!(get(&format!("{}/v1/state", other.url)), head);
+    let acked = acked.lock().unwrap().clone();
+    for node in [new, other] {
+        for (id, tag) in &acked {
+            let r = get(&format!("{}/v1/collections/v/records/{id}", node.url));
+            assert_eq!(
+                r["tag"], *tag,
+                "acknowledged write {id} on {}: {r}",
+                node.url
+            );
+        }
+    }
+    assert_eq!(get(&format!("{}/v1/role", new.url))["role"], "leader");
+    assert_eq!(
+        get(&format!("{}/v1/role", other.url))["leader_url"],
+        new.url
+    );
+}
+
+#[test]
+fn the_operator_waits_when_it_cannot_reach_enough_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Proc::start(&dir.path().join("a"), &["--sync-replicas", "1"]);
+    let args = [
+        "--replication-mode",
+        "follower",
+        "--leader-url",
+        &leader.url,
+    ];
+    let b = Proc::start(&dir.path().join("b"), &args);
+    let nodes = Nodes::new(None, Duration::from_secs(2));
+    let refs = [
+        NodeRef {
+            name: "b".into(),
+            url: b.url.clone(),
+        },
+        // A follower that does not answer: nothing listens there.
+        NodeRef {
+            name: "c".into(),
+            url: "http://127.0.0.1:9".into(),
+        },
+    ];
+    let old = NodeRef {
+        name: "a".into(),
+        url: leader.url.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt.block_on(fail_over(&nodes, &old, &refs, 1, 1)).unwrap();
+    match &outcome.decision {
+        Decision::Wait { reason } => assert!(reason.contains("reached 1 of 2"), "{reason}"),
+        other => panic!("expected to wait: {other:?}"),
+    }
+    // Nothing changed: the leader still leads, the follower still follows.
+    assert_eq!(get(&format!("{}/v1/role", leader.url))["writable"], true);
+    assert_eq!(get(&format!("{}/v1/role", b.url))["role"], "follower");
+}
