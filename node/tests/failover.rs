@@ -10,14 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{b64, vector, wait_until, Client, Node, Proxy};
+use common::{b64, follower, vector, wait_for_divergence, wait_until, Client, Node, Proxy};
 use serde_json::{json, Value};
-
-fn follower(dir: &std::path::Path, leader: &str, extra: &[&str]) -> Node {
-    let mut args = vec!["--replication-mode", "follower", "--leader-url", leader];
-    args.extend_from_slice(extra);
-    Node::start(dir, &args)
-}
 
 fn role(c: &Client) -> Value {
     let (s, v) = c.get("/v1/role");
@@ -170,19 +164,7 @@ fn a_restore_on_the_leader_is_divergence_not_lag() {
         json!({"vector": vector(99, 4)}),
     );
     assert_eq!(lc.state().0, 2);
-    wait_until(15, "the follower to report the divergence", || {
-        fc.get("/readyz").0 == 503
-    });
-    let (_, why) = fc.get("/readyz");
-    assert!(
-        why["message"]
-            .as_str()
-            .unwrap()
-            .contains("at sequence number 2"),
-        "{why}"
-    );
-    let (_, m) = fc.get("/metrics");
-    let m = m.as_str().unwrap().to_string();
+    let m = wait_for_divergence(&fc, 15, "at sequence number 2");
     assert!(
         m.lines()
             .any(|l| l.starts_with("valori_replication_divergences_total ") && !l.ends_with(" 0")),

@@ -2,14 +2,8 @@
 
 mod common;
 
-use common::{free_port, vector, wait_until, Client, Node, Proxy};
+use common::{follower, free_port, vector, wait_for_divergence, wait_until, Client, Node, Proxy};
 use serde_json::json;
-
-fn follower(dir: &std::path::Path, leader: &str, extra: &[&str]) -> Node {
-    let mut args = vec!["--replication-mode", "follower", "--leader-url", leader];
-    args.extend_from_slice(extra);
-    Node::start(dir, &args)
-}
 
 fn caught_up(leader: &Client, followers: &[&Client]) {
     let target = leader.state();
@@ -236,22 +230,8 @@ fn divergence_is_detected_and_healed() {
     }
     f = follower(&fdir, &leader.url, &[]);
     let fc = f.client();
-    wait_until(30, "the divergence to be reported", || {
-        fc.get("/readyz").0 == 503
-    });
-    let (_, why) = fc.get("/readyz");
-    assert!(
-        why["message"]
-            .as_str()
-            .unwrap()
-            .contains("sequence number 20"),
-        "{why}"
-    );
-    let (_, m) = fc.get("/metrics");
-    assert!(m
-        .as_str()
-        .unwrap()
-        .contains("valori_replication_divergences_total 1"));
+    let m = wait_for_divergence(&fc, 30, "sequence number 20");
+    assert!(m.contains("valori_replication_divergences_total 1"), "{m}");
     // It stops applying: new leader writes do not reach it.
     lc.post(
         "/v1/collections/v/records",

@@ -229,6 +229,25 @@ pub fn replay_log(dir: &Path) -> valori_kernel::Kernel {
     k
 }
 
+/// A follower of `leader` (by its flags).
+pub fn follower(dir: &Path, leader: &str, extra: &[&str]) -> Node {
+    let mut args = vec!["--replication-mode", "follower", "--leader-url", leader];
+    args.extend_from_slice(extra);
+    Node::start(dir, &args)
+}
+
+/// Waits until a follower's `/readyz` reports a divergence whose message contains `at`;
+/// returns its metrics.
+pub fn wait_for_divergence(c: &Client, secs: u64, at: &str) -> String {
+    wait_until(secs, "the divergence to be reported", || {
+        c.get("/readyz").0 == 503
+    });
+    let (_, why) = c.get("/readyz");
+    assert!(why["message"].as_str().unwrap().contains(at), "{why}");
+    let (_, m) = c.get("/metrics");
+    m.as_str().unwrap().to_string()
+}
+
 /// Base64, as the API carries bytes.
 pub fn b64(b: &[u8]) -> String {
     use base64::Engine as _;
