@@ -100,12 +100,15 @@ impl Grpc {
         ValoriServer::new(Grpc { service, keys }).max_decoding_message_size(usize::MAX)
     }
 
-    fn check<T>(&self, req: &Request<T>, write: bool) -> Result<(), Status> {
+    fn access<T>(&self, req: &Request<T>) -> Result<Access, Status> {
         let md = req.metadata();
-        match self
+        Ok(self
             .keys
-            .check_headers(|name| md.get(name).and_then(|v| v.to_str().ok()))?
-        {
+            .check_headers(|name| md.get(name).and_then(|v| v.to_str().ok()))?)
+    }
+
+    fn check<T>(&self, req: &Request<T>, write: bool) -> Result<(), Status> {
+        match self.access(req)? {
             Access::Read if write => Err(NodeError::Forbidden.into()),
             _ => Ok(()),
         }
@@ -481,12 +484,15 @@ impl Valori for Grpc {
     type ReadLogStream = GrpcStream<pb::LogEntry>;
 
     async fn read_log(&self, req: Request<pb::LogRequest>) -> GrpcResult<Self::ReadLogStream> {
-        self.check(&req, false)?;
+        // Only a reader that may write can fence this node with an epoch (as over HTTP).
+        let may_fence = self.access(&req)? == Access::Write;
         let md = req.metadata();
         let value = |name: &str| md.get(name).and_then(|v| v.to_str().ok()).map(String::from);
         let hello = value(api::FOLLOWER_HEADER).map(|name| FollowerHello {
             name,
-            epoch: value(api::EPOCH_HEADER).and_then(|e| e.parse().ok()),
+            epoch: value(api::EPOCH_HEADER)
+                .filter(|_| may_fence)
+                .and_then(|e| e.parse().ok()),
             chain: value(api::CHAIN_HEADER),
         });
         let r = req.into_inner();

@@ -136,6 +136,42 @@ fn roles_change_only_with_higher_epochs_and_survive_restarts() {
 }
 
 #[test]
+fn only_a_key_that_may_write_can_fence_a_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &["--api-key", "writer", "--read-api-key", "reader"],
+    );
+    let reader = node.client().with_key("reader");
+    let writer = node.client().with_key("writer");
+    // A read-only key naming a high epoch, as a follower would, changes nothing.
+    for path in ["/v1/role", "/v1/log?from=1"] {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", node.url))
+            .bearer_auth("reader")
+            .header("x-valori-follower", "intruder")
+            .header("x-valori-epoch", "999")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(role(&reader)["writable"], true);
+    // The read-write key (what a follower of this leader holds) fences it.
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/role", node.url))
+        .bearer_auth("writer")
+        .header("x-valori-epoch", "5")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let after = role(&writer);
+    assert_eq!(
+        (&after["writable"], &after["seen_epoch"]),
+        (&json!(false), &json!(5))
+    );
+}
+
+#[test]
 fn a_restore_on_the_leader_is_divergence_not_lag() {
     let dir = tempfile::tempdir().unwrap();
     let leader = Node::start(&dir.path().join("leader"), &[]);

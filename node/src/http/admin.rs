@@ -10,7 +10,7 @@ use super::convert::{b64, snapshot, state as state_json};
 use super::extract::{ApiJson, ApiPath, ApiQuery, CanRead, CanWrite};
 use super::{ApiResult, AppRef};
 use crate::error::NodeError;
-use crate::service::{blocking, FollowerHello};
+use crate::service::{blocking, Access, FollowerHello};
 
 pub async fn state(
     State(app): State<AppRef>,
@@ -24,13 +24,16 @@ pub async fn state(
 
 pub async fn log(
     State(app): State<AppRef>,
-    _: CanRead,
+    CanRead(access): CanRead,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<api::LogQuery>,
 ) -> ApiResult<api::LogPage> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(name) = header(api::FOLLOWER_HEADER) {
+        // Only a request that may write can fence this node: a read-only key must not be
+        // able to stop its writes by naming a high epoch.
         let epoch = header(api::EPOCH_HEADER)
+            .filter(|_| access == Access::Write)
             .map(|e| {
                 e.parse::<u64>().map_err(|_| {
                     NodeError::BadRequest(format!("{} must be a number", api::EPOCH_HEADER))
@@ -69,12 +72,14 @@ pub async fn log(
 
 pub async fn get_role(
     State(app): State<AppRef>,
-    _: CanRead,
+    CanRead(access): CanRead,
     headers: HeaderMap,
 ) -> ApiResult<api::RoleInfo> {
-    // A follower checking this node before it follows says which epoch it has seen.
+    // A follower checking this node before it follows says which epoch it has seen (heeded
+    // from a request that may write only, as on the log route).
     if let Some(epoch) = headers
         .get(api::EPOCH_HEADER)
+        .filter(|_| access == Access::Write)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {

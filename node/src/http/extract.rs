@@ -64,15 +64,16 @@ fn access(parts: &Parts, app: &AppRef) -> Result<Access, NodeError> {
         .check_headers(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))
 }
 
-/// Extractor: the request may read (any configured key, or none configured).
-pub struct CanRead;
+/// Extractor: the request may read (any configured key, or none configured); holds what the
+/// key allows.
+pub struct CanRead(pub Access);
 /// Extractor: the request may write and administer (the read-write key, or none configured).
 pub struct CanWrite;
 
 impl FromRequestParts<AppRef> for CanRead {
     type Rejection = NodeError;
     async fn from_request_parts(parts: &mut Parts, app: &AppRef) -> Result<Self, NodeError> {
-        access(parts, app).map(|_| CanRead)
+        access(parts, app).map(CanRead)
     }
 }
 
