@@ -135,7 +135,7 @@ pub async fn serve(
     };
     let grpc_task = match grpc {
         Some(listener) => {
-            let server = grpc::Grpc::server(service, keys);
+            let server = grpc::Grpc::server(service, keys, config.max_body_bytes);
             let signal = stopped(stop_rx.clone());
             let mut builder = tonic::transport::Server::builder();
             if let Some((cert, key)) = &tls {

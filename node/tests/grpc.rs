@@ -276,6 +276,53 @@ async fn grpc_and_http_agree() {
     );
 }
 
+/// The key is checked before a message is decoded, and no message above the body limit is
+/// decoded: an oversized request without a key is refused as unauthenticated (had it been
+/// decoded first, the size would have been the error), and with a key as too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_checks_the_key_before_decoding_and_caps_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &["--api-key", "w", "--max-body-bytes", "1000000"],
+    );
+    let mut c = client(&node).await;
+    let big = || pb::InsertBatchRequest {
+        collection: "v".into(),
+        records: (0..3000)
+            .map(|i| pb::Record {
+                vector: vector(i, 64),
+                tag: 0,
+                metadata: None,
+            })
+            .collect(),
+    };
+    let e = c.insert_batch(big()).await.unwrap_err();
+    assert_eq!(
+        (e.code(), code(&e).as_str()),
+        (tonic::Code::Unauthenticated, "unauthorized"),
+        "{e:?}"
+    );
+    let mut req = tonic::Request::new(big());
+    req.metadata_mut().insert("x-api-key", "w".parse().unwrap());
+    let e = c.insert_batch(req).await.unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{e:?}"
+    );
+    // A message under the limit with the key goes through as before.
+    let mut req = tonic::Request::new(pb::CreateCollectionRequest {
+        name: "v".into(),
+        dimension: 64,
+        ..Default::default()
+    });
+    req.metadata_mut().insert("x-api-key", "w".parse().unwrap());
+    c.create_collection(req).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_errors_match_http() {
     let dir = tempfile::tempdir().unwrap();
