@@ -63,7 +63,8 @@ pub struct Config {
     /// `replication_timeout` (outcome unknown: durable on the leader, may still replicate).
     #[arg(long, env = "VALORI_SYNC_TIMEOUT_MS", default_value_t = 5000)]
     pub sync_timeout_ms: u64,
-    /// How a follower names itself to its leader (default: its HTTP address and port).
+    /// How a follower names itself to its leader: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`
+    /// (default: its host name and HTTP port, unique per host and port).
     #[arg(long, env = "VALORI_FOLLOWER_NAME")]
     pub follower_name: Option<String>,
     /// API key a follower presents to its leader.

@@ -119,10 +119,22 @@ pub async fn serve(
     let settings = replication::FollowerSettings {
         key: config.leader_api_key.clone(),
         heal: config.replication_heal,
-        name: config.follower_name.clone().unwrap_or_else(|| {
-            http.local_addr()
-                .map_or_else(|_| "follower".into(), |a| a.to_string())
-        }),
+        name: match &config.follower_name {
+            Some(name) => {
+                anyhow::ensure!(
+                    replication::valid_follower_name(name),
+                    "--follower-name {name:?}: use 1 to {} characters of A-Z a-z 0-9 . _ : -",
+                    limits::MAX_FOLLOWER_NAME_BYTES
+                );
+                name.clone()
+            }
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .or_else(|| std::env::var("HOSTNAME").ok());
+                replication::default_follower_name(host.as_deref(), http.local_addr()?)
+            }
+        },
     };
     let follower_task = tokio::spawn(replication::supervise(
         engine.clone(),

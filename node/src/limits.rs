@@ -27,3 +27,7 @@ pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(30);
 pub const REPLICATION_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A follower's deadline for one request to its leader.
 pub const LEADER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most followers a leader keeps track of (and exports a metric series for).
+pub const MAX_FOLLOWERS: usize = 64;
+/// Longest follower name, in bytes.
+pub const MAX_FOLLOWER_NAME_BYTES: usize = 128;

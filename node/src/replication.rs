@@ -20,8 +20,9 @@ use valori_api as api;
 use crate::engine::Engine;
 use crate::error::{Failure, NodeError};
 use crate::limits::{
-    FULL_CHECK_EVERY, LEADER_REQUEST_TIMEOUT, REPLICATION_LONG_POLL as LONG_POLL,
-    REPLICATION_MAX_BACKOFF as MAX_BACKOFF, REPLICATION_PAGE as PAGE,
+    FULL_CHECK_EVERY, LEADER_REQUEST_TIMEOUT, MAX_FOLLOWERS, MAX_FOLLOWER_NAME_BYTES,
+    REPLICATION_LONG_POLL as LONG_POLL, REPLICATION_MAX_BACKOFF as MAX_BACKOFF,
+    REPLICATION_PAGE as PAGE,
 };
 use crate::metrics::Metrics;
 use crate::store::Entry;
@@ -47,9 +48,22 @@ struct Seen {
 impl Followers {
     /// Follower `name` asked for the log from `from` on, proving (or not) that it holds our
     /// history up to `from - 1`.
+    /// At most [`MAX_FOLLOWERS`] are kept: a new name beyond that replaces the one heard from
+    /// longest ago (its metric series goes with it), so invented names cannot grow memory or
+    /// `/metrics` without bound.
     pub fn asked(&self, name: &str, from: u64, proven: Option<bool>, metrics: &Metrics) {
         let confirmed = from.saturating_sub(1);
-        self.seen.lock().expect("followers lock").insert(
+        let mut seen = self.seen.lock().expect("followers lock");
+        if !seen.contains_key(name) && seen.len() >= MAX_FOLLOWERS {
+            let oldest = seen
+                .iter()
+                .min_by_key(|(_, s)| s.at)
+                .map(|(n, _)| n.clone())
+                .expect("the map is full, so not empty");
+            seen.remove(&oldest);
+            let _ = metrics.follower_seq.remove_label_values(&[&oldest]);
+        }
+        seen.insert(
             name.to_string(),
             Seen {
                 confirmed,
@@ -57,6 +71,7 @@ impl Followers {
                 proven,
             },
         );
+        drop(seen);
         metrics
             .follower_seq
             .with_label_values(&[name])
@@ -108,6 +123,38 @@ impl Followers {
             .collect();
         api::ReplicationStatus { seq, followers }
     }
+}
+
+/// Whether `name` may name a follower: 1 to [`MAX_FOLLOWER_NAME_BYTES`] characters of
+/// `A-Z a-z 0-9 . _ : -` (it becomes a metric label).
+pub fn valid_follower_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FOLLOWER_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The name a follower gives itself when none is configured: its host name and HTTP port,
+/// unique per host and per port (followers in containers all listen on `0.0.0.0:3000`, so the
+/// address alone would make them one follower to their leader).
+pub fn default_follower_name(host: Option<&str>, listen: std::net::SocketAddr) -> String {
+    let host = host
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| listen.ip().to_string(), String::from);
+    let name: String = format!("{host}:{}", listen.port())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_FOLLOWER_NAME_BYTES)
+        .collect();
+    name
 }
 
 /// How a node replicates when it is a follower.
@@ -605,5 +652,46 @@ impl Follower {
             "bootstrapped from the leader's snapshot"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_follower_names_differ_per_host_and_port() {
+        let any: std::net::SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        assert_eq!(
+            default_follower_name(Some("valori-1\n"), any),
+            "valori-1:3000"
+        );
+        assert_ne!(
+            default_follower_name(Some("valori-1"), any),
+            default_follower_name(Some("valori-2"), any)
+        );
+        assert_eq!(default_follower_name(None, any), "0.0.0.0:3000");
+        let v6: std::net::SocketAddr = "[::1]:3001".parse().unwrap();
+        assert!(valid_follower_name(&default_follower_name(None, v6)));
+        assert!(valid_follower_name(&default_follower_name(
+            Some("a b/c"),
+            any
+        )));
+    }
+
+    #[test]
+    fn follower_names_are_bounded_label_values() {
+        for ok in ["f1", "valori-0.valori:3000", "127.0.0.1:3001"] {
+            assert!(valid_follower_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "x\"y",
+            "é",
+            &"n".repeat(MAX_FOLLOWER_NAME_BYTES + 1),
+        ] {
+            assert!(!valid_follower_name(bad), "{bad}");
+        }
     }
 }

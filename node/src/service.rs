@@ -368,6 +368,13 @@ impl Service {
     /// its chain hash matches ours there), and a higher epoch than this node has seen fences
     /// it when it leads.
     pub async fn hello(&self, from: u64, hello: FollowerHello) -> Result<(), NodeError> {
+        if !crate::replication::valid_follower_name(&hello.name) {
+            return Err(NodeError::BadRequest(format!(
+                "{} must be 1 to {} characters of A-Z a-z 0-9 . _ : -",
+                api::FOLLOWER_HEADER,
+                crate::limits::MAX_FOLLOWER_NAME_BYTES
+            )));
+        }
         if let Some(epoch) = hello.epoch {
             self.engine.observe_epoch(epoch)?;
         }

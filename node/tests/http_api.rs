@@ -835,3 +835,66 @@ fn concurrent_writers() {
     assert_eq!(seqs, (2..182).collect::<Vec<_>>());
     assert_eq!(node.client().state().0, 181);
 }
+
+/// Request metrics and the leader's bookkeeping of followers have bounded labels: invented
+/// methods share one label, follower names are validated and at most 64 are kept.
+#[test]
+fn metric_labels_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    let series = |c: &Client| {
+        let (_, m) = c.get("/metrics");
+        m.as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.starts_with("valori_http_requests_total{")
+                    || l.starts_with("valori_follower_sequence_number{")
+            })
+            .count()
+    };
+    let http = reqwest::blocking::Client::new();
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
+        http.request(method, format!("{}/v1/state", node.url))
+            .send()
+            .unwrap();
+    }
+    // (The first scrape adds its own route's series.)
+    series(&c);
+    let before = series(&c);
+    for i in 40..80 {
+        let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
+        http.request(method, format!("{}/v1/state", node.url))
+            .send()
+            .unwrap();
+    }
+    assert_eq!(series(&c), before, "invented methods added series");
+    let (_, m) = c.get("/metrics");
+    assert!(m.as_str().unwrap().contains("method=\"other\""), "{m}");
+
+    let ask = |name: &str| {
+        http.get(format!("{}/v1/log?from=1", node.url))
+            .header("x-valori-follower", name)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ask("bad name"), 400);
+    assert_eq!(ask(&"n".repeat(129)), 400);
+    for i in 0..100 {
+        assert_eq!(ask(&format!("f{i}")), 200);
+    }
+    let (_, r) = c.get("/v1/replication");
+    assert_eq!(r["followers"].as_array().unwrap().len(), 64);
+    let (_, m) = c.get("/metrics");
+    let follower_series = m
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("valori_follower_sequence_number{"))
+        .count();
+    assert_eq!(follower_series, 64);
+}

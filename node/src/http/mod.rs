@@ -68,7 +68,12 @@ async fn track(State(app): State<AppRef>, req: Request, next: Next) -> Response 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    // A fixed set of labels: a client inventing methods must not grow the metrics.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
+        _ => "other",
+    }
+    .to_string();
     let started = Instant::now();
     let span = tracing::info_span!("http.request", http.route = %route, http.method = %method);
     let response = tracing::Instrument::instrument(next.run(req), span).await;
