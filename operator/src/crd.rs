@@ -323,6 +323,22 @@ pub struct ValoriClusterStatus {
     /// The epoch of the current leader's assignment.
     #[serde(default)]
     pub epoch: u64,
+    /// Since when the leader has been unready or unreachable (RFC 3339); the operator fails
+    /// over once `spec.failover.delaySeconds` have passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_unready_since: Option<String>,
+    /// The pod template revision being rolled out (the StatefulSet's update revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    /// Pods that run it.
+    #[serde(default)]
+    pub updated_instances: u32,
+    /// When the pods were last cross-checked (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cross_check: Option<String>,
+    /// The sequence number they were compared at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cross_check_seq: Option<u64>,
     /// One entry per pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances_status: Vec<InstanceStatus>,
@@ -356,4 +372,7 @@ pub struct InstanceStatus {
     pub lag: u64,
     /// Whether its chain hash agreed with the leader's at the last cross-check.
     pub converged: bool,
+    /// Whether it runs the StatefulSet's current template.
+    #[serde(default)]
+    pub updated: bool,
 }

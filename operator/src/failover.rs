@@ -176,10 +176,14 @@ impl Nodes {
         method: reqwest::Method,
         path: &str,
         body: Option<&api::SetRole>,
+        epoch: Option<u64>,
     ) -> Result<T, CallError> {
         let mut req = self.http.request(method, format!("{}{path}", node.url));
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
+        }
+        if let Some(e) = epoch {
+            req = req.header(api::EPOCH_HEADER, e.to_string());
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -205,7 +209,14 @@ impl Nodes {
 
     /// `GET /v1/role`.
     pub async fn role(&self, node: &NodeRef) -> Result<api::RoleInfo, CallError> {
-        self.call(node, reqwest::Method::GET, "/v1/role", None)
+        self.call(node, reqwest::Method::GET, "/v1/role", None, None)
+            .await
+    }
+
+    /// `GET /v1/role` naming `epoch`: a leader below it stops taking writes (it is fenced)
+    /// and keeps serving its log, so that followers can catch up with everything it took.
+    pub async fn fence(&self, node: &NodeRef, epoch: u64) -> Result<api::RoleInfo, CallError> {
+        self.call(node, reqwest::Method::GET, "/v1/role", None, Some(epoch))
             .await
     }
 
@@ -216,6 +227,7 @@ impl Nodes {
                 node,
                 reqwest::Method::GET,
                 &format!("/v1/state?seq={seq}"),
+                None,
                 None,
             )
             .await?;
@@ -228,7 +240,7 @@ impl Nodes {
         node: &NodeRef,
         role: &api::SetRole,
     ) -> Result<api::RoleInfo, CallError> {
-        self.call(node, reqwest::Method::PUT, "/v1/role", Some(role))
+        self.call(node, reqwest::Method::PUT, "/v1/role", Some(role), None)
             .await
     }
 }
@@ -269,13 +281,13 @@ pub async fn observe(nodes: &Nodes, followers: &[NodeRef]) -> Vec<Observed> {
     observed
 }
 
-/// Fails over from `old_leader` to one of `followers`: observes, decides, and when it
-/// promotes, first demotes the old leader with the new epoch if it answers (the epoch fences it
-/// when it does not), then promotes the chosen follower and points the others at it. The old
-/// leader is pointed at the new one as well, so that it rejoins when it returns.
+/// Fails over from `old_leader` (when there is one) to one of `followers`: observes, decides,
+/// and when it promotes, first demotes the old leader with the new epoch if it answers (the
+/// epoch fences it when it does not), then promotes the chosen follower and points the others
+/// at it. The old leader is pointed at the new one as well, so that it rejoins when it returns.
 pub async fn fail_over(
     nodes: &Nodes,
-    old_leader: &NodeRef,
+    old_leader: Option<&NodeRef>,
     followers: &[NodeRef],
     sync: u32,
     current_epoch: u64,
@@ -298,7 +310,10 @@ pub async fn fail_over(
         epoch: *epoch,
         leader_url: Some(new.url.clone()),
     };
-    let old_leader_fenced = nodes.set_role(old_leader, &follow).await.is_ok();
+    let old_leader_fenced = match old_leader {
+        Some(old) => nodes.set_role(old, &follow).await.is_ok(),
+        None => false,
+    };
     nodes
         .set_role(
             new,
@@ -319,6 +334,96 @@ pub async fn fail_over(
         decision,
         old_leader_fenced,
         repointed,
+    })
+}
+
+/// What a switchover did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Switched {
+    /// Whether the new leader took over (otherwise the old one leads again).
+    pub switched: bool,
+    /// The epoch of whoever leads now.
+    pub epoch: u64,
+}
+
+/// Hands leadership from a healthy `old` leader to follower `new` without losing a write, in
+/// either replication mode: fences `old` with the next epoch (it stops taking writes and keeps
+/// serving its log), waits until `new` holds everything `old` has, promotes `new` at that
+/// epoch, then points `old` and `others` at it. If `new` does not catch up within `timeout`,
+/// `old` is given the leadership back at the new epoch and nothing else changes.
+pub async fn switchover(
+    nodes: &Nodes,
+    old: &NodeRef,
+    new: &NodeRef,
+    others: &[NodeRef],
+    current_epoch: u64,
+    timeout: Duration,
+) -> Result<Switched, CallError> {
+    let seen = nodes.role(new).await?;
+    let epoch = current_epoch.max(seen.seen_epoch).max(seen.epoch) + 1;
+    let mut target = nodes.fence(old, epoch).await?.seq;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let caught_up = loop {
+        match nodes.role(new).await {
+            Ok(r) if r.seq >= target => {
+                // A write that was committing as the fence arrived may land after it: the old
+                // leader's sequence number must be the same once more.
+                let now = nodes.role(old).await?.seq;
+                if now <= target {
+                    break true;
+                }
+                target = now;
+            }
+            _ if tokio::time::Instant::now() >= deadline => break false,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    if !caught_up {
+        let back = api::SetRole {
+            role: api::Role::Leader,
+            epoch,
+            leader_url: None,
+        };
+        nodes.set_role(old, &back).await?;
+        for f in others.iter().chain([new]) {
+            let _ = nodes
+                .set_role(
+                    f,
+                    &api::SetRole {
+                        role: api::Role::Follower,
+                        epoch,
+                        leader_url: Some(old.url.clone()),
+                    },
+                )
+                .await;
+        }
+        return Ok(Switched {
+            switched: false,
+            epoch,
+        });
+    }
+    nodes
+        .set_role(
+            new,
+            &api::SetRole {
+                role: api::Role::Leader,
+                epoch,
+                leader_url: None,
+            },
+        )
+        .await?;
+    let follow = api::SetRole {
+        role: api::Role::Follower,
+        epoch,
+        leader_url: Some(new.url.clone()),
+    };
+    nodes.set_role(old, &follow).await?;
+    for f in others {
+        let _ = nodes.set_role(f, &follow).await;
+    }
+    Ok(Switched {
+        switched: true,
+        epoch,
     })
 }
 

@@ -6,8 +6,14 @@
 //! only through their HTTP API and its shared wire types (`valori-api`), never touches their
 //! data, and depends on no RocksDB.
 
+pub mod controller;
 pub mod crd;
+pub mod desired;
 pub mod failover;
+pub mod lease;
+pub mod metrics;
+pub mod plan;
+pub mod telemetry;
 
 /// The CRD as YAML, as `crdgen` prints it and `crds/valoricluster.yaml` holds it.
 pub fn crd_yaml() -> String {

@@ -174,7 +174,7 @@ fn the_operator_fails_over_without_losing_an_acknowledged_write() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let outcome = rt
-        .block_on(fail_over(&nodes, &old, &refs, 1, 1))
+        .block_on(fail_over(&nodes, Some(&old), &refs, 1, 1))
         .expect("failover");
     let Decision::Promote { name, epoch } = &outcome.decision else {
         panic!("expected a promotion: {outcome:?}");
@@ -243,7 +243,9 @@ fn the_operator_waits_when_it_cannot_reach_enough_followers() {
         url: leader.url.clone(),
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let outcome = rt.block_on(fail_over(&nodes, &old, &refs, 1, 1)).unwrap();
+    let outcome = rt
+        .block_on(fail_over(&nodes, Some(&old), &refs, 1, 1))
+        .unwrap();
     match &outcome.decision {
         Decision::Wait { reason } => assert!(reason.contains("reached 1 of 2"), "{reason}"),
         other => panic!("expected to wait: {other:?}"),

@@ -1,0 +1,808 @@
+//! What a `ValoriCluster` asks Kubernetes for: pure functions from the resource (and the
+//! leader the operator chose) to the objects it applies. Nothing here talks to anything.
+//!
+//! The shape: **one StatefulSet** whose pods are all alike. Which pod leads is not in the pod
+//! template but in the nodes themselves (their role API, with epochs) and in a label the
+//! operator keeps on each pod. A promoted follower therefore stays where it is: failover
+//! changes a role and a Service's selector, never a StatefulSet, and never restarts a pod. The
+//! StatefulSet's update strategy is `OnDelete`, so the operator decides the order in which pods
+//! take a new template (followers first, the leader last).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{ServiceType, ValoriCluster};
+
+/// The label naming the application.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label naming the cluster (the `ValoriCluster`'s name).
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// The label naming who manages the objects.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The label the operator keeps on each pod: `leader` or `follower`, as its node reports it.
+pub const ROLE_LABEL: &str = "valori.dev/role";
+/// The label the StatefulSet controller puts on each pod with its name.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// The label the StatefulSet controller puts on each pod with its template's revision.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+/// The pod template annotation holding a hash of the configuration, so that a configuration
+/// change is a template change and rolls out.
+pub const CONFIG_HASH_ANNOTATION: &str = "valori.dev/config-hash";
+/// The field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "valori-operator";
+/// The node's HTTP port in the pods.
+pub const HTTP_PORT: i32 = 3000;
+/// The node's gRPC port in the pods.
+pub const GRPC_PORT: i32 = 50051;
+/// Where the data volume is mounted.
+pub const DATA_DIR: &str = "/data";
+/// The user the node runs as (the image's own non-root user).
+pub const RUN_AS_USER: i64 = 10001;
+
+/// The names of what a cluster owns.
+pub struct Names {
+    /// The StatefulSet, the PodDisruptionBudget, and the prefix of the pods.
+    pub cluster: String,
+}
+
+impl Names {
+    /// The names of `vc`'s objects.
+    pub fn of(vc: &ValoriCluster) -> Names {
+        Names {
+            cluster: vc.name_any(),
+        }
+    }
+    /// The read-write Service (the leader).
+    pub fn rw(&self) -> String {
+        format!("{}-rw", self.cluster)
+    }
+    /// The read-only Service (the followers).
+    pub fn ro(&self) -> String {
+        format!("{}-ro", self.cluster)
+    }
+    /// The Service of every instance.
+    pub fn any(&self) -> String {
+        format!("{}-any", self.cluster)
+    }
+    /// The headless Service giving each pod a stable DNS name.
+    pub fn headless(&self) -> String {
+        format!("{}-nodes", self.cluster)
+    }
+    /// The ConfigMap of the nodes' settings.
+    pub fn config(&self) -> String {
+        format!("{}-config", self.cluster)
+    }
+    /// Pod `ordinal`.
+    pub fn pod(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.cluster)
+    }
+    /// Pod `pod`'s data claim (the StatefulSet's claim template is named `data`).
+    pub fn claim(&self, pod: &str) -> String {
+        format!("data-{pod}")
+    }
+}
+
+/// The labels of everything a cluster owns, and the selector of its pods.
+pub fn labels(vc: &ValoriCluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_string(), "valori".to_string()),
+        (INSTANCE_LABEL.to_string(), vc.name_any()),
+        (MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
+    ])
+}
+
+/// The pods' selector as a string (`status.selector`, for the scale subresource and lists).
+pub fn selector_string(vc: &ValoriCluster) -> String {
+    labels(vc)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The ordinal of a StatefulSet pod named `<cluster>-<n>`.
+pub fn ordinal(cluster: &str, pod: &str) -> Option<u32> {
+    pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
+}
+
+fn meta(vc: &ValoriCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: vc.namespace(),
+        labels: Some(labels(vc)),
+        owner_references: owner(vc).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owner(vc: &ValoriCluster) -> Option<OwnerReference> {
+    vc.controller_owner_ref(&())
+}
+
+/// The nodes' settings, as `VALORI_*` environment variables. Every pod starts as a follower
+/// of the read-write Service; the operator gives roles through the role API afterwards, so a
+/// pod's role never depends on its template.
+pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
+    let names = Names::of(vc);
+    let spec = &vc.spec;
+    let scheme = if spec.tls.is_some() { "https" } else { "http" };
+    let (sync, timeout) = spec
+        .replication
+        .map(|r| (r.synchronous_replicas, r.timeout_ms))
+        .unwrap_or((0, 5000));
+    let data = BTreeMap::from([
+        ("VALORI_HTTP_PORT".into(), HTTP_PORT.to_string()),
+        ("VALORI_GRPC_PORT".into(), GRPC_PORT.to_string()),
+        ("VALORI_DATA_DIR".into(), DATA_DIR.into()),
+        ("VALORI_REPLICATION_MODE".into(), "follower".into()),
+        (
+            "VALORI_LEADER_URL".into(),
+            format!("{scheme}://{}:{HTTP_PORT}", names.rw()),
+        ),
+        ("VALORI_SYNC_REPLICAS".into(), sync.to_string()),
+        ("VALORI_SYNC_TIMEOUT_MS".into(), timeout.to_string()),
+        (
+            "VALORI_SNAPSHOT_EVERY".into(),
+            spec.snapshots.every.to_string(),
+        ),
+        (
+            "VALORI_SNAPSHOT_KEEP".into(),
+            spec.snapshots.keep.to_string(),
+        ),
+        ("VALORI_LOG".into(), "info".into()),
+    ]);
+    ConfigMap {
+        metadata: meta(vc, names.config()),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// A short, stable hash of the configuration (the pod template's annotation).
+pub fn config_hash(cm: &ConfigMap) -> String {
+    let bytes = serde_json::to_vec(&cm.data).expect("a ConfigMap's data serializes");
+    let digest = Sha256::digest(bytes);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            scheme: Some(if tls { "HTTPS" } else { "HTTP" }.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// The default affinity: pods prefer nodes (by hostname) that run no other pod of the cluster.
+pub fn default_affinity(vc: &ValoriCluster) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(labels(vc)),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// The StatefulSet of the cluster's pods.
+pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
+    let names = Names::of(vc);
+    let spec = &vc.spec;
+    let tls = spec.tls.is_some();
+    let mut env = vec![EnvVar {
+        // Each follower names itself to its leader by its pod's name.
+        name: "VALORI_FOLLOWER_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }];
+    if let Some(auth) = &spec.auth {
+        env.push(secret_env(
+            "VALORI_API_KEY",
+            &auth.secret_name,
+            &auth.write_key,
+        ));
+        // A follower reads its leader's log and snapshots with the cluster's write key.
+        env.push(secret_env(
+            "VALORI_LEADER_API_KEY",
+            &auth.secret_name,
+            &auth.write_key,
+        ));
+        if let Some(read) = &auth.read_key {
+            env.push(secret_env("VALORI_READ_API_KEY", &auth.secret_name, read));
+        }
+    }
+    let mut mounts = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: DATA_DIR.into(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = Vec::new();
+    if let Some(t) = &spec.tls {
+        env.push(EnvVar {
+            name: "VALORI_TLS_CERT".into(),
+            value: Some("/tls/tls.crt".into()),
+            ..EnvVar::default()
+        });
+        env.push(EnvVar {
+            name: "VALORI_TLS_KEY".into(),
+            value: Some("/tls/tls.key".into()),
+            ..EnvVar::default()
+        });
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: "/tls".into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(t.secret_name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    let container = Container {
+        name: "valori-node".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec
+            .image_pull_policy
+            .map(|p| format!("{p:?}"))
+            .or(Some("IfNotPresent".into())),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: names.config(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("grpc".into()),
+                container_port: GRPC_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
+        // Liveness is the process answering; readiness is the node's own verdict (a diverged
+        // or still bootstrapping follower is not ready). Neither waits on the kernel.
+        liveness_probe: Some(probe("/healthz", tls, 10, 6)),
+        readiness_probe: Some(probe("/readyz", tls, 5, 3)),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let sched = &spec.scheduling;
+    let pod = PodSpec {
+        containers: vec![container],
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        node_selector: (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone()),
+        tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
+        affinity: Some(
+            sched
+                .affinity
+                .clone()
+                .unwrap_or_else(|| default_affinity(vc)),
+        ),
+        topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
+            .then(|| sched.topology_spread_constraints.clone()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            fs_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        termination_grace_period_seconds: Some(30),
+        ..PodSpec::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(labels(vc)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.storage.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".into(),
+                    Quantity(spec.storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+    StatefulSet {
+        metadata: meta(vc, names.cluster.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(spec.instances as i32),
+            service_name: Some(names.headless()),
+            selector: LabelSelector {
+                match_labels: Some(labels(vc)),
+                ..LabelSelector::default()
+            },
+            // The pods start together; the operator, not the StatefulSet, orders roles.
+            pod_management_policy: Some("Parallel".into()),
+            // The operator deletes pods in its own order to roll out a new template.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(vc)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.into(),
+                        config_hash(&config_map(vc)),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn service(
+    vc: &ValoriCluster,
+    name: String,
+    selector: BTreeMap<String, String>,
+    headless: bool,
+) -> Service {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    let type_ = match vc.spec.service_type {
+        _ if headless => "ClusterIP",
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: meta(vc, name),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            cluster_ip: headless.then(|| "None".into()),
+            // Pods must find each other by name before they are ready (a follower bootstraps
+            // from its leader before it is ready itself).
+            publish_not_ready_addresses: headless.then_some(true),
+            selector: Some(selector),
+            ports: Some(vec![port("http", HTTP_PORT), port("grpc", GRPC_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The read-write Service: it selects the leader's pod by name, so that moving it is one
+/// change of one object, and a former leader whose label is stale is never selected.
+pub fn rw_service(vc: &ValoriCluster, leader: &str) -> Service {
+    let mut selector = labels(vc);
+    selector.insert(POD_NAME_LABEL.into(), leader.into());
+    service(vc, Names::of(vc).rw(), selector, false)
+}
+
+/// The read-only Service: the followers, by the role label the operator keeps.
+pub fn ro_service(vc: &ValoriCluster) -> Service {
+    let mut selector = labels(vc);
+    selector.insert(ROLE_LABEL.into(), "follower".into());
+    service(vc, Names::of(vc).ro(), selector, false)
+}
+
+/// The Service of every ready instance (reads).
+pub fn any_service(vc: &ValoriCluster) -> Service {
+    service(vc, Names::of(vc).any(), labels(vc), false)
+}
+
+/// The headless Service that gives each pod a stable DNS name.
+pub fn headless_service(vc: &ValoriCluster) -> Service {
+    service(vc, Names::of(vc).headless(), labels(vc), true)
+}
+
+/// The PodDisruptionBudget: at most one pod of the cluster down by eviction at a time.
+pub fn pod_disruption_budget(vc: &ValoriCluster) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(vc, Names::of(vc).cluster),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels(vc)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The URL of pod `pod` through the headless Service (what followers are pointed at).
+pub fn pod_url(vc: &ValoriCluster, pod: &str) -> String {
+    let scheme = if vc.spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let ns = vc.namespace().unwrap_or_else(|| "default".into());
+    format!(
+        "{scheme}://{pod}.{}.{ns}.svc:{HTTP_PORT}",
+        Names::of(vc).headless()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{AuthSpec, TlsSpec, ValoriClusterSpec};
+
+    fn vc(yaml: &str) -> ValoriCluster {
+        let spec: ValoriClusterSpec = serde_yaml::from_str(yaml).unwrap();
+        let mut vc = ValoriCluster::new("memory", spec);
+        vc.metadata.namespace = Some("agents".into());
+        vc.metadata.uid = Some("uid-1".into());
+        vc
+    }
+
+    fn container(sts: &StatefulSet) -> &Container {
+        &sts.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
+    fn env<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+        c.env.as_ref().unwrap().iter().find(|e| e.name == name)
+    }
+
+    #[test]
+    fn everything_is_owned_labelled_and_in_the_namespace() {
+        let v = vc("instances: 3");
+        let metas = [
+            config_map(&v).metadata,
+            stateful_set(&v).metadata,
+            rw_service(&v, "memory-0").metadata,
+            ro_service(&v).metadata,
+            any_service(&v).metadata,
+            headless_service(&v).metadata,
+            pod_disruption_budget(&v).metadata,
+        ];
+        let mut names = Vec::new();
+        for m in &metas {
+            assert_eq!(m.namespace.as_deref(), Some("agents"));
+            let o = &m.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (o.kind.as_str(), o.name.as_str(), o.uid.as_str()),
+                ("ValoriCluster", "memory", "uid-1")
+            );
+            assert_eq!(o.controller, Some(true));
+            assert_eq!(m.labels.as_ref().unwrap(), &labels(&v));
+            names.push(m.name.clone().unwrap());
+        }
+        assert_eq!(
+            names,
+            [
+                "memory-config",
+                "memory",
+                "memory-rw",
+                "memory-ro",
+                "memory-any",
+                "memory-nodes",
+                "memory"
+            ]
+        );
+        assert_eq!(
+            selector_string(&v),
+            "app.kubernetes.io/instance=memory,app.kubernetes.io/managed-by=valori-operator,app.kubernetes.io/name=valori"
+        );
+    }
+
+    #[test]
+    fn the_stateful_set_follows_the_spec() {
+        let v = vc(r#"
+instances: 3
+image: registry.local/valori-node:9
+imagePullPolicy: Always
+storage: {size: 20Gi, storageClass: fast}
+resources: {requests: {cpu: "1", memory: 2Gi}}
+"#);
+        let sts = stateful_set(&v);
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("memory-nodes"));
+        assert_eq!(
+            spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let c = container(&sts);
+        assert_eq!(c.image.as_deref(), Some("registry.local/valori-node:9"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["memory"],
+            Quantity("2Gi".into())
+        );
+        let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        let cs = claim.spec.as_ref().unwrap();
+        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            cs.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"],
+            Quantity("20Gi".into())
+        );
+        // No auth, no TLS: no key variables, no TLS volume, plain HTTP probes.
+        assert!(env(c, "VALORI_API_KEY").is_none());
+        assert!(sts
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .is_none());
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/readyz"));
+        assert_eq!(probe.scheme.as_deref(), Some("HTTP"));
+        // Hardened: non-root, read-only root, no capabilities, the runtime's seccomp profile.
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let psc = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let psc = psc.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+    }
+
+    #[test]
+    fn keys_and_tls_come_from_secrets() {
+        let mut v = vc("instances: 2");
+        v.spec.auth = Some(AuthSpec {
+            secret_name: "keys".into(),
+            write_key: "rw".into(),
+            read_key: Some("ro".into()),
+        });
+        v.spec.tls = Some(TlsSpec {
+            secret_name: "certs".into(),
+        });
+        let sts = stateful_set(&v);
+        let c = container(&sts);
+        for (var, key) in [
+            ("VALORI_API_KEY", "rw"),
+            ("VALORI_LEADER_API_KEY", "rw"),
+            ("VALORI_READ_API_KEY", "ro"),
+        ] {
+            let r = env(c, var)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .unwrap_or_else(|| panic!("{var} from the Secret"));
+            assert_eq!((r.name.as_str(), r.key.as_str()), ("keys", key));
+        }
+        // No key is ever written into the pod template or the ConfigMap in the clear.
+        let cm = config_map(&v);
+        assert!(!serde_json::to_string(&cm).unwrap().contains("keys"));
+        assert_eq!(
+            env(c, "VALORI_TLS_CERT").unwrap().value.as_deref(),
+            Some("/tls/tls.crt")
+        );
+        let probe = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
+        assert_eq!(
+            cm.data.as_ref().unwrap()["VALORI_LEADER_URL"],
+            "https://memory-rw:3000"
+        );
+        assert_eq!(
+            pod_url(&v, "memory-1"),
+            "https://memory-1.memory-nodes.agents.svc:3000"
+        );
+    }
+
+    #[test]
+    fn the_config_map_carries_the_replication_and_snapshot_policy() {
+        let v = vc(r#"
+instances: 3
+replication: {synchronousReplicas: 1, timeoutMs: 900}
+snapshots: {every: 5000, keep: 4}
+"#);
+        let cm = config_map(&v);
+        let d = cm.data.as_ref().unwrap();
+        assert_eq!(d["VALORI_SYNC_REPLICAS"], "1");
+        assert_eq!(d["VALORI_SYNC_TIMEOUT_MS"], "900");
+        assert_eq!(d["VALORI_SNAPSHOT_EVERY"], "5000");
+        assert_eq!(d["VALORI_SNAPSHOT_KEEP"], "4");
+        // Every pod starts as a follower; roles come from the role API.
+        assert_eq!(d["VALORI_REPLICATION_MODE"], "follower");
+        assert_eq!(d["VALORI_LEADER_URL"], "http://memory-rw:3000");
+        assert_eq!(d["VALORI_DATA_DIR"], DATA_DIR);
+    }
+
+    #[test]
+    fn a_configuration_change_changes_the_template_and_nothing_else_does() {
+        let a = vc("instances: 3");
+        let mut b = a.clone();
+        b.spec.snapshots.every = 7;
+        let tpl = |v: &ValoriCluster| stateful_set(v).spec.unwrap().template;
+        assert_ne!(tpl(&a), tpl(&b));
+        // Scaling or cross-check and failover settings are not the pods' business.
+        let mut c = a.clone();
+        c.spec.instances = 5;
+        c.spec.cross_check.interval_seconds = 5;
+        c.spec.failover.delay_seconds = 1;
+        assert_eq!(tpl(&a), tpl(&c));
+        // And the same resource gives the same bytes.
+        assert_eq!(
+            serde_json::to_vec(&stateful_set(&a)).unwrap(),
+            serde_json::to_vec(&stateful_set(&a.clone())).unwrap()
+        );
+    }
+
+    #[test]
+    fn services_select_the_right_pods() {
+        let v = vc("instances: 3\nserviceType: LoadBalancer");
+        let rw = rw_service(&v, "memory-2").spec.unwrap();
+        assert_eq!(rw.selector.as_ref().unwrap()[POD_NAME_LABEL], "memory-2");
+        assert_eq!(rw.type_.as_deref(), Some("LoadBalancer"));
+        let ro = ro_service(&v).spec.unwrap();
+        assert_eq!(ro.selector.as_ref().unwrap()[ROLE_LABEL], "follower");
+        let any = any_service(&v).spec.unwrap();
+        assert_eq!(any.selector.as_ref().unwrap(), &labels(&v));
+        let h = headless_service(&v).spec.unwrap();
+        assert_eq!(h.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(h.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(h.publish_not_ready_addresses, Some(true));
+        for s in [&rw, &ro, &any, &h] {
+            let ports: Vec<_> = s.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
+            assert_eq!(ports, [HTTP_PORT, GRPC_PORT]);
+        }
+    }
+
+    #[test]
+    fn pods_spread_by_default_and_the_user_can_say_otherwise() {
+        let v = vc("instances: 3");
+        let sts = stateful_set(&v);
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let terms = pod
+            .affinity
+            .unwrap()
+            .pod_anti_affinity
+            .unwrap()
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(
+            terms[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        let v = vc(r#"
+instances: 3
+scheduling:
+  nodeSelector: {disk: ssd}
+  affinity: {}
+  tolerations: [{key: dedicated, operator: Equal, value: valori, effect: NoSchedule}]
+"#);
+        let pod = stateful_set(&v).spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.affinity, Some(Affinity::default()));
+        assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(
+            pod.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+    }
+
+    #[test]
+    fn the_budget_allows_one_pod_down() {
+        let p = pod_disruption_budget(&vc("instances: 3")).spec.unwrap();
+        assert_eq!(p.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(ordinal("memory", "memory-12"), Some(12));
+        assert_eq!(ordinal("memory", "memory-x"), None);
+        assert_eq!(ordinal("memory", "memoryx-1"), None);
+    }
+}
