@@ -135,6 +135,7 @@ struct Pass {
     now: Time,
     progressing: Option<String>,
     degraded: Option<String>,
+    heal: bool,
 }
 
 impl Pass {
@@ -164,6 +165,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         now: now(),
         progressing: None,
         degraded: None,
+        heal: spec.cross_check.heal,
     };
 
     // What does not depend on who leads.
@@ -278,11 +280,39 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         }
     };
 
+    let mut diverged = Vec::new();
     if let Some(leader) = &leader {
         let leader_url = refs[leader].url.clone();
         let epoch = pass.status.epoch;
-        // Every other pod follows the leader at its epoch.
+        let leader_seq = views
+            .iter()
+            .find(|v| &v.name == leader)
+            .and_then(|v| v.node.as_ref())
+            .map_or(0, |n| n.seq);
+        // Every other pod follows the leader at its epoch, but only once its history agrees
+        // with the leader's where both have one: a pod with a foreign history (a claim left
+        // by another cluster, a leader that went its own way) is reported, not followed.
         for pod in plan::to_repoint(&views, leader, &leader_url, epoch) {
+            let seq = views
+                .iter()
+                .find(|v| v.name == pod)
+                .and_then(|v| v.node.as_ref())
+                .map_or(0, |n| n.seq)
+                .min(leader_seq);
+            if seq > 0 {
+                let (theirs, ours) = futures::join!(
+                    nodes.chain_at(&refs[&pod], seq),
+                    nodes.chain_at(&refs[leader], seq)
+                );
+                if let (Ok(a), Ok(b)) = (theirs, ours) {
+                    if a != b {
+                        found_diverged(ctx, &client, &ns, &names, &mut pass, leader, &pod, seq)
+                            .await?;
+                        diverged.push(pod);
+                        continue;
+                    }
+                }
+            }
             match nodes
                 .set_role(&refs[&pod], &follow(epoch, &leader_url))
                 .await
@@ -310,8 +340,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
             )
         });
     let mut chains = BTreeMap::new();
-    let mut diverged = Vec::new();
-    if let (Some(leader), true) = (&leader, due) {
+    if let (Some(leader), true) = (&leader, due && diverged.is_empty()) {
         if let Some(seq) = plan::common_seq(&views) {
             for v in views.iter().filter(|v| v.node.is_some()) {
                 if let Ok(c) = nodes.chain_at(&refs[&v.name], seq).await {
@@ -324,28 +353,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
                 pass.status.last_cross_check = Some(rfc3339(&pass.now));
                 pass.status.last_cross_check_seq = Some(seq);
                 for pod in &verdict.diverged {
-                    pass.event(
-                        EventType::Warning,
-                        "Diverged",
-                        "CrossCheck",
-                        format!(
-                            "{pod}'s chain hash at sequence number {seq} differs from the leader {leader}'s"
-                        ),
-                    );
-                    ctx.metrics.divergences.inc();
-                    if spec.cross_check.heal && pod != leader {
-                        heal(&client, &ns, &names, pod).await?;
-                        pass.event(
-                            EventType::Normal,
-                            "Healing",
-                            "Rebootstrap",
-                            format!(
-                                "deleted {pod} and its claim {}: it re-bootstraps from the leader",
-                                names.claim(pod)
-                            ),
-                        );
-                        ctx.metrics.heals.inc();
-                    }
+                    found_diverged(ctx, &client, &ns, &names, &mut pass, leader, pod, seq).await?;
                 }
             }
         }
@@ -453,6 +461,42 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     } else {
         Duration::from_secs(u64::from(spec.cross_check.interval_seconds))
     }))
+}
+
+/// Reports a pod whose chain hash at `seq` differs from the leader's and, when the spec says
+/// so, heals it (never the leader).
+#[allow(clippy::too_many_arguments)]
+async fn found_diverged(
+    ctx: &Context,
+    client: &Client,
+    ns: &str,
+    names: &Names,
+    pass: &mut Pass,
+    leader: &str,
+    pod: &str,
+    seq: u64,
+) -> Result<(), Error> {
+    pass.event(
+        EventType::Warning,
+        "Diverged",
+        "CrossCheck",
+        format!("{pod}'s chain hash at sequence number {seq} differs from the leader {leader}'s"),
+    );
+    ctx.metrics.divergences.inc();
+    if pass.heal && pod != leader {
+        heal(client, ns, names, pod).await?;
+        pass.event(
+            EventType::Normal,
+            "Healing",
+            "Rebootstrap",
+            format!(
+                "deleted {pod} and its claim {}: it re-bootstraps from the leader",
+                names.claim(pod)
+            ),
+        );
+        ctx.metrics.heals.inc();
+    }
+    Ok(())
 }
 
 fn follow(epoch: u64, leader_url: &str) -> api::SetRole {

@@ -237,7 +237,6 @@ impl Default for FailoverSpec {
 
 /// How the leader's pod is updated.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
 pub enum LeaderUpdate {
     /// Promote the most advanced follower, demote the old leader, then restart it.
     Switchover,

@@ -13,6 +13,7 @@ pub mod failover;
 pub mod lease;
 pub mod metrics;
 pub mod plan;
+pub mod rbac;
 pub mod telemetry;
 
 /// The CRD as YAML, as `crdgen` prints it and `crds/valoricluster.yaml` holds it.

@@ -94,3 +94,25 @@ fn zero_instances_are_refused_by_the_schema() {
     let s: ValoriClusterSpec = serde_json::from_value(json!({"instances": 3})).unwrap();
     assert_eq!((s.instances, s.storage.size.as_str()), (3, "10Gi"));
 }
+
+#[test]
+fn the_example_cluster_is_valid() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/examples/valoricluster.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let vc: valori_operator::crd::ValoriCluster = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(vc.spec.instances, 3);
+    let raw: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert!(ValoriClusterSpec::validate_cel(&raw["spec"], None).is_ok());
+    // Every field it sets is a field of the resource (nothing silently ignored).
+    assert_eq!(
+        serde_json::to_value(&vc.spec).unwrap()["replication"],
+        raw["spec"]["replication"]
+    );
+    assert_eq!(
+        serde_json::to_value(&vc.spec).unwrap()["resources"],
+        raw["spec"]["resources"]
+    );
+}

@@ -4,9 +4,6 @@
 //! lost; and the case where it must wait.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,95 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use valori_operator::failover::{fail_over, Decision, NodeRef, Nodes};
 
-/// The `valori-node` binary: `$VALORI_NODE_BIN`, or the one the workspace build put beside
-/// this test's directory (built here when missing).
-fn node_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("VALORI_NODE_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("valori-node");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "valori-node", "--bin", "valori-node"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building valori-node failed");
-    }
-    bin
-}
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Proc {
-    fn start(dir: &Path, args: &[&str]) -> Proc {
-        let mut child = Command::new(node_binary())
-            .args([
-                "--http-addr",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--no-grpc",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .args(args)
-            .env("VALORI_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("valori-node starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("the node prints its address").unwrap();
-            if let Some(u) = line.strip_prefix("valori-node listening on ") {
-                break u.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, url }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn http() -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn get(url: &str) -> Value {
-    http().get(url).send().unwrap().json().unwrap()
-}
-
-fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !pred() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn vector(i: u64) -> Vec<f64> {
-    (0..4)
-        .map(|j| ((i * 7 + j * 3) % 31) as f64 / 4.0)
-        .collect()
-}
+mod common;
+use common::node::{get, http, vector, wait_until, Proc};
 
 #[test]
 fn the_operator_fails_over_without_losing_an_acknowledged_write() {

@@ -1,0 +1,105 @@
+"""The operator's Helm chart, checked with the real Helm engine (helm-python-sdk) and the
+Kubernetes schemas (kubernetes-validate, strict: unknown fields are errors). Its content is
+read back into k8s-openapi types by operator/tests/chart.rs."""
+
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+CHART = Path(__file__).resolve().parent.parent / "valori-operator"
+KUBE = "1.33.0"
+
+VALUES = {
+    "defaults": {},
+    "ha": {"replicaCount": 3, "leaderElection": {"enabled": True, "leaseSeconds": 20}},
+    "monitored": {"metrics": {"port": 9090, "serviceMonitor": {"enabled": True, "interval": "15s"}}},
+    "own-account": {"serviceAccount": {"create": False, "name": "platform-operators"}},
+    "scheduled": {
+        "nodeSelector": {"pool": "system"},
+        "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
+        "imagePullSecrets": [{"name": "registry"}],
+        "opentelemetry": {"endpoint": "http://otel-collector:4318"},
+        "logging": {"json": False, "level": "debug"},
+    },
+}
+
+# Kinds that come from other projects' CRDs, which the Kubernetes schemas do not know.
+FOREIGN = {"ServiceMonitor"}
+
+
+def render(values):
+    files = helm_python.Chart.load(CHART).render(values, name="valori", namespace="valori-system")
+    objects = []
+    for path, text in files.items():
+        if path.endswith(".yaml"):
+            objects += [o for o in yaml.safe_load_all(text) if o]
+    return objects
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_lint_is_clean_in_strict_mode(values):
+    report = helm_python.lint(CHART, values, strict=True, namespace="valori-system", kube_version="v1.33.0")
+    assert report["errors"] == [], report
+    assert report["messages"] == [], report
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_rendered_objects_match_the_kubernetes_schemas(values):
+    objects = render(values)
+    kinds = sorted(o["kind"] for o in objects)
+    assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"} <= set(kinds)
+    for o in objects:
+        if o["kind"] in FOREIGN:
+            assert o["apiVersion"] == "monitoring.coreos.com/v1"
+            continue
+        kubernetes_validate.validate(o, KUBE, strict=True)
+
+
+def test_the_crd_in_the_chart_matches_the_schemas_and_the_generated_one():
+    chart_crd = (CHART / "crds" / "valoricluster.yaml").read_text()
+    assert chart_crd == (CHART.parent.parent / "crds" / "valoricluster.yaml").read_text()
+    kubernetes_validate.validate(yaml.safe_load(chart_crd), KUBE, strict=True)
+
+
+def test_the_example_cluster_is_a_valoricluster():
+    example = yaml.safe_load((CHART.parent / "examples" / "valoricluster.yaml").read_text())
+    assert example["apiVersion"] == "valori.dev/v1alpha1"
+    assert example["kind"] == "ValoriCluster"
+
+
+def test_values_outside_the_schema_are_refused():
+    for bad in ({"replicaCount": 0}, {"image": {"repository": "x", "pullPolicy": "Sometimes"}}, {"replicas": 2}):
+        with pytest.raises(helm_python.HelmError):
+            render(bad)
+
+
+def test_the_service_account_can_be_brought_by_the_user():
+    objects = render(VALUES["own-account"])
+    assert not [o for o in objects if o["kind"] == "ServiceAccount"]
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "platform-operators"
+    binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"][0]["name"] == "platform-operators"
+
+
+def test_pods_meet_the_restricted_pod_security_standard():
+    for values in VALUES.values():
+        pod = next(o for o in render(values) if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert "resources" in c and c["resources"]["limits"]["memory"]
+
+
+def test_notes_tell_how_to_create_a_cluster():
+    files = helm_python.Chart.load(CHART).render({"replicaCount": 2}, name="valori", namespace="ops")
+    notes = next(v for k, v in files.items() if k.endswith("NOTES.txt"))
+    assert "kind: ValoriCluster" in notes and "kubectl get vc" in notes
+    assert "leader-election Lease" in notes

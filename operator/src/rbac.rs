@@ -1,0 +1,102 @@
+//! The permissions the operator needs, and nothing more: the chart's ClusterRole and Role hold
+//! exactly these (a test renders the chart and compares), and the reconcile scenarios check
+//! that every request the operator makes is covered by them.
+
+/// One RBAC rule: an API group, a resource, and verbs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The API group (`""` for the core group).
+    pub group: &'static str,
+    /// The resource (or `resource/subresource`).
+    pub resource: &'static str,
+    /// The verbs.
+    pub verbs: &'static [&'static str],
+    /// Why the operator needs them.
+    pub why: &'static str,
+}
+
+/// What the operator may do in every namespace (a ClusterRole): it reconciles clusters
+/// wherever they are created.
+pub const CLUSTER_RULES: &[Rule] = &[
+    Rule {
+        group: "valori.dev",
+        resource: "valoriclusters",
+        verbs: &["list", "watch"],
+        why: "the resources it reconciles",
+    },
+    Rule {
+        group: "valori.dev",
+        resource: "valoriclusters/status",
+        verbs: &["patch"],
+        why: "their status, by server-side apply",
+    },
+    Rule {
+        group: "valori.dev",
+        resource: "valoriclusters/finalizers",
+        verbs: &["update"],
+        why: "owner references that block the owner's deletion need it where the OwnerReferencesPermissionEnforcement admission plugin runs",
+    },
+    Rule {
+        group: "apps",
+        resource: "statefulsets",
+        verbs: &["list", "watch", "create", "patch"],
+        why: "the pods' StatefulSet: watched, and server-side applied (an apply that creates is authorized as create too)",
+    },
+    Rule {
+        group: "",
+        resource: "services",
+        verbs: &["list", "watch", "create", "patch"],
+        why: "the read-write, read-only, any-instance and headless Services",
+    },
+    Rule {
+        group: "",
+        resource: "configmaps",
+        verbs: &["create", "patch"],
+        why: "the nodes' settings",
+    },
+    Rule {
+        group: "policy",
+        resource: "poddisruptionbudgets",
+        verbs: &["create", "patch"],
+        why: "the cluster's PodDisruptionBudget",
+    },
+    Rule {
+        group: "",
+        resource: "pods",
+        verbs: &["list", "watch", "patch", "delete"],
+        why: "observing pods, their role labels, restarting one for a rollout or a heal",
+    },
+    Rule {
+        group: "",
+        resource: "persistentvolumeclaims",
+        verbs: &["delete"],
+        why: "re-bootstrapping a diverged follower from an empty volume",
+    },
+    Rule {
+        group: "",
+        resource: "secrets",
+        verbs: &["get"],
+        why: "the API key a cluster's auth Secret holds, to call its nodes' role API",
+    },
+    Rule {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        why: "Events on the clusters (patch adds to a repeated event's series)",
+    },
+];
+
+/// What the operator may do in its own namespace (a Role): leader election.
+pub const NAMESPACE_RULES: &[Rule] = &[Rule {
+    group: "coordination.k8s.io",
+    resource: "leases",
+    verbs: &["get", "create", "update"],
+    why: "the leader-election Lease",
+}];
+
+/// Whether `rules` allow `verb` on `resource` in `group`.
+pub fn allows(rules: &[Rule], group: &str, resource: &str, verb: &str) -> bool {
+    rules
+        .iter()
+        .any(|r| r.group == group && r.resource == resource && r.verbs.contains(&verb))
+}

@@ -1,0 +1,496 @@
+//! A cluster for the reconcile scenarios: the mocked API server, plus what a real cluster's
+//! StatefulSet controller and kubelet would do with what the operator applied. Every pod is a
+//! real `valori-node` process on 127.0.0.1 started with the pod's settings from the ConfigMap;
+//! its claim is a directory that outlives the pod (as a PersistentVolumeClaim does); its Ready
+//! condition is the node's `/readyz`, as the readiness probe in the template asks.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use valori_operator::controller::{self, Context};
+use valori_operator::crd::{ValoriCluster, ValoriClusterStatus};
+use valori_operator::metrics::Metrics;
+
+use super::apiserver::ApiServer;
+use super::node::{http, Proc};
+
+/// The namespace of every scenario.
+pub const NS: &str = "agents";
+
+/// The cluster.
+pub struct Cluster {
+    /// The mocked API server.
+    pub api: ApiServer,
+    /// The operator's context (its client talks to `api`).
+    pub ctx: Arc<Context>,
+    /// The `ValoriCluster`'s name.
+    pub name: String,
+    dir: tempfile::TempDir,
+    procs: Mutex<BTreeMap<String, Proc>>,
+    ports: Mutex<BTreeMap<String, u16>>,
+    urls: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Pods whose node was killed and must stay down until `revive`.
+    down: Mutex<BTreeSet<String>>,
+    /// The API key the test's own requests present.
+    key: Mutex<Option<String>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// A cluster with the `ValoriCluster` `name` whose spec is `spec_yaml`.
+    pub fn new(name: &str, spec_yaml: &str) -> Cluster {
+        let (api, client) = ApiServer::start();
+        let urls: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+        let u = urls.clone();
+        let mut ctx = Context::new(
+            client,
+            Metrics::new(),
+            kube::runtime::events::Reporter {
+                controller: "valori-operator".into(),
+                instance: Some("test".into()),
+            },
+        );
+        // Pods are reached on their own ports here, as they are by DNS name in a cluster.
+        ctx.urls = Arc::new(move |_, pod| {
+            u.lock()
+                .unwrap()
+                .get(pod)
+                .cloned()
+                .unwrap_or_else(|| "http://127.0.0.1:9".into())
+        });
+        ctx.node_timeout = Duration::from_secs(3);
+        ctx.switchover_timeout = Duration::from_secs(30);
+        let c = Cluster {
+            api,
+            ctx: Arc::new(ctx),
+            name: name.into(),
+            dir: tempfile::tempdir().unwrap(),
+            procs: Mutex::default(),
+            ports: Mutex::default(),
+            urls,
+            down: Mutex::default(),
+            key: Mutex::default(),
+        };
+        let spec: Value = serde_yaml::from_str(spec_yaml).unwrap();
+        c.api.put(
+            &c.vc_path(),
+            json!({"apiVersion": "valori.dev/v1alpha1", "kind": "ValoriCluster",
+                   "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        );
+        c
+    }
+
+    /// Paths in the API server.
+    pub fn vc_path(&self) -> String {
+        format!(
+            "/apis/valori.dev/v1alpha1/namespaces/{NS}/valoriclusters/{}",
+            self.name
+        )
+    }
+    /// The StatefulSet's path.
+    pub fn sts_path(&self) -> String {
+        format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{}", self.name)
+    }
+    /// A pod's path.
+    pub fn pod_path(&self, pod: &str) -> String {
+        format!("/api/v1/namespaces/{NS}/pods/{pod}")
+    }
+    /// A claim's path.
+    pub fn claim_path(&self, pod: &str) -> String {
+        format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/data-{pod}")
+    }
+    /// A Service's path.
+    pub fn service_path(&self, suffix: &str) -> String {
+        format!("/api/v1/namespaces/{NS}/services/{}-{suffix}", self.name)
+    }
+    /// Pod `ordinal`'s name.
+    pub fn pod(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.name)
+    }
+    /// A pod's claim directory.
+    pub fn claim_dir(&self, pod: &str) -> PathBuf {
+        self.dir.path().join(format!("data-{pod}"))
+    }
+
+    /// The resource as the API server holds it.
+    pub fn vc(&self) -> ValoriCluster {
+        serde_json::from_value(self.api.get(&self.vc_path()).unwrap()).unwrap()
+    }
+
+    /// Its status.
+    pub fn status(&self) -> ValoriClusterStatus {
+        self.vc().status.unwrap_or_default()
+    }
+
+    /// Changes the spec (a user's `kubectl apply` or `kubectl scale`).
+    pub fn edit(&self, patch: Value) {
+        self.api.patch(&self.vc_path(), json!({ "spec": patch }));
+    }
+
+    /// A pod's node URL.
+    pub fn url(&self, pod: &str) -> String {
+        self.urls.lock().unwrap()[pod].clone()
+    }
+
+    /// One reconcile pass, then the StatefulSet controller and kubelet catch up.
+    pub async fn step(&self) -> Result<(), controller::Error> {
+        let r = controller::reconcile(Arc::new(self.vc()), self.ctx.clone()).await;
+        // The kubelet's work is blocking (processes, probes): off the runtime's workers.
+        tokio::task::block_in_place(|| self.sync());
+        r.map(|_| ())
+    }
+
+    /// Steps until `done` holds of the status, for at most `secs` seconds.
+    pub async fn until(&self, what: &str, secs: u64, done: impl Fn(&ValoriClusterStatus) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Err(e) = self.step().await {
+                eprintln!("reconcile: {e}");
+            }
+            let st = self.status();
+            if done(&st) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; status: {}",
+                serde_json::to_string_pretty(&st).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn revision(template: &Value) -> String {
+        let d = Sha256::digest(serde_json::to_vec(template).unwrap());
+        d[..5].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What the StatefulSet controller and the kubelet do: create missing pods (and claims) from
+    /// the current template, remove pods above the replica count, run each pod's node, and
+    /// report readiness.
+    pub fn sync(&self) {
+        let Some(sts) = self.api.get(&self.sts_path()) else {
+            return;
+        };
+        let rev = format!("{}-{}", self.name, Self::revision(&sts["spec"]["template"]));
+        let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(0) as u32;
+        self.api.patch(
+            &self.sts_path(),
+            json!({"status": {"updateRevision": rev, "replicas": replicas}}),
+        );
+        let config = self
+            .api
+            .get(&format!(
+                "/api/v1/namespaces/{NS}/configmaps/{}-config",
+                self.name
+            ))
+            .expect("the operator applies the ConfigMap before the StatefulSet");
+        // Pods above the count go.
+        let pods = self.api.list(&format!("/api/v1/namespaces/{NS}/pods"));
+        for p in &pods {
+            let name = p["metadata"]["name"].as_str().unwrap().to_string();
+            let ord: u32 = name.rsplit('-').next().unwrap().parse().unwrap();
+            if ord >= replicas {
+                self.api.remove(&self.pod_path(&name));
+            }
+        }
+        // Processes of pods that no longer exist stop (a deleted pod's containers).
+        let existing: BTreeSet<String> = self
+            .api
+            .list(&format!("/api/v1/namespaces/{NS}/pods"))
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        self.procs
+            .lock()
+            .unwrap()
+            .retain(|name, _| existing.contains(name));
+        for ord in 0..replicas {
+            let pod = self.pod(ord);
+            if !existing.contains(&pod) {
+                self.create_pod(&pod, &rev, &sts, &config);
+            }
+        }
+        // Readiness, as the probe on /readyz reports it.
+        for pod in existing
+            .iter()
+            .filter(|p| p.rsplit('-').next().unwrap().parse::<u32>().unwrap() < replicas)
+        {
+            let ready = self.procs.lock().unwrap().contains_key(pod)
+                && http()
+                    .get(format!("{}/readyz", self.url(pod)))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success());
+            self.set_ready(pod, ready);
+        }
+    }
+
+    fn set_ready(&self, pod: &str, ready: bool) {
+        let s = if ready { "True" } else { "False" };
+        self.api.patch(
+            &self.pod_path(pod),
+            json!({"status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": s}]}}),
+        );
+    }
+
+    fn create_pod(&self, pod: &str, rev: &str, sts: &Value, config: &Value) {
+        // A claim that was deleted is a new, empty volume.
+        let dir = self.claim_dir(pod);
+        if self.api.get(&self.claim_path(pod)).is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+            self.api.put(
+                &self.claim_path(pod),
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": format!("data-{pod}"), "namespace": NS}}),
+            );
+        }
+        let mut labels = sts["spec"]["template"]["metadata"]["labels"].clone();
+        labels["statefulset.kubernetes.io/pod-name"] = json!(pod);
+        labels["controller-revision-hash"] = json!(rev);
+        self.api.put(
+            &self.pod_path(pod),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": pod, "namespace": NS, "labels": labels},
+                   "spec": sts["spec"]["template"]["spec"].clone(),
+                   "status": {"podIP": "127.0.0.1",
+                              "conditions": [{"type": "Ready", "status": "False"}]}}),
+        );
+        if !self.down.lock().unwrap().contains(pod) {
+            self.start_node(pod, config);
+        }
+    }
+
+    fn start_node(&self, pod: &str, config: &Value) {
+        let port = *self
+            .ports
+            .lock()
+            .unwrap()
+            .entry(pod.to_string())
+            .or_insert_with(free_port);
+        let mut env: Vec<(String, String)> = config["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .filter(|(k, _)| {
+                k != "VALORI_HTTP_PORT" && k != "VALORI_GRPC_PORT" && k != "VALORI_DATA_DIR"
+            })
+            .collect();
+        // The read-write Service's name resolves to the pod it selects.
+        let rw = self
+            .api
+            .get(&self.service_path("rw"))
+            .and_then(|s| {
+                s["spec"]["selector"]["statefulset.kubernetes.io/pod-name"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .and_then(|p| self.urls.lock().unwrap().get(&p).cloned())
+            .unwrap_or_else(|| "http://127.0.0.1:9".into());
+        for (k, v) in &mut env {
+            if k == "VALORI_LEADER_URL" {
+                *v = rw.clone();
+            }
+        }
+        env.push(("VALORI_FOLLOWER_NAME".into(), pod.into()));
+        // Keys from the auth Secret, as the template's secretKeyRefs ask.
+        let sts = self.api.get(&self.sts_path()).unwrap();
+        for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+        {
+            let r = &e["valueFrom"]["secretKeyRef"];
+            if r.is_object() {
+                let secret = self
+                    .api
+                    .get(&format!(
+                        "/api/v1/namespaces/{NS}/secrets/{}",
+                        r["name"].as_str().unwrap()
+                    ))
+                    .expect("the pod's Secret exists");
+                let b64 = secret["data"][r["key"].as_str().unwrap()].as_str().unwrap();
+                let value = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
+                env.push((e["name"].as_str().unwrap().to_string(), value));
+            }
+        }
+        let proc = Proc::start_on(&self.claim_dir(pod), port, &[], &env);
+        self.urls
+            .lock()
+            .unwrap()
+            .insert(pod.to_string(), proc.url.clone());
+        self.procs.lock().unwrap().insert(pod.to_string(), proc);
+    }
+
+    /// Kills a pod's node (SIGKILL) and keeps it down: its pod stays, unready.
+    pub fn kill(&self, pod: &str) {
+        tokio::task::block_in_place(|| self.kill_blocking(pod))
+    }
+
+    fn kill_blocking(&self, pod: &str) {
+        self.down.lock().unwrap().insert(pod.to_string());
+        if let Some(mut p) = self.procs.lock().unwrap().remove(pod) {
+            p.kill();
+        }
+        self.set_ready(pod, false);
+    }
+
+    /// Starts a killed pod's node again on the same claim.
+    pub fn revive(&self, pod: &str) {
+        tokio::task::block_in_place(|| self.revive_blocking(pod))
+    }
+
+    fn revive_blocking(&self, pod: &str) {
+        self.down.lock().unwrap().remove(pod);
+        let config = self
+            .api
+            .get(&format!(
+                "/api/v1/namespaces/{NS}/configmaps/{}-config",
+                self.name
+            ))
+            .unwrap();
+        self.start_node(pod, &config);
+    }
+
+    /// Asserts that every request the operator made is allowed by the chart's RBAC rules.
+    pub fn assert_permitted(&self) {
+        use valori_operator::rbac::{allows, CLUSTER_RULES};
+        for call in self.api.calls() {
+            for (g, r, v) in call.permissions() {
+                assert!(
+                    allows(CLUSTER_RULES, &g, &r, &v),
+                    "{} {} needs {v} on {g}/{r}, which the operator's ClusterRole lacks",
+                    call.method,
+                    call.path
+                );
+            }
+        }
+    }
+
+    fn authed(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &*self.key.lock().unwrap() {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    /// Adds a Secret holding the cluster's API key (as a user would before creating the
+    /// cluster); the test's own requests present it from then on.
+    pub fn secret(&self, name: &str, key: &str, value: &str) {
+        *self.key.lock().unwrap() = Some(value.to_string());
+        let b64 = B64.encode(value);
+        self.api.put(
+            &format!("/api/v1/namespaces/{NS}/secrets/{name}"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": name, "namespace": NS}, "data": {key: b64}}),
+        );
+    }
+
+    /// Pod names the operator deleted, in order.
+    pub fn deleted_pods(&self) -> Vec<String> {
+        self.api
+            .calls()
+            .iter()
+            .filter(|c| c.method == "DELETE" && c.path.contains("/pods/"))
+            .map(|c| c.path.rsplit('/').next().unwrap().to_string())
+            .collect()
+    }
+
+    /// Events the operator posted: (reason, note).
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.api
+            .list(&format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"))
+            .iter()
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or("").to_string(),
+                    e["note"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// A node's role as it reports it.
+    pub fn role(&self, pod: &str) -> Value {
+        tokio::task::block_in_place(|| self.role_blocking(pod))
+    }
+
+    fn role_blocking(&self, pod: &str) -> Value {
+        self.authed(http().get(format!("{}/v1/role", self.url(pod))))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// Writes `n` records through the leader (creating collection `v` first when needed) and
+    /// returns their ids.
+    pub fn write(&self, leader: &str, from: u64, n: u64) -> Vec<u64> {
+        tokio::task::block_in_place(|| self.write_blocking(leader, from, n))
+    }
+
+    fn write_blocking(&self, leader: &str, from: u64, n: u64) -> Vec<u64> {
+        let url = self.url(leader);
+        let c = http();
+        let _ = self
+            .authed(c.post(format!("{url}/v1/collections")))
+            .json(&json!({"name": "v", "dimension": 4}))
+            .send();
+        (from..from + n)
+            .map(|i| {
+                let r: Value = self
+                    .authed(c.post(format!("{url}/v1/collections/v/records")))
+                    .json(&json!({"vector": super::node::vector(i)}))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                r["id"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("write refused: {r}"))
+            })
+            .collect()
+    }
+
+    /// Every node's (seq, chain hash).
+    pub fn states(&self) -> BTreeMap<String, (u64, String)> {
+        tokio::task::block_in_place(|| self.states_blocking())
+    }
+
+    fn states_blocking(&self) -> BTreeMap<String, (u64, String)> {
+        let urls = self.urls.lock().unwrap().clone();
+        let procs: BTreeSet<String> = self.procs.lock().unwrap().keys().cloned().collect();
+        urls.into_iter()
+            .filter(|(p, _)| procs.contains(p))
+            .map(|(p, u)| {
+                let s: Value = http()
+                    .get(format!("{u}/v1/state"))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                (
+                    p,
+                    (
+                        s["seq"].as_u64().unwrap(),
+                        s["chain_hash"].as_str().unwrap().to_string(),
+                    ),
+                )
+            })
+            .collect()
+    }
+}

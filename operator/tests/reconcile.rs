@@ -1,0 +1,356 @@
+//! Reconcile scenarios: the operator's real reconcile function against a mocked API server
+//! (this machine has no Kubernetes), with every pod a real `valori-node` process on
+//! 127.0.0.1 (see `common/cluster.rs` for what plays the StatefulSet controller and kubelet).
+
+use serde_json::{json, Value};
+
+mod common;
+use common::cluster::{Cluster, NS};
+
+fn condition(st: &valori_operator::crd::ValoriClusterStatus, type_: &str) -> Option<String> {
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+fn healthy(st: &valori_operator::crd::ValoriClusterStatus, n: u32) -> bool {
+    st.phase.as_deref() == Some("Healthy")
+        && st.ready_instances == n
+        && condition(st, "Converged").as_deref() == Some("True")
+        && st
+            .instances_status
+            .iter()
+            .all(|r| r.converged && r.lag == 0)
+}
+
+fn selector_pod(c: &Cluster, svc: &str) -> String {
+    let s = c.api.get(&c.service_path(svc)).expect("the Service exists");
+    s["spec"]["selector"]["statefulset.kubernetes.io/pod-name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const THREE: &str = r#"
+instances: 3
+crossCheck: {intervalSeconds: 1, heal: true}
+failover: {delaySeconds: 1, leaderUpdate: Switchover}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_is_created_bootstrapped_and_converges() {
+    let c = Cluster::new("mem", THREE);
+    c.step().await.unwrap();
+    // Everything it owns was applied server-side by one field manager, owned by the cluster.
+    let applied: Vec<String> = c
+        .api
+        .calls()
+        .iter()
+        .filter(|x| x.method == "PATCH" && x.content_type.starts_with("application/apply-patch"))
+        .map(|x| {
+            assert!(
+                x.query.contains("fieldManager=valori-operator") && x.query.contains("force=true"),
+                "{}",
+                x.query
+            );
+            x.path.clone()
+        })
+        .collect();
+    for (path, kind) in [
+        (
+            format!("/api/v1/namespaces/{NS}/configmaps/mem-config"),
+            "ConfigMap",
+        ),
+        (c.service_path("nodes"), "Service"),
+        (c.service_path("ro"), "Service"),
+        (c.service_path("any"), "Service"),
+        (
+            format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/mem"),
+            "PodDisruptionBudget",
+        ),
+        (c.sts_path(), "StatefulSet"),
+    ] {
+        assert!(applied.contains(&path), "{path} applied: {applied:?}");
+        let obj = c.api.get(&path).unwrap();
+        assert_eq!(obj["kind"], kind);
+        assert_eq!(
+            obj["metadata"]["ownerReferences"][0]["kind"],
+            "ValoriCluster"
+        );
+        assert_eq!(obj["metadata"]["ownerReferences"][0]["name"], "mem");
+    }
+    assert_eq!(c.status().phase.as_deref(), Some("Creating"));
+
+    c.until("a healthy, converged cluster", 90, |st| healthy(st, 3))
+        .await;
+    let st = c.status();
+    assert_eq!(st.current_leader.as_deref(), Some("mem-0"));
+    assert_eq!(st.epoch, 2);
+    assert_eq!(st.observed_generation, Some(1));
+    assert!(st
+        .conditions
+        .iter()
+        .all(|x| x.observed_generation == Some(1)));
+    assert_eq!(st.selector.as_deref(), Some("app.kubernetes.io/instance=mem,app.kubernetes.io/managed-by=valori-operator,app.kubernetes.io/name=valori"));
+    // The roles are the nodes' own, given through the role API, and mirrored in the labels.
+    assert_eq!(c.role("mem-0")["role"], "leader");
+    assert_eq!(c.role("mem-0")["epoch"], 2);
+    for f in ["mem-1", "mem-2"] {
+        let r = c.role(f);
+        assert_eq!(
+            (r["role"].as_str(), r["epoch"].as_u64()),
+            (Some("follower"), Some(2))
+        );
+        assert_eq!(r["leader_url"].as_str(), Some(c.url("mem-0").as_str()));
+        let pod = c.api.get(&c.pod_path(f)).unwrap();
+        assert_eq!(pod["metadata"]["labels"]["valori.dev/role"], "follower");
+    }
+    assert_eq!(selector_pod(&c, "rw"), "mem-0");
+    assert!(c
+        .events()
+        .iter()
+        .any(|(r, n)| r == "LeaderElected" && n.contains("mem-0") && n.contains("epoch 2")));
+
+    // Writes reach every pod; the cross-check compares them where they all are.
+    c.write("mem-0", 0, 20);
+    c.until("the writes to be cross-checked", 60, |st| {
+        healthy(st, 3) && st.last_cross_check_seq >= Some(21)
+    })
+    .await;
+    let states = c.states();
+    assert_eq!(states.len(), 3);
+    assert!(states.values().all(|s| s == &states["mem-0"]), "{states:?}");
+    // Nothing changed: passes restart nothing.
+    for _ in 0..3 {
+        c.step().await.unwrap();
+    }
+    assert!(c.deleted_pods().is_empty(), "{:?}", c.deleted_pods());
+    c.assert_permitted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_adds_and_removes_followers() {
+    let c = Cluster::new("sc", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    c.write("sc-0", 0, 10);
+    c.edit(json!({"instances": 4}));
+    c.until("four converged pods", 90, |st| {
+        healthy(st, 4) && st.instances == 4
+    })
+    .await;
+    assert_eq!(c.status().observed_generation, Some(2));
+    let r = c.role("sc-3");
+    assert_eq!(
+        (r["role"].as_str(), r["epoch"].as_u64()),
+        (Some("follower"), Some(2))
+    );
+    c.edit(json!({"instances": 2}));
+    c.until("two pods", 60, |st| healthy(st, 2) && st.instances == 2)
+        .await;
+    let sts = c.api.get(&c.sts_path()).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 2);
+    assert_eq!(c.status().instances_status.len(), 2);
+    // Scaling is not a rollout: no pod was restarted.
+    assert!(c.deleted_pods().is_empty(), "{:?}", c.deleted_pods());
+    c.assert_permitted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_rolls_followers_first_then_switches_the_leader_over() {
+    let c = Cluster::new("ro", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    let before = c.write("ro-0", 0, 30);
+    // A configuration change is a template change.
+    c.edit(json!({"snapshots": {"every": 1000, "keep": 2}}));
+    c.until("the rollout to finish", 180, |st| {
+        healthy(st, 3) && st.updated_instances == 3
+    })
+    .await;
+    // Followers one at a time (highest ordinal first), then the old leader, after a
+    // switchover made the most advanced follower the leader.
+    assert_eq!(c.deleted_pods(), ["ro-2", "ro-1", "ro-0"]);
+    let st = c.status();
+    assert_eq!(st.current_leader.as_deref(), Some("ro-1"));
+    assert_eq!(st.epoch, 3);
+    assert_eq!(selector_pod(&c, "rw"), "ro-1");
+    assert!(c.events().iter().any(|(r, _)| r == "Switchover"));
+    let r = c.role("ro-0");
+    assert_eq!(
+        (r["role"].as_str(), r["epoch"].as_u64()),
+        (Some("follower"), Some(3))
+    );
+    // Nothing written before was lost, and the new leader takes writes.
+    let after = c.write("ro-1", 100, 5);
+    c.until("the new writes to be cross-checked", 60, |st| {
+        healthy(st, 3) && st.last_cross_check_seq >= Some(1 + 30 + 5)
+    })
+    .await;
+    let states = c.states();
+    assert!(states.values().all(|s| s == &states["ro-1"]), "{states:?}");
+    assert_eq!(
+        states["ro-1"].0,
+        1 + before.len() as u64 + after.len() as u64
+    );
+    // An operator that applies the same template again restarts nothing.
+    let deleted = c.deleted_pods().len();
+    for _ in 0..3 {
+        c.step().await.unwrap();
+    }
+    assert_eq!(c.deleted_pods().len(), deleted);
+    c.assert_permitted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_with_a_foreign_history_is_reported_and_healed() {
+    let c = Cluster::new("dv", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    c.write("dv-0", 0, 10);
+    c.edit(json!({"instances": 2}));
+    c.until("two pods", 60, |st| healthy(st, 2) && st.instances == 2)
+        .await;
+    // dv-2's retained claim gets another history while it is scaled away (a claim left from
+    // another cluster of the same name looks the same).
+    tokio::task::block_in_place(|| {
+        let dir = c.claim_dir("dv-2");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let p = common::node::Proc::start(&dir, &[]);
+        let h = common::node::http();
+        h.post(format!("{}/v1/collections", p.url))
+            .json(&json!({"name": "v", "dimension": 4}))
+            .send()
+            .unwrap();
+        for i in 500..520 {
+            h.post(format!("{}/v1/collections/v/records", p.url))
+                .json(&json!({"vector": common::node::vector(i)}))
+                .send()
+                .unwrap();
+        }
+    });
+    c.edit(json!({"instances": 3}));
+    c.until("the divergence to be reported", 60, |st| {
+        condition(st, "Diverged").as_deref() == Some("True")
+    })
+    .await;
+    let events = c.events();
+    let (_, note) = events
+        .iter()
+        .find(|(r, _)| r == "Diverged")
+        .expect("a Diverged event");
+    assert!(
+        note.contains("dv-2") && note.contains("sequence number"),
+        "{note}"
+    );
+    assert!(events
+        .iter()
+        .any(|(r, n)| r == "Healing" && n.contains("data-dv-2")));
+    // Healing deleted the claim and the pod: the new pod bootstraps from the leader.
+    c.until("the healed cluster to converge", 90, |st| healthy(st, 3))
+        .await;
+    assert!(c
+        .api
+        .calls()
+        .iter()
+        .any(|x| x.method == "DELETE" && x.path.ends_with("/persistentvolumeclaims/data-dv-2")));
+    let states = c.states();
+    assert!(states.values().all(|s| s == &states["dv-0"]), "{states:?}");
+    assert_eq!(condition(&c.status(), "Diverged").as_deref(), Some("False"));
+    c.assert_permitted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_leader_is_failed_over_and_rejoins_as_a_follower() {
+    // With API keys: the operator reads the write key from the cluster's Secret to call the
+    // nodes' role API, and the pods get theirs from it.
+    let c = Cluster::new(
+        "fo",
+        &format!("{THREE}auth: {{secretName: keys, writeKey: api-key}}\n"),
+    );
+    c.secret("keys", "api-key", "s3cret-key");
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    let written = c.write("fo-0", 0, 25);
+    c.until("the writes on every pod", 60, |st| {
+        healthy(st, 3) && st.last_cross_check_seq >= Some(26)
+    })
+    .await;
+    c.kill("fo-0");
+    c.until("a failover", 60, |st| {
+        st.current_leader.as_deref().is_some_and(|l| l != "fo-0")
+    })
+    .await;
+    let st = c.status();
+    let new = st.current_leader.clone().unwrap();
+    assert_eq!(st.epoch, 3);
+    assert_eq!(selector_pod(&c, "rw"), new);
+    let r = c.role(&new);
+    assert_eq!(
+        (
+            r["role"].as_str(),
+            r["epoch"].as_u64(),
+            r["writable"].as_bool()
+        ),
+        (Some("leader"), Some(3), Some(true))
+    );
+    assert!(c
+        .events()
+        .iter()
+        .any(|(r, n)| r == "FailedOver" && n.contains(&new) && n.contains("did not answer")));
+    // Every acknowledged write is on the new leader; it takes new ones.
+    assert_eq!(c.states()[&new].0, 1 + written.len() as u64);
+    c.write(&new, 100, 5);
+    // The old leader returns and follows the new one at the new epoch.
+    c.revive("fo-0");
+    c.until("the old leader to rejoin", 90, |st| {
+        healthy(st, 3) && st.last_cross_check_seq >= Some(31)
+    })
+    .await;
+    let r = c.role("fo-0");
+    assert_eq!(
+        (r["role"].as_str(), r["epoch"].as_u64()),
+        (Some("follower"), Some(3))
+    );
+    let pod: Value = c.api.get(&c.pod_path("fo-0")).unwrap();
+    assert_eq!(pod["metadata"]["labels"]["valori.dev/role"], "follower");
+    c.assert_permitted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_failover_waits_for_enough_followers() {
+    let c = Cluster::new(
+        "sy",
+        r#"
+instances: 3
+replication: {synchronousReplicas: 1, timeoutMs: 5000}
+crossCheck: {intervalSeconds: 1, heal: true}
+failover: {delaySeconds: 1, leaderUpdate: Switchover}
+"#,
+    );
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    c.write("sy-0", 0, 10);
+    // The leader and one follower go: with two followers and one synchronous replica, both
+    // followers must answer, or the only copy of an acknowledged write may be the silent one.
+    c.kill("sy-0");
+    c.kill("sy-2");
+    c.until("the failover to wait", 60, |st| {
+        st.phase_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("failover waits") && r.contains("reached 1 of 2"))
+    })
+    .await;
+    assert!(c
+        .events()
+        .iter()
+        .any(|(r, n)| r == "FailoverWaiting" && n.contains("reached 1 of 2")));
+    assert_eq!(c.role("sy-1")["role"], "follower");
+    assert_eq!(c.status().current_leader.as_deref(), Some("sy-0"));
+    // The follower returns: now the operator may promote.
+    c.revive("sy-2");
+    c.until("a failover", 60, |st| {
+        st.current_leader.as_deref().is_some_and(|l| l != "sy-0")
+    })
+    .await;
+    let new = c.status().current_leader.unwrap();
+    assert_eq!(c.states()[&new].0, 11);
+    assert_eq!(selector_pod(&c, "rw"), new);
+    c.assert_permitted();
+}
