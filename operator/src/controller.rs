@@ -188,7 +188,13 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         &desired::stateful_set(vc),
     )
     .await?;
-    let update_revision = sts.status.as_ref().and_then(|s| s.update_revision.clone());
+    // The StatefulSet controller reports the revision of a new template only once it has
+    // observed it; until then the revision is unknown, and a rollout waits.
+    let update_revision = sts
+        .status
+        .as_ref()
+        .filter(|s| s.observed_generation == sts.metadata.generation)
+        .and_then(|s| s.update_revision.clone());
 
     // The pods and their nodes.
     let key = match &spec.auth {
@@ -292,7 +298,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         // Every other pod follows the leader at its epoch, but only once its history agrees
         // with the leader's where both have one: a pod with a foreign history (a claim left
         // by another cluster, a leader that went its own way) is reported, not followed.
-        for pod in plan::to_repoint(&views, leader, &leader_url, epoch) {
+        for pod in plan::to_repoint(&views, leader, epoch) {
             let seq = views
                 .iter()
                 .find(|v| v.name == pod)
@@ -308,6 +314,9 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
                     if a != b {
                         found_diverged(ctx, &client, &ns, &names, &mut pass, leader, &pod, seq)
                             .await?;
+                        if pass.heal {
+                            views.retain(|v| v.name != pod);
+                        }
                         diverged.push(pod);
                         continue;
                     }
@@ -343,7 +352,10 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     if let (Some(leader), true) = (&leader, due && diverged.is_empty()) {
         if let Some(seq) = plan::common_seq(&views) {
             for v in views.iter().filter(|v| v.node.is_some()) {
-                if let Ok(c) = nodes.chain_at(&refs[&v.name], seq).await {
+                if seq == 0 {
+                    // No history anywhere yet: every pod agrees with the leader's empty one.
+                    chains.insert(v.name.clone(), String::new());
+                } else if let Ok(c) = nodes.chain_at(&refs[&v.name], seq).await {
                     chains.insert(v.name.clone(), c);
                 }
             }
@@ -354,6 +366,9 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
                 pass.status.last_cross_check_seq = Some(seq);
                 for pod in &verdict.diverged {
                     found_diverged(ctx, &client, &ns, &names, &mut pass, leader, pod, seq).await?;
+                    if pass.heal && pod != leader {
+                        views.retain(|v| &v.name != pod);
+                    }
                 }
             }
         }
@@ -644,13 +659,19 @@ async fn label_roles(
             continue;
         };
         if p.labels().get(ROLE_LABEL).map(String::as_str) != Some(role) {
-            pods_api
+            let patched = pods_api
                 .patch(
                     &v.name,
                     &PatchParams::default(),
                     &Patch::Merge(json!({"metadata": {"labels": {ROLE_LABEL: role}}})),
                 )
-                .await?;
+                .await;
+            match patched {
+                Ok(_) => {}
+                // Deleted meanwhile: its successor is labelled on the next pass.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

@@ -128,19 +128,18 @@ pub fn failover_due(unready_since: i64, now: i64, delay_seconds: u32) -> bool {
     now.saturating_sub(unready_since) >= i64::from(delay_seconds)
 }
 
-/// The role every pod but the leader must have: a follower of `leader_url` at `epoch`. Returns
-/// the pods whose node answered with anything else (a former leader, a new pod, a follower of
-/// another leader or of an older epoch). A pod whose assignment is already at `epoch` or later
-/// is left alone: the node would refuse the same epoch with another leader, and a later epoch
-/// is not the controller's to undo.
-pub fn to_repoint(pods: &[PodView], leader: &str, leader_url: &str, epoch: u64) -> Vec<String> {
+/// The role every pod but the leader must have: a follower of the leader, assigned through the
+/// role API at the leader's `epoch`. Returns the pods whose assignment is older (a former
+/// leader, a new pod that follows by its flags, a follower of an older epoch), even when they
+/// already follow the right URL: an assignment from the role API is what makes a follower
+/// refuse older leaders and heal by itself. A pod whose assignment is already at `epoch` or
+/// later is left alone: the node would refuse the same epoch with another leader, and a later
+/// epoch is not the controller's to undo.
+pub fn to_repoint(pods: &[PodView], leader: &str, epoch: u64) -> Vec<String> {
     pods.iter()
         .filter(|p| p.name != leader && !p.terminating)
         .filter_map(|p| p.node.as_ref().map(|n| (p, n)))
-        .filter(|(_, n)| {
-            n.epoch < epoch
-                && !(n.role == api::Role::Follower && n.leader_url.as_deref() == Some(leader_url))
-        })
+        .filter(|(_, n)| n.epoch < epoch)
         .map(|(p, _)| p.name.clone())
         .collect()
 }
@@ -241,12 +240,17 @@ pub struct Verdict {
 }
 
 /// The sequence number the pods are compared at: the lowest that every pod holding history
-/// has reached (pods still empty hold nothing to compare).
+/// has reached (pods still empty hold nothing to compare); 0 when every answering pod is
+/// empty (they agree: there is nothing yet); `None` when no pod answers.
 pub fn common_seq(pods: &[PodView]) -> Option<u64> {
-    pods.iter()
+    let seqs: Vec<u64> = pods
+        .iter()
         .filter_map(|p| p.node.as_ref().map(|n| n.seq))
-        .filter(|&s| s > 0)
-        .min()
+        .collect();
+    if seqs.is_empty() {
+        return None;
+    }
+    Some(seqs.into_iter().filter(|&s| s > 0).min().unwrap_or(0))
 }
 
 /// Compares the chain hashes the pods gave at the common sequence number with the leader's.
@@ -320,7 +324,7 @@ pub fn instance_rows(
                     role: role_label(p, leader).map(str::to_string),
                     ready: p.ready(),
                     seq: p.seq(),
-                    chain_hash: chains.get(&p.name).cloned(),
+                    chain_hash: chains.get(&p.name).filter(|c| !c.is_empty()).cloned(),
                     state_hash: state_hashes.get(&p.name).cloned(),
                     lag: leader_seq.saturating_sub(p.seq()),
                     converged: p.node.is_some() && !diverged.contains(&p.name),
@@ -481,8 +485,13 @@ mod tests {
             pod(5, None),
             // Told by someone at a later epoch: not ours to undo.
             follower(6, 4, 10, "http://elsewhere"),
+            // The right leader, but by its flags or an older assignment.
+            follower(7, 2, 10, url),
         ];
-        assert_eq!(to_repoint(&pods, "vc-1", url, 3), ["vc-0", "vc-3", "vc-4"]);
+        assert_eq!(
+            to_repoint(&pods, "vc-1", 3),
+            ["vc-0", "vc-3", "vc-4", "vc-7"]
+        );
         assert_eq!(role_label(&pods[0], Some("vc-1")), Some("follower"));
         assert_eq!(role_label(&pods[1], Some("vc-1")), Some("leader"));
         assert_eq!(role_label(&pods[5], Some("vc-1")), None);
@@ -577,7 +586,8 @@ mod tests {
             pod(3, None),
         ];
         assert_eq!(common_seq(&pods), Some(40));
-        assert_eq!(common_seq(&[fresh(0)]), None);
+        assert_eq!(common_seq(&[fresh(0), fresh(1)]), Some(0));
+        assert_eq!(common_seq(&[pod(0, None)]), None);
         let chains = BTreeMap::from([
             ("vc-0".to_string(), "aa".to_string()),
             ("vc-1".to_string(), "bb".to_string()),

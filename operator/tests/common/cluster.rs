@@ -53,6 +53,11 @@ fn free_port() -> u16 {
 impl Cluster {
     /// A cluster with the `ValoriCluster` `name` whose spec is `spec_yaml`.
     pub fn new(name: &str, spec_yaml: &str) -> Cluster {
+        // The operator's logs, with RUST_LOG=valori_operator=debug.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let (api, client) = ApiServer::start();
         let urls: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
         let u = urls.clone();
@@ -188,9 +193,11 @@ impl Cluster {
         };
         let rev = format!("{}-{}", self.name, Self::revision(&sts["spec"]["template"]));
         let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(0) as u32;
+        let generation = sts["metadata"]["generation"].clone();
         self.api.patch(
             &self.sts_path(),
-            json!({"status": {"updateRevision": rev, "replicas": replicas}}),
+            json!({"status": {"updateRevision": rev, "replicas": replicas,
+                              "observedGeneration": generation}}),
         );
         let config = self
             .api
@@ -477,8 +484,8 @@ impl Cluster {
         urls.into_iter()
             .filter(|(p, _)| procs.contains(p))
             .map(|(p, u)| {
-                let s: Value = http()
-                    .get(format!("{u}/v1/state"))
+                let s: Value = self
+                    .authed(http().get(format!("{u}/v1/state")))
                     .send()
                     .unwrap()
                     .json()
