@@ -4,6 +4,11 @@ use clap::Parser;
 use valori_node::Config;
 
 fn main() {
+    // `valori-node healthcheck`: the container image's health check (a scratch image has no
+    // curl). Asks this container's node for /healthz on VALORI_HTTP_PORT.
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        std::process::exit(healthcheck());
+    }
     let config = Config::parse();
     let telemetry = match valori_node::telemetry::Telemetry::init(&config.log) {
         Ok(t) => t,
@@ -50,6 +55,41 @@ fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
         valori_node::serve(&config, engine, listener, grpc, shutdown_signal()).await
     })
+}
+
+/// Exit status 0 when the node on this host answers `GET /healthz` with 200. With TLS
+/// configured the port accepting a connection is the answer (this probe speaks no TLS).
+fn healthcheck() -> i32 {
+    use std::io::{Read, Write};
+    let port: u16 = std::env::var("VALORI_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        eprintln!("valori-node healthcheck: nothing listens on port {port}");
+        return 1;
+    };
+    if std::env::var_os("VALORI_TLS_CERT").is_some() {
+        return 0;
+    }
+    let _ = s.set_read_timeout(Some(timeout));
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    if s.write_all(request.as_bytes()).is_err() || s.read_to_string(&mut answer).is_err() {
+        eprintln!("valori-node healthcheck: no answer on port {port}");
+        return 1;
+    }
+    if answer.starts_with("HTTP/1.1 200") {
+        0
+    } else {
+        eprintln!(
+            "valori-node healthcheck: {}",
+            answer.lines().next().unwrap_or("empty answer")
+        );
+        1
+    }
 }
 
 async fn shutdown_signal() {

@@ -898,3 +898,22 @@ fn metric_labels_stay_bounded() {
         .count();
     assert_eq!(follower_series, 64);
 }
+
+#[test]
+fn the_healthcheck_command_asks_the_local_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let port = node.url.rsplit(':').next().unwrap().to_string();
+    let check = |port: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_valori-node"))
+            .arg("healthcheck")
+            .env("VALORI_HTTP_PORT", port)
+            .output()
+            .unwrap()
+    };
+    assert!(check(&port).status.success());
+    drop(node);
+    let out = check(&port);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("healthcheck"));
+}

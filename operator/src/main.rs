@@ -1,6 +1,10 @@
 //! `valori-operator`: reconciles `ValoriCluster` resources. With `--leader-election` (the
 //! chart's default when it runs more than one replica) only the replica holding the Lease
 //! reconciles; the others wait to take over.
+//!
+//! `valori-operator failover ...` runs the arbiter's failover once against nodes named on the
+//! command line (the same function the reconcile loop calls), for clusters run outside
+//! Kubernetes and for the container fault suite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,8 @@ use valori_operator::telemetry::Telemetry;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Address of `/metrics` and `/healthz`.
     #[arg(
         long,
@@ -50,9 +56,86 @@ struct Args {
     node_timeout_seconds: u64,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Fail over once: fence the old leader, promote the most advanced agreeing follower with
+    /// the next epoch, point the others at it. Prints the outcome as JSON; exits 0 when it
+    /// promoted, 3 when it must wait (the reason is printed), 1 on an error.
+    Failover {
+        /// The old leader, as NAME=URL (left out when it is gone for good).
+        #[arg(long)]
+        leader: Option<String>,
+        /// A follower, as NAME=URL (repeat for each).
+        #[arg(long = "follower", required = true)]
+        followers: Vec<String>,
+        /// The cluster's synchronous replicas.
+        #[arg(long, default_value_t = 0)]
+        sync_replicas: u32,
+        /// The epoch of the current leader (the new one is above it and above every epoch a
+        /// follower has seen).
+        #[arg(long, default_value_t = 1)]
+        epoch: u64,
+        /// The cluster's read-write API key.
+        #[arg(long, env = "VALORI_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// How long a call to a node may take, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_seconds: u64,
+    },
+}
+
+fn node_ref(spec: &str) -> anyhow::Result<valori_operator::failover::NodeRef> {
+    let (name, url) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("{spec:?}: expected NAME=URL"))?;
+    Ok(valori_operator::failover::NodeRef {
+        name: name.into(),
+        url: url.trim_end_matches('/').into(),
+    })
+}
+
+async fn failover_once(cmd: Cmd) -> anyhow::Result<i32> {
+    use valori_operator::failover::{fail_over, Decision, Nodes};
+    let Cmd::Failover {
+        leader,
+        followers,
+        sync_replicas,
+        epoch,
+        api_key,
+        timeout_seconds,
+    } = cmd;
+    let old = leader.as_deref().map(node_ref).transpose()?;
+    let followers = followers
+        .iter()
+        .map(|f| node_ref(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let nodes = Nodes::new(api_key, Duration::from_secs(timeout_seconds));
+    let out = fail_over(&nodes, old.as_ref(), &followers, sync_replicas, epoch).await?;
+    let (decision, code) = match &out.decision {
+        Decision::Promote { name, epoch } => (
+            serde_json::json!({"promote": {"name": name, "epoch": epoch}}),
+            0,
+        ),
+        Decision::Wait { reason } => (serde_json::json!({"wait": reason}), 3),
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "decision": decision,
+            "old_leader_fenced": out.old_leader_fenced,
+            "repointed": out.repointed,
+        })
+    );
+    Ok(code)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(cmd) = args.command.take() {
+        let code = failover_once(cmd).await?;
+        std::process::exit(code);
+    }
     let telemetry = Telemetry::init(&args.log, args.log_json)?;
     let metrics = Metrics::new();
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr).await?;
