@@ -75,7 +75,8 @@ fn healthcheck() -> i32 {
         return 0;
     }
     let _ = s.set_read_timeout(Some(timeout));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     let mut answer = String::new();
     if s.write_all(request.as_bytes()).is_err() || s.read_to_string(&mut answer).is_err() {
         eprintln!("valori-node healthcheck: no answer on port {port}");

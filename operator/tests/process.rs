@@ -34,9 +34,17 @@ async fn metrics_and_health_are_served() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
     }
-    let health = http.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     m.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
-    let health = http.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 503);
 }
