@@ -349,6 +349,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
             )
         });
     let mut chains = BTreeMap::new();
+    let mut state_hashes = BTreeMap::new();
     if let (Some(leader), true) = (&leader, due && diverged.is_empty()) {
         if let Some(seq) = plan::common_seq(&views) {
             for v in views.iter().filter(|v| v.node.is_some()) {
@@ -357,6 +358,18 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
                     chains.insert(v.name.clone(), String::new());
                 } else if let Ok(c) = nodes.chain_at(&refs[&v.name], seq).await {
                     chains.insert(v.name.clone(), c);
+                }
+            }
+            // Each pod's state hash where it stands, for the status (the nodes compare full
+            // state hashes among themselves; the operator shows them).
+            for v in views.iter().filter(|v| v.node.is_some()) {
+                if let Some(h) = nodes
+                    .state(&refs[&v.name])
+                    .await
+                    .ok()
+                    .and_then(|s| s.state_hash)
+                {
+                    state_hashes.insert(v.name.clone(), h);
                 }
             }
             if let Some(reference) = chains.get(leader).cloned() {
@@ -463,7 +476,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         &mut pass,
         &views,
         leader.as_deref(),
-        &chains,
+        (&chains, &state_hashes),
         &diverged,
         update_revision.as_deref(),
     )
@@ -702,7 +715,7 @@ async fn finish(
     pass: &mut Pass,
     views: &[PodView],
     leader: Option<&str>,
-    chains: &BTreeMap<String, String>,
+    (chains, state_hashes): (&BTreeMap<String, String>, &BTreeMap<String, String>),
     diverged: &[String],
     update_revision: Option<&str>,
 ) -> Result<(), Error> {
@@ -714,12 +727,18 @@ async fn finish(
         views,
         leader,
         chains,
-        &BTreeMap::new(),
+        state_hashes,
         diverged,
         update_revision,
     );
-    // Chain hashes from a cross-check not run this pass are kept.
+    // Hashes from a cross-check not run this pass are kept.
     for r in &mut rows {
+        if r.state_hash.is_none() {
+            r.state_hash = previous_rows
+                .iter()
+                .find(|p| p.pod == r.pod)
+                .and_then(|p| p.state_hash.clone());
+        }
         if r.chain_hash.is_none() {
             r.chain_hash = previous_rows
                 .iter()

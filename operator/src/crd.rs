@@ -363,7 +363,7 @@ pub struct InstanceStatus {
     /// Its chain hash at `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_hash: Option<String>,
-    /// Its state hash at `seq`.
+    /// Its state hash at the last cross-check (at its own sequence number then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_hash: Option<String>,
     /// Events behind the leader.

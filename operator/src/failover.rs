@@ -234,6 +234,12 @@ impl Nodes {
         Ok(s.chain_hash)
     }
 
+    /// `GET /v1/state`: the node's sequence number, chain hash and state hash now.
+    pub async fn state(&self, node: &NodeRef) -> Result<api::State, CallError> {
+        self.call(node, reqwest::Method::GET, "/v1/state", None, None)
+            .await
+    }
+
     /// `PUT /v1/role`.
     pub async fn set_role(
         &self,

@@ -121,6 +121,18 @@ async fn a_new_cluster_is_created_bootstrapped_and_converges() {
     let states = c.states();
     assert_eq!(states.len(), 3);
     assert!(states.values().all(|s| s == &states["mem-0"]), "{states:?}");
+    // The status shows each pod's chain hash at the common sequence number and state hash.
+    c.until("a cross-check of the idle cluster", 30, |st| {
+        st.instances_status
+            .iter()
+            .all(|r| r.state_hash.is_some() && r.state_hash == st.instances_status[0].state_hash)
+    })
+    .await;
+    let st = c.status();
+    assert!(st
+        .instances_status
+        .iter()
+        .all(|r| r.chain_hash.as_deref() == Some(states["mem-0"].1.as_str()) && r.seq == 21));
     // Nothing changed: passes restart nothing.
     for _ in 0..3 {
         c.step().await.unwrap();
