@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the valori-node and valori-operator images from binaries built on this host, on
 # `scratch` (no registry is needed: nothing is pulled). Each image holds exactly the binary
-# (debug symbols stripped), the shared libraries `ldd` lists for it, /etc/passwd and /etc/group
-# for its non-root user, and for the node its data directory.
+# (debug symbols stripped), the shared libraries `ldd` lists for it, the system's CA roots,
+# /etc/passwd and /etc/group for its non-root user, and for the node its data directory.
 #
 #   e2e/build-images.sh            # dev-profile binaries (what the test suite builds)
 #   PROFILE=release e2e/build-images.sh
@@ -36,6 +36,10 @@ image() {
     mkdir -p "$ctx/rootfs$(dirname "$lib")"
     cp -L "$lib" "$ctx/rootfs$lib"
   done
+  # The system's CA roots: the HTTP clients (a follower's, the operator's, the trace exporter)
+  # refuse to start without any.
+  mkdir -p "$ctx/rootfs/etc/ssl/certs"
+  cp -L /etc/ssl/certs/ca-certificates.crt "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"
   printf 'root:x:0:0:root:/:/sbin/nologin\n%s:x:%s:%s:%s:/data:/sbin/nologin\n' "$name" "$uid" "$uid" "$name" > "$ctx/rootfs/etc/passwd"
   printf 'root:x:0:\n%s:x:%s:\n' "$name" "$uid" > "$ctx/rootfs/etc/group"
   # (The engine's note that its legacy builder is deprecated is left out.)

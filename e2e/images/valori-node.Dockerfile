@@ -5,7 +5,8 @@ FROM scratch
 COPY rootfs/ /
 COPY --chown=10001:10001 data/ /data/
 USER 10001:10001
-ENV VALORI_HTTP_ADDR=0.0.0.0 \
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    VALORI_HTTP_ADDR=0.0.0.0 \
     VALORI_HTTP_PORT=3000 \
     VALORI_GRPC_PORT=50051 \
     VALORI_DATA_DIR=/data \

@@ -3,7 +3,8 @@
 FROM scratch
 COPY rootfs/ /
 USER 65532:65532
-ENV VALORI_OPERATOR_METRICS_ADDR=0.0.0.0:8080 \
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    VALORI_OPERATOR_METRICS_ADDR=0.0.0.0:8080 \
     VALORI_OPERATOR_LOG_JSON=true
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/valori-operator"]

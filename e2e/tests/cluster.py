@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import random
 import subprocess
 import threading
 import time
@@ -107,6 +106,7 @@ class Client(threading.Thread):
         self.reads: List[Read] = []
         self.failures = 0
         self.unknown = 0
+        self.last_error = ""
         self.next_tag = 1
         self.stop_flag = threading.Event()
         self.paused = threading.Event()
@@ -130,9 +130,11 @@ class Client(threading.Thread):
                         self.unknown += 1
                     else:
                         self.failures += 1
-            except OSError:
+                    self.last_error = f"{target}: {e}"
+            except OSError as e:
                 with self.lock:
                     self.failures += 1
+                    self.last_error = f"{target}: {e}"
             if tag % self.read_every == 0:
                 with self.lock:
                     before = max((a.seq for a in self.acks), default=0)
@@ -160,7 +162,7 @@ class Cluster:
         self.name = name
         self.sync = sync_replicas
         self.size = size
-        self.subnet_octet = random.Random(os.getpid() ^ hash(name)).randrange(16, 250)
+        self.subnet_octet = 16 + (os.getpid() * 7 + sum(name.encode()) * 13) % 234
         self.net = f"{name}-net"
         self.nodes = [f"{name}-n{i}" for i in range(size)]
         self.ips = {n: f"172.29.{self.subnet_octet}.{10 + i}" for i, n in enumerate(self.nodes)}
@@ -172,11 +174,25 @@ class Cluster:
 
     def start(self) -> None:
         self.teardown()
-        docker("network", "create", "--subnet", f"172.29.{self.subnet_octet}.0/24", self.net)
-        for node in self.nodes:
-            self._run(node)
-        self.wait_healthy(self.nodes)
-        call(self.url(self.leader), "POST", "/v1/collections", {"name": "v", "dimension": DIM})
+        try:
+            docker("network", "create", "--subnet", f"172.29.{self.subnet_octet}.0/24", self.net)
+            for node in self.nodes:
+                self._run(node)
+            self.wait_healthy(self.nodes)
+            # The first write waits for followers to be following: with synchronous replication
+            # it could not be acknowledged before.
+            deadline = time.time() + 60
+            while True:
+                r = call(self.url(self.leader), "GET", "/v1/replication")
+                if len(r["followers"]) == self.size - 1:
+                    break
+                if time.time() > deadline:
+                    raise AssertionError(f"followers never reached the leader: {r}")
+                time.sleep(0.2)
+            call(self.url(self.leader), "POST", "/v1/collections", {"name": "v", "dimension": DIM})
+        except BaseException:
+            self.teardown()
+            raise
 
     def _run(self, node: str) -> None:
         env = {

@@ -40,7 +40,9 @@ def wait_acks(client: Client, more: int, secs: float = 60) -> None:
     want = len(client.acked()) + more
     deadline = time.time() + secs
     while len(client.acked()) < want:
-        assert time.time() < deadline, f"the client got no acknowledgement for {secs}s (failures {client.failures})"
+        assert time.time() < deadline, (
+            f"the client got no acknowledgement for {secs}s (failures {client.failures}, last: {client.last_error})"
+        )
         time.sleep(0.05)
 
 

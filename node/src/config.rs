@@ -17,15 +17,20 @@ pub struct Config {
     /// HTTP port (0 picks a free one; the node prints the address it bound).
     #[arg(long, env = "VALORI_HTTP_PORT", default_value_t = 3000)]
     pub http_port: u16,
-    /// gRPC port (0 picks a free one; the node prints the address it bound).
-    #[arg(long, env = "VALORI_GRPC_PORT", default_value_t = 50051)]
-    pub grpc_port: u16,
+    /// gRPC port (0 picks a free one; the node prints the address it bound). Default: 50051
+    /// with the default HTTP port 3000, and as far from 50051 as the HTTP port is from 3000
+    /// otherwise (3001 gives 50052), so that nodes started side by side on consecutive HTTP
+    /// ports do not clash.
+    #[arg(long, env = "VALORI_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
     /// Do not serve gRPC.
     #[arg(long, env = "VALORI_NO_GRPC")]
     pub no_grpc: bool,
-    /// Directory for the event log and snapshots.
-    #[arg(long, env = "VALORI_DATA_DIR", default_value = "./valori_data")]
-    pub data_dir: PathBuf,
+    /// Directory for the event log and snapshots. Default: `./valori_data` with the default
+    /// HTTP port 3000, `./valori_data_<port>` with another, so that two nodes started in one
+    /// directory never share one.
+    #[arg(long, env = "VALORI_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Take a snapshot every this many events (0: only on request).
     #[arg(long, env = "VALORI_SNAPSHOT_EVERY", default_value_t = 100_000)]
     pub snapshot_every: u64,
@@ -109,8 +114,21 @@ impl Config {
     /// Parses flags and environment for a node with `data_dir`, for tests and embedding.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
         let mut c = Config::parse_from(["valori-node"]);
-        c.data_dir = data_dir.into();
+        c.data_dir = Some(data_dir.into());
         c
+    }
+
+    /// The data directory: as given, or the default for the HTTP port.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| default_data_dir(self.http_port))
+    }
+
+    /// The gRPC port: as given, or the default for the HTTP port.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port
+            .unwrap_or_else(|| default_grpc_port(self.http_port))
     }
 
     /// The read-write and read-only keys, read from flags, environment or files.
@@ -127,5 +145,50 @@ impl Config {
             read(&self.api_key, &self.api_key_file)?.filter(|k| !k.is_empty()),
             read(&self.read_api_key, &self.read_api_key_file)?.filter(|k| !k.is_empty()),
         ))
+    }
+}
+
+/// The default data directory for a node on HTTP port `http`.
+pub fn default_data_dir(http: u16) -> PathBuf {
+    match http {
+        3000 => PathBuf::from("./valori_data"),
+        p => PathBuf::from(format!("./valori_data_{p}")),
+    }
+}
+
+/// The default gRPC port for a node on HTTP port `http`: 50051 for 3000, shifted by the HTTP
+/// port's distance from 3000 otherwise, wrapped into 1024-65535; 0 (any) for 0.
+pub fn default_grpc_port(http: u16) -> u16 {
+    if http == 0 {
+        return 0;
+    }
+    let shifted = 50051 + i64::from(http) - 3000;
+    let span = 65536 - 1024;
+    (1024 + (shifted - 1024).rem_euclid(span)) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_side_by_side_get_their_own_ports_and_directories() {
+        assert_eq!(default_grpc_port(3000), 50051);
+        assert_eq!(default_grpc_port(3001), 50052);
+        assert_eq!(default_grpc_port(3002), 50053);
+        assert_eq!(default_grpc_port(0), 0);
+        for p in [1, 80, 1023, 8080, 18484, 18485, 40000, 65535] {
+            let g = default_grpc_port(p);
+            assert!(g >= 1024 && g != p, "{p} -> {g}");
+        }
+        assert_eq!(default_data_dir(3000), PathBuf::from("./valori_data"));
+        assert_eq!(default_data_dir(3001), PathBuf::from("./valori_data_3001"));
+        let c = Config::parse_from(["valori-node", "--http-port", "3001"]);
+        assert_eq!(
+            (c.grpc_port(), c.data_dir()),
+            (50052, PathBuf::from("./valori_data_3001"))
+        );
+        let c = Config::parse_from(["valori-node", "--grpc-port", "7", "--data-dir", "/x"]);
+        assert_eq!((c.grpc_port(), c.data_dir()), (7, PathBuf::from("/x")));
     }
 }

@@ -99,6 +99,9 @@ enum Job {
     ),
     /// A new role: ordered with writes, so a write either commits before it or is refused.
     SetRole(Assignment, oneshot::Sender<Result<RoleState, NodeError>>),
+    /// Makes the writer panic (tests of what the node does when its writer dies).
+    #[cfg(test)]
+    Panic,
 }
 
 struct Shared {
@@ -171,11 +174,29 @@ impl Engine {
     }
 
     fn send(&self, job: Job) -> Result<(), NodeError> {
+        if let Some(why) = self.writer_stopped() {
+            return Err(NodeError::Internal(why));
+        }
         let tx = self.tx.lock().expect("sender lock");
         tx.as_ref()
             .ok_or(NodeError::ShuttingDown)?
             .send(job)
             .map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Why writes cannot be served, if the writer thread ended while the node still runs (it
+    /// panicked: a bug). The node is then not ready and refuses writes; a restart recovers
+    /// from the durable log.
+    fn writer_stopped(&self) -> Option<String> {
+        let running = self.tx.lock().expect("sender lock").is_some();
+        let finished = self
+            .writer
+            .lock()
+            .expect("writer lock")
+            .as_ref()
+            .is_some_and(|h| h.is_finished());
+        (running && finished)
+            .then(|| "the writer thread stopped unexpectedly: restart the node".to_string())
     }
 
     /// Submits an event; resolves once it is durable and applied (or refused).
@@ -368,6 +389,9 @@ impl Engine {
         if self.tx.lock().expect("sender lock").is_none() {
             return Some("shutting down".into());
         }
+        if let Some(why) = self.writer_stopped() {
+            return Some(why);
+        }
         let role = self.role();
         role.fenced().then(|| {
             format!(
@@ -508,6 +532,7 @@ fn not_writable(role: &RoleState) -> Option<NodeError> {
 fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, OpenError> {
     let exec = Threads::new(config.index_threads);
     let mut kernel = Kernel::new();
+    let mut unusable = Vec::new();
     for snap in store.snapshots()?.iter().rev() {
         let bytes = crate::store::map_snapshot(&snap.path)?;
         match Kernel::restore(&bytes) {
@@ -517,9 +542,16 @@ fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, OpenError> {
                 break;
             }
             Err(e) => {
-                tracing::warn!(path = %snap.path.display(), error = %e, "skipping snapshot that does not verify")
+                tracing::warn!(path = %snap.path.display(), error = %e, "skipping snapshot that does not verify");
+                unusable.push(format!("{} ({e})", snap.path.display()));
             }
         }
+    }
+    // No snapshot to start from: only a log that begins at 1 holds the whole state.
+    if kernel.seq() == 0 && !unusable.is_empty() && store.first_seq()? != Some(1) {
+        return Err(OpenError::NoUsableSnapshot {
+            files: unusable.join(", "),
+        });
     }
     // The snapshot must agree with the log where they overlap.
     if kernel.seq() > 0 {
@@ -757,6 +789,8 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
 fn admin(shared: &Shared, exec: &Threads, job: Job) {
     match job {
         Job::Event(..) => unreachable!("events are grouped by the writer loop"),
+        #[cfg(test)]
+        Job::Panic => panic!("a test asked the writer to panic"),
         Job::Replicate(entries, reply) => {
             let _ = reply.send(replicate(shared, exec, entries));
         }
@@ -927,4 +961,26 @@ fn set_role(shared: &Shared, want: Assignment) -> Result<RoleState, NodeError> {
     drop(role);
     shared.role_tx.send_replace(next.clone());
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_writer_makes_the_node_unready_and_writes_fail_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(EngineConfig::new(dir.path()), Arc::new(Metrics::new())).unwrap();
+        assert_eq!(engine.not_ready(), None);
+        engine.send(Job::Panic).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while engine.not_ready().is_none() {
+            assert!(std::time::Instant::now() < deadline, "still ready");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let why = engine.not_ready().unwrap();
+        assert!(why.contains("writer thread stopped"), "{why}");
+        let err = engine.send(Job::Panic).unwrap_err();
+        assert_eq!(err.code(), "internal_error");
+    }
 }

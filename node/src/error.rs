@@ -200,6 +200,14 @@ pub enum OpenError {
         /// The one found.
         found: u64,
     },
+    /// Snapshots exist but none verifies, and the log does not begin at sequence number 1: the
+    /// state cannot be rebuilt, and starting empty would lose it (and let retention delete the
+    /// damaged files for good). Nothing is changed.
+    #[error("no snapshot verifies and the event log does not begin at sequence number 1, so the state cannot be recovered; refusing to start empty. Unusable snapshots: {files}. Restore a good snapshot with --restore-from into an empty data directory, or move these files away to start a new, empty node")]
+    NoUsableSnapshot {
+        /// The files and why each was refused.
+        files: String,
+    },
     /// A snapshot given to start from does not verify.
     #[error("snapshot {path}: {error}")]
     Snapshot {

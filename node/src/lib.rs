@@ -40,7 +40,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
         config.follower_of().is_none_or(|l| !l.is_empty()),
         "a follower needs --leader-url (VALORI_LEADER_URL)"
     );
-    let mut ec = EngineConfig::new(&config.data_dir);
+    let mut ec = EngineConfig::new(config.data_dir());
     ec.snapshot_every = config.snapshot_every;
     ec.snapshot_keep = config.snapshot_keep.max(1);
     ec.prune_log = config.prune_log;

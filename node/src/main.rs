@@ -37,7 +37,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let grpc = if config.no_grpc {
             None
         } else {
-            Some(tokio::net::TcpListener::bind((config.http_addr, config.grpc_port)).await?)
+            Some(tokio::net::TcpListener::bind((config.http_addr, config.grpc_port())).await?)
         };
         // Tests and scripts read these lines to learn the ports (useful with port 0).
         let scheme = if config.tls_cert.is_some() {
@@ -52,7 +52,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             );
         }
         println!("valori-node listening on {scheme}://{addr}");
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+        tracing::info!(%addr, data_dir = %config.data_dir().display(), "serving");
         valori_node::serve(&config, engine, listener, grpc, shutdown_signal()).await
     })
 }

@@ -376,3 +376,62 @@ fn a_snapshot_on_a_full_disk_fails_cleanly_and_leaves_the_node_writable() {
         200
     );
 }
+
+/// Snapshots that all fail to verify, with a log that does not begin at 1 (right after a
+/// restore the log starts past the snapshot): the node refuses to start, names the files, and
+/// leaves them where they are, instead of starting empty and letting retention delete them.
+#[test]
+fn a_node_whose_only_snapshot_is_damaged_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    for i in 0..2 {
+        c.post("/v1/collections/v/records", json!({"vector": vector(i, 4)}));
+    }
+    let (_, snap) = c.post("/v1/snapshots", json!({}));
+    let (_, bytes) = c.bytes(&format!("/v1/snapshots/{}", snap["id"]));
+    let (s, v) = c.raw(
+        "POST",
+        "/v1/snapshots/restore",
+        "application/octet-stream",
+        bytes,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(node.terminate(), Some(0));
+
+    // Damage every snapshot file in the middle.
+    let mut damaged = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains("snap")
+                && !p.to_string_lossy().contains(".partial")
+            {
+                let mut b = std::fs::read(&p).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0xff;
+                std::fs::write(&p, &b).unwrap();
+                damaged.push(p);
+            }
+        }
+    }
+    assert!(!damaged.is_empty(), "a snapshot file exists");
+    let err = match Node::try_start(dir.path(), &[]) {
+        Ok(_) => panic!("a node with no usable snapshot and a log from past 1 started"),
+        Err(e) => e,
+    };
+    assert!(err.contains("no snapshot verifies"), "{err}");
+    let name = damaged[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert!(err.contains(&name), "{name} named in: {err}");
+    for p in &damaged {
+        assert!(p.exists(), "{} kept", p.display());
+    }
+}

@@ -36,6 +36,32 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// Writes a file at `dest` so that a failure leaves what was there before: into a temporary
+/// file beside it, synced, then renamed over `dest` (and the directory synced).
+pub fn write_atomically(dest: &Path, write: impl FnOnce(&mut std::fs::File) -> Res<()>) -> Res<()> {
+    let what = || format!("cannot write the snapshot to {}", dest.display());
+    let name = dest
+        .file_name()
+        .ok_or_else(|| ApiError::invalid(format!("{} names no file", dest.display())))?;
+    let tmp = dest.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| ApiError::io(what(), &e))?;
+        write(&mut file)?;
+        file.sync_all().map_err(|e| ApiError::io(what(), &e))?;
+        std::fs::rename(&tmp, dest).map_err(|e| ApiError::io(what(), &e))?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| ApiError::io(what(), &e))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 impl ApiError {
     /// Classifies an error as the node reports it over HTTP, so that both modes raise the same
     /// exception for the same failure.

@@ -186,11 +186,17 @@ impl Api for Embedded {
         match copy_to {
             None => Ok(f.path.display().to_string()),
             Some(dest) => {
-                let what = || format!("cannot copy the snapshot to {}", dest.display());
-                std::fs::copy(&f.path, dest).map_err(|e| ApiError::io(what(), &e))?;
-                std::fs::File::open(dest)
-                    .and_then(|c| c.sync_all())
-                    .map_err(|e| ApiError::io(what(), &e))?;
+                crate::api::write_atomically(dest, |file| {
+                    let mut src = std::fs::File::open(&f.path).map_err(|e| {
+                        ApiError::io(format!("cannot read {}", f.path.display()), &e)
+                    })?;
+                    std::io::copy(&mut src, file).map(|_| ()).map_err(|e| {
+                        ApiError::io(
+                            format!("cannot copy the snapshot to {}", dest.display()),
+                            &e,
+                        )
+                    })
+                })?;
                 Ok(dest.display().to_string())
             }
         }

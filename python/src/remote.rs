@@ -370,10 +370,10 @@ impl Api for Remote {
             Some(dest) => {
                 let mut resp =
                     self.send(self.request(Method::GET, &["v1", "snapshots", &s.id.to_string()]))?;
-                let what = || format!("cannot write the snapshot to {}", dest.display());
-                let mut file = std::fs::File::create(dest).map_err(|e| ApiError::io(what(), &e))?;
-                resp.copy_to(&mut file).map_err(transport)?;
-                file.sync_all().map_err(|e| ApiError::io(what(), &e))?;
+                // A download cut short leaves the previous copy as it was.
+                crate::api::write_atomically(dest, |file| {
+                    resp.copy_to(file).map(|_| ()).map_err(transport)
+                })?;
                 Ok(dest.display().to_string())
             }
         }

@@ -122,3 +122,79 @@ def test_ca_cert_needs_https() -> None:
         Valori(remote="http://127.0.0.1:1", ca_cert="ca.pem")
     with pytest.raises(InvalidInputError, match="remote mode only"):
         Valori(path="x", ca_cert="ca.pem")
+
+
+class CuttingProxy:
+    """A TCP proxy to `target` that passes the client's bytes through and closes every
+    connection once `limit` bytes of the server's answers went through it."""
+
+    def __init__(self, target: str, limit: int):
+        import socket
+        import threading
+
+        host, port = target.split("://", 1)[1].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.limit = limit
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+
+            def up(c=client, s=server):
+                try:
+                    while data := c.recv(65536):
+                        s.sendall(data)
+                except OSError:
+                    pass
+
+            def down(c=client, s=server):
+                sent = 0
+                try:
+                    while sent < self.limit and (data := s.recv(min(65536, self.limit - sent))):
+                        c.sendall(data)
+                        sent += len(data)
+                except OSError:
+                    pass
+                for sock in (c, s):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    sock.close()
+
+            threading.Thread(target=up, daemon=True).start()
+            threading.Thread(target=down, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_snapshot_download_cut_short_keeps_the_previous_copy(start_node, tmp_path: Path) -> None:
+    node = start_node()
+    with Valori(remote=node.url) as db:
+        for i in range(300):
+            db.insert([float(i % 17), 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+        good = tmp_path / "copy.snap"
+        db.snapshot(copy_to=str(good))
+        previous = good.read_bytes()
+        assert len(previous) > 8000
+    # The next download is cut off after 4 KB of the server's answers.
+    proxy = CuttingProxy(node.url, 4000)
+    try:
+        with Valori(remote=proxy.url, timeout=10) as db:
+            with pytest.raises(ValoriError):
+                db.snapshot(copy_to=str(good))
+    finally:
+        proxy.close()
+    assert good.read_bytes() == previous
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
