@@ -201,7 +201,14 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         Some(a) => Some(read_key(&client, &ns, &a.secret_name, &a.write_key).await?),
         None => None,
     };
-    let nodes = Nodes::new(key, ctx.node_timeout);
+    // Nodes serving TLS with a private CA: the TLS Secret's `ca.crt` (as cert-manager writes
+    // it) is trusted besides the system's roots.
+    let ca = match &spec.tls {
+        Some(t) => read_secret_key(&client, &ns, &t.secret_name, "ca.crt", true).await?,
+        None => None,
+    };
+    let nodes = Nodes::with_ca(key, ctx.node_timeout, ca.as_deref().map(str::as_bytes))
+        .map_err(|e| Error::Invalid(format!("the TLS Secret's ca.crt: {e}")))?;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let pods = pods_api
         .list(&ListParams::default().labels(&desired::selector_string(vc)))
@@ -644,17 +651,36 @@ fn pod_ready(p: &Pod) -> bool {
 }
 
 async fn read_key(client: &Client, ns: &str, secret: &str, key: &str) -> Result<String, Error> {
+    Ok(read_secret_key(client, ns, secret, key, false)
+        .await?
+        .expect("a required key is present")
+        .trim()
+        .to_string())
+}
+
+/// Key `key` of Secret `secret`; absent is `None` when `optional`, an error otherwise.
+async fn read_secret_key(
+    client: &Client,
+    ns: &str,
+    secret: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, Error> {
     let s = Api::<Secret>::namespaced(client.clone(), ns)
         .get(secret)
         .await
-        .map_err(|e| Error::Invalid(format!("the auth Secret {secret}: {e}")))?;
-    let bytes = s
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .ok_or_else(|| Error::Invalid(format!("the Secret {secret} has no key {key:?}")))?;
+        .map_err(|e| Error::Invalid(format!("the Secret {secret}: {e}")))?;
+    let Some(bytes) = s.data.as_ref().and_then(|d| d.get(key)) else {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(Error::Invalid(format!(
+                "the Secret {secret} has no key {key:?}"
+            )))
+        };
+    };
     String::from_utf8(bytes.0.clone())
-        .map(|k| k.trim().to_string())
+        .map(Some)
         .map_err(|_| Error::Invalid(format!("{secret}/{key} is not UTF-8")))
 }
 

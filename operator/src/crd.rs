@@ -280,7 +280,8 @@ pub struct SchedulingSpec {
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// The Secret holding `tls.crt` and `tls.key`.
+    /// The Secret holding `tls.crt` and `tls.key`, and optionally `ca.crt`: the CA that signed
+    /// them, which the operator then trusts when it calls the nodes (as cert-manager writes it).
     pub secret_name: String,
 }
 

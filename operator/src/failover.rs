@@ -159,15 +159,31 @@ pub struct Nodes {
 impl Nodes {
     /// A client presenting `key` (the cluster's read-write key) when given.
     pub fn new(key: Option<String>, timeout: Duration) -> Nodes {
+        Nodes::with_ca(key, timeout, None).expect("an HTTP client without extra roots")
+    }
+
+    /// A client that also trusts the certificates of the PEM bundle `ca` (the CA of nodes that
+    /// serve TLS with a private certificate).
+    pub fn with_ca(
+        key: Option<String>,
+        timeout: Duration,
+        ca: Option<&[u8]>,
+    ) -> Result<Nodes, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Nodes {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .tls_backend_rustls()
-                .build()
-                .expect("HTTP client"),
-            key,
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .tls_backend_rustls();
+        if let Some(pem) = ca {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or("the CA bundle holds no PEM certificate")?;
+            builder = builder.tls_certs_merge(certs);
         }
+        Ok(Nodes {
+            http: builder.build().map_err(|e| format!("HTTP client: {e}"))?,
+            key,
+        })
     }
 
     async fn call<T: serde::de::DeserializeOwned>(

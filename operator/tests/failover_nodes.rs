@@ -164,3 +164,32 @@ fn the_operator_waits_when_it_cannot_reach_enough_followers() {
     assert_eq!(get(&format!("{}/v1/role", leader.url))["writable"], true);
     assert_eq!(get(&format!("{}/v1/role", b.url))["role"], "follower");
 }
+
+#[test]
+fn nodes_serving_tls_with_a_private_ca_are_reached_with_that_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = common::node::make_certs(dir.path());
+    let node = Proc::start(
+        &dir.path().join("n"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
+    let r = NodeRef {
+        name: "n".into(),
+        url: node.url.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Without the CA the certificate is refused.
+    let plain = Nodes::new(None, Duration::from_secs(5));
+    assert!(rt.block_on(plain.role(&r)).is_err());
+    let pem = std::fs::read(&ca).unwrap();
+    let trusting = Nodes::with_ca(None, Duration::from_secs(5), Some(&pem)).unwrap();
+    let role = rt.block_on(trusting.role(&r)).unwrap();
+    assert_eq!(role.role, valori_api::Role::Leader);
+    assert!(Nodes::with_ca(None, Duration::from_secs(5), Some(b"not a certificate")).is_err());
+}
