@@ -185,7 +185,7 @@ def test_a_snapshot_download_cut_short_keeps_the_previous_copy(start_node, tmp_p
         for i in range(300):
             db.insert([float(i % 17), 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
         good = tmp_path / "copy.snap"
-        db.snapshot(copy_to=str(good))
+        db.snapshot(str(good))
         previous = good.read_bytes()
         assert len(previous) > 8000
     # The next download is cut off after 4 KB of the server's answers.
@@ -193,7 +193,7 @@ def test_a_snapshot_download_cut_short_keeps_the_previous_copy(start_node, tmp_p
     try:
         with Valori(remote=proxy.url, timeout=10) as db:
             with pytest.raises(ValoriError):
-                db.snapshot(copy_to=str(good))
+                db.snapshot(str(good))
     finally:
         proxy.close()
     assert good.read_bytes() == previous
