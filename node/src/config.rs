@@ -93,6 +93,10 @@ pub struct Config {
     /// Most records in one batch insert.
     #[arg(long, env = "VALORI_MAX_BATCH", default_value_t = limits::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
+    /// Largest response a search, a neighbour list or a traversal may build, in bytes (larger
+    /// ones are refused with 400 `limit_exceeded`: ask for fewer results or no metadata).
+    #[arg(long, env = "VALORI_MAX_RESPONSE_BYTES", default_value_t = limits::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
     /// Create the default collection with this dimension at start (otherwise its first insert
     /// fixes it).
     #[arg(long, env = "VALORI_DEFAULT_DIMENSION")]

@@ -96,6 +96,7 @@ pub async fn serve(
     let service = service::Service {
         engine: engine.clone(),
         max_batch: config.max_batch,
+        max_response_bytes: config.max_response_bytes,
         followers: Default::default(),
         sync: service::SyncPolicy {
             replicas: config.sync_replicas,

@@ -9,6 +9,9 @@ pub use valori_api::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE, MAX_LOG_
 
 /// Default largest request body, in bytes (`--max-body-bytes`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default largest response a search, a neighbour list or a traversal may build, in bytes
+/// (`--max-response-bytes`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Default most records in one batch insert (`--max-batch`).
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
 /// Largest snapshot upload to `POST /v1/snapshots/restore`, in bytes.

@@ -78,6 +78,8 @@ pub struct Service {
     pub engine: Engine,
     /// Most records in one batch insert.
     pub max_batch: usize,
+    /// Largest response a search, a neighbour list or a traversal may build, in bytes.
+    pub max_response_bytes: usize,
     /// The followers that read this node's log.
     pub followers: Arc<Followers>,
     /// Synchronous replication: how many followers must hold a write before it is answered.
@@ -525,20 +527,26 @@ impl Service {
         let kernel = self.engine.read()?;
         let found = SCRATCH
             .with(|s| kernel.search_with(collection, &query, &params, &mut s.borrow_mut()))?;
-        let hits = found
-            .iter()
-            .map(|h| {
-                let r = kernel.get(collection, h.id).ok();
-                HitOut {
-                    id: h.id,
-                    distance: h.distance,
-                    tag: r.as_ref().map_or(0, |r| r.tag),
-                    metadata: req
-                        .with_metadata
-                        .then(|| r.and_then(|r| r.metadata.map(<[u8]>::to_vec))),
-                }
-            })
-            .collect();
+        let mut size = ResponseSize::new(self.max_response_bytes);
+        let mut hits = Vec::with_capacity(found.len());
+        for h in found.iter() {
+            let r = kernel.get(collection, h.id).ok();
+            let metadata = req
+                .with_metadata
+                .then(|| r.as_ref().and_then(|r| r.metadata.map(<[u8]>::to_vec)));
+            size.add(
+                HIT_BYTES
+                    + metadata
+                        .as_ref()
+                        .map_or(0, |m| base64_len(m.as_ref().map_or(0, Vec::len))),
+            )?;
+            hits.push(HitOut {
+                id: h.id,
+                distance: h.distance,
+                tag: r.as_ref().map_or(0, |r| r.tag),
+                metadata,
+            });
+        }
         Ok(Hits {
             hits,
             seq: kernel.seq(),
@@ -631,10 +639,11 @@ impl Service {
         kinds: &[String],
     ) -> Result<api::Neighbors, NodeError> {
         let kernel = self.engine.read()?;
-        let neighbors = kernel
-            .neighbors(id, direction_from_wire(direction), kinds)?
-            .into_iter()
-            .map(|n| api::Neighbor {
+        let mut size = ResponseSize::new(self.max_response_bytes);
+        let mut neighbors = Vec::new();
+        for n in kernel.neighbors(id, direction_from_wire(direction), kinds)? {
+            size.add(NEIGHBOR_BYTES + n.kind.len())?;
+            neighbors.push(api::Neighbor {
                 node: n.node,
                 edge: n.edge,
                 kind: n.kind,
@@ -643,8 +652,8 @@ impl Service {
                 } else {
                     api::EdgeDirection::In
                 },
-            })
-            .collect();
+            });
+        }
         Ok(api::Neighbors {
             neighbors,
             seq: kernel.seq(),
@@ -798,6 +807,41 @@ async fn receive<B: AsRef<[u8]>>(
         file.write_all(data).await.map_err(|e| failed(&e))?;
     }
     file.flush().await.map_err(|e| failed(&e))
+}
+
+/// Bytes a search hit takes in JSON besides its metadata (id, distance, tag, punctuation).
+const HIT_BYTES: usize = 80;
+/// Bytes a neighbour takes in JSON besides its kind.
+const NEIGHBOR_BYTES: usize = 80;
+
+/// The length of `n` bytes in base64.
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// Counts the bytes of a response as it is built, and refuses it past the limit before it is
+/// built whole.
+struct ResponseSize {
+    bytes: usize,
+    max: usize,
+}
+
+impl ResponseSize {
+    fn new(max: usize) -> ResponseSize {
+        ResponseSize { bytes: 0, max }
+    }
+
+    fn add(&mut self, n: usize) -> Result<(), NodeError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.max {
+            return Err(NodeError::Limit {
+                what: "the response's size in bytes (--max-response-bytes; ask for fewer results or without metadata)",
+                value: self.bytes as u64,
+                max: self.max as u64,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

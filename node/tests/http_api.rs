@@ -917,3 +917,60 @@ fn the_healthcheck_command_asks_the_local_node() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("healthcheck"));
 }
+
+/// A search with metadata or a neighbour list larger than `--max-response-bytes` is refused
+/// with a clear 400 before it is built, and the same query within the limit is answered.
+#[test]
+fn responses_above_the_byte_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--max-response-bytes", "20000"]);
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "m", "dimension": 4}));
+    let meta = b64(&[7u8; 4096]);
+    for i in 0..10 {
+        let (s, v) = c.post(
+            "/v1/collections/m/records",
+            json!({"vector": vector(i, 4), "metadata": meta}),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    let search = |k: u64, with_metadata: bool| {
+        c.post(
+            "/v1/collections/m/search",
+            json!({"vector": vector(0, 4), "k": k, "with_metadata": with_metadata}),
+        )
+    };
+    let (s, v) = search(10, true);
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["code"], "limit_exceeded");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-response-bytes"),
+        "{v}"
+    );
+    let (s, v) = search(10, false);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 10);
+    let (s, v) = search(2, true);
+    assert_eq!(s, 200, "{v}");
+
+    let (_, v) = c.post("/v1/graph/nodes", json!({"kind": "hub"}));
+    let hub = v["id"].as_u64().unwrap();
+    let kind = "k".repeat(120);
+    for _ in 0..150 {
+        let (_, v) = c.post("/v1/graph/nodes", json!({"kind": "leaf"}));
+        let leaf = v["id"].as_u64().unwrap();
+        let (s, v) = c.post(
+            "/v1/graph/edges",
+            json!({"from": hub, "to": leaf, "kind": kind}),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = c.get(&format!("/v1/graph/nodes/{hub}/neighbors?direction=out"));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["code"], "limit_exceeded");
+    let (s, _) = c.get(&format!("/v1/graph/nodes/{hub}/neighbors?direction=in"));
+    assert_eq!(s, 200);
+}

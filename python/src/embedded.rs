@@ -42,6 +42,8 @@ impl Embedded {
                 engine,
                 // The kernel's own batch limit applies; there is no request body to bound.
                 max_batch: valori_kernel::limits::MAX_BATCH_RECORDS as usize,
+                // Results are handed over in memory, not serialized: no response to bound.
+                max_response_bytes: usize::MAX,
                 followers: Default::default(),
                 sync: Default::default(),
             },
