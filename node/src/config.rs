@@ -97,6 +97,10 @@ pub struct Config {
     /// ones are refused with 400 `limit_exceeded`: ask for fewer results or no metadata).
     #[arg(long, env = "VALORI_MAX_RESPONSE_BYTES", default_value_t = limits::DEFAULT_MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
+    /// Most event bytes in one page of the log (`GET /v1/log`, gRPC `ReadLog`); a page always
+    /// holds at least one entry, however large.
+    #[arg(long, env = "VALORI_MAX_LOG_PAGE_BYTES", default_value_t = limits::DEFAULT_MAX_LOG_PAGE_BYTES)]
+    pub max_log_page_bytes: usize,
     /// Create the default collection with this dimension at start (otherwise its first insert
     /// fixes it).
     #[arg(long, env = "VALORI_DEFAULT_DIMENSION")]

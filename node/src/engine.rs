@@ -446,13 +446,25 @@ impl Engine {
     }
 
     /// Log entries from `from` on (for replication and audits), at most `limit`.
-    pub fn entries(&self, from: u64, limit: usize) -> Result<Vec<Entry>, NodeError> {
-        self.shared
-            .store
-            .entries_from(from)
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(|e| NodeError::Storage(e.to_string()))
+    /// At most `limit` entries from `from` on, and no more than `max_bytes` of events (but
+    /// always the first, however large).
+    pub fn entries(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, NodeError> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for e in self.shared.store.entries_from(from).take(limit) {
+            let e = e.map_err(|e| NodeError::Storage(e.to_string()))?;
+            bytes = bytes.saturating_add(e.event.len());
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
     }
 
     /// The first sequence number still in the log, if any.

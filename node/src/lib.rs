@@ -97,6 +97,7 @@ pub async fn serve(
         engine: engine.clone(),
         max_batch: config.max_batch,
         max_response_bytes: config.max_response_bytes,
+        max_log_page_bytes: config.max_log_page_bytes,
         followers: Default::default(),
         sync: service::SyncPolicy {
             replicas: config.sync_replicas,

@@ -12,6 +12,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default largest response a search, a neighbour list or a traversal may build, in bytes
 /// (`--max-response-bytes`).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Default most event bytes in one page of `GET /v1/log` (`--max-log-page-bytes`); a page
+/// always holds at least one entry, however large.
+pub const DEFAULT_MAX_LOG_PAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default most records in one batch insert (`--max-batch`).
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
 /// Largest snapshot upload to `POST /v1/snapshots/restore`, in bytes.
@@ -28,8 +31,12 @@ pub const REPLICATION_LONG_POLL: Duration = Duration::from_secs(1);
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// A follower's longest pause between retries after an error.
 pub const REPLICATION_MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// A follower's deadline for one request to its leader.
-pub const LEADER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a follower waits to connect to its leader.
+pub const LEADER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a follower waits for the next bytes from its leader (each read, not the whole
+/// transfer: a snapshot download takes as long as it takes while bytes keep coming). Longer
+/// than the long poll.
+pub const LEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most followers a leader keeps track of (and exports a metric series for).
 pub const MAX_FOLLOWERS: usize = 64;
 /// Longest follower name, in bytes.

@@ -20,9 +20,9 @@ use valori_api as api;
 use crate::engine::Engine;
 use crate::error::{Failure, NodeError};
 use crate::limits::{
-    FULL_CHECK_EVERY, LEADER_REQUEST_TIMEOUT, MAX_FOLLOWERS, MAX_FOLLOWER_NAME_BYTES,
-    REPLICATION_LONG_POLL as LONG_POLL, REPLICATION_MAX_BACKOFF as MAX_BACKOFF,
-    REPLICATION_PAGE as PAGE,
+    FULL_CHECK_EVERY, LEADER_CONNECT_TIMEOUT, LEADER_READ_TIMEOUT, MAX_FOLLOWERS,
+    MAX_FOLLOWER_NAME_BYTES, REPLICATION_LONG_POLL as LONG_POLL,
+    REPLICATION_MAX_BACKOFF as MAX_BACKOFF, REPLICATION_PAGE as PAGE,
 };
 use crate::metrics::Metrics;
 use crate::store::Entry;
@@ -247,7 +247,10 @@ impl Follower {
             leader: leader.trim_end_matches('/').to_string(),
             key,
             http: reqwest::Client::builder()
-                .timeout(LEADER_REQUEST_TIMEOUT)
+                // Per read, not per request: a large snapshot or page may take longer than
+                // any fixed deadline to transfer, as long as bytes keep coming.
+                .connect_timeout(LEADER_CONNECT_TIMEOUT)
+                .read_timeout(LEADER_READ_TIMEOUT)
                 .build()
                 .expect("HTTP client"),
             behind_since: None,

@@ -80,6 +80,8 @@ pub struct Service {
     pub max_batch: usize,
     /// Largest response a search, a neighbour list or a traversal may build, in bytes.
     pub max_response_bytes: usize,
+    /// Most event bytes in one log page (a page always holds at least one entry).
+    pub max_log_page_bytes: usize,
     /// The followers that read this node's log.
     pub followers: Arc<Followers>,
     /// Synchronous replication: how many followers must hold a write before it is answered.
@@ -702,7 +704,9 @@ impl Service {
         let role = self.engine.role();
         Ok(LogPageOut {
             first_retained: self.engine.first_retained()?,
-            entries: self.engine.entries(from, limit as usize)?,
+            entries: self
+                .engine
+                .entries(from, limit as usize, self.max_log_page_bytes)?,
             head: self.engine.seq()?,
             epoch: role.assignment.epoch,
             history: role.history,

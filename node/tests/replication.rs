@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{follower, free_port, vector, wait_for_divergence, wait_until, Client, Node, Proxy};
+use common::{
+    b64, follower, free_port, vector, wait_for_divergence, wait_until, Client, Node, Proxy,
+};
 use serde_json::json;
 
 fn caught_up(leader: &Client, followers: &[&Client]) {
@@ -344,4 +346,54 @@ fn the_replication_recipe_works_as_written() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// Log pages are bounded in bytes, not only in entries (always at least one entry): large
+/// events come a few at a time, and a follower streams them across many pages.
+#[test]
+fn log_pages_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Node::start(
+        &dir.path().join("leader"),
+        &["--max-log-page-bytes", "200000", "--snapshot-every", "0"],
+    );
+    let lc = leader.client();
+    lc.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    let meta = b64(&[9u8; 4096]);
+    for b in 0..10u64 {
+        let records: Vec<_> = (0..16)
+            .map(|i| json!({"vector": vector(b * 16 + i, 4), "metadata": meta}))
+            .collect();
+        let (s, v) = lc.post(
+            "/v1/collections/v/records/batch",
+            json!({ "records": records }),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    // Each batch is about 66 KB of event: three fit in 200,000 bytes, the whole log does not.
+    let (s, page) = lc.get("/v1/log?from=1&limit=1000");
+    assert_eq!(s, 200, "{page}");
+    let n = page["entries"].as_array().unwrap().len();
+    assert!((2..=4).contains(&n), "{n} entries in one page");
+    assert_eq!(page["next"], json!(n + 1));
+    assert_eq!(page["head"], json!(11));
+    // A page whose first entry alone is over the limit still carries it.
+    let small = Node::start(
+        &dir.path().join("small"),
+        &["--max-log-page-bytes", "1000", "--snapshot-every", "0"],
+    );
+    let sc = small.client();
+    sc.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    let records: Vec<_> = (0..16)
+        .map(|i| json!({"vector": vector(i, 4), "metadata": meta}))
+        .collect();
+    sc.post(
+        "/v1/collections/v/records/batch",
+        json!({ "records": records }),
+    );
+    let (_, page) = sc.get("/v1/log?from=2&limit=10");
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+
+    let f = follower(&dir.path().join("f"), &leader.url, &[]);
+    caught_up(&lc, &[&f.client()]);
 }

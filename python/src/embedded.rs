@@ -44,6 +44,7 @@ impl Embedded {
                 max_batch: valori_kernel::limits::MAX_BATCH_RECORDS as usize,
                 // Results are handed over in memory, not serialized: no response to bound.
                 max_response_bytes: usize::MAX,
+                max_log_page_bytes: valori_node::limits::DEFAULT_MAX_LOG_PAGE_BYTES,
                 followers: Default::default(),
                 sync: Default::default(),
             },
