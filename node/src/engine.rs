@@ -435,7 +435,14 @@ impl Engine {
             if s.seq == seq {
                 let bytes = crate::store::map_snapshot(&s.path)
                     .map_err(|e| NodeError::Storage(e.to_string()))?;
-                let (info, _) = valori_kernel::snapshot::verify(&bytes)?;
+                // A retained snapshot that no longer verifies is this node's fault (its disk),
+                // never the caller's.
+                let (info, _) = valori_kernel::snapshot::verify(&bytes).map_err(|e| {
+                    NodeError::Internal(format!(
+                        "snapshot {} on this node does not verify: {e}",
+                        s.path.display()
+                    ))
+                })?;
                 return Ok(info.chain_hash);
             }
         }
@@ -445,8 +452,7 @@ impl Engine {
         )))
     }
 
-    /// Log entries from `from` on (for replication and audits), at most `limit`.
-    /// At most `limit` entries from `from` on, and no more than `max_bytes` of events (but
+    /// Log entries (for replication and audits): at most `limit` entries from `from` on, and no more than `max_bytes` of events (but
     /// always the first, however large).
     pub fn entries(
         &self,

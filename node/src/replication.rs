@@ -535,6 +535,15 @@ impl Follower {
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        // Anything else that is not a success (a refused key, the leader's own failure) is an
+        // error to retry, never "not retained": the history check must not be skipped.
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(NodeError::LeaderUnreachable(format!(
+                "the leader answered {status} for its chain hash at {seq}: {body}"
+            )));
+        }
         let state: api::State = resp.json().await.map_err(|e| {
             NodeError::LeaderUnreachable(format!("the leader sent malformed JSON: {e}"))
         })?;

@@ -435,3 +435,39 @@ fn a_node_whose_only_snapshot_is_damaged_refuses_to_start() {
         assert!(p.exists(), "{} kept", p.display());
     }
 }
+
+/// A retained snapshot damaged on disk, read for a past chain hash, is the server's fault:
+/// 500 `internal_error` naming the file, never a 400 blaming the caller.
+#[test]
+fn a_damaged_retained_snapshot_is_a_server_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--snapshot-every", "0"]);
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    for i in 0..3 {
+        c.post("/v1/collections/v/records", json!({"vector": vector(i, 4)}));
+    }
+    let (_, snap) = c.post("/v1/snapshots", json!({}));
+    let seq = snap["id"].as_u64().unwrap();
+    for i in 3..6 {
+        c.post("/v1/collections/v/records", json!({"vector": vector(i, 4)}));
+    }
+    let (s, v) = c.get(&format!("/v1/state?seq={seq}"));
+    assert_eq!(s, 200, "{v}");
+    let path = snap["path"].as_str().unwrap();
+    let mut b = std::fs::read(path).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(path, &b).unwrap();
+    let (s, v) = c.get(&format!("/v1/state?seq={seq}"));
+    if s == 200 {
+        // The log still holds the entry: nothing read the snapshot. Then prune was off.
+        panic!("the chain hash came from the log, not the snapshot: {v}");
+    }
+    assert_eq!(s, 500, "{v}");
+    assert_eq!(v["code"], "internal_error");
+    assert!(
+        v["message"].as_str().unwrap().contains("does not verify"),
+        "{v}"
+    );
+}
