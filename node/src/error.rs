@@ -66,6 +66,9 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The node is already doing this and does one at a time; try again later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// A role request whose epoch is below the highest the node has seen, or equal to its
     /// current assignment's with another role or leader.
     #[error("epoch {asked} is stale: this node has seen epoch {current}; roles change only with a higher epoch")]
@@ -119,7 +122,7 @@ impl NodeError {
             NodeError::NotFound(_) => 404,
             NodeError::Unauthorized => 401,
             NodeError::Forbidden => 403,
-            NodeError::Failed(_) | NodeError::ShuttingDown => 503,
+            NodeError::Failed(_) | NodeError::ShuttingDown | NodeError::Busy(_) => 503,
             NodeError::ReadOnlyFollower { .. } => 403,
             NodeError::StaleEpoch { .. } => 409,
             NodeError::Fenced { .. } | NodeError::ReplicationTimeout { .. } => 503,
@@ -149,6 +152,7 @@ impl NodeError {
             NodeError::LeaderUnreachable(_) => "leader_unreachable",
             NodeError::Internal(_) => "internal_error",
             NodeError::ShuttingDown => "shutting_down",
+            NodeError::Busy(_) => "busy",
             NodeError::ReadOnlyFollower { .. } => "read_only_follower",
             NodeError::StaleEpoch { .. } => "stale_epoch",
             NodeError::Fenced { .. } => "fenced",

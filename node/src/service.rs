@@ -743,12 +743,15 @@ impl Service {
         chunks: impl futures_util::Stream<Item = Result<B, NodeError>>,
     ) -> Result<SnapshotFile, NodeError> {
         self.writable()?;
-        let path = self.engine.upload_path();
-        if let Err(e) = receive(chunks, &path).await {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
-        }
-        self.engine.install_file(&path, false).await
+        // One upload at a time: each may be 8 GiB on the disk before it is verified.
+        let _one = UPLOADS.try_acquire().map_err(|_| {
+            NodeError::Busy("another snapshot upload is in progress; retry when it is done".into())
+        })?;
+        // Removed however this ends: refused, failed, or dropped with a client that went away
+        // (after a successful install the file has been renamed into place).
+        let upload = RemoveOnDrop(self.engine.upload_path());
+        receive(chunks, &upload.0).await?;
+        self.engine.install_file(&upload.0, false).await
     }
 
     /// The sequence number and chain hash at `seq` (the current one when `None`), and the
@@ -782,6 +785,18 @@ impl Service {
                 epoch,
             }),
         }
+    }
+}
+
+/// Snapshot uploads in progress in this process (one at a time).
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// A temporary file removed when this is dropped (if it still exists).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

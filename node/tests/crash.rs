@@ -471,3 +471,67 @@ fn a_damaged_retained_snapshot_is_a_server_error() {
         "{v}"
     );
 }
+
+/// Snapshot uploads are taken one at a time (each may be gigabytes on the disk before it is
+/// verified), and an upload whose client goes away leaves no temporary file behind.
+#[test]
+fn snapshot_uploads_are_one_at_a_time_and_a_cancelled_one_leaves_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    let (_, snap) = c.post("/v1/snapshots", json!({}));
+    let (_, good) = c.bytes(&format!("/v1/snapshots/{}", snap["id"]));
+    let uploads = || {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".upload-")
+                {
+                    found.push(p);
+                }
+            }
+        }
+        found
+    };
+    // A slow client: headers and the first bytes of a large body, then nothing.
+    let addr = node.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "POST /v1/snapshots/restore HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    .unwrap();
+    slow.write_all(&vec![0u8; 256 * 1024]).unwrap();
+    common::wait_until(10, "the upload's temporary file", || !uploads().is_empty());
+    let (s, v) = c.raw(
+        "POST",
+        "/v1/snapshots/restore",
+        "application/octet-stream",
+        good.clone(),
+    );
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["code"], "busy");
+    // The slow client goes away: its file goes too, and the next upload is taken.
+    drop(slow);
+    common::wait_until(10, "the temporary file to be removed", || {
+        uploads().is_empty()
+    });
+    let (s, v) = c.raw(
+        "POST",
+        "/v1/snapshots/restore",
+        "application/octet-stream",
+        good,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(uploads().is_empty());
+}
