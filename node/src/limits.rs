@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-pub use valori_api::limits::{DEFAULT_K, DEFAULT_LOG_PAGE, MAX_LOG_PAGE, MAX_LOG_WAIT_MS};
+pub use valori_api::limits::{
+    DEFAULT_K, DEFAULT_LOG_PAGE, MAX_FILTER_KINDS, MAX_LOG_PAGE, MAX_LOG_WAIT_MS,
+};
 
 /// Default largest request body, in bytes (`--max-body-bytes`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;

@@ -640,10 +640,11 @@ impl Service {
         direction: api::Direction,
         kinds: &[String],
     ) -> Result<api::Neighbors, NodeError> {
+        let kinds = filter_kinds(kinds)?;
         let kernel = self.engine.read()?;
         let mut size = ResponseSize::new(self.max_response_bytes);
         let mut neighbors = Vec::new();
-        for n in kernel.neighbors(id, direction_from_wire(direction), kinds)? {
+        for n in kernel.neighbors(id, direction_from_wire(direction), &kinds)? {
             size.add(NEIGHBOR_BYTES + n.kind.len())?;
             neighbors.push(api::Neighbor {
                 node: n.node,
@@ -664,12 +665,13 @@ impl Service {
 
     /// Breadth-first traversal. Runs on the caller's thread; see [`Service::traverse`].
     pub fn traverse_now(&self, req: &api::TraverseRequest) -> Result<api::Traversal, NodeError> {
+        let kinds = filter_kinds(&req.kinds)?;
         let kernel = self.engine.read()?;
         let t = kernel.traverse(
             req.start,
             req.max_depth,
             direction_from_wire(req.direction.unwrap_or_default()),
-            &req.kinds,
+            &kinds,
         )?;
         Ok(api::Traversal {
             nodes: t
@@ -759,8 +761,20 @@ impl Service {
     /// retained log or a snapshot taken there; a future one is not found. Computing the state
     /// hash reads the whole state: run it off the async threads.
     pub fn state_at(&self, seq: Option<u64>) -> Result<StateAt, NodeError> {
-        let now = self.engine.state()?;
         let epoch = self.engine.role().assignment.epoch;
+        // A past sequence number needs only its chain hash: the whole state is not hashed.
+        if let Some(seq) = seq {
+            let head = self.engine.seq()?;
+            if seq < head {
+                return Ok(StateAt {
+                    seq,
+                    chain_hash: self.engine.chain_at(seq)?,
+                    state_hash: None,
+                    epoch,
+                });
+            }
+        }
+        let now = self.engine.state()?;
         match seq {
             None => Ok(StateAt {
                 seq: now.seq,
@@ -826,6 +840,22 @@ async fn receive<B: AsRef<[u8]>>(
         file.write_all(data).await.map_err(|e| failed(&e))?;
     }
     file.flush().await.map_err(|e| failed(&e))
+}
+
+/// The distinct kinds of an edge filter (each edge is compared with every one of them), at
+/// most [`MAX_FILTER_KINDS`].
+fn filter_kinds(kinds: &[String]) -> Result<Vec<String>, NodeError> {
+    let mut distinct = kinds.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() > crate::limits::MAX_FILTER_KINDS {
+        return Err(NodeError::Limit {
+            what: "distinct edge kinds in a filter",
+            value: distinct.len() as u64,
+            max: crate::limits::MAX_FILTER_KINDS as u64,
+        });
+    }
+    Ok(distinct)
 }
 
 /// Bytes a search hit takes in JSON besides its metadata (id, distance, tag, punctuation).

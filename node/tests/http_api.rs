@@ -974,3 +974,37 @@ fn responses_above_the_byte_limit_are_refused() {
     let (s, _) = c.get(&format!("/v1/graph/nodes/{hub}/neighbors?direction=in"));
     assert_eq!(s, 200);
 }
+
+/// Edge-kind filters are de-duplicated and bounded: every edge is compared with each kind, so
+/// an unbounded list would let one request stall a reader.
+#[test]
+fn edge_kind_filters_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    let (_, v) = c.post("/v1/graph/nodes", json!({"kind": "a"}));
+    let a = v["id"].as_u64().unwrap();
+    let (_, v) = c.post("/v1/graph/nodes", json!({"kind": "b"}));
+    let b = v["id"].as_u64().unwrap();
+    c.post("/v1/graph/edges", json!({"from": a, "to": b, "kind": "k"}));
+    let many: Vec<String> = (0..100).map(|i| format!("kind{i}")).collect();
+    let (s, v) = c.post(
+        "/v1/graph/traverse",
+        json!({"start": a, "max_depth": 2, "kinds": many}),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["code"], "limit_exceeded");
+    let (s, v) = c.get(&format!(
+        "/v1/graph/nodes/{a}/neighbors?kind={}",
+        many.join(",")
+    ));
+    assert_eq!(s, 400, "{v}");
+    // The same kind many times is one kind.
+    let same = vec!["k"; 100];
+    let (s, v) = c.post(
+        "/v1/graph/traverse",
+        json!({"start": a, "max_depth": 2, "kinds": same}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 2, "{v}");
+}

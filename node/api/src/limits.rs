@@ -10,3 +10,5 @@ pub const DEFAULT_LOG_PAGE: u32 = 1000;
 pub const MAX_LOG_PAGE: u32 = 10_000;
 /// Longest a `GET /v1/log` long poll may wait, in milliseconds.
 pub const MAX_LOG_WAIT_MS: u32 = 30_000;
+/// Most distinct edge kinds a neighbour query or a traversal may filter by.
+pub const MAX_FILTER_KINDS: usize = 64;

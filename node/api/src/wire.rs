@@ -379,7 +379,8 @@ impl EdgeDirection {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NeighborsQuery {
-    /// Only edges of these kinds, comma-separated (all kinds when absent).
+    /// Only edges of these kinds, comma-separated (all kinds when absent; at most 64 distinct
+    /// kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// `out` when absent.
@@ -418,7 +419,7 @@ pub struct TraverseRequest {
     /// Deepest level to visit.
     #[schemars(range(max = MAX_TRAVERSAL_DEPTH))]
     pub max_depth: u32,
-    /// Only edges of these kinds (all kinds when empty).
+    /// Only edges of these kinds (all kinds when empty; at most 64 distinct kinds).
     #[serde(default)]
     pub kinds: Vec<String>,
     /// `out` when absent.
