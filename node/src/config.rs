@@ -101,6 +101,10 @@ pub struct Config {
     /// holds at least one entry, however large.
     #[arg(long, env = "VALORI_MAX_LOG_PAGE_BYTES", default_value_t = limits::DEFAULT_MAX_LOG_PAGE_BYTES)]
     pub max_log_page_bytes: usize,
+    /// Most client writes waiting for the disk at once; more are refused with 503 `busy` (a
+    /// client should retry after a pause).
+    #[arg(long, env = "VALORI_MAX_QUEUED_WRITES", default_value_t = limits::DEFAULT_MAX_QUEUED_WRITES)]
+    pub max_queued_writes: usize,
     /// Create the default collection with this dimension at start (otherwise its first insert
     /// fixes it).
     #[arg(long, env = "VALORI_DEFAULT_DIMENSION")]

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use valori_api::Role;
 
 use crate::error::{Failure, NodeError, OpenError};
-use crate::limits::MAX_GROUP_EVENTS;
+use crate::limits::{MAX_GROUP_BYTES, MAX_GROUP_EVENTS};
 use crate::metrics::Metrics;
 use crate::role::{Assignment, Change, RoleState};
 use crate::store::{Entry, SnapshotFile, Store};
@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub index_threads: usize,
     /// The leader to follow when no role is persisted (a follower's flags); `None`: a leader.
     pub follow: Option<String>,
+    /// Most client writes waiting for the writer; more are refused with 503 `busy`.
+    pub max_queued_writes: usize,
 }
 
 impl EngineConfig {
@@ -61,6 +63,7 @@ impl EngineConfig {
             prune_log: true,
             index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             follow: None,
+            max_queued_writes: crate::limits::DEFAULT_MAX_QUEUED_WRITES,
         }
     }
 }
@@ -105,6 +108,8 @@ enum Job {
 }
 
 struct Shared {
+    /// Client writes queued for the writer and not yet taken by it.
+    queued: std::sync::atomic::AtomicUsize,
     kernel: RwLock<Kernel>,
     store: Store,
     failed: Mutex<Option<Failure>>,
@@ -151,6 +156,7 @@ impl Engine {
             "recovered state"
         );
         let shared = Arc::new(Shared {
+            queued: std::sync::atomic::AtomicUsize::new(0),
             kernel: RwLock::new(kernel),
             store,
             failed: Mutex::new(None),
@@ -202,15 +208,37 @@ impl Engine {
     /// Submits an event; resolves once it is durable and applied (or refused).
     pub async fn submit(&self, event: Event) -> Result<Committed, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Event(event, reply))?;
+        self.enqueue(event, reply)?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
     /// [`Engine::submit`] for callers outside an async runtime.
     pub fn submit_blocking(&self, event: Event) -> Result<Committed, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Event(event, reply))?;
+        self.enqueue(event, reply)?;
         rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Queues a client write for the writer, unless [`EngineConfig::max_queued_writes`] are
+    /// already waiting (the queue is bounded; role changes and snapshots are not counted).
+    fn enqueue(
+        &self,
+        event: Event,
+        reply: oneshot::Sender<Result<Committed, NodeError>>,
+    ) -> Result<(), NodeError> {
+        use std::sync::atomic::Ordering;
+        let max = self.shared.config.max_queued_writes;
+        let queued = &self.shared.queued;
+        if queued.fetch_add(1, Ordering::AcqRel) >= max {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            self.shared.metrics.writes_refused_busy.inc();
+            return Err(NodeError::Busy(format!(
+                "{max} writes are already waiting for the disk; retry shortly"
+            )));
+        }
+        self.send(Job::Event(event, reply)).inspect_err(|_| {
+            queued.fetch_sub(1, Ordering::AcqRel);
+        })
     }
 
     /// Applies entries streamed from a leader: each must be the next sequence number, decode,
@@ -619,18 +647,36 @@ fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, OpenError> {
     Ok(kernel)
 }
 
+/// The length of an event's encoding, without encoding it.
+fn encoded_len(e: &Event) -> usize {
+    struct Count(usize);
+    impl valori_kernel::codec::Sink for Count {
+        fn put(&mut self, bytes: &[u8]) {
+            self.0 += bytes.len();
+        }
+    }
+    let mut c = Count(0);
+    e.encode_into(&mut c);
+    c.0
+}
+
 fn writer_loop(shared: &Shared, rx: mpsc::Receiver<Job>) {
     let exec = Threads::new(shared.config.index_threads);
     while let Ok(first) = rx.recv() {
         let mut events = Vec::new();
+        let mut bytes = 0usize;
         let mut next = Some(first);
-        // Group commit: everything already waiting joins this write, up to the limit; a
-        // snapshot or restore ends the group so it sees the group's effects.
+        // Group commit: everything already waiting joins this write, up to the limits in
+        // events and bytes; a snapshot or restore ends the group so it sees the group's effects.
         while let Some(job) = next.take() {
             match job {
                 Job::Event(e, reply) => {
+                    shared
+                        .queued
+                        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    bytes = bytes.saturating_add(encoded_len(&e));
                     events.push((e, reply));
-                    if events.len() < MAX_GROUP_EVENTS {
+                    if events.len() < MAX_GROUP_EVENTS && bytes < MAX_GROUP_BYTES {
                         next = rx.try_recv().ok();
                     }
                 }

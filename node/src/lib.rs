@@ -45,6 +45,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.snapshot_keep = config.snapshot_keep.max(1);
     ec.prune_log = config.prune_log;
     ec.follow = config.follower_of().map(String::from);
+    ec.max_queued_writes = config.max_queued_writes.max(1);
     if let Some(t) = config.index_threads {
         ec.index_threads = t.max(1);
     }

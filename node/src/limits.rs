@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_BATCH: usize = 10_000;
 pub const MAX_SNAPSHOT_UPLOAD_BYTES: usize = 8 * 1024 * 1024 * 1024;
 /// Most events one group commit takes.
 pub const MAX_GROUP_EVENTS: usize = 256;
+/// A group commit takes no further event once its events reach this many bytes (one event
+/// larger than this is committed alone).
+pub const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// Default most client writes waiting for the writer (`--max-queued-writes`).
+pub const DEFAULT_MAX_QUEUED_WRITES: usize = 10_000;
 
 /// Log entries a follower asks its leader for per request.
 pub const REPLICATION_PAGE: u32 = 1000;

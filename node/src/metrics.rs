@@ -42,6 +42,8 @@ pub struct Metrics {
     pub sync_wait_seconds: Histogram,
     /// `valori_sync_timeouts_total`: synchronous writes answered `replication_timeout`.
     pub sync_timeouts: IntCounter,
+    /// `valori_writes_refused_busy_total`: writes refused because the write queue was full.
+    pub writes_refused_busy: IntCounter,
     /// `valori_replication_discarded_events_total`: events a follower dropped when it
     /// re-bootstrapped because its history went past its leader's.
     pub discarded_events: IntCounter,
@@ -130,6 +132,11 @@ impl Metrics {
             "Synchronous writes answered replication_timeout",
         )
         .unwrap();
+        let writes_refused_busy = IntCounter::new(
+            "valori_writes_refused_busy_total",
+            "Writes refused with 503 busy because the write queue was full",
+        )
+        .unwrap();
         let discarded_events = IntCounter::new(
             "valori_replication_discarded_events_total",
             "Events dropped by a re-bootstrap because this node's history went past its leader's",
@@ -169,6 +176,7 @@ impl Metrics {
             Box::new(fenced.clone()),
             Box::new(sync_wait_seconds.clone()),
             Box::new(sync_timeouts.clone()),
+            Box::new(writes_refused_busy.clone()),
             Box::new(discarded_events.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
@@ -193,6 +201,7 @@ impl Metrics {
             fenced,
             sync_wait_seconds,
             sync_timeouts,
+            writes_refused_busy,
             discarded_events,
             http_requests,
             http_seconds,

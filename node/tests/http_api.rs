@@ -1008,3 +1008,50 @@ fn edge_kind_filters_are_bounded() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["nodes"].as_array().unwrap().len(), 2, "{v}");
 }
+
+/// The write queue is bounded: with room for one waiting write, a burst of concurrent writes
+/// gets some 503 `busy` answers (counted in a metric) instead of an unbounded queue, and every
+/// write that was answered 200 is in the state.
+#[test]
+fn a_full_write_queue_answers_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--max-queued-writes", "1"]);
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    let url = node.url.clone();
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let c = Client::new(&url);
+                (0..5)
+                    .map(|i| {
+                        c.post(
+                            "/v1/collections/v/records",
+                            json!({"vector": vector(t * 5 + i, 4)}),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<_> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(ok + busy.len(), answers.len(), "{answers:?}");
+    assert!(
+        !busy.is_empty(),
+        "160 concurrent writes never found the queue full"
+    );
+    assert!(busy.iter().all(|(_, v)| v["code"] == "busy"), "{busy:?}");
+    assert_eq!(c.state().0, 1 + ok as u64);
+    let (_, m) = c.get("/metrics");
+    let m = m.as_str().unwrap().to_string();
+    assert!(
+        m.contains(&format!("valori_writes_refused_busy_total {}", busy.len())),
+        "{m}"
+    );
+}
