@@ -232,6 +232,29 @@ pub struct Follower {
     history: Option<u64>,
 }
 
+/// The follower's HTTP client. Timeouts are per read, not per request: a large snapshot or
+/// page may take longer than any fixed deadline to transfer, as long as bytes keep coming.
+/// A machine without CA roots (a bare container) still follows a plain-HTTP leader; an https
+/// leader is then refused for want of a root, with that error.
+fn leader_client() -> reqwest::Client {
+    let builder = || {
+        reqwest::Client::builder()
+            .tls_backend_rustls()
+            .connect_timeout(LEADER_CONNECT_TIMEOUT)
+            .read_timeout(LEADER_READ_TIMEOUT)
+    };
+    builder().build().unwrap_or_else(|e| {
+        tracing::error!(
+            error = %e,
+            "no CA roots on this machine (set SSL_CERT_FILE): an https leader cannot be verified"
+        );
+        builder()
+            .tls_certs_only(Vec::<reqwest::Certificate>::new())
+            .build()
+            .expect("an HTTP client without roots builds")
+    })
+}
+
 impl Follower {
     /// A follower of `leader` (base URL) feeding `engine`.
     pub fn new(
@@ -246,13 +269,7 @@ impl Follower {
             engine,
             leader: leader.trim_end_matches('/').to_string(),
             key,
-            http: reqwest::Client::builder()
-                // Per read, not per request: a large snapshot or page may take longer than
-                // any fixed deadline to transfer, as long as bytes keep coming.
-                .connect_timeout(LEADER_CONNECT_TIMEOUT)
-                .read_timeout(LEADER_READ_TIMEOUT)
-                .build()
-                .expect("HTTP client"),
+            http: leader_client(),
             behind_since: None,
             heal,
             name,

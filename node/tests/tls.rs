@@ -150,3 +150,62 @@ async fn http_and_grpc_over_tls() {
         .into_inner();
     assert_eq!(st.seq, 1);
 }
+
+/// Replication over TLS: a follower verifies its https leader with the roots it is given
+/// (SSL_CERT_FILE names the CA here), and streams its log.
+#[test]
+fn a_follower_replicates_from_an_https_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path());
+    let leader = common::Node::start(
+        &dir.path().join("leader"),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let url = leader.url.clone();
+    let follower = common::Node::try_start_env(
+        &dir.path().join("f"),
+        &["--replication-mode", "follower", "--leader-url", &url],
+        &[("SSL_CERT_FILE", &ca), ("SSL_CERT_DIR", "/nonexistent")],
+    )
+    .unwrap();
+    let fc = follower.client();
+    // Write through the leader with curl (the test's client speaks plain HTTP only).
+    let (ok, body) = curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"vector": [1, 2, 3]}"#,
+        &format!("{url}/v1/records"),
+    ]);
+    assert!(ok && body.contains("\"seq\":1"), "{body}");
+    common::wait_until(30, "the follower to replicate over TLS", || {
+        fc.state().0 == 1
+    });
+}
+
+/// A machine without CA roots (a bare container image) still follows a plain-HTTP leader.
+#[test]
+fn a_follower_without_ca_roots_follows_a_plain_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = common::Node::start(&dir.path().join("leader"), &[]);
+    let lc = leader.client();
+    lc.post("/v1/records", serde_json::json!({"vector": [1.0, 2.0]}));
+    let follower = common::Node::try_start_env(
+        &dir.path().join("f"),
+        &[
+            "--replication-mode",
+            "follower",
+            "--leader-url",
+            &leader.url,
+        ],
+        &[
+            ("SSL_CERT_FILE", "/nonexistent"),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
+    )
+    .unwrap();
+    let fc = follower.client();
+    common::wait_until(30, "the follower to replicate", || fc.state() == lc.state());
+}

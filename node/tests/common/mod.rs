@@ -27,6 +27,11 @@ impl Node {
 
     /// Starts a node; `Err` carries its stderr if it exits before listening.
     pub fn try_start(dir: &Path, args: &[&str]) -> Result<Node, String> {
+        Self::try_start_env(dir, args, &[])
+    }
+
+    /// Starts a node with these environment variables besides.
+    pub fn try_start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Node, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_valori-node"));
         cmd.args(["--http-addr", "127.0.0.1", "--data-dir"])
             .arg(dir);
@@ -39,6 +44,7 @@ impl Node {
         let mut child = cmd
             .args(args)
             .env("VALORI_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
