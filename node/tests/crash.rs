@@ -401,23 +401,12 @@ fn a_node_whose_only_snapshot_is_damaged_refuses_to_start() {
     assert_eq!(node.terminate(), Some(0));
 
     // Damage every snapshot file in the middle.
-    let mut damaged = Vec::new();
-    let mut stack = vec![dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains("snap")
-                && !p.to_string_lossy().contains(".partial")
-            {
-                let mut b = std::fs::read(&p).unwrap();
-                let mid = b.len() / 2;
-                b[mid] ^= 0xff;
-                std::fs::write(&p, &b).unwrap();
-                damaged.push(p);
-            }
-        }
+    let damaged = common::files_under(dir.path(), |name| name.ends_with(".vsnap"));
+    for p in &damaged {
+        let mut b = std::fs::read(p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        std::fs::write(p, &b).unwrap();
     }
     assert!(!damaged.is_empty(), "a snapshot file exists");
     let err = match Node::try_start(dir.path(), &[]) {
@@ -483,26 +472,7 @@ fn snapshot_uploads_are_one_at_a_time_and_a_cancelled_one_leaves_nothing() {
     c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
     let (_, snap) = c.post("/v1/snapshots", json!({}));
     let (_, good) = c.bytes(&format!("/v1/snapshots/{}", snap["id"]));
-    let uploads = || {
-        let mut found = Vec::new();
-        let mut stack = vec![dir.path().to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(".upload-")
-                {
-                    found.push(p);
-                }
-            }
-        }
-        found
-    };
+    let uploads = || common::files_under(dir.path(), |name| name.starts_with(".upload-"));
     // A slow client: headers and the first bytes of a large body, then nothing.
     let addr = node.url.trim_start_matches("http://").to_string();
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();

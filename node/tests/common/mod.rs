@@ -267,6 +267,23 @@ pub fn vector(i: u64, dim: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The files under `dir` (recursively) whose name satisfies `pred`.
+pub fn files_under(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if pred(&p.file_name().unwrap().to_string_lossy()) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
 /// A port that was free a moment ago (for a node that must come back on the same address).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
