@@ -592,7 +592,9 @@ async fn lost(
         .filter(|v| Some(&v.name) != pod.as_ref() && !v.terminating)
         .map(|v| refs[&v.name].clone())
         .collect();
-    let old = pod.as_ref().map(|p| refs[p].clone());
+    // A leader whose pod is gone (deleted, not yet recreated) cannot be fenced by a call; the
+    // new epoch fences it when it returns.
+    let old = pod.as_ref().and_then(|p| refs.get(p).cloned());
     pass.status.target_leader_since = Some(rfc3339(&pass.now));
     let outcome = failover::fail_over(nodes, old.as_ref(), &followers, sync, epoch).await?;
     match outcome.decision {

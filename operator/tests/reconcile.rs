@@ -366,3 +366,25 @@ failover: {delaySeconds: 1, leaderUpdate: Switchover}
     assert_eq!(selector_pod(&c, "rw"), new);
     c.assert_permitted();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_pod_is_gone_is_failed_over_without_a_call_to_it() {
+    let c = Cluster::new("gone", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    // The leader's pod object disappears (deleted, not yet recreated) with its node.
+    c.kill("gone-0");
+    c.api.remove(&c.pod_path("gone-0"));
+    let pass = || async {
+        valori_operator::controller::reconcile(std::sync::Arc::new(c.vc()), c.ctx.clone()).await
+    };
+    pass().await.expect("a pass with the leader's pod missing");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    pass().await.expect("the failover pass");
+    let st = c.status();
+    assert!(
+        st.current_leader.as_deref().is_some_and(|l| l != "gone-0"),
+        "{st:?}"
+    );
+    assert_eq!(st.epoch, 3);
+    c.assert_permitted();
+}
