@@ -19,6 +19,9 @@ use crate::api::*;
 pub struct Remote {
     base: Url,
     client: Client,
+    /// For snapshot uploads: a connect timeout but no deadline on the whole request, which
+    /// takes as long as the file takes to send and the server to verify.
+    transfers: Client,
     api_key: Option<String>,
 }
 
@@ -88,7 +91,7 @@ impl Remote {
         }
         // The same TLS stack as the node's: rustls with ring.
         valori_node::use_ring_for_tls();
-        let mut builder = Client::builder().timeout(timeout).tls_backend_rustls();
+        let mut ca = None;
         if let Some(path) = ca_cert {
             let pem = std::fs::read(path).map_err(|e| {
                 ApiError::invalid(format!("cannot read ca_cert {}: {e}", path.display()))
@@ -102,12 +105,22 @@ impl Remote {
                         path.display()
                     ))
                 })?;
-            builder = builder.tls_certs_merge(certs);
+            ca = Some(certs);
         }
-        let client = builder.build().map_err(transport)?;
+        let build = |total: Option<Duration>| {
+            let mut b = Client::builder()
+                .timeout(total)
+                .connect_timeout(timeout)
+                .tls_backend_rustls();
+            if let Some(certs) = &ca {
+                b = b.tls_certs_merge(certs.clone());
+            }
+            b.build().map_err(transport)
+        };
         Ok(Remote {
             base,
-            client,
+            client: build(Some(timeout))?,
+            transfers: build(None)?,
             api_key,
         })
     }
@@ -384,7 +397,10 @@ impl Api for Remote {
         let file = std::fs::File::open(path)
             .map_err(|e| ApiError::io(format!("cannot read snapshot {}", path.display()), &e))?;
         let r = self
-            .request(Method::POST, &["v1", "snapshots", "restore"])
+            .authorized(
+                self.transfers
+                    .request(Method::POST, self.url(&["v1", "snapshots", "restore"])),
+            )
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(file);
         self.send(r)?

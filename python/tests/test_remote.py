@@ -198,3 +198,60 @@ def test_a_snapshot_download_cut_short_keeps_the_previous_copy(start_node, tmp_p
         proxy.close()
     assert good.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+class SlowUploadProxy(CuttingProxy):
+    """Passes the server's answers through at once and the client's bytes slowly (1 KB every
+    50 ms): a large upload takes longer than the client's timeout, while bytes keep coming."""
+
+    def __init__(self, target: str):
+        super().__init__(target, limit=1 << 40)
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+        import time
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+
+            def up(c=client, s=server):
+                try:
+                    while data := c.recv(1024):
+                        s.sendall(data)
+                        time.sleep(0.05)
+                except OSError:
+                    pass
+
+            def down(c=client, s=server):
+                try:
+                    while data := s.recv(65536):
+                        c.sendall(data)
+                except OSError:
+                    pass
+                c.close()
+
+            threading.Thread(target=up, daemon=True).start()
+            threading.Thread(target=down, daemon=True).start()
+
+
+def test_a_restore_upload_may_take_longer_than_the_timeout(start_node, tmp_path: Path) -> None:
+    node = start_node()
+    snap = tmp_path / "state.snap"
+    with Valori(remote=node.url) as db:
+        for i in range(300):
+            db.insert([float(i % 17), 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+        db.snapshot(str(snap))
+        expected = db.state_hash()
+    assert snap.stat().st_size > 30 * 1024  # at 20 KB/s, over 1.5 s: beyond the 1 s timeout
+    proxy = SlowUploadProxy(node.url)
+    try:
+        with Valori(remote=proxy.url, timeout=1.0) as db:
+            db.restore(str(snap))
+            assert db.state_hash() == expected
+    finally:
+        proxy.close()
