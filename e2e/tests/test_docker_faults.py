@@ -68,20 +68,21 @@ def failover(cluster: Cluster, client: Client, old: str) -> dict:
     return out
 
 
-@pytest.fixture
-def sync_cluster():
-    c = Cluster(f"valori-e2e-{os.getpid()}-s", sync_replicas=1)
+def running_cluster(suffix: str, sync_replicas: int):
+    c = Cluster(f"valori-e2e-{os.getpid()}-{suffix}", sync_replicas=sync_replicas)
     c.start()
     yield c
     c.teardown()
+
+
+@pytest.fixture
+def sync_cluster():
+    yield from running_cluster("s", 1)
 
 
 @pytest.fixture
 def async_cluster():
-    c = Cluster(f"valori-e2e-{os.getpid()}-a", sync_replicas=0)
-    c.start()
-    yield c
-    c.teardown()
+    yield from running_cluster("a", 0)
 
 
 def test_synchronous_cluster_survives_every_fault(sync_cluster):

@@ -124,17 +124,19 @@ def test_ca_cert_needs_https() -> None:
         Valori(path="x", ca_cert="ca.pem")
 
 
-class CuttingProxy:
-    """A TCP proxy to `target` that passes the client's bytes through and closes every
-    connection once `limit` bytes of the server's answers went through it."""
+class Proxy:
+    """A TCP proxy to `target`: it closes every connection once `limit` bytes of the server's
+    answers went through it (None: never), and passes the client's bytes on in chunks of 1 KB
+    with `upload_pause` seconds after each (0: at once)."""
 
-    def __init__(self, target: str, limit: int):
+    def __init__(self, target: str, limit=None, upload_pause: float = 0.0):
         import socket
         import threading
 
         host, port = target.split("://", 1)[1].rsplit(":", 1)
         self.target = (host, int(port))
         self.limit = limit
+        self.upload_pause = upload_pause
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -142,6 +144,7 @@ class CuttingProxy:
     def _accept(self) -> None:
         import socket
         import threading
+        import time
 
         while True:
             try:
@@ -152,15 +155,17 @@ class CuttingProxy:
 
             def up(c=client, s=server):
                 try:
-                    while data := c.recv(65536):
+                    while data := c.recv(1024 if self.upload_pause else 65536):
                         s.sendall(data)
+                        time.sleep(self.upload_pause)
                 except OSError:
                     pass
 
             def down(c=client, s=server):
                 sent = 0
+                limit = self.limit if self.limit is not None else float("inf")
                 try:
-                    while sent < self.limit and (data := s.recv(min(65536, self.limit - sent))):
+                    while sent < limit and (data := s.recv(int(min(65536, limit - sent)))):
                         c.sendall(data)
                         sent += len(data)
                 except OSError:
@@ -189,7 +194,7 @@ def test_a_snapshot_download_cut_short_keeps_the_previous_copy(start_node, tmp_p
         previous = good.read_bytes()
         assert len(previous) > 8000
     # The next download is cut off after 4 KB of the server's answers.
-    proxy = CuttingProxy(node.url, 4000)
+    proxy = Proxy(node.url, limit=4000)
     try:
         with Valori(remote=proxy.url, timeout=10) as db:
             with pytest.raises(ValoriError):
@@ -198,45 +203,6 @@ def test_a_snapshot_download_cut_short_keeps_the_previous_copy(start_node, tmp_p
         proxy.close()
     assert good.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
-
-
-class SlowUploadProxy(CuttingProxy):
-    """Passes the server's answers through at once and the client's bytes slowly (1 KB every
-    50 ms): a large upload takes longer than the client's timeout, while bytes keep coming."""
-
-    def __init__(self, target: str):
-        super().__init__(target, limit=1 << 40)
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-        import time
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-
-            def up(c=client, s=server):
-                try:
-                    while data := c.recv(1024):
-                        s.sendall(data)
-                        time.sleep(0.05)
-                except OSError:
-                    pass
-
-            def down(c=client, s=server):
-                try:
-                    while data := s.recv(65536):
-                        c.sendall(data)
-                except OSError:
-                    pass
-                c.close()
-
-            threading.Thread(target=up, daemon=True).start()
-            threading.Thread(target=down, daemon=True).start()
 
 
 def test_a_restore_upload_may_take_longer_than_the_timeout(start_node, tmp_path: Path) -> None:
@@ -248,7 +214,8 @@ def test_a_restore_upload_may_take_longer_than_the_timeout(start_node, tmp_path:
         db.snapshot(str(snap))
         expected = db.state_hash()
     assert snap.stat().st_size > 30 * 1024  # at 20 KB/s, over 1.5 s: beyond the 1 s timeout
-    proxy = SlowUploadProxy(node.url)
+    # The client's bytes at about 20 KB/s; the answers at once.
+    proxy = Proxy(node.url, upload_pause=0.05)
     try:
         with Valori(remote=proxy.url, timeout=1.0) as db:
             db.restore(str(snap))
