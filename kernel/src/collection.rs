@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::event::{decode_spec, encode_spec, CollectionSpec, IndexSpec, Metric, NewRecord};
 use crate::exec::Executor;
 use crate::fixed::Fixed;
-use crate::hnsw::{Hnsw, SearchScratch, Space};
+use crate::hnsw::{BuildLog, Hnsw, SearchScratch, Space};
 use crate::limits::*;
 
 /// A tag filter with at most this many live records is answered by an exact scan of the tag
@@ -81,6 +81,14 @@ pub struct Collection {
 pub(crate) enum CompactCopy {
     Narrow(Vec<i8>),
     Wide(Vec<i16>),
+}
+
+/// How an insert builds its part of the index.
+pub(crate) enum Build<'a, E> {
+    /// Search and link with `exec`, recording what is written when a log is given.
+    Run(&'a E, Option<&'a mut BuildLog>),
+    /// Write what an earlier build on an equal collection recorded.
+    Replay(&'a BuildLog),
 }
 
 impl Collection {
@@ -201,8 +209,13 @@ impl Collection {
         Ok(())
     }
 
-    /// Appends validated records and indexes them; returns the first id.
-    pub(crate) fn insert<E: Executor>(&mut self, records: &[NewRecord], exec: &E) -> u64 {
+    /// Appends validated records and indexes them (building the index with `exec`, or
+    /// replaying a build's log); returns the first id.
+    pub(crate) fn insert<E: Executor>(
+        &mut self,
+        records: &[NewRecord],
+        build: Build<'_, E>,
+    ) -> u64 {
         let first = self.next_id;
         for rec in records {
             let stored = self
@@ -213,9 +226,16 @@ impl Collection {
         let end = self.next_id;
         if let Some(mut index) = self.index.take() {
             self.refresh_compact(first);
-            match &self.compact {
-                CompactCopy::Narrow(c) => index.insert_batch(&self.space(c), first, end, exec),
-                CompactCopy::Wide(c) => index.insert_batch(&self.space(c), first, end, exec),
+            match build {
+                Build::Run(exec, log) => match &self.compact {
+                    CompactCopy::Narrow(c) => {
+                        index.insert_batch(&self.space(c), first, end, exec, log)
+                    }
+                    CompactCopy::Wide(c) => {
+                        index.insert_batch(&self.space(c), first, end, exec, log)
+                    }
+                },
+                Build::Replay(log) => index.replay(first, end, log),
             }
             self.index = Some(index);
         }

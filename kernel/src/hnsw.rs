@@ -257,6 +257,31 @@ type Accept<'f> = Option<&'f dyn Fn(u32) -> bool>;
 /// walks are independent, so any number gives the same graph).
 const INTERLEAVE: usize = 4;
 
+/// What one batch build wrote into the graph, in order: every neighbour list it installed and
+/// the entry point it left. Replaying it ([`Hnsw::replay`]) on a graph equal to the one the
+/// build started from gives the graph the build made, without a single distance computed: how
+/// a second copy of the state follows the first (see [`crate::Kernel::apply_recorded`]).
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct BuildLog {
+    /// `(slot, layer, length)` per installed list; the lists follow one another in `lists`.
+    writes: Vec<(u32, u8, u32)>,
+    lists: Vec<u32>,
+    entry: Option<u32>,
+    max_level: u8,
+}
+
+impl BuildLog {
+    fn record(&mut self, slot: u32, layer: u8, list: &[u32]) {
+        self.writes.push((slot, layer, list.len() as u32));
+        self.lists.extend_from_slice(list);
+    }
+
+    /// Bytes the log holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.writes.len() * 12 + self.lists.len() * 4
+    }
+}
+
 /// The graph. Slots are record ids.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Hnsw {
@@ -666,13 +691,15 @@ impl Hnsw {
     ///    selection heuristic when it overflows; then install the results.
     ///
     /// Each parallel task reads only state frozen before its phase, and results are installed
-    /// in a fixed order, so the graph does not depend on the executor.
+    /// in a fixed order, so the graph does not depend on the executor. With `log`, every list
+    /// installed and the final entry point are recorded there ([`Hnsw::replay`]).
     pub fn insert_batch<C: Component, E: Executor>(
         &mut self,
         space: &Space<'_, C>,
         start: u64,
         end: u64,
         exec: &E,
+        mut log: Option<&mut BuildLog>,
     ) {
         let mut scratches: Vec<Vec<SearchScratch>> = (0..exec.threads().max(1))
             .map(|_| (0..INTERLEAVE).map(|_| SearchScratch::new()).collect())
@@ -711,6 +738,9 @@ impl Hnsw {
                 let slot = first + i as u32;
                 for (layer, list) in layers.iter().enumerate() {
                     self.set_neighbors(slot, layer as u8, list);
+                    if let Some(log) = log.as_deref_mut() {
+                        log.record(slot, layer as u8, list);
+                    }
                     back.extend(list.iter().map(|&n| (n, layer as u8, slot)));
                 }
                 let level = self.levels[slot as usize];
@@ -751,8 +781,34 @@ impl Hnsw {
             });
             for ((target, layer, _), list) in groups.iter().zip(&merged) {
                 self.set_neighbors(*target, *layer, list);
+                if let Some(log) = log.as_deref_mut() {
+                    log.record(*target, *layer, list);
+                }
             }
             chunk_start = chunk_end;
+        }
+        if let Some(log) = log {
+            log.entry = self.entry;
+            log.max_level = self.max_level;
+        }
+    }
+
+    /// Repeats a build of slots `start..end` from its log, on a graph equal to the one the
+    /// build started from: the same nodes, the same lists written in the same order, the same
+    /// entry point; hence the same graph.
+    pub fn replay(&mut self, start: u64, end: u64, log: &BuildLog) {
+        for id in start..end {
+            self.push_node(id);
+        }
+        let mut at = 0usize;
+        for &(slot, layer, len) in &log.writes {
+            let list = &log.lists[at..at + len as usize];
+            self.set_neighbors(slot, layer, list);
+            at += len as usize;
+        }
+        if start < end {
+            self.entry = log.entry;
+            self.max_level = log.max_level;
         }
     }
 
@@ -857,7 +913,7 @@ mod tests {
             ef_construction: 40,
             ef_search: 20,
         });
-        h.insert_batch(&space, 0, u64::from(n), &Sequential);
+        h.insert_batch(&space, 0, u64::from(n), &Sequential, None);
         let queries: Vec<u32> = (0..7).map(|i| i * 211 % n).collect();
         let entries: Vec<Vec<(WalkDistance, u32)>> = queries
             .iter()

@@ -5,13 +5,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::collection::{check_batch_shape, check_spec, Collection, Hit, Record};
+use crate::collection::{check_batch_shape, check_spec, Build, Collection, Hit, Record};
 use crate::error::Error;
 use crate::event::{CollectionSpec, Event, HnswParams, IndexSpec, Metric, NewRecord, RecordRef};
 use crate::exec::{Executor, Sequential};
 use crate::fixed::Fixed;
 use crate::graph::{Direction, Edge, Graph, Neighbor, Node, Traversal};
-use crate::hnsw::SearchScratch;
+use crate::hnsw::{BuildLog, SearchScratch};
 use crate::limits::*;
 
 /// A blake3 hash.
@@ -47,6 +47,19 @@ pub enum Applied {
     Node(u64),
     /// A graph edge was created.
     Edge(u64),
+}
+
+/// How to repeat one applied event on an equal state cheaply ([`Kernel::replay`]): for an
+/// insert into an indexed collection, the lists its index build wrote; for any other event,
+/// nothing (applying it again is cheap).
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct Replay(Option<BuildLog>);
+
+impl Replay {
+    /// Bytes the replay holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, BuildLog::memory_bytes)
+    }
 }
 
 /// Parameters of a search.
@@ -221,7 +234,7 @@ impl Kernel {
     pub fn apply(&mut self, event: &Event) -> Result<Applied, Error> {
         self.validate(event)?;
         let encoded = event.encode();
-        Ok(self.apply_validated(event, &encoded, &Sequential))
+        Ok(self.apply_validated(event, &encoded, Build::Run(&Sequential, None)))
     }
 
     /// [`Kernel::apply`] for an event whose canonical encoding the caller already has (a log
@@ -235,10 +248,51 @@ impl Kernel {
     ) -> Result<Applied, Error> {
         self.validate(event)?;
         debug_assert_eq!(event.encode(), encoded);
-        Ok(self.apply_validated(event, encoded, exec))
+        Ok(self.apply_validated(event, encoded, Build::Run(exec, None)))
     }
 
-    fn apply_validated<E: Executor>(&mut self, event: &Event, encoded: &[u8], exec: &E) -> Applied {
+    /// [`Kernel::apply_with`], also returning how to repeat the event on another state equal
+    /// to this one's before it ([`Kernel::replay`]) without redoing its expensive part: the
+    /// index build of an insert is recorded as the lists it wrote. How the node keeps a second
+    /// copy of the state for its readers while it builds the next one.
+    pub fn apply_recorded<E: Executor>(
+        &mut self,
+        event: &Event,
+        encoded: &[u8],
+        exec: &E,
+    ) -> Result<(Applied, Replay), Error> {
+        self.validate(event)?;
+        debug_assert_eq!(event.encode(), encoded);
+        let mut log = BuildLog::default();
+        let applied = self.apply_validated(event, encoded, Build::Run(exec, Some(&mut log)));
+        let indexed = matches!(event, Event::Insert { .. }) && log != BuildLog::default();
+        Ok((applied, Replay(indexed.then_some(log))))
+    }
+
+    /// Applies an event as [`Kernel::apply_recorded`] did on an equal state, from its
+    /// [`Replay`]: the same state results, with the index lists copied instead of searched
+    /// for. The event is validated as always; the replay must come from an equal state (the
+    /// caller's invariant: replaying onto a different state gives a state no log describes).
+    pub fn replay(
+        &mut self,
+        event: &Event,
+        encoded: &[u8],
+        replay: &Replay,
+    ) -> Result<Applied, Error> {
+        self.validate(event)?;
+        debug_assert_eq!(event.encode(), encoded);
+        Ok(match &replay.0 {
+            Some(log) => self.apply_validated::<Sequential>(event, encoded, Build::Replay(log)),
+            None => self.apply_validated(event, encoded, Build::Run(&Sequential, None)),
+        })
+    }
+
+    fn apply_validated<E: Executor>(
+        &mut self,
+        event: &Event,
+        encoded: &[u8],
+        build: Build<'_, E>,
+    ) -> Applied {
         let applied = match event {
             Event::CreateCollection(spec) => {
                 self.collections
@@ -263,7 +317,7 @@ impl Kernel {
                     .collections
                     .get_mut(collection)
                     .expect("validated: collection exists");
-                let first = c.insert(records, exec);
+                let first = c.insert(records, build);
                 Applied::Inserted {
                     first,
                     count: records.len() as u32,

@@ -60,5 +60,5 @@ pub use exec::{Executor, Sequential};
 pub use fixed::{Fixed, FixedError};
 pub use graph::{Direction, Neighbor, Traversal};
 pub use hnsw::SearchScratch;
-pub use kernel::{chain_next, Applied, Hash, Kernel, SearchParams, GENESIS_CHAIN};
+pub use kernel::{chain_next, Applied, Hash, Kernel, Replay, SearchParams, GENESIS_CHAIN};
 pub use snapshot::{SnapshotError, SnapshotInfo};

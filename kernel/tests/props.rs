@@ -164,6 +164,27 @@ proptest! {
         prop_assert_eq!(&replayed, &live);
     }
 
+    /// A copy that replays each accepted event from its record stays equal to the copy that
+    /// applied it, and both equal a plain apply of the log; refused events are refused by
+    /// both.
+    #[test]
+    fn recorded_replay_equals_apply(events in prop::collection::vec(event(), 0..60)) {
+        let exec = valori_kernel::exec::Threads::new(2);
+        let mut first = Kernel::new();
+        let mut second = Kernel::new();
+        for e in &events {
+            let encoded = e.encode();
+            match first.apply_recorded(e, &encoded, &exec) {
+                Ok((applied, replay)) => {
+                    prop_assert_eq!(second.replay(e, &encoded, &replay), Ok(applied));
+                }
+                Err(err) => prop_assert_eq!(second.replay(e, &encoded, &Default::default()), Err(err)),
+            }
+            prop_assert_eq!(&second, &first);
+        }
+        prop_assert_eq!(&first, &run(&events).0);
+    }
+
     /// A snapshot restores to the identical state, hash, sequence number and chain.
     #[test]
     fn snapshot_round_trip(events in prop::collection::vec(event(), 0..60)) {
