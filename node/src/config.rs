@@ -105,6 +105,19 @@ pub struct Config {
     /// client should retry after a pause).
     #[arg(long, env = "VALORI_MAX_QUEUED_WRITES", default_value_t = limits::DEFAULT_MAX_QUEUED_WRITES)]
     pub max_queued_writes: usize,
+    /// Most open client connections, HTTP and gRPC together; a connection beyond it is closed
+    /// as soon as it is accepted.
+    #[arg(long, env = "VALORI_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most HTTP requests in progress at once; more are refused with 503 `busy` (`/healthz`,
+    /// `/readyz` and `/metrics` are always answered). Also each gRPC connection's most
+    /// concurrent calls (more wait).
+    #[arg(long, env = "VALORI_MAX_CONCURRENT_REQUESTS", default_value_t = limits::DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
+    /// Milliseconds a client has to send a request's headers (HTTP/1.1) and to finish a TLS
+    /// handshake; a slower connection is closed.
+    #[arg(long, env = "VALORI_HEADER_TIMEOUT_MS", default_value_t = limits::DEFAULT_HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
     /// Create the default collection with this dimension at start (otherwise its first insert
     /// fixes it).
     #[arg(long, env = "VALORI_DEFAULT_DIMENSION")]
@@ -115,6 +128,14 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `valori_node=debug`.
     #[arg(long, env = "VALORI_LOG", default_value = "info")]
     pub log: String,
+    /// Test hook (never set in production): while this file exists, each commit waits after
+    /// applying its events and before making them durable.
+    #[arg(long, env = "VALORI_TEST_COMMIT_GATE", hide = true)]
+    pub test_commit_gate: Option<PathBuf>,
+    /// Test hook (never set in production): the step of a restore at which the process
+    /// aborts.
+    #[arg(long, env = "VALORI_TEST_CRASH_AT", hide = true)]
+    pub test_crash_at: Option<String>,
 }
 
 impl Config {

@@ -1,14 +1,25 @@
 //! The engine: one kernel, its durable log, and the single writer thread that changes both.
 //!
+//! Two copies of the state: the **published** one, immutable, which every reader shares (an
+//! `Arc` taken in an instant, never a lock held across a commit), and the writer's private
+//! **back** copy, equal to it between commits.
+//!
 //! Write path: a request's event goes to the writer thread over a channel. The writer takes
-//! every request waiting (group commit), and under the kernel's write lock validates and
-//! applies each event in order, collecting the accepted ones; then it appends them to the log in
-//! one synced RocksDB write and only then releases the lock and answers. A refused event never
-//! reaches the log, and no reader ever sees an event that is not yet durable (the lock is held
-//! across the sync). If the append fails, the in-memory state is ahead of the disk: the engine
-//! latches into a failed state that refuses every later write, rebuilds its memory from what is
-//! durable (the same recovery as at start), and keeps serving reads from that: read-only until
-//! restarted. If even that rebuild fails, reads are refused too.
+//! every request waiting (group commit) and applies each event in order to the back copy,
+//! recording how to repeat it cheaply ([`Kernel::apply_recorded`]: an insert's index build is
+//! recorded as the lists it wrote); refused events change nothing. It appends the accepted
+//! events to the log in one synced RocksDB write, then publishes the back copy in place of the
+//! old one and answers. The old copy, once its last reader lets go, replays the group's records
+//! ([`Kernel::replay`]: no distance is computed) and is the next back copy; if a reader holds
+//! it longer than [`RECLAIM_WAIT`], the writer copies the published state instead. Readers
+//! therefore never wait for validation, index builds or the sync, and never see an event that
+//! is not durable: a state is published only after its events are on disk, whole, with the
+//! sequence number it reports. The price is memory: two copies of the state.
+//!
+//! If the append fails, the back copy is ahead of the disk: the engine latches into a failed
+//! state that refuses every later write, rebuilds the state from what is durable (the same
+//! recovery as at start), and keeps serving reads from that: read-only until restarted. If even
+//! that rebuild fails, reads are refused too.
 //!
 //! Recovery: the newest snapshot that verifies, then every log entry after it, each decoded,
 //! applied and its chain hash compared with the stored one. A gap, an undecodable entry or a
@@ -16,13 +27,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use valori_kernel::exec::Threads;
-use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
+use valori_kernel::{Applied, Event, Hash, Kernel, Replay, GENESIS_CHAIN};
 
 use tokio::sync::watch;
 use valori_api::Role;
@@ -50,6 +61,14 @@ pub struct EngineConfig {
     pub follow: Option<String>,
     /// Most client writes waiting for the writer; more are refused with 503 `busy`.
     pub max_queued_writes: usize,
+    /// A test hook: while this file exists, each commit waits after applying its events and
+    /// before appending them (a commit made slow on purpose); the writer creates the file's
+    /// name with `.waiting` appended while it waits. `None` in production.
+    pub commit_gate: Option<PathBuf>,
+    /// A test hook: the name of a step of a restore at which the process aborts, as in a power
+    /// cut (`restore-staged`, `restore-decided`, `restore-log-cleared`, `restore-old-removed`,
+    /// `restore-installed`, `restore-history-bumped`). `None` in production.
+    pub crash_at: Option<String>,
 }
 
 impl EngineConfig {
@@ -64,6 +83,8 @@ impl EngineConfig {
             index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             follow: None,
             max_queued_writes: crate::limits::DEFAULT_MAX_QUEUED_WRITES,
+            commit_gate: None,
+            crash_at: None,
         }
     }
 }
@@ -110,7 +131,9 @@ enum Job {
 struct Shared {
     /// Client writes queued for the writer and not yet taken by it.
     queued: std::sync::atomic::AtomicUsize,
-    kernel: RwLock<Kernel>,
+    /// The published state: readers clone the `Arc` (the lock is held for that alone); the
+    /// writer replaces it after each durable commit.
+    published: Mutex<Arc<Kernel>>,
     store: Store,
     failed: Mutex<Option<Failure>>,
     /// False when memory may hold events the disk does not (a failed rebuild after a failed
@@ -140,6 +163,9 @@ impl Engine {
     pub fn open(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Engine, OpenError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.data_dir)?;
+        if let Some((file, _)) = finish_restore(&store, &config).map_err(OpenError::Storage)? {
+            tracing::warn!(path = %file.path.display(), "finished a restore a crash interrupted");
+        }
         let kernel = recover(&store, &config)?;
         metrics.seq.set(kernel.seq() as i64);
         // A persisted role wins over the flags: it came from the arbiter or from a fencing.
@@ -157,7 +183,7 @@ impl Engine {
         );
         let shared = Arc::new(Shared {
             queued: std::sync::atomic::AtomicUsize::new(0),
-            kernel: RwLock::new(kernel),
+            published: Mutex::new(Arc::new(kernel.clone())),
             store,
             failed: Mutex::new(None),
             readable: std::sync::atomic::AtomicBool::new(true),
@@ -171,7 +197,7 @@ impl Engine {
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("valori-writer".into())
-            .spawn(move || writer_loop(&writer_shared, rx))?;
+            .spawn(move || writer_loop(&writer_shared, kernel, rx))?;
         Ok(Engine {
             shared,
             tx: Arc::new(Mutex::new(Some(tx))),
@@ -306,10 +332,30 @@ impl Engine {
     }
 
     async fn install_in_place(&self, path: &Path, heal: bool) -> Result<SnapshotFile, NodeError> {
-        let map = crate::store::map_snapshot(path)
-            .map_err(|e| NodeError::Storage(format!("reading snapshot {}: {e}", path.display())))?;
-        let kernel = Kernel::restore(&map)?;
-        drop(map);
+        // Decoding and syncing take long for a large state: on a blocking thread, and before
+        // the writer sees the job (it only renames and records).
+        // A thread of its own, not the runtime's blocking pool: embedded callers have none.
+        let file = path.to_path_buf();
+        let (done, decoded) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("valori-restore".into())
+            .spawn(move || {
+                let storage = |e: std::io::Error| {
+                    NodeError::Storage(format!("reading snapshot {}: {e}", file.display()))
+                };
+                let kernel = (|| {
+                    std::fs::File::open(&file)
+                        .and_then(|f| f.sync_all())
+                        .map_err(storage)?;
+                    let map = crate::store::map_snapshot(&file).map_err(storage)?;
+                    Ok::<_, NodeError>(Kernel::restore(&map)?)
+                })();
+                let _ = done.send(kernel);
+            })
+            .map_err(|e| NodeError::Internal(format!("starting the restore thread: {e}")))?;
+        let kernel = decoded
+            .await
+            .map_err(|_| NodeError::Internal("the restore thread failed".into()))??;
         let (reply, rx) = oneshot::channel();
         self.send(Job::Restore(
             Box::new(kernel),
@@ -384,9 +430,10 @@ impl Engine {
         fail(&self.shared, why);
     }
 
-    /// Reads the state. After a storage failure the state is what is durable; reads are
-    /// refused only if that could not be re-established.
-    pub fn read(&self) -> Result<RwLockReadGuard<'_, Kernel>, NodeError> {
+    /// The published state: immutable, durable, never behind a commit in progress (taking it
+    /// waits for no writer). After a storage failure it is what is durable; reads are refused
+    /// only if that could not be re-established.
+    pub fn read(&self) -> Result<Arc<Kernel>, NodeError> {
         if !self
             .shared
             .readable
@@ -394,7 +441,7 @@ impl Engine {
         {
             self.check_failed()?;
         }
-        Ok(self.shared.kernel.read().expect("kernel lock"))
+        Ok(published(&self.shared))
     }
 
     fn check_failed(&self) -> Result<(), NodeError> {
@@ -660,8 +707,111 @@ fn encoded_len(e: &Event) -> usize {
     c.0
 }
 
-fn writer_loop(shared: &Shared, rx: mpsc::Receiver<Job>) {
-    let exec = Threads::new(shared.config.index_threads);
+/// How long the writer waits for the last reader of the copy it has just replaced before it
+/// copies the published state instead (a long reader then costs a copy, never a wait of the
+/// writes behind it).
+pub const RECLAIM_WAIT: Duration = Duration::from_millis(50);
+
+fn published(shared: &Shared) -> Arc<Kernel> {
+    Arc::clone(&shared.published.lock().expect("published lock"))
+}
+
+/// The writer's side of the state: its private back copy, equal to the published one between
+/// commits.
+struct Writer {
+    back: Kernel,
+    exec: Threads,
+}
+
+/// Events applied to the back copy and what repeats them on the other copy.
+type Applied2 = Vec<(Event, Replay)>;
+
+impl Writer {
+    /// Publishes the back copy (its events must be durable); returns the replaced copy and the
+    /// published one, for [`reclaim`].
+    fn swap(&mut self, shared: &Shared) -> (Arc<Kernel>, Arc<Kernel>) {
+        let fresh = Arc::new(std::mem::take(&mut self.back));
+        let seq = fresh.seq();
+        let old = std::mem::replace(
+            &mut *shared.published.lock().expect("published lock"),
+            Arc::clone(&fresh),
+        );
+        shared.metrics.seq.set(seq as i64);
+        shared.seq_tx.send_replace(seq);
+        (old, fresh)
+    }
+
+    /// Replaces both copies with `state` (a restore or a rebuild from the disk).
+    fn install(&mut self, shared: &Shared, state: Kernel) {
+        let seq = state.seq();
+        *shared.published.lock().expect("published lock") = Arc::new(state.clone());
+        self.back = state;
+        shared.metrics.seq.set(seq as i64);
+        shared.seq_tx.send_replace(seq);
+    }
+}
+
+/// The copy `old` brought up to `fresh`'s state: `done` replayed on it once its last reader has
+/// let go (within [`RECLAIM_WAIT`]), else a copy of `fresh`.
+fn reclaim(
+    shared: &Shared,
+    mut old: Arc<Kernel>,
+    fresh: &Arc<Kernel>,
+    done: &Applied2,
+    encoded: &[&[u8]],
+) -> Kernel {
+    let deadline = Instant::now() + RECLAIM_WAIT;
+    let mut kernel = loop {
+        match Arc::try_unwrap(old) {
+            Ok(k) => break Some(k),
+            Err(still_shared) if Instant::now() < deadline => {
+                old = still_shared;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Err(_) => break None,
+        }
+    };
+    if let Some(k) = kernel.as_mut() {
+        for ((event, replay), bytes) in done.iter().zip(encoded) {
+            if let Err(e) = k.replay(event, bytes, replay) {
+                // Cannot happen while the copies are equal; if it did, the copy is rebuilt.
+                tracing::error!(error = %e, seq = k.seq(), "replaying on the second copy failed");
+                kernel = None;
+                break;
+            }
+        }
+    }
+    match kernel {
+        Some(k) if k.seq() == fresh.seq() && k.chain_hash() == fresh.chain_hash() => k,
+        _ => {
+            shared.metrics.state_copies.inc();
+            (**fresh).clone()
+        }
+    }
+}
+
+/// The test hook [`EngineConfig::commit_gate`]: waits while the gate file exists.
+fn wait_at_gate(shared: &Shared) {
+    let Some(gate) = &shared.config.commit_gate else {
+        return;
+    };
+    if !gate.exists() {
+        return;
+    }
+    let mut waiting = gate.clone().into_os_string();
+    waiting.push(".waiting");
+    let _ = std::fs::write(&waiting, b"");
+    while gate.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_file(&waiting);
+}
+
+fn writer_loop(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
+    let mut w = Writer {
+        back: state,
+        exec: Threads::new(shared.config.index_threads),
+    };
     while let Ok(first) = rx.recv() {
         let mut events = Vec::new();
         let mut bytes = 0usize;
@@ -681,13 +831,13 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<Job>) {
                     }
                 }
                 other => {
-                    commit(shared, &exec, std::mem::take(&mut events));
-                    admin(shared, &exec, other);
+                    commit(shared, &mut w, std::mem::take(&mut events));
+                    admin(shared, &mut w, other);
                 }
             }
         }
-        commit(shared, &exec, events);
-        maybe_snapshot(shared);
+        commit(shared, &mut w, events);
+        maybe_snapshot(shared, &w);
     }
 }
 
@@ -697,9 +847,9 @@ fn fail(shared: &Shared, why: Failure) {
     *shared.failed.lock().expect("failed lock") = Some(why);
 }
 
-/// Latches the failed state and rebuilds memory from what is durable (memory may be ahead of
-/// the disk); reads then serve the durable state, or are refused if the rebuild fails.
-fn latch(shared: &Shared, kernel: &mut Kernel, why: Failure) {
+/// Latches the failed state and rebuilds both copies from what is durable (the back copy may be
+/// ahead of the disk); reads then serve the durable state, or are refused if the rebuild fails.
+fn latch(shared: &Shared, w: &mut Writer, why: Failure) {
     fail(shared, why);
     shared
         .readable
@@ -707,8 +857,7 @@ fn latch(shared: &Shared, kernel: &mut Kernel, why: Failure) {
     match recover(&shared.store, &shared.config) {
         Ok(durable) => {
             tracing::warn!(seq = durable.seq(), "serving reads from the durable state");
-            shared.metrics.seq.set(durable.seq() as i64);
-            *kernel = durable;
+            w.install(shared, durable);
             shared
                 .readable
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -717,7 +866,7 @@ fn latch(shared: &Shared, kernel: &mut Kernel, why: Failure) {
     }
 }
 
-fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64, NodeError> {
+fn replicate(shared: &Shared, w: &mut Writer, entries: Vec<Entry>) -> Result<u64, NodeError> {
     if let Some(why) = shared.failed.lock().expect("failed lock").clone() {
         return Err(NodeError::Failed(why));
     }
@@ -727,8 +876,9 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
             "replicated entries refused: this node is no longer a follower".into(),
         ));
     }
-    let mut kernel = shared.kernel.write().expect("kernel lock");
+    let kernel = &mut w.back;
     let mut accepted: Vec<Entry> = Vec::new();
+    let mut done: Applied2 = Vec::new();
     let mut divergence = None;
     for e in entries {
         if e.seq <= kernel.seq() {
@@ -740,14 +890,17 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
         } else {
             match Event::decode(&e.event) {
                 Err(err) => Some(format!("the event does not decode: {err}")),
-                Ok(event) => match kernel.apply_with(&event, &e.event, exec) {
+                Ok(event) => match kernel.apply_recorded(&event, &e.event, &w.exec) {
                     Err(err) => Some(format!("the event does not apply here: {err}")),
                     Ok(_) if kernel.chain_hash() != e.chain => Some(format!(
                         "leader chain {}, ours {}",
                         hex::encode(e.chain),
                         hex::encode(kernel.chain_hash())
                     )),
-                    Ok(_) => None,
+                    Ok((_, replay)) => {
+                        done.push((event, replay));
+                        None
+                    }
                 },
             }
         };
@@ -762,7 +915,7 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
     if !accepted.is_empty() {
         if let Err(e) = shared.store.append(&accepted) {
             let why = format!("appending replicated events: {e}");
-            latch(shared, &mut kernel, Failure::Storage(why.clone()));
+            latch(shared, w, Failure::Storage(why.clone()));
             return Err(NodeError::Storage(why));
         }
         shared
@@ -772,18 +925,21 @@ fn replicate(shared: &Shared, exec: &Threads, entries: Vec<Entry>) -> Result<u64
     }
     if let Some(why) = divergence {
         shared.metrics.divergences.inc();
-        // Memory holds the refused event's effects: rebuild it from the durable log.
-        latch(shared, &mut kernel, why.clone());
+        // The back copy holds the refused event's effects: rebuild from the durable log.
+        latch(shared, w, why.clone());
         return Err(NodeError::Failed(why));
     }
-    shared.metrics.seq.set(kernel.seq() as i64);
-    shared.seq_tx.send_replace(kernel.seq());
-    Ok(kernel.seq())
+    if !accepted.is_empty() {
+        let encoded: Vec<&[u8]> = accepted.iter().map(|e| e.event.as_slice()).collect();
+        let (old, fresh) = w.swap(shared);
+        w.back = reclaim(shared, old, &fresh, &done, &encoded);
+    }
+    Ok(w.back.seq())
 }
 
 type Pending = Vec<(Event, oneshot::Sender<Result<Committed, NodeError>>)>;
 
-fn commit(shared: &Shared, exec: &Threads, events: Pending) {
+fn commit(shared: &Shared, w: &mut Writer, events: Pending) {
     if events.is_empty() {
         return;
     }
@@ -803,13 +959,15 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
     let epoch = role.assignment.epoch;
     let started = Instant::now();
     let _span = tracing::info_span!("commit", events = events.len()).entered();
-    let mut kernel = shared.kernel.write().expect("kernel lock");
+    // Readers keep reading the published copy meanwhile: nothing here takes a lock they use.
+    let kernel = &mut w.back;
     let mut entries = Vec::new();
+    let mut done: Applied2 = Vec::new();
     let mut results = Vec::with_capacity(events.len());
     for (event, reply) in events {
         let encoded = event.encode();
-        match kernel.apply_with(&event, &encoded, exec) {
-            Ok(applied) => {
+        match kernel.apply_recorded(&event, &encoded, &w.exec) {
+            Ok((applied, replay)) => {
                 let seq = kernel.seq();
                 entries.push(Entry {
                     seq,
@@ -817,56 +975,62 @@ fn commit(shared: &Shared, exec: &Threads, events: Pending) {
                     event: encoded,
                     epoch,
                 });
+                done.push((event, replay));
                 results.push((reply, Ok(Committed { seq, applied })));
             }
             Err(e) => results.push((reply, Err(NodeError::Kernel(e)))),
         }
     }
     if !entries.is_empty() {
+        wait_at_gate(shared);
         if let Err(e) = shared.store.append(&entries) {
             let why = format!(
                 "appending events {}..={}: {e}",
                 entries[0].seq,
-                kernel.seq()
+                entries[entries.len() - 1].seq
             );
-            latch(shared, &mut kernel, Failure::Storage(why.clone()));
-            drop(kernel);
+            latch(shared, w, Failure::Storage(why.clone()));
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(NodeError::Storage(why.clone()))));
             }
             return;
         }
         shared.metrics.events_committed.inc_by(entries.len() as u64);
-        shared.metrics.seq.set(kernel.seq() as i64);
-        shared.seq_tx.send_replace(kernel.seq());
+        let encoded: Vec<&[u8]> = entries.iter().map(|e| e.event.as_slice()).collect();
+        let (old, fresh) = w.swap(shared);
         shared
             .metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
+        // Answer first: the replay on the replaced copy is the writer's business.
+        for (reply, r) in results {
+            let _ = reply.send(r);
+        }
+        w.back = reclaim(shared, old, &fresh, &done, &encoded);
+        return;
     }
-    drop(kernel);
     for (reply, r) in results {
         let _ = reply.send(r);
     }
 }
 
-fn admin(shared: &Shared, exec: &Threads, job: Job) {
+fn admin(shared: &Shared, w: &mut Writer, job: Job) {
     match job {
         Job::Event(..) => unreachable!("events are grouped by the writer loop"),
         #[cfg(test)]
         Job::Panic => panic!("a test asked the writer to panic"),
         Job::Replicate(entries, reply) => {
-            let _ = reply.send(replicate(shared, exec, entries));
+            let _ = reply.send(replicate(shared, w, entries));
         }
         Job::Snapshot(reply) => {
             let r = match shared.failed.lock().expect("failed lock").clone() {
                 Some(why) => Err(NodeError::Failed(why)),
-                None => take_snapshot(shared),
+                None => take_snapshot(shared, &w.back),
             };
             let _ = reply.send(r);
         }
         Job::Restore(kernel, path, force, reply) => {
-            let _ = reply.send(restore(shared, *kernel, &path, force));
+            let _ = reply.send(restore(shared, w, *kernel, &path, force));
         }
         Job::SetRole(want, reply) => {
             let _ = reply.send(set_role(shared, want));
@@ -874,12 +1038,12 @@ fn admin(shared: &Shared, exec: &Threads, job: Job) {
     }
 }
 
-fn maybe_snapshot(shared: &Shared) {
+fn maybe_snapshot(shared: &Shared, w: &Writer) {
     let every = shared.config.snapshot_every;
     if every == 0 || shared.failed.lock().expect("failed lock").is_some() {
         return;
     }
-    let seq = shared.kernel.read().expect("kernel lock").seq();
+    let seq = w.back.seq();
     let last = shared
         .store
         .snapshots()
@@ -887,21 +1051,20 @@ fn maybe_snapshot(shared: &Shared) {
         .and_then(|s| s.last().map(|f| f.seq))
         .unwrap_or(0);
     if seq / every > last / every {
-        if let Err(e) = take_snapshot(shared) {
+        if let Err(e) = take_snapshot(shared, &w.back) {
             tracing::warn!(error = %e, "scheduled snapshot failed");
         }
     }
 }
 
-fn take_snapshot(shared: &Shared) -> Result<SnapshotFile, NodeError> {
-    // Only the writer changes the kernel, and it is here: a read lock sees a stable state.
-    // The snapshot streams from the state into the file: never held in memory whole.
-    let kernel = shared.kernel.read().expect("kernel lock");
+/// Writes a snapshot of the writer's copy (equal to the published one between commits; the
+/// writer is here, so it is stable). It streams from the state into the file: never held in
+/// memory whole, and readers are not held up.
+fn take_snapshot(shared: &Shared, kernel: &Kernel) -> Result<SnapshotFile, NodeError> {
     let seq = kernel.seq();
     let written = shared.store.write_snapshot_with(seq, |sink| {
         kernel.write_snapshot(sink);
     });
-    drop(kernel);
     let file = written.map_err(|e| {
         let why = format!("writing snapshot {seq}: {e}");
         NodeError::Storage(why)
@@ -935,8 +1098,101 @@ fn apply_retention(shared: &Shared) {
     }
 }
 
+/// Where a decided, unfinished restore is recorded: the sequence number of its snapshot (8
+/// bytes, little-endian). Written after the restored snapshot is staged, removed when the
+/// restore is complete: a crash before it leaves the old state (the staged file is removed at
+/// open), a crash after it is finished at open.
+const RESTORE_KEY: &str = "restore";
+
+/// A test hook ([`EngineConfig::crash_at`]): the process dies here, as in a power cut.
+fn crash_point(config: &EngineConfig, step: &str) {
+    if config.crash_at.as_deref() == Some(step) {
+        tracing::warn!(step, "crashing on purpose (test hook)");
+        std::process::abort();
+    }
+}
+
+/// Finishes a restore whose marker is durable: clears the log, removes every other snapshot,
+/// moves the staged snapshot into place, bumps the history generation (followers re-check
+/// theirs) and removes the marker. Every step can be repeated, so a crash anywhere is finished
+/// by the next open. Without a marker a staged file is the trace of a restore that was never
+/// decided: removed. Returns the installed snapshot and the new role when one was finished.
+fn finish_restore(
+    store: &Store,
+    config: &EngineConfig,
+) -> Result<Option<(SnapshotFile, RoleState)>, String> {
+    let staged = store.staged_path();
+    let marker = store
+        .get_meta(RESTORE_KEY)
+        .map_err(|e| format!("reading the restore marker: {e}"))?;
+    let Some(marker) = marker else {
+        if staged.exists() {
+            tracing::warn!(path = %staged.display(), "removing a restore that was not decided");
+            std::fs::remove_file(&staged)
+                .map_err(|e| format!("removing {}: {e}", staged.display()))?;
+        }
+        return Ok(None);
+    };
+    let seq = <[u8; 8]>::try_from(&marker[..])
+        .map(u64::from_le_bytes)
+        .map_err(|_| "the restore marker is malformed".to_string())?;
+    let has_staged = staged.exists();
+    store
+        .clear_log()
+        .map_err(|e| format!("clearing the log: {e}"))?;
+    crash_point(config, "restore-log-cleared");
+    for s in store
+        .snapshots()
+        .map_err(|e| format!("listing snapshots: {e}"))?
+    {
+        // The snapshot at the restored sequence number is the restored one once renamed.
+        if has_staged || s.seq != seq {
+            store
+                .remove_snapshot(&s)
+                .map_err(|e| format!("removing snapshot {}: {e}", s.path.display()))?;
+        }
+    }
+    crash_point(config, "restore-old-removed");
+    let file = if has_staged {
+        store
+            .adopt_snapshot(seq, &staged)
+            .map_err(|e| format!("installing the restored snapshot: {e}"))?
+    } else {
+        store
+            .snapshots()
+            .map_err(|e| format!("listing snapshots: {e}"))?
+            .into_iter()
+            .find(|s| s.seq == seq)
+            .ok_or_else(|| {
+                format!("a restore to sequence number {seq} was decided but its snapshot is gone")
+            })?
+    };
+    crash_point(config, "restore-installed");
+    let mut role = match store
+        .get_meta(ROLE_KEY)
+        .map_err(|e| format!("reading the role: {e}"))?
+    {
+        Some(bytes) => RoleState::decode(&bytes)?,
+        None => RoleState::initial(config.follow.clone()),
+    };
+    // A new history: followers re-check theirs against it. (Bumped twice if a crash comes
+    // before the marker goes: harmless, it only has to change.)
+    role.history += 1;
+    store
+        .put_meta(ROLE_KEY, &role.encode())
+        .map_err(|e| format!("persisting the history generation: {e}"))?;
+    crash_point(config, "restore-history-bumped");
+    store
+        .delete_meta(RESTORE_KEY)
+        .map_err(|e| format!("removing the restore marker: {e}"))?;
+    Ok(Some((file, role)))
+}
+
+/// Replaces the state with `kernel`, restored and verified from the synced snapshot file at
+/// `path`: staged, decided (the marker), finished ([`finish_restore`]), then published.
 fn restore(
     shared: &Shared,
+    w: &mut Writer,
     kernel: Kernel,
     path: &Path,
     force: bool,
@@ -946,40 +1202,29 @@ fn restore(
             return Err(NodeError::Failed(why));
         }
     }
-    let mut live = shared.kernel.write().expect("kernel lock");
-    let storage = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
-    // Order matters for crashes: the new snapshot is written before the old history goes, so a
-    // crash leaves either the old state or the restored one, never nothing.
-    let file = shared
-        .store
-        .adopt_snapshot(kernel.seq(), path)
-        .map_err(|e| NodeError::Storage(storage("writing snapshot", &e)))?;
-    let result = (|| {
-        shared
-            .store
-            .clear_log()
-            .map_err(|e| storage("clearing the log", &e))?;
-        for s in shared
-            .store
-            .snapshots()
-            .map_err(|e| storage("listing snapshots", &e))?
-        {
-            if s.path != file.path {
-                shared
-                    .store
-                    .remove_snapshot(&s)
-                    .map_err(|e| storage("removing snapshot", &e))?;
-            }
-        }
-        Ok::<_, String>(())
-    })();
-    if let Err(why) = result {
-        fail(shared, Failure::Storage(why.clone()));
-        return Err(NodeError::Storage(why));
+    let store = &shared.store;
+    let config = &shared.config;
+    store
+        .stage_snapshot(path)
+        .map_err(|e| NodeError::Storage(format!("staging the snapshot: {e}")))?;
+    crash_point(config, "restore-staged");
+    if let Err(e) = store.put_meta(RESTORE_KEY, &kernel.seq().to_le_bytes()) {
+        let _ = std::fs::remove_file(store.staged_path());
+        return Err(NodeError::Storage(format!("recording the restore: {e}")));
     }
-    shared.metrics.seq.set(kernel.seq() as i64);
-    shared.seq_tx.send_replace(kernel.seq());
-    *live = kernel;
+    crash_point(config, "restore-decided");
+    let (file, role) = match finish_restore(store, config) {
+        Ok(Some(done)) => done,
+        Ok(None) => unreachable!("the marker was just written"),
+        Err(why) => {
+            // Decided but not finished: the next open finishes it; until then, no writes.
+            let why = format!("{why} (restarting the node finishes the restore)");
+            fail(shared, Failure::Storage(why.clone()));
+            return Err(NodeError::Storage(why));
+        }
+    };
+    tracing::info!(seq = kernel.seq(), "state restored from snapshot");
+    w.install(shared, kernel);
     if force {
         *shared.failed.lock().expect("failed lock") = None;
         shared
@@ -987,19 +1232,9 @@ fn restore(
             .store(true, std::sync::atomic::Ordering::Release);
         shared.metrics.failed.set(0);
     }
-    tracing::info!(seq = live.seq(), "state restored from snapshot");
-    drop(live);
-    // A new history: followers re-check theirs against it.
-    let mut role = shared.role.lock().expect("role lock");
-    let mut next = role.clone();
-    next.history += 1;
-    if let Err(e) = shared.store.put_meta(ROLE_KEY, &next.encode()) {
-        tracing::warn!(error = %e, "persisting the history generation");
-    } else {
-        *role = next.clone();
-        drop(role);
-        shared.role_tx.send_replace(next);
-    }
+    set_role_metrics(&shared.metrics, &role);
+    *shared.role.lock().expect("role lock") = role.clone();
+    shared.role_tx.send_replace(role);
     Ok(file)
 }
 
@@ -1030,6 +1265,68 @@ fn set_role(shared: &Shared, want: Assignment) -> Result<RoleState, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn insert(engine: &Engine, n: usize, seed: i32) {
+        let records = (0..n)
+            .map(|i| valori_kernel::NewRecord {
+                vector: (0..8)
+                    .map(|j| valori_kernel::Fixed(((i as i32 * 7 + j * 13 + seed) % 50) << 16))
+                    .collect(),
+                tag: 0,
+                metadata: None,
+            })
+            .collect();
+        engine
+            .submit_blocking(Event::Insert {
+                collection: "default".into(),
+                records,
+            })
+            .unwrap();
+    }
+
+    /// The writer's two copies stay equal to what the log replays to, whether the replaced
+    /// copy is brought up to date by replaying (no reader holds it) or, when a reader holds it
+    /// past the wait, by copying; a reader's copy never changes under it.
+    #[test]
+    fn both_copies_follow_the_log_whether_replayed_or_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::open(EngineConfig::new(dir.path()), Arc::clone(&metrics)).unwrap();
+        for round in 0..4 {
+            insert(&engine, 150, round);
+        }
+        assert_eq!(metrics.state_copies.get(), 0, "nobody held a replaced copy");
+        let held = engine.read().unwrap();
+        let held_hash = held.state_hash();
+        insert(&engine, 100, 9);
+        // The write is answered before the replaced copy is reclaimed: wait for the writer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.state_copies.get() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            metrics.state_copies.get(),
+            1,
+            "the held copy was copied, not waited for"
+        );
+        assert_eq!(
+            held.state_hash(),
+            held_hash,
+            "a reader's copy never changes"
+        );
+        assert_eq!(held.seq() + 1, engine.seq().unwrap());
+        drop(held);
+        for round in 0..3 {
+            insert(&engine, 70, round + 20);
+        }
+        let live = engine.read().unwrap();
+        let durable = recover(&engine.shared.store, &engine.shared.config).unwrap();
+        assert_eq!(*live, durable);
+        // The back copy too: a snapshot is written from it.
+        let file = engine.snapshot_blocking().unwrap();
+        let bytes = std::fs::read(&file.path).unwrap();
+        assert_eq!(Kernel::restore(&bytes).unwrap(), durable);
+    }
 
     #[test]
     fn a_dead_writer_makes_the_node_unready_and_writes_fail_fast() {

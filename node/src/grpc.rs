@@ -253,7 +253,7 @@ impl Valori for Grpc {
         req: Request<pb::Empty>,
     ) -> GrpcResult<pb::ListCollectionsReply> {
         self.check(&req, false)?;
-        let list = self.service.collections()?;
+        let list = self.service.collections().await?;
         Ok(Response::new(pb::ListCollectionsReply {
             collections: list.collections.into_iter().map(collection_info).collect(),
             seq: list.seq,
@@ -265,7 +265,7 @@ impl Valori for Grpc {
         req: Request<pb::CollectionName>,
     ) -> GrpcResult<pb::CollectionInfo> {
         self.check(&req, false)?;
-        let info = self.service.collection(&req.into_inner().name)?;
+        let info = self.service.collection(req.into_inner().name).await?;
         Ok(Response::new(collection_info(info)))
     }
 
@@ -311,7 +311,7 @@ impl Valori for Grpc {
     async fn get(&self, req: Request<pb::RecordKey>) -> GrpcResult<pb::RecordReply> {
         self.check(&req, false)?;
         let r = req.into_inner();
-        let out = self.service.get(&collection(r.collection), r.id)?;
+        let out = self.service.get(collection(r.collection), r.id).await?;
         Ok(Response::new(pb::RecordReply {
             id: out.id,
             vector: out.vector,
@@ -384,7 +384,7 @@ impl Valori for Grpc {
     async fn get_node(&self, req: Request<pb::Id>) -> GrpcResult<pb::NodeReply> {
         self.check(&req, false)?;
         let id = req.into_inner().id;
-        let n = self.service.node(id)?;
+        let n = self.service.node(id).await?;
         Ok(Response::new(pb::NodeReply {
             id,
             kind: n.kind,
@@ -425,7 +425,7 @@ impl Valori for Grpc {
     async fn get_edge(&self, req: Request<pb::Id>) -> GrpcResult<pb::EdgeReply> {
         self.check(&req, false)?;
         let id = req.into_inner().id;
-        let e = self.service.edge(id)?;
+        let e = self.service.edge(id).await?;
         Ok(Response::new(pb::EdgeReply {
             id,
             from: e.from,
@@ -448,7 +448,8 @@ impl Valori for Grpc {
         let r = req.into_inner();
         let found = self
             .service
-            .neighbors(r.id, parse_direction(&r.direction)?, &r.kinds)?;
+            .neighbors(r.id, parse_direction(&r.direction)?, r.kinds)
+            .await?;
         Ok(Response::new(pb::NeighborsReply {
             neighbors: found
                 .neighbors
@@ -607,7 +608,7 @@ impl Valori for Grpc {
         &self,
         req: Request<pb::Id>,
     ) -> GrpcResult<Self::DownloadSnapshotStream> {
-        self.check(&req, true)?;
+        self.check(&req, false)?;
         let (file, _) = self.service.open_snapshot(req.into_inner().id).await?;
         let chunks = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
             .map_ok(|data| pb::Chunk {

@@ -13,6 +13,7 @@ pub fn use_ring_for_tls() {
 }
 
 pub mod config;
+pub mod conn;
 pub mod engine;
 pub mod error;
 pub mod grpc;
@@ -46,6 +47,8 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.prune_log = config.prune_log;
     ec.follow = config.follower_of().map(String::from);
     ec.max_queued_writes = config.max_queued_writes.max(1);
+    ec.commit_gate = config.test_commit_gate.clone();
+    ec.crash_at = config.test_crash_at.clone();
     if let Some(t) = config.index_threads {
         ec.index_threads = t.max(1);
     }
@@ -110,7 +113,12 @@ pub async fn serve(
         engine: engine.clone(),
         keys: keys.clone(),
         max_body_bytes: config.max_body_bytes,
+        requests: Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_requests.max(1),
+        )),
     };
+    let gate = conn::Gate::new(config.max_connections, Arc::clone(engine.metrics()));
+    let header_timeout = std::time::Duration::from_millis(config.header_timeout_ms.max(1));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -152,52 +160,67 @@ pub async fn serve(
         Some(listener) => {
             let server = grpc::Grpc::server(service, keys, config.max_body_bytes);
             let signal = stopped(stop_rx.clone());
-            let mut builder = tonic::transport::Server::builder();
+            let mut builder = tonic::transport::Server::builder()
+                .concurrency_limit_per_connection(config.max_concurrent_requests.max(1))
+                .http2_keepalive_interval(Some(limits::GRPC_KEEPALIVE))
+                .http2_keepalive_timeout(Some(limits::GRPC_KEEPALIVE));
             if let Some((cert, key)) = &tls {
                 builder = builder.tls_config(
                     tonic::transport::ServerTlsConfig::new()
                         .identity(tonic::transport::Identity::from_pem(cert, key)),
                 )?;
             }
+            let gate = gate.clone();
+            // Connections beyond the limit are dropped (closed) as they are accepted.
+            let incoming = futures_util::StreamExt::filter_map(
+                tonic::transport::server::TcpIncoming::from(listener),
+                move |accepted| {
+                    let admitted = match accepted {
+                        Ok(stream) => gate.admit(stream).map(Ok),
+                        Err(e) => Some(Err(e)),
+                    };
+                    std::future::ready(admitted)
+                },
+            );
             Some(tokio::spawn(async move {
                 builder
                     .add_service(server)
-                    .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(listener),
-                        signal,
-                    )
+                    .serve_with_incoming_shutdown(incoming, signal)
                     .await
             }))
         }
         None => None,
     };
     let router = http::router(app);
+    // One server for plain HTTP and TLS: the connection gate, and a deadline for each request's
+    // headers (and the TLS handshake), so that slow clients cannot hold connections open.
+    let handle = axum_server::Handle::new();
+    {
+        let h = handle.clone();
+        let signal = stopped(stop_rx);
+        tokio::spawn(async move {
+            signal.await;
+            // Let in-flight requests finish.
+            h.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+        });
+    }
+    let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = axum_server::from_tcp(http.into_std()?)?.handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
     match &tls {
-        None => {
-            axum::serve(
-                http,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await?
-        }
+        None => server.acceptor(gate).serve(make_service).await?,
         Some((cert, key)) => {
-            let rustls = tls_config(cert, key)?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            let signal = stopped(stop_rx);
-            tokio::spawn(async move {
-                signal.await;
-                // Let in-flight requests finish, as the plain-text server does.
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
-            });
-            axum_server::from_tcp_rustls(
-                http.into_std()?,
-                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(rustls)),
-            )?
-            .handle(handle)
-            .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-            .await?
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(
+                cert, key,
+            )?));
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                .handshake_timeout(header_timeout)
+                .acceptor(gate);
+            server.acceptor(acceptor).serve(make_service).await?
         }
     }
     if let Some(t) = grpc_task {

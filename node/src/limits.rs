@@ -26,6 +26,17 @@ pub const MAX_GROUP_EVENTS: usize = 256;
 /// A group commit takes no further event once its events reach this many bytes (one event
 /// larger than this is committed alone).
 pub const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// Default most open client connections, HTTP and gRPC together (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default most HTTP requests in progress at once (`--max-concurrent-requests`); health,
+/// readiness and metrics are not counted. Also each gRPC connection's most concurrent calls.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+/// Default time a client has to send a request's headers over HTTP/1.1, and to finish a TLS
+/// handshake (`--header-timeout-ms`).
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Interval of HTTP/2 keep-alive pings on gRPC connections; a peer that does not answer one
+/// within the same time is disconnected.
+pub const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Default most client writes waiting for the writer (`--max-queued-writes`).
 pub const DEFAULT_MAX_QUEUED_WRITES: usize = 10_000;
 

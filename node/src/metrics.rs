@@ -18,6 +18,9 @@ pub struct Metrics {
     pub storage_bytes: IntGauge,
     /// `valori_snapshots_total`: snapshots written.
     pub snapshots: IntCounter,
+    /// `valori_state_copies_total`: times the writer copied the whole state because a reader
+    /// still held the copy it had just replaced (see ARCHITECTURE.md, "Write path").
+    pub state_copies: IntCounter,
     /// `valori_failed`: 1 once a storage error latched the node into its failed state.
     pub failed: IntGauge,
     /// `valori_replication_lag`: seconds a follower is behind its leader (0 when caught up).
@@ -44,6 +47,12 @@ pub struct Metrics {
     pub sync_timeouts: IntCounter,
     /// `valori_writes_refused_busy_total`: writes refused because the write queue was full.
     pub writes_refused_busy: IntCounter,
+    /// `valori_connections_refused_total`: connections closed at once because
+    /// `--max-connections` were open.
+    pub connections_refused: IntCounter,
+    /// `valori_requests_refused_busy_total`: HTTP requests refused with 503 `busy` because
+    /// `--max-concurrent-requests` were in progress.
+    pub requests_refused_busy: IntCounter,
     /// `valori_replication_discarded_events_total`: events a follower dropped when it
     /// re-bootstrapped because its history went past its leader's.
     pub discarded_events: IntCounter,
@@ -78,6 +87,11 @@ impl Metrics {
         let storage_bytes =
             IntGauge::new("valori_storage_bytes", "Bytes of log and snapshots on disk").unwrap();
         let snapshots = IntCounter::new("valori_snapshots_total", "Snapshots written").unwrap();
+        let state_copies = IntCounter::new(
+            "valori_state_copies_total",
+            "Whole-state copies made because a reader held the replaced copy too long",
+        )
+        .unwrap();
         let failed = IntGauge::new(
             "valori_failed",
             "1 when a storage error put the node in its failed state",
@@ -132,6 +146,16 @@ impl Metrics {
             "Synchronous writes answered replication_timeout",
         )
         .unwrap();
+        let connections_refused = IntCounter::new(
+            "valori_connections_refused_total",
+            "Connections closed at once because the connection limit was reached",
+        )
+        .unwrap();
+        let requests_refused_busy = IntCounter::new(
+            "valori_requests_refused_busy_total",
+            "HTTP requests refused because the concurrent request limit was reached",
+        )
+        .unwrap();
         let writes_refused_busy = IntCounter::new(
             "valori_writes_refused_busy_total",
             "Writes refused with 503 busy because the write queue was full",
@@ -165,6 +189,7 @@ impl Metrics {
             Box::new(seq.clone()),
             Box::new(storage_bytes.clone()),
             Box::new(snapshots.clone()),
+            Box::new(state_copies.clone()),
             Box::new(failed.clone()),
             Box::new(replication_lag_seconds.clone()),
             Box::new(replication_lag_events.clone()),
@@ -177,6 +202,8 @@ impl Metrics {
             Box::new(sync_wait_seconds.clone()),
             Box::new(sync_timeouts.clone()),
             Box::new(writes_refused_busy.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(requests_refused_busy.clone()),
             Box::new(discarded_events.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
@@ -190,6 +217,7 @@ impl Metrics {
             seq,
             storage_bytes,
             snapshots,
+            state_copies,
             failed,
             replication_lag_seconds,
             replication_lag_events,
@@ -202,6 +230,8 @@ impl Metrics {
             sync_wait_seconds,
             sync_timeouts,
             writes_refused_busy,
+            connections_refused,
+            requests_refused_busy,
             discarded_events,
             http_requests,
             http_seconds,

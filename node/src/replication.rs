@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use tokio::sync::watch;
 use valori_api as api;
 
@@ -423,23 +422,9 @@ impl Follower {
             .entries
             .into_iter()
             .map(|e| {
-                let chain: [u8; 32] = hex::decode(&e.chain_hash)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| {
-                        NodeError::LeaderUnreachable(format!(
-                            "the leader sent a bad chain hash at {}",
-                            e.seq
-                        ))
-                    })?;
-                let event = base64::engine::general_purpose::STANDARD
-                    .decode(&e.event)
-                    .map_err(|err| {
-                        NodeError::LeaderUnreachable(format!(
-                            "the leader sent a bad event at {}: {err}",
-                            e.seq
-                        ))
-                    })?;
+                let (chain, event) = e.decode().map_err(|why| {
+                    NodeError::LeaderUnreachable(format!("the leader sent {why}"))
+                })?;
                 Ok(Entry {
                     seq: e.seq,
                     chain,
@@ -636,6 +621,47 @@ impl Follower {
         Ok(())
     }
 
+    /// Replaces the state with the empty one (with `heal`, also over a failed state), from
+    /// which the leader's whole log is then streamed.
+    async fn start_empty(&self, heal: bool) -> Result<(), NodeError> {
+        let path = self.engine.download_path();
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, valori_kernel::Kernel::new().snapshot())
+            .map_err(|e| NodeError::Storage(format!("writing {}: {e}", path.display())))?;
+        self.engine.install_file(&path, heal).await?;
+        self.engine.metrics().bootstraps.inc();
+        tracing::info!("starting from the empty state: the leader's log begins at 1");
+        Ok(())
+    }
+
+    /// Asks the leader to take a snapshot (it has none, and its log begins after 1): this needs
+    /// its read-write key, and says so when this follower has only a read key.
+    async fn ask_for_snapshot(&self, first_retained: Option<u64>) -> Result<u64, NodeError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            NodeError::LeaderUnreachable(format!("asking the leader for a snapshot: {e}"))
+        };
+        let mut req = self.http.post(format!("{}/v1/snapshots", self.leader));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.map_err(|e| failed(&e))?;
+        if matches!(resp.status().as_u16(), 401 | 403) {
+            return Err(failed(&format!(
+                "the leader has no snapshot and its log begins at {}, so this follower needs one \
+                 taken, which needs the leader's read-write key (--leader-api-key); or take a \
+                 snapshot on the leader",
+                first_retained.map_or_else(|| "a pruned point".into(), |f| f.to_string())
+            )));
+        }
+        let created: api::SnapshotInfo = resp
+            .error_for_status()
+            .map_err(|e| failed(&e))?
+            .json()
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(created.seq)
+    }
+
     /// Downloads the leader's newest snapshot and restores it (verified by its hashes); with
     /// `heal`, also over a failed (diverged) state.
     async fn bootstrap(&self, heal: bool) -> Result<(), NodeError> {
@@ -646,24 +672,13 @@ impl Follower {
             // of ours; any leader snapshot qualifies, since it is the leader's own history.
             Some(s) => s,
             None => {
-                // Ask the leader for one (needs its read-write key when keys are configured).
-                let mut req = self.http.post(format!("{}/v1/snapshots", self.leader));
-                if let Some(k) = &self.key {
-                    req = req.bearer_auth(k);
+                // A leader whose log begins at 1 needs no snapshot: start from the empty state
+                // and stream the whole log (what only a read key allows).
+                let page: api::LogPage = self.fetch_json("/v1/log?from=1&limit=1").await?;
+                if page.first_retained == Some(1) || page.head == 0 {
+                    return self.start_empty(heal).await;
                 }
-                let created: api::SnapshotInfo = req
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .map_err(|e| {
-                        NodeError::LeaderUnreachable(format!("asking for a snapshot: {e}"))
-                    })?
-                    .json()
-                    .await
-                    .map_err(|e| {
-                        NodeError::LeaderUnreachable(format!("asking for a snapshot: {e}"))
-                    })?;
-                created.seq
+                self.ask_for_snapshot(page.first_retained).await?
             }
         };
         // Streamed to a file, which is mapped (the snapshot is never in the heap: only the state

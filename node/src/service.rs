@@ -442,8 +442,23 @@ impl Service {
         Ok(self.write(Event::DropCollection { name }).await?.seq)
     }
 
+    /// Runs a read of the state on a blocking thread: no kernel read runs on the async
+    /// workers, so a large answer never holds up other requests (health checks among them).
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Service) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let service = self.clone();
+        blocking(move || f(&service)).await
+    }
+
     /// Every collection, by name.
-    pub fn collections(&self) -> Result<api::CollectionList, NodeError> {
+    pub async fn collections(&self) -> Result<api::CollectionList, NodeError> {
+        self.off_thread(|s| s.collections_now()).await
+    }
+
+    /// [`Service::collections`] on the caller's thread (embedded callers).
+    pub fn collections_now(&self) -> Result<api::CollectionList, NodeError> {
         let kernel = self.engine.read()?;
         Ok(api::CollectionList {
             collections: kernel.collections().map(collection_info).collect(),
@@ -452,7 +467,12 @@ impl Service {
     }
 
     /// One collection, or `CollectionNotFound`.
-    pub fn collection(&self, name: &str) -> Result<api::CollectionInfo, NodeError> {
+    pub async fn collection(&self, name: String) -> Result<api::CollectionInfo, NodeError> {
+        self.off_thread(move |s| s.collection_now(&name)).await
+    }
+
+    /// [`Service::collection`] on the caller's thread (embedded callers).
+    pub fn collection_now(&self, name: &str) -> Result<api::CollectionInfo, NodeError> {
         let kernel = self.engine.read()?;
         let c = kernel
             .collection(name)
@@ -501,7 +521,12 @@ impl Service {
     }
 
     /// Reads a record.
-    pub fn get(&self, collection: &str, id: u64) -> Result<RecordOut, NodeError> {
+    pub async fn get(&self, collection: String, id: u64) -> Result<RecordOut, NodeError> {
+        self.off_thread(move |s| s.get_now(&collection, id)).await
+    }
+
+    /// [`Service::get`] on the caller's thread (embedded callers).
+    pub fn get_now(&self, collection: &str, id: u64) -> Result<RecordOut, NodeError> {
         let kernel = self.engine.read()?;
         let r = kernel.get(collection, id)?;
         Ok(RecordOut {
@@ -620,21 +645,42 @@ impl Service {
     }
 
     /// A graph node, or `NodeNotFound`.
-    pub fn node(&self, id: u64) -> Result<valori_kernel::graph::Node, NodeError> {
+    pub async fn node(&self, id: u64) -> Result<valori_kernel::graph::Node, NodeError> {
+        self.off_thread(move |s| s.node_now(id)).await
+    }
+
+    /// [`Service::node`] on the caller's thread (embedded callers).
+    pub fn node_now(&self, id: u64) -> Result<valori_kernel::graph::Node, NodeError> {
         let kernel = self.engine.read()?;
         let node = kernel.graph().node(id).cloned();
         Ok(node.ok_or(valori_kernel::Error::NodeNotFound { id })?)
     }
 
     /// A graph edge, or `EdgeNotFound`.
-    pub fn edge(&self, id: u64) -> Result<valori_kernel::graph::Edge, NodeError> {
+    pub async fn edge(&self, id: u64) -> Result<valori_kernel::graph::Edge, NodeError> {
+        self.off_thread(move |s| s.edge_now(id)).await
+    }
+
+    /// [`Service::edge`] on the caller's thread (embedded callers).
+    pub fn edge_now(&self, id: u64) -> Result<valori_kernel::graph::Edge, NodeError> {
         let kernel = self.engine.read()?;
         let edge = kernel.graph().edge(id).cloned();
         Ok(edge.ok_or(valori_kernel::Error::EdgeNotFound { id })?)
     }
 
     /// Neighbours of a node, and the sequence number.
-    pub fn neighbors(
+    pub async fn neighbors(
+        &self,
+        id: u64,
+        direction: api::Direction,
+        kinds: Vec<String>,
+    ) -> Result<api::Neighbors, NodeError> {
+        self.off_thread(move |s| s.neighbors_now(id, direction, &kinds))
+            .await
+    }
+
+    /// [`Service::neighbors`] on the caller's thread (embedded callers).
+    pub fn neighbors_now(
         &self,
         id: u64,
         direction: api::Direction,

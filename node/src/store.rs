@@ -285,6 +285,13 @@ impl Store {
         self.db.put_cf_opt(self.cf(META), k, v, &opts)
     }
 
+    /// Deletes a metadata value durably.
+    pub fn delete_meta(&self, k: &str) -> Result<(), rocksdb::Error> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.delete_cf_opt(self.cf(META), k, &opts)
+    }
+
     /// Reads a metadata value.
     pub fn get_meta(&self, k: &str) -> Result<Option<Vec<u8>>, rocksdb::Error> {
         self.db.get_cf(self.cf(META), k)
@@ -369,18 +376,29 @@ impl Store {
         Ok(SnapshotFile { seq, path, bytes })
     }
 
-    /// Makes the complete snapshot file `from` (in the snapshot directory) the snapshot at
-    /// `seq`: sync, rename, directory sync, as [`Store::write_snapshot_with`] ends, without writing
-    /// its bytes again.
+    /// Makes the complete, synced snapshot file `from` (in the snapshot directory) the snapshot
+    /// at `seq`: rename and directory sync, as [`Store::write_snapshot_with`] ends, without
+    /// writing its bytes again.
     pub fn adopt_snapshot(&self, seq: u64, from: &Path) -> std::io::Result<SnapshotFile> {
-        let file = fs::File::open(from)?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        drop(file);
+        let bytes = fs::metadata(from)?.len();
         let path = self.snapshot_path(seq);
         fs::rename(from, &path)?;
         fs::File::open(&self.snapshot_dir)?.sync_all()?;
         Ok(SnapshotFile { seq, path, bytes })
+    }
+
+    /// Where a restore keeps its verified snapshot between deciding to restore and finishing
+    /// (see `Engine`'s restore: a crash between the two is finished or undone at open). Not a
+    /// snapshot: never listed, never served.
+    pub fn staged_path(&self) -> PathBuf {
+        self.snapshot_dir.join("restore-staged.vsnap")
+    }
+
+    /// Moves the complete snapshot file `from` (in the snapshot directory, already synced) to
+    /// [`Store::staged_path`], durably.
+    pub fn stage_snapshot(&self, from: &Path) -> std::io::Result<()> {
+        fs::rename(from, self.staged_path())?;
+        fs::File::open(&self.snapshot_dir)?.sync_all()
     }
 
     /// Removes a snapshot file.

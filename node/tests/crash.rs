@@ -505,3 +505,81 @@ fn snapshot_uploads_are_one_at_a_time_and_a_cancelled_one_leaves_nothing() {
     assert_eq!(s, 200, "{v}");
     assert!(uploads().is_empty());
 }
+
+/// A restore killed at each of its steps leaves a node that starts, with either the old state
+/// (killed before the restore was decided) or the restored one (after), never a mixture: the
+/// restored snapshot has the sequence number of a snapshot the node already holds, and a newer
+/// snapshot and log entries past it exist, so every step has something to undo or finish.
+#[test]
+fn a_restore_killed_at_each_step_is_undone_or_finished() {
+    let steps = [
+        ("restore-staged", false),
+        ("restore-decided", true),
+        ("restore-log-cleared", true),
+        ("restore-old-removed", true),
+        ("restore-installed", true),
+        ("restore-history-bumped", true),
+    ];
+    for (step, finished) in steps {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = Node::try_start_env(dir.path(), &[], &[("VALORI_TEST_CRASH_AT", step)])
+            .expect("node starts");
+        let c = node.client();
+        c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+        for i in 0..3 {
+            c.post("/v1/collections/v/records", json!({"vector": vector(i, 4)}));
+        }
+        let (_, snap) = c.post("/v1/snapshots", json!({}));
+        let (_, bytes) = c.bytes(&format!("/v1/snapshots/{}", snap["id"]));
+        let restored = c.state();
+        for i in 3..6 {
+            c.post("/v1/collections/v/records", json!({"vector": vector(i, 4)}));
+        }
+        c.post("/v1/snapshots", json!({}));
+        c.post("/v1/collections/v/records", json!({"vector": vector(6, 4)}));
+        let old = c.state();
+        assert_ne!(old, restored);
+
+        let sent = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/snapshots/restore", node.url))
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send();
+        assert!(sent.is_err(), "{step}: the node answered {sent:?}");
+        let status = node.child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            None,
+            "{step}: killed by a signal, not exited"
+        );
+
+        let node = Node::start(dir.path(), &[]);
+        let c = node.client();
+        let expected = if finished { &restored } else { &old };
+        assert_eq!(&c.state(), expected, "{step}");
+        let (_, snaps) = c.get("/v1/snapshots");
+        let ids: Vec<u64> = snaps["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_u64().unwrap())
+            .collect();
+        if finished {
+            assert_eq!(ids, vec![restored.0], "{step}: only the restored snapshot");
+        } else {
+            assert_eq!(ids.len(), 2, "{step}: both snapshots kept: {ids:?}");
+        }
+        // Nothing of the restore is left behind, and the node writes and restarts as usual.
+        let left =
+            common::files_under(dir.path(), |n| n.contains("restore") || n.ends_with(".tmp"));
+        assert!(left.is_empty(), "{step}: left behind {left:?}");
+        let (s, v) = c.post("/v1/collections/v/records", json!({"vector": vector(9, 4)}));
+        assert_eq!(s, 200, "{step}: {v}");
+        let after = c.state();
+        assert_eq!(after.0, expected.0 + 1);
+        drop(c);
+        let mut node = node;
+        node.restart();
+        assert_eq!(node.client().state(), after, "{step}: after a restart");
+    }
+}

@@ -1055,3 +1055,227 @@ fn a_full_write_queue_answers_busy() {
         "{m}"
     );
 }
+
+/// Reads never wait for writes: while a commit is held in progress (a test hook stops it
+/// after its events are applied and before they are durable), a search, a record read, the
+/// state, the probes and the metrics all answer, and show the state before the commit; the
+/// write is answered only once the commit goes on, and then every read shows it.
+#[test]
+fn reads_answer_while_a_commit_is_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let waiting = dir.path().join("gate.waiting");
+    let data = dir.path().join("data");
+    let node = Node::try_start_env(
+        &data,
+        &[],
+        &[("VALORI_TEST_COMMIT_GATE", gate.to_str().unwrap())],
+    )
+    .expect("node starts");
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    let records: Vec<Value> = (0..10).map(|i| json!({"vector": vector(i, 4)})).collect();
+    let (s, _) = c.post(
+        "/v1/collections/v/records/batch",
+        json!({"records": records}),
+    );
+    assert_eq!(s, 200);
+    let before = c.state();
+
+    std::fs::write(&gate, b"").unwrap();
+    let writer = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            // Record 300 is far from every other: the nearest to it once committed.
+            let records: Vec<Value> = (10..510)
+                .map(|i| match i {
+                    300 => json!({"vector": [50.0, 50.0, 50.0, 50.0]}),
+                    _ => json!({"vector": vector(i, 4)}),
+                })
+                .collect();
+            c.post(
+                "/v1/collections/v/records/batch",
+                json!({"records": records}),
+            )
+        })
+    };
+    common::wait_until(60, "the commit to reach the gate", || waiting.exists());
+
+    let (s, found) = c.post(
+        "/v1/collections/v/search",
+        json!({"vector": [50.0, 50.0, 50.0, 50.0], "k": 3}),
+    );
+    assert_eq!(s, 200, "{found}");
+    assert_eq!(
+        found["seq"], before.0,
+        "the search shows the state before the commit"
+    );
+    assert!(found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["id"].as_u64() < Some(10)));
+    assert_eq!(c.get("/v1/collections/v/records/3").0, 200);
+    assert_eq!(c.get("/v1/collections/v/records/300").0, 404);
+    assert_eq!(c.state(), before);
+    assert_eq!(c.get("/healthz").0, 200);
+    assert_eq!(c.get("/readyz").0, 200);
+    let (s, metrics) = c.get("/metrics");
+    assert_eq!(s, 200);
+    assert!(metrics
+        .as_str()
+        .unwrap()
+        .contains(&format!("valori_sequence_number {}", before.0)));
+    assert!(
+        !writer.is_finished(),
+        "the write is answered before it is durable"
+    );
+
+    std::fs::remove_file(&gate).unwrap();
+    let (s, v) = writer.join().unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["seq"], before.0 + 1);
+    let (_, found) = c.post(
+        "/v1/collections/v/search",
+        json!({"vector": [50.0, 50.0, 50.0, 50.0], "k": 1}),
+    );
+    assert_eq!(found["seq"], before.0 + 1);
+    assert_eq!(found["results"][0]["id"], 300);
+    assert_eq!(c.get("/v1/collections/v/records/300").0, 200);
+}
+
+/// Sends `request` on a fresh connection and reads until the server closes it or 20 s pass:
+/// what came back, or the read error.
+fn exchange(addr: &str, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    s.write_all(request)?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf)? {
+            0 => return Ok(got),
+            n => got.extend_from_slice(&buf[..n]),
+        }
+        if got.windows(4).any(|w| w == b"\r\n\r\n") && !request.ends_with(b"\r\n\r\n") {
+            return Ok(got);
+        }
+    }
+}
+
+/// A client that sends half its headers and waits is disconnected after `--header-timeout-ms`
+/// (without it the connection stayed open for good: a few thousand such clients exhausted the
+/// node's file descriptors).
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--header-timeout-ms", "300"]);
+    let addr = node.url.trim_start_matches("http://").to_string();
+    let got = exchange(&addr, b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")
+        .expect("the server closes the connection (a read timeout means it never did)");
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    // A prompt client is served as usual.
+    let got = exchange(
+        &addr,
+        b"GET /healthz HTTP/1.1\r\nHost: prompt\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+/// Beyond `--max-connections` open connections, a new one is closed as soon as it is accepted;
+/// when one closes, a new one is served again. Counted in `valori_connections_refused_total`.
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &["--max-connections", "3", "--header-timeout-ms", "120000"],
+    );
+    let addr = node.url.trim_start_matches("http://").to_string();
+    // Three idle connections hold every slot: each served one request and stays open.
+    let mut held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: held\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            s
+        })
+        .collect();
+    match exchange(&addr, b"GET /healthz HTTP/1.1\r\nHost: extra\r\n\r\n") {
+        Ok(got) => assert!(got.is_empty(), "served beyond the limit: {got:?}"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        ),
+    }
+    held.pop();
+    common::wait_until(20, "a freed slot to be usable", || {
+        exchange(
+            &addr,
+            b"GET /healthz HTTP/1.1\r\nHost: next\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok_and(|got| got.starts_with(b"HTTP/1.1 200"))
+    });
+    drop(held);
+    let (_, metrics) = node.client().get("/metrics");
+    let refused = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("valori_connections_refused_total "))
+        .map(|v| v.parse::<u64>().unwrap());
+    assert!(refused >= Some(1), "{refused:?}");
+}
+
+/// Beyond `--max-concurrent-requests` requests in progress, a request gets 503 `busy` at once;
+/// the probes and metrics are still answered; once the requests end, all is served again.
+#[test]
+fn requests_beyond_the_limit_are_refused_busy_but_probes_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--max-concurrent-requests", "2"]);
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    // Two long polls for entries that do not come hold both permits for up to 30 s.
+    let polls: Vec<_> = (0..2)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || c.get("/v1/log?from=100&wait_ms=30000"))
+        })
+        .collect();
+    let mut refused = None;
+    common::wait_until(
+        25,
+        "a request to be refused while two are in progress",
+        || {
+            let (s, v) = c.get("/v1/collections");
+            if s == 503 {
+                refused = Some(v);
+            }
+            s == 503
+        },
+    );
+    assert_eq!(refused.unwrap()["code"], "busy");
+    assert_eq!(c.get("/healthz").0, 200);
+    assert_eq!(c.get("/readyz").0, 200);
+    let (s, metrics) = c.get("/metrics");
+    assert_eq!(s, 200);
+    assert!(metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("valori_requests_refused_busy_total ") && !l.ends_with(" 0")));
+    for p in polls {
+        assert_eq!(p.join().unwrap().0, 200);
+    }
+    assert_eq!(c.get("/v1/collections").0, 200);
+}

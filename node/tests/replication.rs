@@ -147,14 +147,24 @@ fn leader_and_two_followers_stay_identical() {
         .contains("valori_follower_sequence_number{follower="));
 }
 
+/// The follower holds only the leader's read-only key: downloading a snapshot is a read.
 #[test]
 fn a_follower_bootstraps_from_a_snapshot_when_the_log_is_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let leader = Node::start(
         &dir.path().join("leader"),
-        &["--snapshot-every", "100", "--snapshot-keep", "1"],
+        &[
+            "--snapshot-every",
+            "100",
+            "--snapshot-keep",
+            "1",
+            "--api-key",
+            "w",
+            "--read-api-key",
+            "r",
+        ],
     );
-    let lc = leader.client();
+    let lc = leader.client().with_key("w");
     lc.post("/v1/collections", json!({"name": "v", "dimension": 8}));
     write_mix(&lc, 0, 450);
     let (_, log) = lc.get("/v1/log?from=1&limit=1");
@@ -162,7 +172,11 @@ fn a_follower_bootstraps_from_a_snapshot_when_the_log_is_pruned() {
         log["first_retained"].as_u64().unwrap() > 1,
         "the leader should have pruned: {log}"
     );
-    let f = follower(&dir.path().join("f"), &leader.url, &[]);
+    let f = follower(
+        &dir.path().join("f"),
+        &leader.url,
+        &["--leader-api-key", "r"],
+    );
     caught_up(&lc, &[&f.client()]);
     let (_, m) = f.client().get("/metrics");
     assert!(
@@ -194,17 +208,29 @@ fn a_follower_bootstraps_from_a_snapshot_when_the_log_is_pruned() {
     caught_up(&lc, &[&f.client()]);
 }
 
+/// The follower holds only the leader's read-only key, and the leader has no snapshot: healing
+/// starts from the empty state and streams the leader's whole log.
 #[test]
 fn divergence_is_detected_and_healed() {
     let dir = tempfile::tempdir().unwrap();
-    let leader = Node::start(&dir.path().join("leader"), &["--snapshot-every", "0"]);
-    let lc = leader.client();
+    let leader = Node::start(
+        &dir.path().join("leader"),
+        &[
+            "--snapshot-every",
+            "0",
+            "--api-key",
+            "w",
+            "--read-api-key",
+            "r",
+        ],
+    );
+    let lc = leader.client().with_key("w");
     lc.post("/v1/collections", json!({"name": "v", "dimension": 8}));
     for i in 0..60 {
         lc.post("/v1/collections/v/records", json!({"vector": vector(i, 8)}));
     }
     let fdir = dir.path().join("f");
-    let mut f = follower(&fdir, &leader.url, &[]);
+    let mut f = follower(&fdir, &leader.url, &["--leader-api-key", "r"]);
     caught_up(&lc, &[&f.client()]);
     f.kill();
 
@@ -230,7 +256,7 @@ fn divergence_is_detected_and_healed() {
         }
         store.append(&rewritten).unwrap();
     }
-    f = follower(&fdir, &leader.url, &[]);
+    f = follower(&fdir, &leader.url, &["--leader-api-key", "r"]);
     let fc = f.client();
     let m = wait_for_divergence(&fc, 30, "sequence number 20");
     assert!(m.contains("valori_replication_divergences_total 1"), "{m}");
@@ -243,10 +269,23 @@ fn divergence_is_detected_and_healed() {
     assert_eq!(fc.state().0, 61);
     f.kill();
 
-    // With healing on, it re-bootstraps from a fresh snapshot of the leader and matches.
-    f = follower(&fdir, &leader.url, &["--replication-heal"]);
+    // With healing on, it starts again from the empty state (the leader has no snapshot and
+    // its log begins at 1) and matches.
+    f = follower(
+        &fdir,
+        &leader.url,
+        &["--replication-heal", "--leader-api-key", "r"],
+    );
     caught_up(&lc, &[&f.client()]);
     assert_eq!(f.client().get("/readyz").0, 200);
+    assert_eq!(
+        lc.get("/v1/snapshots").1["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "the leader was not asked for a snapshot"
+    );
 }
 
 #[test]

@@ -104,11 +104,11 @@ impl Api for Embedded {
     }
 
     fn collections(&self) -> Res<Vec<wire::CollectionInfo>> {
-        Ok(self.service.collections()?.collections)
+        Ok(self.service.collections_now()?.collections)
     }
 
     fn collection(&self, name: &str) -> Res<wire::CollectionInfo> {
-        Ok(self.service.collection(name)?)
+        Ok(self.service.collection_now(name)?)
     }
 
     fn insert(&self, collection: String, records: Vec<RecordIn>, batch: bool) -> Res<Vec<u64>> {
@@ -116,7 +116,7 @@ impl Api for Embedded {
     }
 
     fn get(&self, collection: &str, id: u64) -> Res<RecordOut> {
-        Ok(self.service.get(collection, id)?)
+        Ok(self.service.get_now(collection, id)?)
     }
 
     fn delete(&self, collection: String, id: u64) -> Res<()> {
@@ -138,7 +138,7 @@ impl Api for Embedded {
     }
 
     fn get_node(&self, id: u64) -> Res<GraphNode> {
-        let n = self.service.node(id)?;
+        let n = self.service.node_now(id)?;
         Ok(GraphNode {
             id,
             kind: n.kind,
@@ -157,7 +157,7 @@ impl Api for Embedded {
     }
 
     fn get_edge(&self, id: u64) -> Res<wire::GraphEdge> {
-        let e = self.service.edge(id)?;
+        let e = self.service.edge_now(id)?;
         Ok(wire::GraphEdge {
             id,
             from: e.from,
@@ -177,7 +177,7 @@ impl Api for Embedded {
         direction: wire::Direction,
         kinds: &[String],
     ) -> Res<Vec<wire::Neighbor>> {
-        Ok(self.service.neighbors(id, direction, kinds)?.neighbors)
+        Ok(self.service.neighbors_now(id, direction, kinds)?.neighbors)
     }
 
     fn traverse(&self, query: wire::TraverseRequest) -> Res<wire::Traversal> {

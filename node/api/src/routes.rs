@@ -205,7 +205,7 @@ pub const ROUTES: &[Route] = &[
         .gives(201, Body::Json(schema::<SnapshotInfo>)),
     route(Get, "/v1/snapshots", "list_snapshots", "List snapshots", Read)
         .gives(200, Body::Json(schema::<SnapshotList>)),
-    route(Get, "/v1/snapshots/{id}", "download_snapshot", "Download a snapshot file", Write)
+    route(Get, "/v1/snapshots/{id}", "download_snapshot", "Download a snapshot file (it holds what the log gives a read key)", Read)
         .gives(200, Body::Bytes),
     route(Post, "/v1/snapshots/restore", "restore_snapshot", "Replace the whole state with an uploaded snapshot file", Write)
         .takes(Body::Bytes)

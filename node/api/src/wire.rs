@@ -514,6 +514,22 @@ pub struct LogEntry {
     pub epoch: u64,
 }
 
+impl LogEntry {
+    /// The chain hash and the event's bytes, decoded from hex and base64 (a follower's first
+    /// step with each entry a leader sends); the error says which field is malformed.
+    pub fn decode(&self) -> Result<([u8; 32], Vec<u8>), String> {
+        use base64::Engine as _;
+        let chain: [u8; 32] = hex::decode(&self.chain_hash)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| format!("a bad chain hash at {}", self.seq))?;
+        let event = base64::engine::general_purpose::STANDARD
+            .decode(&self.event)
+            .map_err(|e| format!("a bad event at {}: {e}", self.seq))?;
+        Ok((chain, event))
+    }
+}
+
 /// A page of the log.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct LogPage {

@@ -1,6 +1,7 @@
 //! Durable ingest over HTTP and search latency under concurrent clients, against a real
 //! server on 127.0.0.1 with a real RocksDB in a temporary directory, compared with the
-//! in-process index build of the same data; then search latency while ingest continues.
+//! in-process index build of the same data; then one client's search latency idle and while
+//! ingest runs at full rate, with a health probe's latency meanwhile.
 //!
 //! `cargo run --release -p valori-node --bin bench_http -- --synthetic 100000 [--json]`
 
@@ -28,8 +29,16 @@ impl Conn {
     }
 
     fn post(&mut self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        self.call("POST", path, body)
+    }
+
+    fn get(&mut self, path: &str) -> (u16, Vec<u8>) {
+        self.call("GET", path, b"")
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         let s = self.stream.get_mut();
@@ -169,8 +178,25 @@ fn main() {
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
 
+    // One search client, idle: the baseline for the same client while ingest runs.
+    let idle = {
+        let mut conn = Conn::new(&addr);
+        let mut lat: Vec<f64> = (0..queries)
+            .map(|i| {
+                let t = Instant::now();
+                let (s, _) = conn.post("/v1/collections/bench/search", &qbodies[i % qbodies.len()]);
+                assert_eq!(s, 200);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        lat
+    };
+    let ipct = |p: f64| idle[((idle.len() as f64 * p) as usize).min(idle.len() - 1)];
+
     // Search latency while the same connection pattern keeps ingesting: one client posts
-    // `--mixed-batches` more batches of new vectors while another searches without pause.
+    // `--mixed-batches` more batches of new vectors at full rate while another searches
+    // without pause and a third asks `/healthz` (as a Kubernetes probe would) without pause.
     let mixed_batches: usize = flag("--mixed-batches", 20);
     let extra = synthetic(mixed_batches * batch, 128, 3);
     let extra_bodies: Vec<Vec<u8>> = (0..mixed_batches)
@@ -195,6 +221,21 @@ fn main() {
             lat
         })
     };
+    let prober = {
+        let addr = addr.clone();
+        let ingesting = Arc::clone(&ingesting);
+        std::thread::spawn(move || {
+            let mut conn = Conn::new(&addr);
+            let mut lat = Vec::new();
+            while ingesting.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let (s, _) = conn.get("/healthz");
+                assert_eq!(s, 200);
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            lat
+        })
+    };
     let t = Instant::now();
     for body in &extra_bodies {
         let (s, resp) = conn.post("/v1/collections/bench/records/batch", body);
@@ -204,6 +245,9 @@ fn main() {
     ingesting.store(false, std::sync::atomic::Ordering::Relaxed);
     let mut mixed = searcher.join().unwrap();
     mixed.sort_by(f64::total_cmp);
+    let mut health = prober.join().unwrap();
+    health.sort_by(f64::total_cmp);
+    let hpct = |p: f64| health[((health.len() as f64 * p) as usize).min(health.len() - 1)];
     let mpct = |p: f64| mixed[((mixed.len() as f64 * p) as usize).min(mixed.len() - 1)];
     let _ = stop_tx.send(());
     rt.block_on(server).unwrap().unwrap();
@@ -224,13 +268,26 @@ fn main() {
         pct(0.5),
         pct(0.99)
     );
+    let mixed_vps = (mixed_batches * batch) as f64 / mixed_secs;
     println!(
-        "search while ingesting ({mixed_batches} batches of {batch} at {:.0} vectors/s, 1 search client): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        (mixed_batches * batch) as f64 / mixed_secs,
+        "search idle (1 search client): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        idle.len(),
+        ipct(0.5),
+        ipct(0.99),
+        idle.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "search while ingesting ({mixed_batches} batches of {batch} at {mixed_vps:.0} vectors/s, 1 search client): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         mixed.len(),
         mpct(0.5),
         mpct(0.99),
         mixed.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "/healthz while ingesting (1 client): {} probes, p99 {:.3} ms, max {:.3} ms",
+        health.len(),
+        hpct(0.99),
+        health.last().copied().unwrap_or(0.0)
     );
     if json_out {
         println!(
@@ -247,6 +304,19 @@ fn main() {
                 .num("search_p99_ms", pct(0.99))
                 .num("mixed_search_p50_ms", mpct(0.5))
                 .num("mixed_search_p99_ms", mpct(0.99))
+                .num("ingest_vectors_per_s", http_vps)
+                .num("mixed_ingest_vectors_per_s", mixed_vps)
+                .num("search_p50_idle_ms", ipct(0.5))
+                .num("search_p99_idle_ms", ipct(0.99))
+                .num("search_max_idle_ms", idle.last().copied().unwrap_or(0.0))
+                .num("search_p50_ingest_ms", mpct(0.5))
+                .num("search_p99_ingest_ms", mpct(0.99))
+                .num("search_max_ingest_ms", mixed.last().copied().unwrap_or(0.0))
+                .num("healthz_p99_ingest_ms", hpct(0.99))
+                .num(
+                    "healthz_max_ingest_ms",
+                    health.last().copied().unwrap_or(0.0)
+                )
                 .finish()
         );
     }

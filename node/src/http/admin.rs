@@ -118,7 +118,7 @@ pub async fn list_snapshots(State(app): State<AppRef>, _: CanRead) -> ApiResult<
 
 pub async fn download_snapshot(
     State(app): State<AppRef>,
-    _: CanWrite,
+    _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> Result<Response, NodeError> {
     // Streamed from the file: a large snapshot is never held in memory whole. The open file

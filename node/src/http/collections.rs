@@ -24,7 +24,7 @@ pub async fn list_collections(
     State(app): State<AppRef>,
     _: CanRead,
 ) -> ApiResult<api::CollectionList> {
-    Ok(Json(app.service.collections()?))
+    Ok(Json(app.service.collections().await?))
 }
 
 pub async fn get_collection(
@@ -32,7 +32,7 @@ pub async fn get_collection(
     _: CanRead,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<api::CollectionInfo> {
-    Ok(Json(app.service.collection(&name)?))
+    Ok(Json(app.service.collection(name).await?))
 }
 
 pub async fn drop_collection(
@@ -117,7 +117,7 @@ pub async fn get_record(
     _: CanRead,
     ApiPath((collection, id)): ApiPath<(String, u64)>,
 ) -> ApiResult<api::Record> {
-    Ok(Json(record(app.service.get(&collection, id)?)))
+    Ok(Json(record(app.service.get(collection, id).await?)))
 }
 
 pub async fn get_record_default(
@@ -125,7 +125,9 @@ pub async fn get_record_default(
     _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::Record> {
-    Ok(Json(record(app.service.get(DEFAULT_COLLECTION, id)?)))
+    Ok(Json(record(
+        app.service.get(DEFAULT_COLLECTION.into(), id).await?,
+    )))
 }
 
 pub async fn delete_record(

@@ -42,7 +42,7 @@ pub async fn get_node(
     _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::GraphNode> {
-    Ok(Json(node(id, app.service.node(id)?)))
+    Ok(Json(node(id, app.service.node(id).await?)))
 }
 
 pub async fn get_edge(
@@ -50,7 +50,7 @@ pub async fn get_edge(
     _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::GraphEdge> {
-    let e = app.service.edge(id)?;
+    let e = app.service.edge(id).await?;
     Ok(Json(api::GraphEdge {
         id,
         from: e.from,
@@ -94,7 +94,8 @@ pub async fn neighbors(
         .unwrap_or_default();
     let found = app
         .service
-        .neighbors(id, q.direction.unwrap_or_default(), &kinds)?;
+        .neighbors(id, q.direction.unwrap_or_default(), kinds)
+        .await?;
     Ok(Json(found))
 }
 

@@ -36,6 +36,8 @@ pub struct App {
     pub keys: Keys,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Permits for requests in progress (`--max-concurrent-requests`).
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 type AppRef = Arc<App>;
@@ -85,6 +87,22 @@ async fn track(State(app): State<AppRef>, req: Request, next: Next) -> Response 
         .with_label_values(&[&route, &method, response.status().as_str()])
         .inc();
     response
+}
+
+/// Refuses a request with 503 `busy` when `--max-concurrent-requests` are in progress; the
+/// probes and metrics are always answered (a busy node is alive, and says so).
+async fn limit(State(app): State<AppRef>, req: Request, next: Next) -> Response {
+    if matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(req).await;
+    }
+    match Arc::clone(&app.requests).try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            app.engine.metrics().requests_refused_busy.inc();
+            NodeError::Busy("too many requests are in progress on this node; retry shortly".into())
+                .into_response()
+        }
+    }
 }
 
 async fn not_found() -> NodeError {
@@ -142,6 +160,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), track))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
