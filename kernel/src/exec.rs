@@ -60,12 +60,19 @@ pub struct Threads {
 impl Threads {
     /// An executor with `n` threads (at least one). The threads live as long as the executor.
     pub fn new(n: usize) -> Self {
+        Self::with_start(n, || {})
+    }
+
+    /// [`Threads::new`], running `start` first on each pool thread (a server lowers their
+    /// scheduling priority with it). Nothing a thread does before its tasks changes a result.
+    pub fn with_start(n: usize, start: impl Fn() + Send + Sync + 'static) -> Self {
         let threads = n.max(1);
         let pool = (threads > 1)
             .then(|| {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| std::format!("valori-index-{i}"))
+                    .start_handler(move |_| start())
                     .build()
                     .ok()
             })

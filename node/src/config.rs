@@ -122,6 +122,10 @@ pub struct Config {
     /// fixes it).
     #[arg(long, env = "VALORI_DEFAULT_DIMENSION")]
     pub default_dimension: Option<u32>,
+    /// Niceness of the writer and index threads (0 to 19; 0: as the request handlers). Above 0,
+    /// a read gets a core at once while a batch is indexed, and writes take what reads leave.
+    #[arg(long, env = "VALORI_INDEX_NICE", default_value_t = limits::DEFAULT_INDEX_NICE)]
+    pub index_nice: i32,
     /// Threads for index construction (default: all cores).
     #[arg(long, env = "VALORI_INDEX_THREADS")]
     pub index_threads: Option<usize>,

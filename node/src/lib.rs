@@ -47,6 +47,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.prune_log = config.prune_log;
     ec.follow = config.follower_of().map(String::from);
     ec.max_queued_writes = config.max_queued_writes.max(1);
+    ec.index_nice = config.index_nice.clamp(0, 19);
     ec.commit_gate = config.test_commit_gate.clone();
     ec.crash_at = config.test_crash_at.clone();
     if let Some(t) = config.index_threads {

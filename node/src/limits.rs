@@ -37,6 +37,9 @@ pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 /// Interval of HTTP/2 keep-alive pings on gRPC connections; a peer that does not answer one
 /// within the same time is disconnected.
 pub const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
+/// Default niceness of the writer thread and the index threads (`--index-nice`): above the
+/// request handlers' 0, so a read gets a core at once while a batch is indexed.
+pub const DEFAULT_INDEX_NICE: i32 = 10;
 /// Default most client writes waiting for the writer (`--max-queued-writes`).
 pub const DEFAULT_MAX_QUEUED_WRITES: usize = 10_000;
 

@@ -198,6 +198,17 @@ fn main() {
     // `--mixed-batches` more batches of new vectors at full rate while another searches
     // without pause and a third asks `/healthz` (as a Kubernetes probe would) without pause.
     let mixed_batches: usize = flag("--mixed-batches", 20);
+    // 0: the searcher and the prober ask again as soon as answered; N: each at N per second,
+    // so that they take the same CPU from the ingest whatever their latency.
+    let mixed_qps: f64 = flag("--mixed-qps", 0.0);
+    let pace = move |i: usize, t0: Instant| {
+        if mixed_qps > 0.0 {
+            let due = t0 + std::time::Duration::from_secs_f64(i as f64 / mixed_qps);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    };
     let extra = synthetic(mixed_batches * batch, 128, 3);
     let extra_bodies: Vec<Vec<u8>> = (0..mixed_batches)
         .map(|b| extra.json_batch(b * batch..(b + 1) * batch))
@@ -211,7 +222,9 @@ fn main() {
             let mut conn = Conn::new(&addr);
             let mut lat = Vec::new();
             let mut i = 0;
+            let t0 = Instant::now();
             while ingesting.load(std::sync::atomic::Ordering::Relaxed) {
+                pace(i, t0);
                 let t = Instant::now();
                 let (s, _) = conn.post("/v1/collections/bench/search", &qb[i % qb.len()]);
                 assert_eq!(s, 200);
@@ -227,7 +240,9 @@ fn main() {
         std::thread::spawn(move || {
             let mut conn = Conn::new(&addr);
             let mut lat = Vec::new();
+            let t0 = Instant::now();
             while ingesting.load(std::sync::atomic::Ordering::Relaxed) {
+                pace(lat.len(), t0);
                 let t = Instant::now();
                 let (s, _) = conn.get("/healthz");
                 assert_eq!(s, 200);
@@ -277,7 +292,8 @@ fn main() {
         idle.last().copied().unwrap_or(0.0)
     );
     println!(
-        "search while ingesting ({mixed_batches} batches of {batch} at {mixed_vps:.0} vectors/s, 1 search client): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "search while ingesting ({mixed_batches} batches of {batch} at {mixed_vps:.0} vectors/s, 1 search client{}): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        if mixed_qps > 0.0 { format!(" at {mixed_qps} queries/s") } else { String::new() },
         mixed.len(),
         mpct(0.5),
         mpct(0.99),
@@ -299,6 +315,7 @@ fn main() {
                 .num("http_vectors_per_s", http_vps)
                 .num("http_fraction_of_inprocess", http_vps / inproc_vps)
                 .num("search_clients", clients as f64)
+                .num("mixed_qps", mixed_qps)
                 .num("search_qps", lat.len() as f64 / search_secs)
                 .num("search_p50_ms", pct(0.5))
                 .num("search_p99_ms", pct(0.99))
