@@ -731,7 +731,7 @@ struct Writer {
 }
 
 /// Events applied to the back copy and what repeats them on the other copy.
-type Applied2 = Vec<(Event, Replay)>;
+type Recorded = Vec<(Event, Replay)>;
 
 impl Writer {
     /// Publishes the back copy (its events must be durable); returns the replaced copy and the
@@ -764,7 +764,7 @@ fn reclaim(
     shared: &Shared,
     mut old: Arc<Kernel>,
     fresh: &Arc<Kernel>,
-    done: &Applied2,
+    done: &Recorded,
     encoded: &[&[u8]],
 ) -> Kernel {
     let deadline = Instant::now() + RECLAIM_WAIT;
@@ -903,7 +903,7 @@ fn replicate(shared: &Shared, w: &mut Writer, entries: Vec<Entry>) -> Result<u64
     }
     let kernel = &mut w.back;
     let mut accepted: Vec<Entry> = Vec::new();
-    let mut done: Applied2 = Vec::new();
+    let mut done: Recorded = Vec::new();
     let mut divergence = None;
     for e in entries {
         if e.seq <= kernel.seq() {
@@ -987,7 +987,7 @@ fn commit(shared: &Shared, w: &mut Writer, events: Pending) {
     // Readers keep reading the published copy meanwhile: nothing here takes a lock they use.
     let kernel = &mut w.back;
     let mut entries = Vec::new();
-    let mut done: Applied2 = Vec::new();
+    let mut done: Recorded = Vec::new();
     let mut results = Vec::with_capacity(events.len());
     for (event, reply) in events {
         let encoded = event.encode();
