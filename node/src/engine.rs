@@ -156,13 +156,39 @@ struct Shared {
     seq_tx: watch::Sender<u64>,
 }
 
-/// A running engine. Cheap to clone; the writer thread stops when the last clone is dropped
-/// or [`Engine::shutdown`] is called.
+/// A running engine. Cheap to clone; the writer thread finishes its queue and stops when
+/// [`Engine::shutdown`] is called or the last clone is dropped, which waits for it.
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
-    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    writer: Arc<WriterHandle>,
+}
+
+/// The way to the writer thread, shared by an engine's clones.
+struct WriterHandle {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WriterHandle {
+    /// Stops accepting work, lets the writer finish what it has, and joins it.
+    fn stop(&self) {
+        self.tx.lock().expect("sender lock").take();
+        if let Some(w) = self.thread.lock().expect("writer lock").take() {
+            // (Never the writer waiting for itself.)
+            if w.thread().id() != std::thread::current().id() {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    /// The last clone waits for the writer: the database closes before the caller goes on (a
+    /// process that exits meanwhile would tear down the storage engine under the writer).
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Engine {
@@ -207,8 +233,10 @@ impl Engine {
             .spawn(move || writer_loop(&writer_shared, kernel, rx))?;
         Ok(Engine {
             shared,
-            tx: Arc::new(Mutex::new(Some(tx))),
-            writer: Arc::new(Mutex::new(Some(writer))),
+            writer: Arc::new(WriterHandle {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(writer)),
+            }),
         })
     }
 
@@ -216,7 +244,7 @@ impl Engine {
         if let Some(why) = self.writer_stopped() {
             return Err(NodeError::Internal(why));
         }
-        let tx = self.tx.lock().expect("sender lock");
+        let tx = self.writer.tx.lock().expect("sender lock");
         tx.as_ref()
             .ok_or(NodeError::ShuttingDown)?
             .send(job)
@@ -227,9 +255,10 @@ impl Engine {
     /// panicked: a bug). The node is then not ready and refuses writes; a restart recovers
     /// from the durable log.
     fn writer_stopped(&self) -> Option<String> {
-        let running = self.tx.lock().expect("sender lock").is_some();
+        let running = self.writer.tx.lock().expect("sender lock").is_some();
         let finished = self
             .writer
+            .thread
             .lock()
             .expect("writer lock")
             .as_ref()
@@ -468,7 +497,7 @@ impl Engine {
         if let Some(f) = self.failure() {
             return Some(format!("node is in a failed state: {f}"));
         }
-        if self.tx.lock().expect("sender lock").is_none() {
+        if self.writer.tx.lock().expect("sender lock").is_none() {
             return Some("shutting down".into());
         }
         if let Some(why) = self.writer_stopped() {
@@ -597,10 +626,7 @@ impl Engine {
 
     /// Stops accepting work, lets the writer finish what it has, and joins it.
     pub fn shutdown(&self) {
-        self.tx.lock().expect("sender lock").take();
-        if let Some(w) = self.writer.lock().expect("writer lock").take() {
-            let _ = w.join();
-        }
+        self.writer.stop();
     }
 }
 
