@@ -53,6 +53,9 @@ pub struct Metrics {
     /// `valori_requests_refused_busy_total`: HTTP requests refused with 503 `busy` because
     /// `--max-concurrent-requests` were in progress.
     pub requests_refused_busy: IntCounter,
+    /// `valori_http_requests_in_progress`: HTTP requests being served that count against
+    /// `--max-concurrent-requests` (every route but the probes and metrics).
+    pub requests_in_progress: IntGauge,
     /// `valori_replication_discarded_events_total`: events a follower dropped when it
     /// re-bootstrapped because its history went past its leader's.
     pub discarded_events: IntCounter,
@@ -156,6 +159,11 @@ impl Metrics {
             "HTTP requests refused because the concurrent request limit was reached",
         )
         .unwrap();
+        let requests_in_progress = IntGauge::new(
+            "valori_http_requests_in_progress",
+            "HTTP requests in progress that count against the concurrent request limit",
+        )
+        .unwrap();
         let writes_refused_busy = IntCounter::new(
             "valori_writes_refused_busy_total",
             "Writes refused with 503 busy because the write queue was full",
@@ -204,6 +212,7 @@ impl Metrics {
             Box::new(writes_refused_busy.clone()),
             Box::new(connections_refused.clone()),
             Box::new(requests_refused_busy.clone()),
+            Box::new(requests_in_progress.clone()),
             Box::new(discarded_events.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
@@ -232,6 +241,7 @@ impl Metrics {
             writes_refused_busy,
             connections_refused,
             requests_refused_busy,
+            requests_in_progress,
             discarded_events,
             http_requests,
             http_seconds,

@@ -96,12 +96,32 @@ async fn limit(State(app): State<AppRef>, req: Request, next: Next) -> Response 
         return next.run(req).await;
     }
     match Arc::clone(&app.requests).try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
+        Ok(_permit) => {
+            // Counted until the request ends or its client goes away (the future is dropped).
+            let _counted = InProgress::new(&app.engine.metrics().requests_in_progress);
+            next.run(req).await
+        }
         Err(_) => {
             app.engine.metrics().requests_refused_busy.inc();
             NodeError::Busy("too many requests are in progress on this node; retry shortly".into())
                 .into_response()
         }
+    }
+}
+
+/// Counts a request in progress for as long as it lives.
+struct InProgress(prometheus::IntGauge);
+
+impl InProgress {
+    fn new(gauge: &prometheus::IntGauge) -> InProgress {
+        gauge.inc();
+        InProgress(gauge.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
