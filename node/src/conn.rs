@@ -1,12 +1,16 @@
 //! Limits on client connections, shared by the HTTP and gRPC servers so that slow or idle
 //! clients cannot exhaust the node's file descriptors: a connection beyond `--max-connections`
 //! (HTTP and gRPC together) is closed as soon as it is accepted. Each admitted connection holds
-//! a permit for as long as it is open. (Requests have their own limit, in [`crate::http`].)
+//! a permit for as long as it is open, and may be given a deadline for its first bytes (the
+//! gRPC server has no header deadline of its own). (Requests have their own limit, in
+//! [`crate::http`].)
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -39,6 +43,7 @@ impl Gate {
                 Some(Limited {
                     inner: stream,
                     _permit: permit,
+                    first: None,
                 })
             }
             Err(_) => {
@@ -53,6 +58,26 @@ impl Gate {
 pub struct Limited {
     inner: TcpStream,
     _permit: OwnedSemaphorePermit,
+    first: Option<FirstBytes>,
+}
+
+/// Bytes the client still owes, and by when.
+struct FirstBytes {
+    left: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Limited {
+    /// Reading fails with `TimedOut` (which closes the connection) if the client has not sent
+    /// its first `bytes` bytes within `within` of now: a client that connects and sends nothing,
+    /// or too little to begin, does not hold the connection. Must be called within the runtime.
+    pub fn first_bytes_within(mut self, bytes: usize, within: Duration) -> Limited {
+        self.first = Some(FirstBytes {
+            left: bytes,
+            deadline: Box::pin(tokio::time::sleep(within)),
+        });
+        self
+    }
 }
 
 impl AsyncRead for Limited {
@@ -61,7 +86,28 @@ impl AsyncRead for Limited {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(first) = &mut this.first {
+            match &read {
+                Poll::Ready(Ok(())) => {
+                    first.left = first.left.saturating_sub(buf.filled().len() - before);
+                    if first.left == 0 {
+                        this.first = None;
+                    }
+                }
+                // Polling the deadline wakes this reader when it passes.
+                Poll::Pending if first.deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent too little before the header deadline",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        read
     }
 }
 

@@ -141,6 +141,10 @@ struct Shared {
     /// The published state: readers clone the `Arc` (the lock is held for that alone); the
     /// writer replaces it after each durable commit.
     published: Mutex<Arc<Kernel>>,
+    /// The state hash of a published state, computed once however many ask (cross-checks ask
+    /// every pod each interval). Keyed by the published `Arc`'s allocation, which the `Weak`
+    /// keeps from being reused while it is cached; every publication is a new allocation.
+    state_hash: Mutex<Option<(std::sync::Weak<Kernel>, Hash)>>,
     store: Store,
     failed: Mutex<Option<Failure>>,
     /// False when memory may hold events the disk does not (a failed rebuild after a failed
@@ -217,6 +221,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             queued: std::sync::atomic::AtomicUsize::new(0),
             published: Mutex::new(Arc::new(kernel.clone())),
+            state_hash: Mutex::new(None),
             store,
             failed: Mutex::new(None),
             readable: std::sync::atomic::AtomicBool::new(true),
@@ -523,8 +528,28 @@ impl Engine {
         Ok(StateInfo {
             seq: kernel.seq(),
             chain_hash: kernel.chain_hash(),
-            state_hash: kernel.state_hash(),
+            state_hash: self.state_hash_of(&kernel),
         })
+    }
+
+    /// The state hash of a published state: from the cache when it is the one last hashed.
+    fn state_hash_of(&self, kernel: &Arc<Kernel>) -> Hash {
+        let cached = |cache: &Option<(std::sync::Weak<Kernel>, Hash)>| {
+            cache
+                .as_ref()
+                .filter(|(of, _)| std::ptr::eq(of.as_ptr(), Arc::as_ptr(kernel)))
+                .map(|(_, h)| *h)
+        };
+        if let Some(h) = cached(&self.shared.state_hash.lock().expect("state hash lock")) {
+            return h;
+        }
+        // Hashed without the lock: a second reader of a new state may hash it too.
+        let timer = self.shared.metrics.state_hash_seconds.start_timer();
+        let hash = kernel.state_hash();
+        timer.observe_duration();
+        *self.shared.state_hash.lock().expect("state hash lock") =
+            Some((Arc::downgrade(kernel), hash));
+        hash
     }
 
     /// The chain hash at a sequence number: from the live state, the retained log, or a
@@ -1377,6 +1402,30 @@ mod tests {
         let file = engine.snapshot_blocking().unwrap();
         let bytes = std::fs::read(&file.path).unwrap();
         assert_eq!(Kernel::restore(&bytes).unwrap(), durable);
+    }
+
+    /// The whole state is hashed once per published state however many ask (the operator asks
+    /// every pod each interval), and again once a commit publishes a new state.
+    #[test]
+    fn the_state_hash_is_computed_once_per_published_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::open(EngineConfig::new(dir.path()), Arc::clone(&metrics)).unwrap();
+        let hashed = || metrics.state_hash_seconds.get_sample_count();
+        insert(&engine, 20, 0);
+        let first = engine.state().unwrap();
+        for _ in 0..3 {
+            assert_eq!(engine.state().unwrap().state_hash, first.state_hash);
+        }
+        assert_eq!(first.state_hash, engine.read().unwrap().state_hash());
+        assert_eq!(hashed(), 1);
+        insert(&engine, 20, 1);
+        let second = engine.state().unwrap();
+        assert_eq!(second.seq, first.seq + 1);
+        assert_ne!(second.state_hash, first.state_hash);
+        assert_eq!(second.state_hash, engine.read().unwrap().state_hash());
+        assert_eq!(engine.state().unwrap().state_hash, second.state_hash);
+        assert_eq!(hashed(), 2);
     }
 
     /// A group commit stops taking events once they reach the byte cap: ten queued events of

@@ -168,16 +168,22 @@ pub async fn serve(
             if let Some((cert, key)) = &tls {
                 builder = builder.tls_config(
                     tonic::transport::ServerTlsConfig::new()
-                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                        .identity(tonic::transport::Identity::from_pem(cert, key))
+                        .timeout(header_timeout),
                 )?;
             }
             let gate = gate.clone();
-            // Connections beyond the limit are dropped (closed) as they are accepted.
+            // Connections beyond the limit are dropped (closed) as they are accepted. HTTP/2
+            // has no header deadline: a client must send the connection preface (24 bytes) or
+            // begin its TLS handshake within the header timeout, and finish the handshake
+            // within it too.
             let incoming = futures_util::StreamExt::filter_map(
                 tonic::transport::server::TcpIncoming::from(listener),
                 move |accepted| {
                     let admitted = match accepted {
-                        Ok(stream) => gate.admit(stream).map(Ok),
+                        Ok(stream) => gate
+                            .admit(stream)
+                            .map(|s| Ok(s.first_bytes_within(H2_PREFACE_BYTES, header_timeout))),
                         Err(e) => Some(Err(e)),
                     };
                     std::future::ready(admitted)
@@ -206,14 +212,13 @@ pub async fn serve(
         });
     }
     let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let mut server = axum_server::from_tcp(http.into_std()?)?.handle(handle);
-    server
-        .http_builder()
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    let server = axum_server::from_tcp(http.into_std()?)?;
     match &tls {
-        None => server.acceptor(gate).serve(make_service).await?,
+        None => {
+            http1_with_deadline(server.acceptor(gate), handle, header_timeout)
+                .serve(make_service)
+                .await?
+        }
         Some((cert, key)) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(
                 cert, key,
@@ -221,7 +226,9 @@ pub async fn serve(
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
                 .handshake_timeout(header_timeout)
                 .acceptor(gate);
-            server.acceptor(acceptor).serve(make_service).await?
+            http1_with_deadline(server.acceptor(acceptor), handle, header_timeout)
+                .serve(make_service)
+                .await?
         }
     }
     if let Some(t) = grpc_task {
@@ -232,7 +239,29 @@ pub async fn serve(
     Ok(())
 }
 
-/// A rustls server configuration (ring provider) from PEM certificate chain and key bytes.
+/// The HTTP server with its acceptor set: HTTP/1.1 alone, so that hyper's header deadline runs
+/// from the moment a connection is accepted (a server that also detects HTTP/2 first waits for
+/// the client's first bytes without a deadline). (The acceptor must be set first: setting it
+/// forgets the protocol choice.)
+fn http1_with_deadline<Acc>(
+    server: axum_server::Server<SocketAddr, Acc>,
+    handle: axum_server::Handle<SocketAddr>,
+    header_timeout: std::time::Duration,
+) -> axum_server::Server<SocketAddr, Acc> {
+    let mut server = server.http1_only().handle(handle);
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    server
+}
+
+/// The HTTP/2 connection preface a gRPC client sends first.
+const H2_PREFACE_BYTES: usize = 24;
+
+/// A rustls server configuration (ring provider) for the HTTP/1.1 API from PEM certificate
+/// chain and key bytes.
 fn tls_config(cert: &[u8], key: &[u8]) -> anyhow::Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -248,6 +277,6 @@ fn tls_config(cert: &[u8], key: &[u8]) -> anyhow::Result<rustls::ServerConfig> {
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

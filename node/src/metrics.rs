@@ -12,6 +12,9 @@ pub struct Metrics {
     pub events_committed: IntCounter,
     /// `valori_batch_commit_duration_seconds`: one group commit (apply and synced append).
     pub commit_seconds: Histogram,
+    /// `valori_state_hash_duration_seconds`: hashing the whole published state (once per
+    /// published state, however many ask).
+    pub state_hash_seconds: Histogram,
     /// `valori_sequence_number`: the current sequence number.
     pub seq: IntGauge,
     /// `valori_storage_bytes`: bytes of log and snapshots on disk (set at scrape).
@@ -82,6 +85,14 @@ impl Metrics {
             HistogramOpts::new(
                 "valori_batch_commit_duration_seconds",
                 "Latency of one group commit: apply and synced append",
+            )
+            .buckets(latency_buckets.clone()),
+        )
+        .unwrap();
+        let state_hash_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "valori_state_hash_duration_seconds",
+                "Time to hash the whole state, once per published state",
             )
             .buckets(latency_buckets.clone()),
         )
@@ -194,6 +205,7 @@ impl Metrics {
         for c in [
             Box::new(events_committed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(commit_seconds.clone()),
+            Box::new(state_hash_seconds.clone()),
             Box::new(seq.clone()),
             Box::new(storage_bytes.clone()),
             Box::new(snapshots.clone()),
@@ -223,6 +235,7 @@ impl Metrics {
             registry,
             events_committed,
             commit_seconds,
+            state_hash_seconds,
             seq,
             storage_bytes,
             snapshots,

@@ -1173,9 +1173,9 @@ fn exchange(addr: &str, request: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// A client that sends half its headers and waits is disconnected after `--header-timeout-ms`
-/// (without it the connection stayed open for good: a few thousand such clients exhausted the
-/// node's file descriptors).
+/// A client that sends half its headers and waits, or sends nothing, is disconnected after
+/// `--header-timeout-ms` (without it the connection stayed open for good: a few thousand such
+/// clients exhausted the node's file descriptors).
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
@@ -1185,6 +1185,18 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
         .expect("the server closes the connection (a read timeout means it never did)");
     let text = String::from_utf8_lossy(&got);
     assert!(got.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    // Nor can a client hold a connection by sending nothing at all, on either port.
+    for port in [
+        addr.clone(),
+        node.grpc_url.trim_start_matches("http://").to_string(),
+    ] {
+        // (The gRPC server may first send its HTTP/2 settings.)
+        match exchange(&port, b"") {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{port}: a silent connection was never closed: {e}"),
+        }
+    }
     // A prompt client is served as usual.
     let got = exchange(
         &addr,
