@@ -1,9 +1,9 @@
 //! Limits on client connections, shared by the HTTP and gRPC servers so that slow or idle
 //! clients cannot exhaust the node's file descriptors: a connection beyond `--max-connections`
 //! (HTTP and gRPC together) is closed as soon as it is accepted. Each admitted connection holds
-//! a permit for as long as it is open, and may be given a deadline for its first bytes (the
-//! gRPC server has no header deadline of its own). (Requests have their own limit, in
-//! [`crate::http`].)
+//! a permit for as long as it is open. A gRPC connection ([`Grpc`]) must also finish its TLS
+//! handshake and send the HTTP/2 preface within the header deadline, which HTTP/2 servers do
+//! not have. (Requests have their own limit, in [`crate::http`].)
 
 use std::future::Future;
 use std::io;
@@ -43,7 +43,6 @@ impl Gate {
                 Some(Limited {
                     inner: stream,
                     _permit: permit,
-                    first: None,
                 })
             }
             Err(_) => {
@@ -58,26 +57,6 @@ impl Gate {
 pub struct Limited {
     inner: TcpStream,
     _permit: OwnedSemaphorePermit,
-    first: Option<FirstBytes>,
-}
-
-/// Bytes the client still owes, and by when.
-struct FirstBytes {
-    left: usize,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Limited {
-    /// Reading fails with `TimedOut` (which closes the connection) if the client has not sent
-    /// its first `bytes` bytes within `within` of now: a client that connects and sends nothing,
-    /// or too little to begin, does not hold the connection. Must be called within the runtime.
-    pub fn first_bytes_within(mut self, bytes: usize, within: Duration) -> Limited {
-        self.first = Some(FirstBytes {
-            left: bytes,
-            deadline: Box::pin(tokio::time::sleep(within)),
-        });
-        self
-    }
 }
 
 impl AsyncRead for Limited {
@@ -86,28 +65,7 @@ impl AsyncRead for Limited {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Some(first) = &mut this.first {
-            match &read {
-                Poll::Ready(Ok(())) => {
-                    first.left = first.left.saturating_sub(buf.filled().len() - before);
-                    if first.left == 0 {
-                        this.first = None;
-                    }
-                }
-                // Polling the deadline wakes this reader when it passes.
-                Poll::Pending if first.deadline.as_mut().poll(cx).is_ready() => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client sent too little before the header deadline",
-                    )));
-                }
-                _ => {}
-            }
-        }
-        read
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -146,6 +104,136 @@ impl tonic::transport::server::Connected for Limited {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
+    }
+}
+
+/// An admitted gRPC connection, with or without TLS, that owes its first bytes (the HTTP/2
+/// preface, after the TLS handshake) by a deadline: reading fails with `TimedOut`, which closes
+/// it, if they have not come.
+pub struct Grpc {
+    transport: Transport,
+    owed: Option<Owed>,
+}
+
+enum Transport {
+    Plain(Limited),
+    Tls(Box<tokio_rustls::server::TlsStream<Limited>>),
+}
+
+/// Bytes the client still owes, and by when.
+struct Owed {
+    bytes: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Grpc {
+    /// `stream` (TLS-accepted by `tls` within `within`, if given), owing `bytes` bytes within
+    /// `within` of the end of the handshake; `None` if the handshake failed or took too long.
+    pub async fn accept(
+        stream: Limited,
+        tls: Option<&tokio_rustls::TlsAcceptor>,
+        bytes: usize,
+        within: Duration,
+    ) -> Option<Grpc> {
+        let transport = match tls {
+            None => Transport::Plain(stream),
+            Some(tls) => match tokio::time::timeout(within, tls.accept(stream)).await {
+                Ok(Ok(s)) => Transport::Tls(Box::new(s)),
+                _ => return None,
+            },
+        };
+        Some(Grpc {
+            transport,
+            owed: Some(Owed {
+                bytes,
+                deadline: Box::pin(tokio::time::sleep(within)),
+            }),
+        })
+    }
+
+    fn io(&mut self) -> Pin<&mut (dyn AsyncReadWrite + Unpin)> {
+        match &mut self.transport {
+            Transport::Plain(s) => Pin::new(s),
+            Transport::Tls(s) => Pin::new(&mut **s),
+        }
+    }
+}
+
+trait AsyncReadWrite: AsyncRead + AsyncWrite {}
+impl<T: AsyncRead + AsyncWrite> AsyncReadWrite for T {}
+
+impl AsyncRead for Grpc {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = self.io().poll_read(cx, buf);
+        let this = &mut *self;
+        if let Some(owed) = &mut this.owed {
+            match &read {
+                Poll::Ready(Ok(())) => {
+                    owed.bytes = owed.bytes.saturating_sub(buf.filled().len() - before);
+                    if owed.bytes == 0 {
+                        this.owed = None;
+                    }
+                }
+                // Polling the deadline wakes this reader when it passes.
+                Poll::Pending if owed.deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client did not begin within the header deadline",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Grpc {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.transport {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Grpc {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        match &self.transport {
+            Transport::Plain(s) => s.connect_info(),
+            Transport::Tls(s) => s.get_ref().0.connect_info(),
+        }
     }
 }
 

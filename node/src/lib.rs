@@ -165,35 +165,57 @@ pub async fn serve(
                 .concurrency_limit_per_connection(config.max_concurrent_requests.max(1))
                 .http2_keepalive_interval(Some(limits::GRPC_KEEPALIVE))
                 .http2_keepalive_timeout(Some(limits::GRPC_KEEPALIVE));
-            if let Some((cert, key)) = &tls {
-                builder = builder.tls_config(
-                    tonic::transport::ServerTlsConfig::new()
-                        .identity(tonic::transport::Identity::from_pem(cert, key))
-                        .timeout(header_timeout),
-                )?;
-            }
+            let tls = match &tls {
+                Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(
+                    cert, key, b"h2",
+                )?))),
+                None => None,
+            };
+            // Connections beyond the limit are closed as they are accepted. HTTP/2 has no
+            // header deadline: each admitted client must finish its TLS handshake, then send
+            // the connection preface, each within the header timeout, or it is closed. Each
+            // connection does so on a task of its own; the server takes those that did.
+            let (ready_tx, ready_rx) = tokio::sync::mpsc::channel::<conn::Grpc>(64);
             let gate = gate.clone();
-            // Connections beyond the limit are dropped (closed) as they are accepted. HTTP/2
-            // has no header deadline: a client must send the connection preface (24 bytes) or
-            // begin its TLS handshake within the header timeout, and finish the handshake
-            // within it too.
-            let incoming = futures_util::StreamExt::filter_map(
-                tonic::transport::server::TcpIncoming::from(listener),
-                move |accepted| {
-                    let admitted = match accepted {
-                        Ok(stream) => gate
-                            .admit(stream)
-                            .map(|s| Ok(s.first_bytes_within(H2_PREFACE_BYTES, header_timeout))),
-                        Err(e) => Some(Err(e)),
+            let acceptor = tokio::spawn(async move {
+                loop {
+                    let stream = match listener.accept().await {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of file descriptors, for one: wait rather than spin.
+                            tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
                     };
-                    std::future::ready(admitted)
-                },
-            );
+                    let Some(admitted) = gate.admit(stream) else {
+                        continue;
+                    };
+                    let (ready, tls) = (ready_tx.clone(), tls.clone());
+                    tokio::spawn(async move {
+                        let owed = conn::Grpc::accept(
+                            admitted,
+                            tls.as_ref(),
+                            H2_PREFACE_BYTES,
+                            header_timeout,
+                        );
+                        if let Some(io) = owed.await {
+                            let _ = ready.send(io).await;
+                        }
+                    });
+                }
+            });
+            let incoming = futures_util::stream::unfold(ready_rx, |mut rx| async move {
+                let io = rx.recv().await?;
+                Some((Ok::<_, std::io::Error>(io), rx))
+            });
             Some(tokio::spawn(async move {
-                builder
+                let served = builder
                     .add_service(server)
                     .serve_with_incoming_shutdown(incoming, signal)
-                    .await
+                    .await;
+                acceptor.abort();
+                served
             }))
         }
         None => None,
@@ -221,7 +243,9 @@ pub async fn serve(
         }
         Some((cert, key)) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(
-                cert, key,
+                cert,
+                key,
+                b"http/1.1",
             )?));
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
                 .handshake_timeout(header_timeout)
@@ -260,9 +284,9 @@ fn http1_with_deadline<Acc>(
 /// The HTTP/2 connection preface a gRPC client sends first.
 const H2_PREFACE_BYTES: usize = 24;
 
-/// A rustls server configuration (ring provider) for the HTTP/1.1 API from PEM certificate
-/// chain and key bytes.
-fn tls_config(cert: &[u8], key: &[u8]) -> anyhow::Result<rustls::ServerConfig> {
+/// A rustls server configuration (ring provider) from PEM certificate chain and key bytes, for
+/// the one protocol `alpn` (`http/1.1` for the HTTP API, `h2` for gRPC).
+fn tls_config(cert: &[u8], key: &[u8], alpn: &[u8]) -> anyhow::Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>()?;
@@ -277,6 +301,6 @@ fn tls_config(cert: &[u8], key: &[u8]) -> anyhow::Result<rustls::ServerConfig> {
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }

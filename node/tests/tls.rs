@@ -209,3 +209,50 @@ fn a_follower_without_ca_roots_follows_a_plain_leader() {
     let fc = follower.client();
     common::wait_until(30, "the follower to replicate", || fc.state() == lc.state());
 }
+
+/// A client that finishes the TLS handshake and then sends nothing is closed after
+/// `--header-timeout-ms` on both ports; it would otherwise hold a connection slot for good (the
+/// gRPC server read the preface without a deadline).
+#[test]
+fn a_client_silent_after_its_handshake_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path());
+    let node = common::Node::start(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--header-timeout-ms",
+            "500",
+        ],
+    );
+    for (url, alpn) in [(&node.url, "http/1.1"), (&node.grpc_url, "h2")] {
+        let addr = url.split("://").nth(1).unwrap();
+        // openssl's client holds the connection while its input stays open.
+        let mut client = Command::new("openssl")
+            .args(["s_client", "-connect", addr, "-alpn", alpn, "-brief"])
+            .args(["-CAfile", &ca])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let closed = loop {
+            if client.try_wait().unwrap().is_some() {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                client.kill().unwrap();
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let out = client.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("CONNECTION ESTABLISHED"), "{addr}: {said}");
+        assert!(closed, "{addr} ({alpn}): still open after 20 s: {said}");
+    }
+}
