@@ -1,5 +1,6 @@
 //! `valori-node`: runs a Valori server. See `valori-node --help`.
 
+use anyhow::Context;
 use clap::Parser;
 use valori_node::Config;
 
@@ -32,12 +33,19 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()?;
     let engine = valori_node::open_engine(&config)?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind((config.http_addr, config.http_port)).await?;
+        // The error names the port: two nodes on one host need ports of their own.
+        let bind = |port: u16, what: &'static str, flag: &'static str| async move {
+            let at = std::net::SocketAddr::new(config.http_addr, port);
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen for {what} on {at} (set {flag})"))
+        };
+        let listener = bind(config.http_port, "HTTP", "--http-port").await?;
         let addr = listener.local_addr()?;
         let grpc = if config.no_grpc {
             None
         } else {
-            Some(tokio::net::TcpListener::bind((config.http_addr, config.grpc_port())).await?)
+            Some(bind(config.grpc_port(), "gRPC", "--grpc-port").await?)
         };
         // Tests and scripts read these lines to learn the ports (useful with port 0).
         let scheme = if config.tls_cert.is_some() {

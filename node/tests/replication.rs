@@ -336,57 +336,6 @@ fn a_follower_without_the_key_is_refused() {
     assert_eq!(leader.client().get("/v1/log").0, 401);
 }
 
-/// The reference README's recipe, verbatim: a leader with no settings and, in the same
-/// directory, a follower with only `VALORI_REPLICATION_MODE`, `VALORI_LEADER_URL` and
-/// `VALORI_HTTP_PORT=3001`. Both start (their own gRPC ports and data directories) and the
-/// follower replicates. Uses the documented ports 3000 and 3001.
-#[test]
-fn the_replication_recipe_works_as_written() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let dir = tempfile::tempdir().unwrap();
-    let start = |env: &[(&str, &str)]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_valori-node"))
-            .current_dir(dir.path())
-            .env_clear()
-            .env("VALORI_LOG", "error")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let started = lines.any(|l| l.unwrap().starts_with("valori-node listening on "));
-        if !started {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            panic!("the node did not start: {err}");
-        }
-        std::thread::spawn(move || for _ in lines {});
-        child
-    };
-    let mut leader = start(&[]);
-    let mut follower = start(&[
-        ("VALORI_REPLICATION_MODE", "follower"),
-        ("VALORI_LEADER_URL", "http://localhost:3000"),
-        ("VALORI_HTTP_PORT", "3001"),
-    ]);
-    let lc = Client::new("http://127.0.0.1:3000");
-    let fc = Client::new("http://127.0.0.1:3001");
-    lc.post("/v1/collections", json!({"name": "v", "dimension": 4}));
-    for i in 0..5 {
-        lc.post("/v1/collections/v/records", json!({"vector": vector(i, 4)}));
-    }
-    wait_until(30, "the follower to catch up", || fc.state().0 == 6);
-    assert_eq!(fc.state(), lc.state());
-    assert!(dir.path().join("valori_data").is_dir());
-    assert!(dir.path().join("valori_data_3001").is_dir());
-    for c in [&mut leader, &mut follower] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
 /// Log pages are bounded in bytes, not only in entries (always at least one entry): large
 /// events come a few at a time, and a follower streams them across many pages.
 #[test]
