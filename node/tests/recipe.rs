@@ -1,6 +1,7 @@
 //! The reference README's replication recipe, run as written. A test binary of its own: it
 //! needs the documented fixed ports (3000, 3001, and gRPC 50051, 50052, which lie in the
-//! ephemeral port range), and here no other test's nodes or clients can be holding them.
+//! ephemeral port range), and here no other test's nodes or clients can be holding them while
+//! it runs.
 
 mod common;
 
@@ -25,6 +26,13 @@ impl Drop for Stopped {
 fn the_replication_recipe_works_as_written() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    // A connection of an earlier test may have closed from the ephemeral port 50052 a moment
+    // ago: the port is not free to listen on until its TIME-WAIT ends (up to 60 s).
+    wait_until(90, "the documented ports to be free", || {
+        [3000, 3001, 50051, 50052]
+            .iter()
+            .all(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
+    });
     let dir = tempfile::tempdir().unwrap();
     let start = |env: &[(&str, &str)]| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_valori-node"))
