@@ -460,14 +460,44 @@ pub fn build_with(
     (kernel, start.elapsed().as_secs_f64())
 }
 
-/// The value after `name` on the command line, or `default`.
+/// The value after `name` on the command line, or `default` when `name` is absent; a value that
+/// does not parse ends the program with a message rather than being ignored.
 pub fn flag<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    let Some(i) = args.iter().position(|a| a == name) else {
+        return default;
+    };
+    match args.get(i + 1).map(|v| v.parse()) {
+        Some(Ok(v)) => v,
+        _ => {
+            eprintln!("{name} needs a value of the right kind");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Ends the program with `usage` when the command line holds anything but the flags `valued`
+/// (each followed by its value) and the switches `switches`, or asks for `--help`: a mistyped
+/// flag is not silently ignored while a long benchmark runs with defaults.
+pub fn only_flags(valued: &[&str], switches: &[&str], usage: &str) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if valued.contains(&a) && i + 1 < args.len() {
+            i += 2;
+        } else if switches.contains(&a) {
+            i += 1;
+        } else {
+            if valued.contains(&a) {
+                eprintln!("{a} needs a value");
+            } else if a != "--help" && a != "-h" {
+                eprintln!("unexpected argument {a:?}");
+            }
+            eprintln!("{usage}");
+            std::process::exit(if a == "--help" || a == "-h" { 0 } else { 2 });
+        }
+    }
 }
 
 /// Recall and latency figures for one `ef`.

@@ -71,6 +71,19 @@ impl Conn {
 }
 
 fn main() {
+    valori_bench::only_flags(
+        &[
+            "--synthetic",
+            "--batch",
+            "--clients",
+            "--queries",
+            "--mixed-batches",
+            "--mixed-qps",
+        ],
+        &["--json"],
+        "usage: bench_http [--synthetic N] [--batch N] [--clients N] [--queries N] \
+         [--mixed-batches N] [--mixed-qps QPS] [--json]",
+    );
     let n: usize = flag("--synthetic", 100_000);
     let batch: usize = flag("--batch", 1000);
     let clients: usize = flag("--clients", 2);

@@ -102,6 +102,11 @@ fn write_latency(rt: &tokio::runtime::Runtime, root: &std::path::Path, sync: u32
 }
 
 fn main() {
+    valori_bench::only_flags(
+        &["--synthetic", "--ingest-seconds", "--writes"],
+        &["--only-sync"],
+        "usage: bench_replication [--synthetic N] [--ingest-seconds S] [--writes N] [--only-sync]",
+    );
     let n: usize = flag("--synthetic", 1_000_000);
     let ingest_secs: f64 = flag("--ingest-seconds", 10.0);
     let writes: usize = flag("--writes", 1000);
