@@ -1426,6 +1426,10 @@ mod tests {
         assert_eq!(second.state_hash, engine.read().unwrap().state_hash());
         assert_eq!(engine.state().unwrap().state_hash, second.state_hash);
         assert_eq!(hashed(), 2);
+        // The cache's weak reference does not keep the writer from reusing the replaced copy
+        // (the next commit is answered after the writer has brought that copy up to date).
+        insert(&engine, 20, 2);
+        assert_eq!(metrics.state_copies.get(), 0);
     }
 
     /// A group commit stops taking events once they reach the byte cap: ten queued events of
