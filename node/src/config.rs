@@ -138,8 +138,8 @@ pub struct Config {
     pub test_commit_gate: Option<PathBuf>,
     /// Test hook (never set in production): the step of a restore at which the process
     /// aborts.
-    #[arg(long, env = "VALORI_TEST_CRASH_AT", hide = true)]
-    pub test_crash_at: Option<String>,
+    #[arg(long, env = "VALORI_TEST_CRASH_AT", hide = true, value_parser = crate::engine::RestoreStep::parse)]
+    pub test_crash_at: Option<crate::engine::RestoreStep>,
 }
 
 impl Config {

@@ -53,9 +53,9 @@ pub enum NodeError {
     /// restarted.
     #[error("node is in a failed state: {0}")]
     Failed(Failure),
-    /// A storage error while serving this request. The node is now failed.
+    /// A storage error while serving this request, with its source.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[from] StorageError),
     /// A follower could not reach its leader, or the leader's answer made no sense.
     #[error("leader unreachable: {0}")]
     LeaderUnreachable(String),
@@ -186,7 +186,7 @@ pub enum Failure {
 pub enum OpenError {
     /// RocksDB or the file system failed.
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[from] StorageError),
     /// A log entry that does not decode, does not apply, or whose chain hash differs from the
     /// recomputed one. Recovery stops here rather than skip it.
     #[error("event log is corrupt at sequence number {seq}: {why}")]
@@ -222,14 +222,56 @@ pub enum OpenError {
     },
 }
 
-impl From<rocksdb::Error> for OpenError {
-    fn from(e: rocksdb::Error) -> Self {
-        OpenError::Storage(e.to_string())
+/// A failed storage operation: what the node was doing, and the error of RocksDB or of the
+/// file system that stopped it (kept as the error's source, not flattened into a string).
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+pub struct StorageError {
+    /// What the node was doing ("appending events 5..=9", "reading snapshot 12").
+    pub doing: String,
+    /// What failed.
+    #[source]
+    pub source: StorageSource,
+}
+
+/// The layer a storage error comes from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageSource {
+    /// RocksDB (the log, the role and the markers).
+    #[error(transparent)]
+    Db(#[from] rocksdb::Error),
+    /// The file system (snapshots, uploads, downloads).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Stored bytes that do not decode (a persisted role, a marker, an epoch range).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl StorageError {
+    /// A storage error while `doing`, caused by `source`.
+    pub fn new(doing: impl Into<String>, source: impl Into<StorageSource>) -> StorageError {
+        StorageError {
+            doing: doing.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Stored bytes that do not decode, found while `doing`.
+    pub fn malformed(doing: impl Into<String>, why: impl Into<String>) -> StorageError {
+        StorageError::new(doing, StorageSource::Malformed(why.into()))
     }
 }
 
-impl From<std::io::Error> for OpenError {
-    fn from(e: std::io::Error) -> Self {
-        OpenError::Storage(e.to_string())
+/// Names what a failed storage call was doing: `store.append(..).doing(|| "appending")?`.
+pub trait Doing<T> {
+    /// The error, if any, as a [`StorageError`] while doing what `doing` says.
+    fn doing<D: Into<String>>(self, doing: impl FnOnce() -> D) -> Result<T, StorageError>;
+}
+
+impl<T, E: Into<StorageSource>> Doing<T> for Result<T, E> {
+    fn doing<D: Into<String>>(self, doing: impl FnOnce() -> D) -> Result<T, StorageError> {
+        self.map_err(|e| StorageError::new(doing(), e))
     }
 }

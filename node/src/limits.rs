@@ -37,9 +37,25 @@ pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 /// Interval of HTTP/2 keep-alive pings on gRPC connections; a peer that does not answer one
 /// within the same time is disconnected.
 pub const GRPC_KEEPALIVE: Duration = Duration::from_secs(30);
+/// gRPC connections that finished their handshake and preface, waiting for the server to take
+/// them.
+pub const GRPC_PENDING_CONNECTIONS: usize = 64;
+/// How long the gRPC acceptor waits after a failed accept (out of file descriptors, say)
+/// before it tries again.
+pub const GRPC_ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// Log entries a gRPC log stream's reading task may run ahead of its client.
+pub const GRPC_LOG_STREAM_BUFFER: usize = 256;
+/// Bytes read from a snapshot file per chunk of a download (HTTP body or gRPC message).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// How long a stopping node lets in-flight HTTP requests finish.
+pub const HTTP_DRAIN: Duration = Duration::from_secs(30);
 /// Default niceness of the writer thread and the index threads (`--index-nice`): above the
 /// request handlers' 0, so a read gets a core at once while a batch is indexed.
 pub const DEFAULT_INDEX_NICE: i32 = 10;
+/// How long the writer waits for the last reader of the copy it has just replaced before it
+/// copies the published state instead (a long reader then costs a copy, never a wait of the
+/// writes behind it).
+pub const RECLAIM_WAIT: Duration = Duration::from_millis(50);
 /// Default most client writes waiting for the writer (`--max-queued-writes`).
 pub const DEFAULT_MAX_QUEUED_WRITES: usize = 10_000;
 
@@ -50,6 +66,8 @@ pub const REPLICATION_PAGE: u32 = 1000;
 pub const REPLICATION_LONG_POLL: Duration = Duration::from_secs(1);
 /// How often a caught-up follower compares full state hashes with its leader.
 pub const FULL_CHECK_EVERY: Duration = Duration::from_secs(30);
+/// A follower's first pause after an error (doubled after each further one).
+pub const REPLICATION_FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// A follower's longest pause between retries after an error.
 pub const REPLICATION_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a follower waits to connect to its leader.

@@ -11,7 +11,7 @@ fn main() {
         std::process::exit(healthcheck());
     }
     let config = Config::parse();
-    let telemetry = match valori_node::telemetry::Telemetry::init(&config.log) {
+    let telemetry = match valori_telemetry::Telemetry::init("valori-node", &config.log, false) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("valori-node: telemetry: {e:#}");

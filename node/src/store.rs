@@ -24,6 +24,8 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use valori_kernel::codec::Sink;
 use valori_kernel::Hash;
 
+use crate::error::{Doing, StorageError};
+
 /// A [`Sink`] into a snapshot file being written: keeps the first I/O error and drops what
 /// comes after it ([`Store::write_snapshot_with`] reports the error).
 pub struct FileSink {
@@ -111,21 +113,23 @@ fn epoch_at(epochs: &std::collections::BTreeMap<u64, u64>, seq: u64) -> u64 {
 
 impl Store {
     /// Opens (creating if needed) the store under `dir`.
-    pub fn open(dir: &Path) -> Result<Store, crate::error::OpenError> {
+    pub fn open(dir: &Path) -> Result<Store, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Every write is synced; RocksDB's own WAL carries the atomicity of each batch.
         opts.set_keep_log_file_num(4);
         let cfs = [LOG, META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
+        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)
+            .doing(|| format!("opening the database in {}", dir.display()))?;
         let snapshot_dir = dir.join("snapshots");
-        fs::create_dir_all(&snapshot_dir)?;
+        let listing = || format!("listing {}", snapshot_dir.display());
+        fs::create_dir_all(&snapshot_dir).doing(listing)?;
         // Temporary files (a snapshot being written, a download or upload being received) that
         // a crash left behind. Only one process has the store open (RocksDB's lock), so none of
         // them is in use.
-        for e in fs::read_dir(&snapshot_dir)? {
-            let name = e?.file_name();
+        for e in fs::read_dir(&snapshot_dir).doing(listing)? {
+            let name = e.doing(listing)?.file_name();
             let name = name.to_string_lossy();
             if name.starts_with('.') && name.ends_with(".tmp") {
                 let _ = fs::remove_file(snapshot_dir.join(&*name));
@@ -139,14 +143,15 @@ impl Store {
                 IteratorMode::From(EPOCH_PREFIX, rocksdb::Direction::Forward),
             );
             for item in iter {
-                let (k, v) = item?;
+                let (k, v) = item.doing(|| "reading the epochs of the log")?;
                 let Some(seq) = k.strip_prefix(EPOCH_PREFIX) else {
                     break;
                 };
                 let (Ok(seq), Ok(epoch)) = (<[u8; 8]>::try_from(seq), <[u8; 8]>::try_from(&v[..]))
                 else {
-                    return Err(crate::error::OpenError::Storage(
-                        "an epoch range key or value is malformed".into(),
+                    return Err(StorageError::malformed(
+                        "reading the epochs of the log",
+                        "an epoch range key or value is malformed",
                     ));
                 };
                 epochs.insert(u64::from_be_bytes(seq), u64::from_le_bytes(epoch));

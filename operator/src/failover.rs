@@ -149,11 +149,30 @@ pub enum CallError {
     },
 }
 
-/// A client of the nodes' API.
+impl CallError {
+    /// The client's error of a call to `node`.
+    fn of(node: &NodeRef, e: valori_client::Error) -> CallError {
+        match e {
+            valori_client::Error::Refused {
+                status,
+                code,
+                message,
+            } => CallError::Refused {
+                node: node.name.clone(),
+                status,
+                code,
+                message,
+            },
+            other => CallError::Unreachable(node.name.clone(), other.to_string()),
+        }
+    }
+}
+
+/// A client of the nodes' API: one [`valori_client::Connector`] (one connection pool, the
+/// cluster's key) for every node.
 #[derive(Clone)]
 pub struct Nodes {
-    http: reqwest::Client,
-    key: Option<String>,
+    connector: valori_client::Connector,
 }
 
 impl Nodes {
@@ -163,97 +182,52 @@ impl Nodes {
     }
 
     /// A client that also trusts the certificates of the PEM bundle `ca` (the CA of nodes that
-    /// serve TLS with a private certificate).
+    /// serve TLS with a private certificate). Each call may take `timeout`.
     pub fn with_ca(
         key: Option<String>,
         timeout: Duration,
         ca: Option<&[u8]>,
     ) -> Result<Nodes, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .tls_backend_rustls();
-        if let Some(pem) = ca {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or("the CA bundle holds no PEM certificate")?;
-            builder = builder.tls_certs_merge(certs);
-        }
+        let options = valori_client::Options {
+            connect_timeout: timeout,
+            timeout: Some(timeout),
+            read_timeout: None,
+            ca_pem: ca.map(<[u8]>::to_vec),
+        };
         Ok(Nodes {
-            http: builder.build().map_err(|e| format!("HTTP client: {e}"))?,
-            key,
+            connector: valori_client::Connector::new(key, &options).map_err(|e| e.to_string())?,
         })
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        node: &NodeRef,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&api::SetRole>,
-        epoch: Option<u64>,
-    ) -> Result<T, CallError> {
-        let mut req = self.http.request(method, format!("{}{path}", node.url));
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(e) = epoch {
-            req = req.header(api::EPOCH_HEADER, e.to_string());
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let unreachable =
-            |e: reqwest::Error| CallError::Unreachable(node.name.clone(), e.to_string());
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        if !resp.status().is_success() {
-            let err: api::ErrorBody = resp.json().await.unwrap_or(api::ErrorBody {
-                code: format!("http_{status}"),
-                message: String::new(),
-            });
-            return Err(CallError::Refused {
-                node: node.name.clone(),
-                status,
-                code: err.code,
-                message: err.message,
-            });
-        }
-        resp.json().await.map_err(unreachable)
+    fn client(&self, node: &NodeRef) -> Result<valori_client::Client, CallError> {
+        self.connector
+            .client(&node.url)
+            .map_err(|e| CallError::of(node, e))
     }
 
     /// `GET /v1/role`.
     pub async fn role(&self, node: &NodeRef) -> Result<api::RoleInfo, CallError> {
-        self.call(node, reqwest::Method::GET, "/v1/role", None, None)
-            .await
+        let r = self.client(node)?.role(None).await;
+        r.map_err(|e| CallError::of(node, e))
     }
 
     /// `GET /v1/role` naming `epoch`: a leader below it stops taking writes (it is fenced)
     /// and keeps serving its log, so that followers can catch up with everything it took.
     pub async fn fence(&self, node: &NodeRef, epoch: u64) -> Result<api::RoleInfo, CallError> {
-        self.call(node, reqwest::Method::GET, "/v1/role", None, Some(epoch))
-            .await
+        let r = self.client(node)?.role(Some(epoch)).await;
+        r.map_err(|e| CallError::of(node, e))
     }
 
     /// `GET /v1/state?seq=N`: the chain hash at `seq`.
     pub async fn chain_at(&self, node: &NodeRef, seq: u64) -> Result<String, CallError> {
-        let s: api::State = self
-            .call(
-                node,
-                reqwest::Method::GET,
-                &format!("/v1/state?seq={seq}"),
-                None,
-                None,
-            )
-            .await?;
-        Ok(s.chain_hash)
+        let r = self.client(node)?.state(Some(seq)).await;
+        r.map(|s| s.chain_hash).map_err(|e| CallError::of(node, e))
     }
 
     /// `GET /v1/state`: the node's sequence number, chain hash and state hash now.
     pub async fn state(&self, node: &NodeRef) -> Result<api::State, CallError> {
-        self.call(node, reqwest::Method::GET, "/v1/state", None, None)
-            .await
+        let r = self.client(node)?.state(None).await;
+        r.map_err(|e| CallError::of(node, e))
     }
 
     /// `PUT /v1/role`.
@@ -262,8 +236,8 @@ impl Nodes {
         node: &NodeRef,
         role: &api::SetRole,
     ) -> Result<api::RoleInfo, CallError> {
-        self.call(node, reqwest::Method::PUT, "/v1/role", Some(role), None)
-            .await
+        let r = self.client(node)?.set_role(role).await;
+        r.map_err(|e| CallError::of(node, e))
     }
 }
 
@@ -397,7 +371,7 @@ pub async fn switchover(
                 target = now;
             }
             _ if tokio::time::Instant::now() >= deadline => break false,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => tokio::time::sleep(crate::limits::SWITCHOVER_POLL).await,
         }
     };
     if !caught_up {

@@ -1,20 +1,25 @@
 //! # valori-operator
 //!
-//! The Kubernetes operator of Valori. This crate holds the `ValoriCluster` resource ([`crd`])
-//! and the arbiter's failover ([`failover`]): the pure decision of which follower to promote
-//! and the node-facing calls that carry it out through the nodes' role API. It speaks to nodes
-//! only through their HTTP API and its shared wire types (`valori-api`), never touches their
-//! data, and depends on no RocksDB.
+//! The Kubernetes operator of Valori. This crate holds the `ValoriCluster` resource ([`crd`]),
+//! the reconcile loop ([`controller`]: observe, decide, act), the decisions it takes as pure
+//! functions ([`desired`] objects, [`plan`], [`status`], the arbiter's [`failover`]) and the
+//! node-facing calls that carry them out through the nodes' role API. It speaks to nodes only
+//! through the typed client of their HTTP API (`valori-client`, over `valori-api`'s wire
+//! types), never touches their data, and depends on no RocksDB.
 
 pub mod controller;
 pub mod crd;
 pub mod desired;
+pub mod error;
 pub mod failover;
 pub mod lease;
+pub mod limits;
 pub mod metrics;
 pub mod plan;
 pub mod rbac;
-pub mod telemetry;
+pub mod status;
+
+pub use error::Error;
 
 /// The CRD as YAML, as `crdgen` prints it and `crds/valoricluster.yaml` holds it.
 pub fn crd_yaml() -> String {

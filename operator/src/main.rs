@@ -14,7 +14,7 @@ use kube::runtime::events::Reporter;
 use valori_operator::controller::{self, Context};
 use valori_operator::lease::Elector;
 use valori_operator::metrics::{self, Metrics};
-use valori_operator::telemetry::Telemetry;
+use valori_telemetry::Telemetry;
 
 /// The Kubernetes operator of Valori.
 #[derive(Parser, Debug)]
@@ -45,13 +45,13 @@ struct Args {
     #[arg(long, env = "POD_NAME", default_value = "valori-operator")]
     identity: String,
     /// How long a Lease lasts without renewal, in seconds.
-    #[arg(long, env = "VALORI_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
+    #[arg(long, env = "VALORI_OPERATOR_LEASE_SECONDS", default_value_t = valori_operator::limits::LEASE_SECONDS)]
     lease_seconds: u64,
     /// How long a call to a node may take, in seconds.
     #[arg(
         long,
         env = "VALORI_OPERATOR_NODE_TIMEOUT_SECONDS",
-        default_value_t = 5
+        default_value_t = valori_operator::limits::NODE_TIMEOUT.as_secs()
     )]
     node_timeout_seconds: u64,
 }
@@ -79,7 +79,7 @@ enum Cmd {
         #[arg(long, env = "VALORI_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
         /// How long a call to a node may take, in seconds.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = valori_operator::limits::NODE_TIMEOUT.as_secs())]
         timeout_seconds: u64,
     },
 }
@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         let code = failover_once(cmd).await?;
         std::process::exit(code);
     }
-    let telemetry = Telemetry::init(&args.log, args.log_json)?;
+    let telemetry = Telemetry::init("valori-operator", &args.log, args.log_json)?;
     let metrics = Metrics::new();
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr).await?;
     tokio::spawn(metrics::serve(metrics.clone(), listener));

@@ -93,7 +93,7 @@ impl Metrics {
     }
 
     /// Records one reconcile.
-    pub fn observe_reconcile(&self, took: Duration, err: Option<&crate::controller::Error>) {
+    pub fn observe_reconcile(&self, took: Duration, err: Option<&crate::Error>) {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
         if let Some(e) = err {

@@ -10,9 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use valori_api as api;
 
 use crate::crd::{InstanceStatus, LeaderUpdate};
-
-/// A follower this many events or fewer behind its leader counts as caught up for a rollout.
-pub const CAUGHT_UP_EVENTS: u64 = 1000;
+use crate::limits::CAUGHT_UP_EVENTS;
 
 /// One pod as the controller observed it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

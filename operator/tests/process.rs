@@ -10,7 +10,7 @@ async fn metrics_and_health_are_served() {
     m.observe_reconcile(Duration::from_millis(30), None);
     m.observe_reconcile(
         Duration::from_millis(10),
-        Some(&valori_operator::controller::Error::Invalid("x".into())),
+        Some(&valori_operator::Error::Invalid("x".into())),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -38,22 +38,9 @@ impl Embedded {
                 )
             })?;
         Ok(Embedded {
-            service: Service {
-                engine,
-                // The kernel's own batch limit applies; there is no request body to bound.
-                max_batch: valori_kernel::limits::MAX_BATCH_RECORDS as usize,
-                // Results are handed over in memory, not serialized: no response to bound.
-                max_response_bytes: usize::MAX,
-                max_log_page_bytes: valori_node::limits::DEFAULT_MAX_LOG_PAGE_BYTES,
-                followers: Default::default(),
-                sync: Default::default(),
-            },
+            service: Service::embedded(engine),
             dir,
         })
-    }
-
-    fn engine(&self) -> &Engine {
-        &self.service.engine
     }
 
     /// The data directory.
@@ -82,14 +69,13 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-fn state_of(service: &Service) -> Res<wire::State> {
-    let s = service.state_at(None)?;
-    Ok(wire::State {
+fn state_of(s: valori_node::service::StateAt) -> wire::State {
+    wire::State {
         seq: s.seq,
         chain_hash: hex::encode(s.chain_hash),
         state_hash: s.state_hash.map(hex::encode),
         epoch: s.epoch,
-    })
+    }
 }
 
 impl Api for Embedded {
@@ -104,11 +90,11 @@ impl Api for Embedded {
     }
 
     fn collections(&self) -> Res<Vec<wire::CollectionInfo>> {
-        Ok(self.service.collections_now()?.collections)
+        Ok(self.service.collections_blocking()?.collections)
     }
 
     fn collection(&self, name: &str) -> Res<wire::CollectionInfo> {
-        Ok(self.service.collection_now(name)?)
+        Ok(self.service.collection_blocking(name)?)
     }
 
     fn insert(&self, collection: String, records: Vec<RecordIn>, batch: bool) -> Res<Vec<u64>> {
@@ -116,7 +102,7 @@ impl Api for Embedded {
     }
 
     fn get(&self, collection: &str, id: u64) -> Res<RecordOut> {
-        Ok(self.service.get_now(collection, id)?)
+        Ok(self.service.get_blocking(collection, id)?)
     }
 
     fn delete(&self, collection: String, id: u64) -> Res<()> {
@@ -125,7 +111,7 @@ impl Api for Embedded {
     }
 
     fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>> {
-        Ok(self.service.search_now(&collection, &query)?.hits)
+        Ok(self.service.search_blocking(&collection, &query)?.hits)
     }
 
     fn create_node(
@@ -138,7 +124,7 @@ impl Api for Embedded {
     }
 
     fn get_node(&self, id: u64) -> Res<GraphNode> {
-        let n = self.service.node_now(id)?;
+        let n = self.service.node_blocking(id)?;
         Ok(GraphNode {
             id,
             kind: n.kind,
@@ -157,7 +143,7 @@ impl Api for Embedded {
     }
 
     fn get_edge(&self, id: u64) -> Res<wire::GraphEdge> {
-        let e = self.service.edge_now(id)?;
+        let e = self.service.edge_blocking(id)?;
         Ok(wire::GraphEdge {
             id,
             from: e.from,
@@ -177,15 +163,18 @@ impl Api for Embedded {
         direction: wire::Direction,
         kinds: &[String],
     ) -> Res<Vec<wire::Neighbor>> {
-        Ok(self.service.neighbors_now(id, direction, kinds)?.neighbors)
+        Ok(self
+            .service
+            .neighbors_blocking(id, direction, kinds)?
+            .neighbors)
     }
 
     fn traverse(&self, query: wire::TraverseRequest) -> Res<wire::Traversal> {
-        Ok(self.service.traverse_now(&query)?)
+        Ok(self.service.traverse_blocking(&query)?)
     }
 
     fn snapshot(&self, copy_to: Option<&Path>) -> Res<String> {
-        let f = self.engine().snapshot_blocking()?;
+        let f = self.service.create_snapshot_blocking()?;
         match copy_to {
             None => Ok(f.path.display().to_string()),
             Some(dest) => {
@@ -208,16 +197,15 @@ impl Api for Embedded {
     fn restore(&self, path: &Path) -> Res<wire::State> {
         // Copied into the snapshot directory, then mapped and renamed into place: the snapshot
         // is never read into the heap, only the state decoded from it.
-        block_on(self.engine().install_copy(path))?;
-        state_of(&self.service)
+        Ok(state_of(block_on(self.service.restore_file(path))?.state))
     }
 
     fn state(&self) -> Res<wire::State> {
-        state_of(&self.service)
+        Ok(state_of(self.service.state_blocking(None)?))
     }
 
     fn close(&self) {
-        self.engine().shutdown();
+        self.service.shutdown();
     }
 }
 
@@ -225,6 +213,6 @@ impl Drop for Embedded {
     /// Releases the data directory (RocksDB's lock) before the handle is gone, so it can be
     /// opened again at once, here or by `valori-node`.
     fn drop(&mut self) {
-        self.engine().shutdown();
+        self.service.shutdown();
     }
 }

@@ -1,28 +1,25 @@
-//! Remote mode: the node's HTTP API. Vectors are checked here with the node's own conversion
-//! before they are sent, so a NaN or an out-of-range component gets the same error in both
-//! modes (JSON has no NaN to send).
+//! Remote mode: the node's HTTP API through the typed client ([`valori_client`]), run on a
+//! runtime of this handle's own. Vectors are checked here with the node's own conversion before
+//! they are sent, so a NaN or an out-of-range component gets the same error in both modes
+//! (JSON has no NaN to send).
 
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::{Method, Url};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use valori_api as wire;
+use valori_client::{Client, Options};
 use valori_node::service::{record_vector, to_fixed, HitOut, RecordIn, RecordOut};
 
 use crate::api::*;
 
 /// A client of one node.
 pub struct Remote {
-    base: Url,
     client: Client,
-    /// For snapshot uploads: a connect timeout but no deadline on the whole request, which
-    /// takes as long as the file takes to send and the server to verify.
-    transfers: Client,
-    api_key: Option<String>,
+    /// Drives the client's calls: one worker thread, so that idle connections are kept and
+    /// calls from several Python threads (each blocking on its own) all make progress.
+    runtime: tokio::runtime::Runtime,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -41,146 +38,76 @@ fn unb64(s: &str) -> Res<Vec<u8>> {
         })
 }
 
-fn transport(e: reqwest::Error) -> ApiError {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
+/// The client's error as the Python package raises it: the node's own error by its status and
+/// code, exactly as the embedded engine's.
+fn from_client(e: valori_client::Error) -> ApiError {
+    use valori_client::Error;
+    match e {
+        Error::Invalid(m) => ApiError::invalid(m),
+        Error::Unreachable(m) => ApiError::new(Kind::Connection, "connection_error", m),
+        Error::Refused {
+            status,
+            code,
+            message,
+        } => ApiError::from_status(status, code, message),
+        Error::BadResponse(m) => ApiError::new(
+            Kind::Other,
+            "bad_response",
+            format!("unexpected response from the server: {m}"),
+        ),
+        Error::Io { doing, source } => ApiError::io(doing, &source),
+        other => ApiError::new(Kind::Other, "client_error", other.to_string()),
     }
-    ApiError::new(Kind::Connection, "connection_error", msg)
-}
-
-fn bad_response(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        Kind::Other,
-        "bad_response",
-        format!("unexpected response from the server: {e}"),
-    )
 }
 
 impl Remote {
     /// A client for `url` (`http://host:port` or `https://host:port`). Nothing is sent until
     /// the first call. Over https the server's certificate must chain to the system's trusted
-    /// roots or to a certificate in the PEM file `ca_cert`.
+    /// roots or to a certificate in the PEM file `ca_cert`. `timeout` bounds connecting and
+    /// each call, but not a snapshot's download or upload, which take as long as they take.
     pub fn new(
         url: &str,
         api_key: Option<String>,
         timeout: Duration,
         ca_cert: Option<&Path>,
     ) -> Res<Remote> {
-        let base = Url::parse(url)
-            .map_err(|e| ApiError::invalid(format!("invalid remote URL {url:?}: {e}")))?;
-        let tls = match base.scheme() {
-            "http" => false,
-            "https" => true,
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "unsupported remote URL scheme {other:?}: use http:// or https://"
-                )))
-            }
-        };
-        if base.cannot_be_a_base() || base.host().is_none() {
-            return Err(ApiError::invalid(format!(
-                "invalid remote URL {url:?}: no host"
-            )));
-        }
-        if !tls && ca_cert.is_some() {
+        if ca_cert.is_some() && !url.starts_with("https://") {
             return Err(ApiError::invalid("ca_cert applies to https:// URLs only"));
         }
-        // The same TLS stack as the node's: rustls with ring.
-        valori_node::use_ring_for_tls();
-        let mut ca = None;
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path).map_err(|e| {
+        let ca_pem = match ca_cert {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
                 ApiError::invalid(format!("cannot read ca_cert {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "ca_cert {} holds no PEM certificate",
-                        path.display()
-                    ))
-                })?;
-            ca = Some(certs);
-        }
-        let build = |total: Option<Duration>| {
-            let mut b = Client::builder()
-                .timeout(total)
-                .connect_timeout(timeout)
-                .tls_backend_rustls();
-            if let Some(certs) = &ca {
-                b = b.tls_certs_merge(certs.clone());
-            }
-            b.build().map_err(transport)
+            })?),
         };
-        Ok(Remote {
-            base,
-            client: build(Some(timeout))?,
-            transfers: build(None)?,
-            api_key,
-        })
-    }
-
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut u = self.base.clone();
-        {
-            let mut p = u.path_segments_mut().expect("checked in new");
-            p.pop_if_empty();
-            for s in segments {
-                p.push(s);
+        let options = Options {
+            connect_timeout: timeout,
+            timeout: Some(timeout),
+            read_timeout: None,
+            ca_pem,
+        };
+        let client = Client::new(url, api_key, &options).map_err(|e| match e {
+            valori_client::Error::Invalid(m) if m.contains("PEM") => ApiError::invalid(format!(
+                "ca_cert {} holds no PEM certificate",
+                ca_cert.map_or_else(String::new, |p| p.display().to_string())
+            )),
+            valori_client::Error::Invalid(m) => {
+                ApiError::invalid(m.replacen("node URL", "remote URL", 1))
             }
-        }
-        u
+            other => from_client(other),
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("valori-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| ApiError::new(Kind::Other, "runtime_error", e.to_string()))?;
+        Ok(Remote { client, runtime })
     }
 
-    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
-        self.authorized(self.client.request(method, self.url(segments)))
-    }
-
-    fn authorized(&self, r: RequestBuilder) -> RequestBuilder {
-        match &self.api_key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
-        }
-    }
-
-    /// Sends and turns a non-success status into the node's error.
-    fn send(&self, r: RequestBuilder) -> Res<Response> {
-        let resp = r.send().map_err(transport)?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let text = resp.text().map_err(transport)?;
-        Err(match serde_json::from_str::<wire::ErrorBody>(&text) {
-            Ok(b) => ApiError::from_status(status.as_u16(), b.code, b.message),
-            Err(_) => {
-                let mut text = text;
-                text.truncate(500);
-                ApiError::from_status(
-                    status.as_u16(),
-                    format!("http_{}", status.as_u16()),
-                    format!("HTTP {status}: {text}"),
-                )
-            }
-        })
-    }
-
-    fn call<T: DeserializeOwned, B: Serialize>(
-        &self,
-        method: Method,
-        segments: &[&str],
-        body: Option<&B>,
-    ) -> Res<T> {
-        let mut r = self.request(method, segments);
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        self.send(r)?.json::<T>().map_err(bad_response)
+    /// Runs a call of the client to its end on this handle's runtime.
+    fn run<T>(&self, call: impl Future<Output = Result<T, valori_client::Error>>) -> Res<T> {
+        self.runtime.block_on(call).map_err(from_client)
     }
 }
 
@@ -194,23 +121,21 @@ fn record_json(r: RecordIn) -> wire::NewRecord {
 
 impl Api for Remote {
     fn create_collection(&self, spec: wire::CreateCollection) -> Res<()> {
-        self.call::<wire::Seq, _>(Method::POST, &["v1", "collections"], Some(&spec))?;
+        self.run(self.client.create_collection(&spec))?;
         Ok(())
     }
 
     fn drop_collection(&self, name: String) -> Res<()> {
-        self.call::<wire::Seq, ()>(Method::DELETE, &["v1", "collections", &name], None)?;
+        self.run(self.client.drop_collection(&name))?;
         Ok(())
     }
 
     fn collections(&self) -> Res<Vec<wire::CollectionInfo>> {
-        let out: wire::CollectionList =
-            self.call::<_, ()>(Method::GET, &["v1", "collections"], None)?;
-        Ok(out.collections)
+        Ok(self.run(self.client.collections())?.collections)
     }
 
     fn collection(&self, name: &str) -> Res<wire::CollectionInfo> {
-        self.call::<_, ()>(Method::GET, &["v1", "collections", name], None)
+        self.run(self.client.collection(name))
     }
 
     fn insert(&self, collection: String, records: Vec<RecordIn>, batch: bool) -> Res<Vec<u64>> {
@@ -222,29 +147,19 @@ impl Api for Remote {
             let body = wire::Batch {
                 records: records.into_iter().map(record_json).collect(),
             };
-            let out: wire::BatchInserted = self.call(
-                Method::POST,
-                &["v1", "collections", &collection, "records", "batch"],
-                Some(&body),
-            )?;
-            Ok(out.ids)
+            Ok(self.run(self.client.insert_batch(&collection, &body))?.ids)
         } else {
-            let body = records.into_iter().next().map(record_json);
-            let out: wire::Inserted = self.call(
-                Method::POST,
-                &["v1", "collections", &collection, "records"],
-                body.as_ref(),
-            )?;
-            Ok(vec![out.id])
+            let record = records
+                .into_iter()
+                .next()
+                .map(record_json)
+                .ok_or_else(|| ApiError::invalid("no record to insert"))?;
+            Ok(vec![self.run(self.client.insert(&collection, &record))?.id])
         }
     }
 
     fn get(&self, collection: &str, id: u64) -> Res<RecordOut> {
-        let r: wire::Record = self.call::<_, ()>(
-            Method::GET,
-            &["v1", "collections", collection, "records", &id.to_string()],
-            None,
-        )?;
+        let r = self.run(self.client.record(collection, id))?;
         Ok(RecordOut {
             id: r.id,
             vector: r.vector,
@@ -255,21 +170,13 @@ impl Api for Remote {
     }
 
     fn delete(&self, collection: String, id: u64) -> Res<()> {
-        self.call::<wire::Seq, ()>(
-            Method::DELETE,
-            &["v1", "collections", &collection, "records", &id.to_string()],
-            None,
-        )?;
+        self.run(self.client.delete_record(&collection, id))?;
         Ok(())
     }
 
     fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>> {
         to_fixed(&query.vector)?;
-        let out: wire::SearchResults = self.call(
-            Method::POST,
-            &["v1", "collections", &collection, "search"],
-            Some(&query),
-        )?;
+        let out = self.run(self.client.search(&collection, &query))?;
         out.results
             .into_iter()
             .map(|h| {
@@ -299,16 +206,11 @@ impl Api for Remote {
             record,
             properties: properties.as_deref().map(b64),
         };
-        let out: wire::Created = self.call(Method::POST, &["v1", "graph", "nodes"], Some(&body))?;
-        Ok(out.id)
+        Ok(self.run(self.client.create_node(&body))?.id)
     }
 
     fn get_node(&self, id: u64) -> Res<GraphNode> {
-        let n: wire::GraphNode = self.call::<_, ()>(
-            Method::GET,
-            &["v1", "graph", "nodes", &id.to_string()],
-            None,
-        )?;
+        let n = self.run(self.client.node(id))?;
         Ok(GraphNode {
             id: n.id,
             kind: n.kind,
@@ -318,33 +220,20 @@ impl Api for Remote {
     }
 
     fn delete_node(&self, id: u64) -> Res<()> {
-        self.call::<wire::Seq, ()>(
-            Method::DELETE,
-            &["v1", "graph", "nodes", &id.to_string()],
-            None,
-        )?;
+        self.run(self.client.delete_node(id))?;
         Ok(())
     }
 
     fn create_edge(&self, edge: wire::CreateEdge) -> Res<u64> {
-        let out: wire::Created = self.call(Method::POST, &["v1", "graph", "edges"], Some(&edge))?;
-        Ok(out.id)
+        Ok(self.run(self.client.create_edge(&edge))?.id)
     }
 
     fn get_edge(&self, id: u64) -> Res<wire::GraphEdge> {
-        self.call::<_, ()>(
-            Method::GET,
-            &["v1", "graph", "edges", &id.to_string()],
-            None,
-        )
+        self.run(self.client.edge(id))
     }
 
     fn delete_edge(&self, id: u64) -> Res<()> {
-        self.call::<wire::Seq, ()>(
-            Method::DELETE,
-            &["v1", "graph", "edges", &id.to_string()],
-            None,
-        )?;
+        self.run(self.client.delete_edge(id))?;
         Ok(())
     }
 
@@ -354,38 +243,28 @@ impl Api for Remote {
         direction: wire::Direction,
         kinds: &[String],
     ) -> Res<Vec<wire::Neighbor>> {
-        // Kinds travel comma-separated in the query string; a kind holding a comma could
-        // not be asked for there, so refuse it rather than ask for something else.
-        if let Some(k) = kinds.iter().find(|k| k.contains(',')) {
-            return Err(ApiError::invalid(format!(
-                "kind {k:?} contains a comma, which the HTTP API cannot filter on"
-            )));
-        }
-        let mut url = self.url(&["v1", "graph", "nodes", &id.to_string(), "neighbors"]);
-        url.query_pairs_mut()
-            .append_pair("direction", direction.name());
-        if !kinds.is_empty() {
-            url.query_pairs_mut().append_pair("kind", &kinds.join(","));
-        }
-        let req = self.authorized(self.client.get(url));
-        let out: wire::Neighbors = self.send(req)?.json().map_err(bad_response)?;
-        Ok(out.neighbors)
+        Ok(self
+            .run(self.client.neighbors(id, direction, kinds))?
+            .neighbors)
     }
 
     fn traverse(&self, query: wire::TraverseRequest) -> Res<wire::Traversal> {
-        self.call(Method::POST, &["v1", "graph", "traverse"], Some(&query))
+        self.run(self.client.traverse(&query))
     }
 
     fn snapshot(&self, copy_to: Option<&Path>) -> Res<String> {
-        let s: wire::SnapshotInfo = self.call::<_, ()>(Method::POST, &["v1", "snapshots"], None)?;
+        let s = self.run(self.client.create_snapshot())?;
         match copy_to {
             None => Ok(s.path),
             Some(dest) => {
-                let mut resp =
-                    self.send(self.request(Method::GET, &["v1", "snapshots", &s.id.to_string()]))?;
                 // A download cut short leaves the previous copy as it was.
                 crate::api::write_atomically(dest, |file| {
-                    resp.copy_to(file).map(|_| ()).map_err(transport)
+                    let copy = file.try_clone().map_err(|e| {
+                        ApiError::io(format!("cannot write {}", dest.display()), &e)
+                    })?;
+                    let mut out = tokio::fs::File::from_std(copy);
+                    self.run(async { self.client.download_snapshot(s.id, &mut out).await })?;
+                    Ok(())
                 })?;
                 Ok(dest.display().to_string())
             }
@@ -394,23 +273,12 @@ impl Api for Remote {
 
     fn restore(&self, path: &Path) -> Res<wire::State> {
         // Streamed from the file, not read into memory first.
-        let file = std::fs::File::open(path)
-            .map_err(|e| ApiError::io(format!("cannot read snapshot {}", path.display()), &e))?;
-        let r = self
-            .authorized(
-                self.transfers
-                    .request(Method::POST, self.url(&["v1", "snapshots", "restore"])),
-            )
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(file);
-        self.send(r)?
-            .json::<wire::Restored>()
-            .map_err(bad_response)?;
+        self.run(self.client.restore(path))?;
         self.state()
     }
 
     fn state(&self) -> Res<wire::State> {
-        self.call::<_, ()>(Method::GET, &["v1", "state"], None)
+        self.run(self.client.state(None))
     }
 
     fn close(&self) {}

@@ -7,29 +7,24 @@ use valori_api as api;
 use valori_kernel::limits::DEFAULT_COLLECTION;
 
 use super::convert::{hits, record, record_in};
-use super::extract::{ApiJson, ApiPath, CanRead, CanWrite};
+use super::extract::{ApiJson, ApiPath};
 use super::{ApiResult, AppRef};
 use crate::error::NodeError;
 
 pub async fn create_collection(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiJson(body): ApiJson<api::CreateCollection>,
 ) -> Result<(StatusCode, Json<api::Seq>), NodeError> {
     let seq = app.service.create_collection(body).await?;
     Ok((StatusCode::CREATED, Json(api::Seq { seq })))
 }
 
-pub async fn list_collections(
-    State(app): State<AppRef>,
-    _: CanRead,
-) -> ApiResult<api::CollectionList> {
+pub async fn list_collections(State(app): State<AppRef>) -> ApiResult<api::CollectionList> {
     Ok(Json(app.service.collections().await?))
 }
 
 pub async fn get_collection(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<api::CollectionInfo> {
     Ok(Json(app.service.collection(name).await?))
@@ -37,7 +32,6 @@ pub async fn get_collection(
 
 pub async fn drop_collection(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<api::Seq> {
     let seq = app.service.drop_collection(name).await?;
@@ -80,7 +74,6 @@ async fn batch_into(
 
 pub async fn insert(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiPath(collection): ApiPath<String>,
     ApiJson(body): ApiJson<api::NewRecord>,
 ) -> ApiResult<api::Inserted> {
@@ -89,7 +82,6 @@ pub async fn insert(
 
 pub async fn insert_default(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiJson(body): ApiJson<api::NewRecord>,
 ) -> ApiResult<api::Inserted> {
     insert_into(&app, DEFAULT_COLLECTION.into(), body).await
@@ -97,7 +89,6 @@ pub async fn insert_default(
 
 pub async fn batch(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiPath(collection): ApiPath<String>,
     ApiJson(body): ApiJson<api::Batch>,
 ) -> ApiResult<api::BatchInserted> {
@@ -106,7 +97,6 @@ pub async fn batch(
 
 pub async fn batch_default(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiJson(body): ApiJson<api::Batch>,
 ) -> ApiResult<api::BatchInserted> {
     batch_into(&app, DEFAULT_COLLECTION.into(), body).await
@@ -114,7 +104,6 @@ pub async fn batch_default(
 
 pub async fn get_record(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiPath((collection, id)): ApiPath<(String, u64)>,
 ) -> ApiResult<api::Record> {
     Ok(Json(record(app.service.get(collection, id).await?)))
@@ -122,7 +111,6 @@ pub async fn get_record(
 
 pub async fn get_record_default(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::Record> {
     Ok(Json(record(
@@ -132,7 +120,6 @@ pub async fn get_record_default(
 
 pub async fn delete_record(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiPath((collection, id)): ApiPath<(String, u64)>,
 ) -> ApiResult<api::Seq> {
     let seq = app.service.delete(collection, id).await?;
@@ -141,7 +128,6 @@ pub async fn delete_record(
 
 pub async fn delete_record_default(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::Seq> {
     let seq = app.service.delete(DEFAULT_COLLECTION.into(), id).await?;
@@ -150,7 +136,6 @@ pub async fn delete_record_default(
 
 pub async fn search(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiPath(collection): ApiPath<String>,
     ApiJson(body): ApiJson<api::SearchRequest>,
 ) -> ApiResult<api::SearchResults> {
@@ -159,7 +144,6 @@ pub async fn search(
 
 pub async fn search_default(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiJson(body): ApiJson<api::SearchRequest>,
 ) -> ApiResult<api::SearchResults> {
     let found = app.service.search(DEFAULT_COLLECTION.into(), body).await?;

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use valori_api as api;
 
 use crate::error::NodeError;
-use crate::service::{score, Hits, RecordIn, RecordOut, StateAt};
+use crate::service::{score, Hits, LogPageOut, RecordIn, RecordOut, Restored, StateAt};
 use crate::store::SnapshotFile;
 
 /// Base64 of bytes, as the API carries metadata, properties and events.
@@ -64,6 +64,38 @@ pub fn state(s: StateAt) -> api::State {
         chain_hash: hex::encode(s.chain_hash),
         state_hash: s.state_hash.map(hex::encode),
         epoch: s.epoch,
+    }
+}
+
+/// A page of the log.
+pub fn log_page(page: LogPageOut) -> api::LogPage {
+    let entries: Vec<api::LogEntry> = page
+        .entries
+        .into_iter()
+        .map(|e| api::LogEntry {
+            seq: e.seq,
+            chain_hash: hex::encode(e.chain),
+            event: b64(&e.event),
+            epoch: e.epoch,
+        })
+        .collect();
+    api::LogPage {
+        next: entries.last().map(|e| e.seq + 1),
+        entries,
+        first_retained: page.first_retained,
+        head: page.head,
+        epoch: page.epoch,
+        history: page.history,
+    }
+}
+
+/// What a restore installed and the state it left.
+pub fn restored(r: Restored) -> api::Restored {
+    api::Restored {
+        seq: r.state.seq,
+        chain_hash: hex::encode(r.state.chain_hash),
+        state_hash: r.state.state_hash.map(hex::encode).unwrap_or_default(),
+        snapshot: snapshot(r.snapshot),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Extractors: JSON bodies, paths and query strings whose rejections become `{code, message}`
-//! errors, and the key checks (`CanRead`, `CanWrite`).
+//! errors.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -9,7 +9,6 @@ use serde::de::DeserializeOwned;
 
 use super::AppRef;
 use crate::error::NodeError;
-use crate::service::Access;
 
 /// A JSON body whose rejections become `{code, message}` errors.
 pub struct ApiJson<T>(pub T);
@@ -56,33 +55,5 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppRef> for ApiQuery<T> {
             .await
             .map(|Query(v)| ApiQuery(v))
             .map_err(|r| NodeError::BadRequest(format!("bad query string: {}", r.body_text())))
-    }
-}
-
-fn access(parts: &Parts, app: &AppRef) -> Result<Access, NodeError> {
-    app.keys
-        .check_headers(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))
-}
-
-/// Extractor: the request may read (any configured key, or none configured); holds what the
-/// key allows.
-pub struct CanRead(pub Access);
-/// Extractor: the request may write and administer (the read-write key, or none configured).
-pub struct CanWrite;
-
-impl FromRequestParts<AppRef> for CanRead {
-    type Rejection = NodeError;
-    async fn from_request_parts(parts: &mut Parts, app: &AppRef) -> Result<Self, NodeError> {
-        access(parts, app).map(CanRead)
-    }
-}
-
-impl FromRequestParts<AppRef> for CanWrite {
-    type Rejection = NodeError;
-    async fn from_request_parts(parts: &mut Parts, app: &AppRef) -> Result<Self, NodeError> {
-        match access(parts, app)? {
-            Access::Write => Ok(CanWrite),
-            Access::Read => Err(NodeError::Forbidden),
-        }
     }
 }

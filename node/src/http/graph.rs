@@ -6,13 +6,12 @@ use axum::Json;
 use valori_api as api;
 
 use super::convert::{node, unb64};
-use super::extract::{ApiJson, ApiPath, ApiQuery, CanRead, CanWrite};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiResult, AppRef};
 use crate::error::NodeError;
 
 pub async fn create_node(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiJson(body): ApiJson<api::CreateNode>,
 ) -> Result<(StatusCode, Json<api::Created>), NodeError> {
     let properties = body
@@ -28,7 +27,6 @@ pub async fn create_node(
 
 pub async fn create_edge(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiJson(body): ApiJson<api::CreateEdge>,
 ) -> Result<(StatusCode, Json<api::Created>), NodeError> {
     Ok((
@@ -39,7 +37,6 @@ pub async fn create_edge(
 
 pub async fn get_node(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::GraphNode> {
     Ok(Json(node(id, app.service.node(id).await?)))
@@ -47,7 +44,6 @@ pub async fn get_node(
 
 pub async fn get_edge(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::GraphEdge> {
     let e = app.service.edge(id).await?;
@@ -61,7 +57,6 @@ pub async fn get_edge(
 
 pub async fn delete_node(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::Seq> {
     let seq = app.service.delete_node(id).await?;
@@ -70,7 +65,6 @@ pub async fn delete_node(
 
 pub async fn delete_edge(
     State(app): State<AppRef>,
-    _: CanWrite,
     ApiPath(id): ApiPath<u64>,
 ) -> ApiResult<api::Seq> {
     let seq = app.service.delete_edge(id).await?;
@@ -79,7 +73,6 @@ pub async fn delete_edge(
 
 pub async fn neighbors(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiPath(id): ApiPath<u64>,
     ApiQuery(q): ApiQuery<api::NeighborsQuery>,
 ) -> ApiResult<api::Neighbors> {
@@ -101,7 +94,6 @@ pub async fn neighbors(
 
 pub async fn traverse(
     State(app): State<AppRef>,
-    _: CanRead,
     ApiJson(body): ApiJson<api::TraverseRequest>,
 ) -> ApiResult<api::Traversal> {
     Ok(Json(app.service.traverse(body).await?))

@@ -1,10 +1,13 @@
 //! The HTTP/JSON API (axum): a translation of [`valori_api::ROUTES`] onto the [`Service`].
 //! Bodies are the wire types of `valori-api`; `/openapi.json` is generated from the same table.
+//! The key a request needs is the one its route declares in `ROUTES`: a middleware asks the
+//! service to authorize it before any handler runs, so no handler checks a key itself.
 //!
-//! Files by topic: [`extract`] (bodies, paths, queries, keys), [`convert`] (service results to
-//! wire types), [`collections`] (collections, records, search), [`graph`], [`admin`] (state,
-//! log, replication, snapshots), [`ops`] (health, readiness, metrics, the description).
+//! Files by topic: [`extract`] (bodies, paths, queries), [`convert`] (service results to wire
+//! types), [`collections`] (collections, records, search), [`graph`], [`admin`] (state, log,
+//! roles, replication, snapshots), [`ops`] (health, readiness, metrics, the description).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,9 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::engine::Engine;
 use crate::error::NodeError;
-use crate::service::{Keys, Service};
+use crate::service::Service;
 
 mod admin;
 mod collections;
@@ -29,15 +31,29 @@ mod ops;
 /// Shared state of the HTTP server.
 pub struct App {
     /// The operations.
-    pub service: Service,
-    /// The engine (health, metrics, state, snapshots).
-    pub engine: Engine,
-    /// The API keys.
-    pub keys: Keys,
+    service: Service,
     /// Largest request body.
-    pub max_body_bytes: usize,
+    max_body_bytes: usize,
     /// Permits for requests in progress (`--max-concurrent-requests`).
-    pub requests: Arc<tokio::sync::Semaphore>,
+    requests: Arc<tokio::sync::Semaphore>,
+    /// The access each route declares, by method and path template.
+    access: BTreeMap<(&'static str, &'static str), valori_api::Access>,
+}
+
+impl App {
+    /// The HTTP server of `service`: bodies up to `max_body_bytes`, at most
+    /// `max_concurrent_requests` in progress.
+    pub fn new(service: Service, max_body_bytes: usize, max_concurrent_requests: usize) -> App {
+        App {
+            service,
+            max_body_bytes,
+            requests: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests.max(1))),
+            access: valori_api::ROUTES
+                .iter()
+                .map(|r| ((r.method.name(), r.path), r.access))
+                .collect(),
+        }
+    }
 }
 
 type AppRef = Arc<App>;
@@ -79,7 +95,7 @@ async fn track(State(app): State<AppRef>, req: Request, next: Next) -> Response 
     let started = Instant::now();
     let span = tracing::info_span!("http.request", http.route = %route, http.method = %method);
     let response = tracing::Instrument::instrument(next.run(req), span).await;
-    let m = app.engine.metrics();
+    let m = app.service.metrics();
     m.http_seconds
         .with_label_values(&[&route, &method])
         .observe(started.elapsed().as_secs_f64());
@@ -98,14 +114,37 @@ async fn limit(State(app): State<AppRef>, req: Request, next: Next) -> Response 
     match Arc::clone(&app.requests).try_acquire_owned() {
         Ok(_permit) => {
             // Counted until the request ends or its client goes away (the future is dropped).
-            let _counted = InProgress::new(&app.engine.metrics().requests_in_progress);
+            let _counted = InProgress::new(&app.service.metrics().requests_in_progress);
             next.run(req).await
         }
         Err(_) => {
-            app.engine.metrics().requests_refused_busy.inc();
+            app.service.metrics().requests_refused_busy.inc();
             NodeError::Busy("too many requests are in progress on this node; retry shortly".into())
                 .into_response()
         }
+    }
+}
+
+/// Asks the service whether the request may go on: its route's declared access against the key
+/// it presents. What the key allows is handed to the handler as an extension (the log and role
+/// routes heed a follower's epoch only from a key that may write). A request that matched no
+/// route (404) or no method of its route (405) goes on to be answered so.
+async fn authorize(State(app): State<AppRef>, mut req: Request, next: Next) -> Response {
+    let needs = req.extensions().get::<MatchedPath>().and_then(|p| {
+        let method = req.method().as_str().to_ascii_lowercase();
+        app.access.get(&(method.as_str(), p.as_str())).copied()
+    });
+    let Some(needs) = needs else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let key = valori_api::presented_key(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+    match app.service.authorize(needs, key) {
+        Ok(access) => {
+            req.extensions_mut().insert(access);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -180,6 +219,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), authorize))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), track))
         .layer(DefaultBodyLimit::max(body_limit))

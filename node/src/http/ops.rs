@@ -12,7 +12,7 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(app): State<AppRef>) -> Response {
-    match app.engine.not_ready() {
+    match app.service.not_ready() {
         None => (StatusCode::OK, "ready").into_response(),
         Some(why) => {
             let body = valori_api::ErrorBody {
@@ -25,11 +25,9 @@ pub async fn readyz(State(app): State<AppRef>) -> Response {
 }
 
 pub async fn metrics(State(app): State<AppRef>) -> Response {
-    let m = app.engine.metrics();
-    m.storage_bytes.set(app.engine.storage_bytes() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
+        app.service.metrics_text(),
     )
         .into_response()
 }

@@ -152,7 +152,7 @@ impl Cluster {
     }
 
     /// One reconcile pass, then the StatefulSet controller and kubelet catch up.
-    pub async fn step(&self) -> Result<(), controller::Error> {
+    pub async fn step(&self) -> Result<(), valori_operator::Error> {
         let r = controller::reconcile(Arc::new(self.vc()), self.ctx.clone()).await;
         // The kubelet's work is blocking (processes, probes): off the runtime's workers.
         tokio::task::block_in_place(|| self.sync());

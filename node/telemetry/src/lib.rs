@@ -1,5 +1,9 @@
-//! Logs and traces: `tracing` to stderr, and OpenTelemetry spans exported over OTLP/HTTP when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard OTLP variables configure the exporter).
+//! # valori-telemetry
+//!
+//! Logs and traces, the same for every Valori binary (the node and the operator): `tracing` to
+//! stderr (as text, or one JSON object a line for log collectors), and OpenTelemetry spans
+//! exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard OTLP
+//! variables configure the exporter).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -8,16 +12,26 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
 pub struct Telemetry {
+    service: &'static str,
     provider: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
-    /// Installs the global subscriber with `filter` (tracing `EnvFilter` syntax).
-    pub fn init(filter: &str) -> anyhow::Result<Telemetry> {
-        crate::use_ring_for_tls(); // the OTLP exporter's HTTP client
+    /// Installs the global subscriber for the binary `service` (it names the traces) with
+    /// `filter` (tracing `EnvFilter` syntax; `info` when it does not parse), logging JSON lines
+    /// when `json`.
+    pub fn init(service: &'static str, filter: &str, json: bool) -> anyhow::Result<Telemetry> {
+        // The OTLP exporter's HTTP client looks the TLS provider up.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let filter = tracing_subscriber::EnvFilter::try_new(filter)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+        let json = json.then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_writer(std::io::stderr)
+        });
         let provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -27,7 +41,7 @@ impl Telemetry {
                     .with_batch_exporter(exporter)
                     .with_resource(
                         opentelemetry_sdk::Resource::builder()
-                            .with_service_name("valori-node")
+                            .with_service_name(service)
                             .build(),
                     )
                     .build(),
@@ -37,20 +51,21 @@ impl Telemetry {
         };
         let otel = provider
             .as_ref()
-            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("valori-node")));
+            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
         tracing_subscriber::registry()
             .with(filter)
-            .with(fmt)
+            .with(text)
+            .with(json)
             .with(otel)
             .try_init()?;
-        Ok(Telemetry { provider })
+        Ok(Telemetry { service, provider })
     }
 
     /// Flushes and stops the exporter (spans still buffered are sent).
     pub fn shutdown(self) {
         if let Some(p) = self.provider {
             if let Err(e) = p.shutdown() {
-                eprintln!("valori-node: flushing traces: {e}");
+                eprintln!("{}: flushing traces: {e}", self.service);
             }
         }
     }

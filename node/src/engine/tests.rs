@@ -1,0 +1,168 @@
+use super::recover::recover;
+use super::writer::encoded_len;
+use super::*;
+use std::time::{Duration, Instant};
+
+fn insert(engine: &Engine, n: usize, seed: i32) {
+    let records = (0..n)
+        .map(|i| valori_kernel::NewRecord {
+            vector: (0..8)
+                .map(|j| valori_kernel::Fixed(((i as i32 * 7 + j * 13 + seed) % 50) << 16))
+                .collect(),
+            tag: 0,
+            metadata: None,
+        })
+        .collect();
+    engine
+        .submit_blocking(Event::Insert {
+            collection: "default".into(),
+            records,
+        })
+        .unwrap();
+}
+
+/// The writer's two copies stay equal to what the log replays to, whether the replaced
+/// copy is brought up to date by replaying (no reader holds it) or, when a reader holds it
+/// past the wait, by copying; a reader's copy never changes under it.
+#[test]
+fn both_copies_follow_the_log_whether_replayed_or_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::clone(&metrics)).unwrap();
+    for round in 0..4 {
+        insert(&engine, 150, round);
+    }
+    assert_eq!(metrics.state_copies.get(), 0, "nobody held a replaced copy");
+    let held = engine.read().unwrap();
+    let held_hash = held.state_hash();
+    insert(&engine, 100, 9);
+    // The write is answered before the replaced copy is reclaimed: wait for the writer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.state_copies.get() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        metrics.state_copies.get(),
+        1,
+        "the held copy was copied, not waited for"
+    );
+    assert_eq!(
+        held.state_hash(),
+        held_hash,
+        "a reader's copy never changes"
+    );
+    assert_eq!(held.seq() + 1, engine.seq().unwrap());
+    drop(held);
+    for round in 0..3 {
+        insert(&engine, 70, round + 20);
+    }
+    let live = engine.read().unwrap();
+    let durable = recover(&engine.shared.store, &engine.shared.config).unwrap();
+    assert_eq!(*live, durable);
+    // The back copy too: a snapshot is written from it.
+    let file = engine.snapshot_blocking().unwrap();
+    let bytes = std::fs::read(&file.path).unwrap();
+    assert_eq!(Kernel::restore(&bytes).unwrap(), durable);
+}
+
+/// The whole state is hashed once per published state however many ask (the operator asks
+/// every pod each interval), and again once a commit publishes a new state.
+#[test]
+fn the_state_hash_is_computed_once_per_published_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::clone(&metrics)).unwrap();
+    let hashed = || metrics.state_hash_seconds.get_sample_count();
+    insert(&engine, 20, 0);
+    let first = engine.state().unwrap();
+    for _ in 0..3 {
+        assert_eq!(engine.state().unwrap().state_hash, first.state_hash);
+    }
+    assert_eq!(first.state_hash, engine.read().unwrap().state_hash());
+    assert_eq!(hashed(), 1);
+    insert(&engine, 20, 1);
+    let second = engine.state().unwrap();
+    assert_eq!(second.seq, first.seq + 1);
+    assert_ne!(second.state_hash, first.state_hash);
+    assert_eq!(second.state_hash, engine.read().unwrap().state_hash());
+    assert_eq!(engine.state().unwrap().state_hash, second.state_hash);
+    assert_eq!(hashed(), 2);
+    // The cache's weak reference does not keep the writer from reusing the replaced copy
+    // (the next commit is answered after the writer has brought that copy up to date).
+    insert(&engine, 20, 2);
+    assert_eq!(metrics.state_copies.get(), 0);
+}
+
+/// A group commit stops taking events once they reach the byte cap: ten queued events of
+/// about 1 KB under a 2.5 KB cap commit in four groups (3, 3, 3, 1), not one.
+#[test]
+fn group_commits_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let mut config = EngineConfig::new(dir.path().join("data"));
+    config.max_group_bytes = 2500;
+    config.commit_gate = Some(gate.clone());
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::open(config, Arc::clone(&metrics)).unwrap();
+    let event = |i: u64| Event::CreateNode {
+        kind: "k".into(),
+        record: None,
+        properties: Some(vec![i as u8; 1000]),
+    };
+    assert!((1000..1100).contains(&encoded_len(&event(0))));
+    // The first write waits at the gate; ten more queue behind it.
+    std::fs::write(&gate, b"").unwrap();
+    let mut waiting = gate.clone().into_os_string();
+    waiting.push(".waiting");
+    let writers: Vec<_> = (0..11)
+        .map(|i| {
+            let engine = engine.clone();
+            let w = std::path::PathBuf::from(&waiting);
+            std::thread::spawn(move || {
+                if i > 0 {
+                    while !w.exists() {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                engine.submit_blocking(event(i)).unwrap()
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine
+        .shared
+        .queued
+        .load(std::sync::atomic::Ordering::Acquire)
+        < 10
+    {
+        assert!(Instant::now() < deadline, "ten writes never queued");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::fs::remove_file(&gate).unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(engine.seq().unwrap(), 11);
+    assert_eq!(
+        metrics.commit_seconds.get_sample_count(),
+        5,
+        "1 + 4 group commits"
+    );
+}
+
+#[test]
+fn a_dead_writer_makes_the_node_unready_and_writes_fail_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::new(Metrics::new())).unwrap();
+    assert_eq!(engine.not_ready(), None);
+    engine.send(Job::Panic).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.not_ready().is_none() {
+        assert!(std::time::Instant::now() < deadline, "still ready");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let why = engine.not_ready().unwrap();
+    assert!(why.contains("writer thread stopped"), "{why}");
+    let err = engine.send(Job::Panic).unwrap_err();
+    assert_eq!(err.code(), "internal_error");
+}

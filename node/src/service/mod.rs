@@ -1,0 +1,265 @@
+//! The operations of the API, independent of the wire. HTTP ([`crate::http`]), gRPC
+//! ([`crate::grpc`]) and the embedded Python mode are translations onto these calls and nothing
+//! else: a transport turns its request into plain types and the answer back into its own, and
+//! the service decides everything in between, the key check included, so every way in gives
+//! the same result and the same error for the same operation.
+//!
+//! Files by topic: [`records`] (collections, records, search), [`graph`], [`admin`] (state,
+//! log, role, replication, snapshots, restore), [`convert`] (client values to the kernel's).
+
+mod admin;
+mod convert;
+mod graph;
+mod records;
+
+use std::sync::Arc;
+
+use valori_api as api;
+use valori_kernel::Event;
+
+pub use admin::{Heard, LogPageOut, Restored, StateAt};
+pub use convert::{
+    collection_info, metric_to_wire, parse_direction, parse_metric, record_vector, score, to_fixed,
+    to_new_records,
+};
+pub use records::{HitOut, Hits, RecordIn, RecordOut};
+
+use crate::engine::{Committed, Engine};
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::replication::leader::Followers;
+
+/// What a request's API key allows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    /// Reads only (the read-only key).
+    Read,
+    /// Reads and writes (the read-write key, or any request when no key is configured).
+    Write,
+}
+
+/// The API keys a node accepts. They are held as blake3 digests and compared with blake3's
+/// constant-time equality, so how long a check takes does not reveal how much of a presented
+/// key was right, nor the keys' lengths.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    write: Option<blake3::Hash>,
+    read: Option<blake3::Hash>,
+}
+
+impl Keys {
+    /// The read-write and the read-only key; `None` for one not configured.
+    pub fn new(write: Option<&str>, read: Option<&str>) -> Self {
+        let digest = |k: &str| blake3::hash(k.as_bytes());
+        Keys {
+            write: write.map(digest),
+            read: read.map(digest),
+        }
+    }
+
+    /// What a request presenting `key` may do: without configured keys anything; otherwise
+    /// the presented key must be one of them.
+    pub fn check(&self, key: Option<&str>) -> Result<Access, NodeError> {
+        if self.write.is_none() && self.read.is_none() {
+            return Ok(Access::Write);
+        }
+        let presented = blake3::hash(key.ok_or(NodeError::Unauthorized)?.as_bytes());
+        // Both comparisons run whatever the first one found.
+        let write = self.write.is_some_and(|k| k == presented);
+        let read = self.read.is_some_and(|k| k == presented);
+        match (write, read) {
+            (true, _) => Ok(Access::Write),
+            (false, true) => Ok(Access::Read),
+            (false, false) => Err(NodeError::Unauthorized),
+        }
+    }
+}
+
+/// How many followers must hold a write durably before the leader answers it, and how long it
+/// waits for them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncPolicy {
+    /// Followers required (0: asynchronous, answered once durable on the leader).
+    pub replicas: u32,
+    /// Longest wait; then the write is answered `replication_timeout` (outcome unknown).
+    pub timeout: std::time::Duration,
+}
+
+/// The request limits and replication policy of a service.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Most records in one batch insert.
+    pub max_batch: usize,
+    /// Largest response a search, a neighbour list or a traversal may build, in bytes.
+    pub max_response_bytes: usize,
+    /// Most event bytes in one log page (a page always holds at least one entry).
+    pub max_log_page_bytes: usize,
+    /// Synchronous replication.
+    pub sync: SyncPolicy,
+}
+
+impl Settings {
+    /// An embedded engine's: the kernel's own batch limit (there is no request body to bound),
+    /// no response limit (results are handed over in memory), asynchronous.
+    pub fn embedded() -> Settings {
+        Settings {
+            max_batch: valori_kernel::limits::MAX_BATCH_RECORDS as usize,
+            max_response_bytes: usize::MAX,
+            max_log_page_bytes: crate::limits::DEFAULT_MAX_LOG_PAGE_BYTES,
+            sync: SyncPolicy::default(),
+        }
+    }
+}
+
+/// The API's view of a node: its engine, the keys it accepts and the request limits.
+#[derive(Clone)]
+pub struct Service {
+    engine: Engine,
+    keys: Keys,
+    settings: Settings,
+    /// The followers that read this node's log (the leader's side of replication).
+    followers: Arc<Followers>,
+}
+
+/// Runs CPU-bound or storage work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Internal(format!("worker task failed: {e}")))?
+}
+
+impl Service {
+    /// The service of `engine`, accepting `keys`.
+    pub fn new(engine: Engine, keys: Keys, settings: Settings) -> Service {
+        Service {
+            engine,
+            keys,
+            settings,
+            followers: Default::default(),
+        }
+    }
+
+    /// The service of an engine embedded in a process: no keys, [`Settings::embedded`].
+    pub fn embedded(engine: Engine) -> Service {
+        Service::new(engine, Keys::default(), Settings::embedded())
+    }
+
+    /// Decides what a request may do: `needs` is its route's declared access
+    /// ([`valori_api::Route::access`]), `key` the key it presents ([`api::presented_key`]).
+    /// A public route needs no key; a read route any configured key; a write route the
+    /// read-write key (a read-only key gets `forbidden`).
+    pub fn authorize(&self, needs: api::Access, key: Option<&str>) -> Result<Access, NodeError> {
+        match needs {
+            api::Access::Public => Ok(self.keys.check(key).unwrap_or(Access::Read)),
+            api::Access::Read => self.keys.check(key),
+            api::Access::Write => match self.keys.check(key)? {
+                Access::Write => Ok(Access::Write),
+                Access::Read => Err(NodeError::Forbidden),
+            },
+        }
+    }
+
+    /// The metrics the node exports.
+    pub fn metrics(&self) -> &Metrics {
+        self.engine.metrics()
+    }
+
+    /// The metrics in Prometheus' text format, with the storage gauge brought up to date.
+    pub fn metrics_text(&self) -> String {
+        let m = self.engine.metrics();
+        m.storage_bytes.set(self.engine.storage_bytes() as i64);
+        m.render()
+    }
+
+    /// Why the node is not ready, if it is not (failed, fenced, shutting down, its writer
+    /// gone).
+    pub fn not_ready(&self) -> Option<String> {
+        self.engine.not_ready()
+    }
+
+    /// Stops the engine's writer (an embedded handle closing its directory).
+    pub fn shutdown(&self) {
+        self.engine.shutdown();
+    }
+
+    /// Runs a read of the state on a blocking thread: no kernel read runs on the async
+    /// workers, so a large answer never holds up other requests (health checks among them).
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Service) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let service = self.clone();
+        blocking(move || f(&service)).await
+    }
+
+    /// With synchronous replication, waits until enough followers hold the write at `seq`;
+    /// answers `replication_timeout` (outcome unknown: the write is durable here) otherwise.
+    async fn confirmed(&self, seq: u64) -> Result<(), NodeError> {
+        let sync = self.settings.sync;
+        if sync.replicas == 0 {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let waited = self
+            .followers
+            .wait_for(seq, sync.replicas, sync.timeout)
+            .await;
+        let metrics = self.engine.metrics();
+        metrics
+            .sync_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        waited.map_err(|confirmed| {
+            metrics.sync_timeouts.inc();
+            NodeError::ReplicationTimeout {
+                seq,
+                confirmed,
+                needed: sync.replicas,
+                timeout_ms: sync.timeout.as_millis() as u64,
+            }
+        })
+    }
+
+    /// Submits a client write: refused unless writable (a follower names its leader, a fenced
+    /// leader says so), answered once durable (and, with synchronous replication, held by
+    /// enough followers).
+    async fn write(&self, event: Event) -> Result<Committed, NodeError> {
+        self.engine.check_writable()?;
+        let committed = self.engine.submit(event).await?;
+        self.confirmed(committed.seq).await?;
+        Ok(committed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_grant_by_exact_match_only() {
+        let none = Keys::new(None, None);
+        assert_eq!(none.check(None).unwrap(), Access::Write);
+        assert_eq!(none.check(Some("anything")).unwrap(), Access::Write);
+
+        let keys = Keys::new(Some("write-secret"), Some("read-secret"));
+        assert_eq!(keys.check(Some("write-secret")).unwrap(), Access::Write);
+        assert_eq!(keys.check(Some("read-secret")).unwrap(), Access::Read);
+        for wrong in [
+            None,
+            Some(""),
+            Some("write-secre"),
+            Some("write-secret "),
+            Some("WRITE-SECRET"),
+        ] {
+            assert!(
+                matches!(keys.check(wrong), Err(NodeError::Unauthorized)),
+                "{wrong:?}"
+            );
+        }
+
+        let read_only = Keys::new(None, Some("r"));
+        assert_eq!(read_only.check(Some("r")).unwrap(), Access::Read);
+        assert!(read_only.check(None).is_err());
+    }
+}

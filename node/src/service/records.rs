@@ -1,0 +1,240 @@
+//! Collections, records and search.
+
+use valori_api as api;
+use valori_kernel::{
+    Applied, CollectionSpec, Event, Fixed, HnswParams, IndexSpec, SearchParams, SearchScratch,
+};
+
+use super::convert::{
+    base64_len, collection_info, metric_from_wire, to_fixed, to_new_records, ResponseSize,
+};
+use super::{blocking, Service};
+use crate::error::NodeError;
+
+/// A record as a client sends it.
+pub struct RecordIn {
+    /// Components, converted exactly to Q16.16.
+    pub vector: Vec<f64>,
+    /// Tag.
+    pub tag: u64,
+    /// Metadata bytes.
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// A stored record as a client sees it.
+pub struct RecordOut {
+    /// Id.
+    pub id: u64,
+    /// Components (exact: every Q16.16 value is an f64).
+    pub vector: Vec<f64>,
+    /// Tag.
+    pub tag: u64,
+    /// Metadata bytes.
+    pub metadata: Option<Vec<u8>>,
+    /// Sequence number of the state read.
+    pub seq: u64,
+}
+
+/// One search result.
+pub struct HitOut {
+    /// Record id.
+    pub id: u64,
+    /// Exact integer distance.
+    pub distance: i128,
+    /// Record tag.
+    pub tag: u64,
+    /// Metadata, when asked for (`Some(None)`: asked, the record has none).
+    pub metadata: Option<Option<Vec<u8>>>,
+}
+
+/// Search results and the sequence number of the state searched.
+pub struct Hits {
+    /// Nearest first, ties by id.
+    pub hits: Vec<HitOut>,
+    /// The results are a function of this sequence number.
+    pub seq: u64,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<SearchScratch> = std::cell::RefCell::new(SearchScratch::new());
+}
+
+/// Bytes a search hit takes in JSON besides its metadata (id, distance, tag, punctuation).
+const HIT_BYTES: usize = 80;
+
+impl Service {
+    /// Creates a collection; returns the sequence number.
+    pub async fn create_collection(&self, req: api::CreateCollection) -> Result<u64, NodeError> {
+        let d = HnswParams::default();
+        let index = match req.index {
+            Some(api::IndexConfig::Flat) => IndexSpec::Flat,
+            Some(api::IndexConfig::Hnsw {
+                m,
+                ef_construction,
+                ef_search,
+            }) => IndexSpec::Hnsw(HnswParams {
+                m: m.unwrap_or(d.m),
+                ef_construction: ef_construction.unwrap_or(d.ef_construction),
+                ef_search: ef_search.unwrap_or(d.ef_search),
+            }),
+            None => IndexSpec::Hnsw(d),
+        };
+        let c = self
+            .write(Event::CreateCollection(CollectionSpec {
+                name: req.name,
+                dimension: req.dimension,
+                metric: metric_from_wire(req.metric.unwrap_or_default()),
+                index,
+            }))
+            .await?;
+        Ok(c.seq)
+    }
+
+    /// Drops a collection.
+    pub async fn drop_collection(&self, name: String) -> Result<u64, NodeError> {
+        Ok(self.write(Event::DropCollection { name }).await?.seq)
+    }
+
+    /// Every collection, by name.
+    pub async fn collections(&self) -> Result<api::CollectionList, NodeError> {
+        self.off_thread(|s| s.collections_blocking()).await
+    }
+
+    /// [`Service::collections`] on the caller's thread (embedded callers).
+    pub fn collections_blocking(&self) -> Result<api::CollectionList, NodeError> {
+        let kernel = self.engine.read()?;
+        Ok(api::CollectionList {
+            collections: kernel.collections().map(collection_info).collect(),
+            seq: kernel.seq(),
+        })
+    }
+
+    /// One collection, or `CollectionNotFound`.
+    pub async fn collection(&self, name: String) -> Result<api::CollectionInfo, NodeError> {
+        self.off_thread(move |s| s.collection_blocking(&name)).await
+    }
+
+    /// [`Service::collection`] on the caller's thread (embedded callers).
+    pub fn collection_blocking(&self, name: &str) -> Result<api::CollectionInfo, NodeError> {
+        let kernel = self.engine.read()?;
+        let c = kernel
+            .collection(name)
+            .ok_or_else(|| valori_kernel::Error::CollectionNotFound { name: name.into() })?;
+        Ok(collection_info(c))
+    }
+
+    /// Inserts records atomically; returns their ids and the sequence number. A bad component
+    /// is reported with its record's position when `batch` (the batch routes), and as a plain
+    /// [`NodeError::Value`] otherwise (the single-record routes).
+    pub async fn insert(
+        &self,
+        collection: String,
+        records: Vec<RecordIn>,
+        batch: bool,
+    ) -> Result<api::BatchInserted, NodeError> {
+        // A follower names its leader before it looks at the records.
+        self.engine.check_writable()?;
+        let max = self.settings.max_batch;
+        if records.len() > max {
+            return Err(NodeError::Limit {
+                what: "records in a batch",
+                value: records.len() as u64,
+                max: max as u64,
+            });
+        }
+        let records = to_new_records(records, batch)?;
+        let c = self
+            .write(Event::Insert {
+                collection,
+                records,
+            })
+            .await?;
+        match c.applied {
+            Applied::Inserted { first, count } => Ok(api::BatchInserted {
+                ids: (first..first + u64::from(count)).collect(),
+                seq: c.seq,
+            }),
+            other => Err(NodeError::Internal(format!(
+                "an insert applied as {other:?}"
+            ))),
+        }
+    }
+
+    /// Deletes a record.
+    pub async fn delete(&self, collection: String, id: u64) -> Result<u64, NodeError> {
+        Ok(self.write(Event::Delete { collection, id }).await?.seq)
+    }
+
+    /// Reads a record.
+    pub async fn get(&self, collection: String, id: u64) -> Result<RecordOut, NodeError> {
+        self.off_thread(move |s| s.get_blocking(&collection, id))
+            .await
+    }
+
+    /// [`Service::get`] on the caller's thread (embedded callers).
+    pub fn get_blocking(&self, collection: &str, id: u64) -> Result<RecordOut, NodeError> {
+        let kernel = self.engine.read()?;
+        let r = kernel.get(collection, id)?;
+        Ok(RecordOut {
+            id,
+            vector: r.vector.iter().map(|&x| Fixed(x).to_f64()).collect(),
+            tag: r.tag,
+            metadata: r.metadata.map(<[u8]>::to_vec),
+            seq: kernel.seq(),
+        })
+    }
+
+    /// Searches; results are a function of the sequence number returned with them (the index
+    /// changes only with events). Runs on the caller's thread; see [`Service::search`].
+    pub fn search_blocking(
+        &self,
+        collection: &str,
+        req: &api::SearchRequest,
+    ) -> Result<Hits, NodeError> {
+        let query = to_fixed(&req.vector)?;
+        let params = SearchParams {
+            k: req.k,
+            tag: req.tag,
+            ef: req.ef,
+        };
+        let kernel = self.engine.read()?;
+        let found = SCRATCH
+            .with(|s| kernel.search_with(collection, &query, &params, &mut s.borrow_mut()))?;
+        let mut size = ResponseSize::new(self.settings.max_response_bytes);
+        let mut hits = Vec::with_capacity(found.len());
+        for h in found.iter() {
+            let r = kernel.get(collection, h.id).ok();
+            let metadata = req
+                .with_metadata
+                .then(|| r.as_ref().and_then(|r| r.metadata.map(<[u8]>::to_vec)));
+            size.add(
+                HIT_BYTES
+                    + metadata
+                        .as_ref()
+                        .map_or(0, |m| base64_len(m.as_ref().map_or(0, Vec::len))),
+            )?;
+            hits.push(HitOut {
+                id: h.id,
+                distance: h.distance,
+                tag: r.as_ref().map_or(0, |r| r.tag),
+                metadata,
+            });
+        }
+        Ok(Hits {
+            hits,
+            seq: kernel.seq(),
+        })
+    }
+
+    /// [`Service::search_blocking`] off the async threads.
+    pub async fn search(
+        &self,
+        collection: String,
+        req: api::SearchRequest,
+    ) -> Result<Hits, NodeError> {
+        // Refuse a bad vector before taking a worker thread.
+        to_fixed(&req.vector)?;
+        let service = self.clone();
+        blocking(move || service.search_blocking(&collection, &req)).await
+    }
+}

@@ -1,0 +1,304 @@
+//! The reconcile loop: applies what [`crate::desired`] describes with server-side apply,
+//! observes the pods and their nodes, and carries out what [`crate::plan`] and
+//! [`crate::failover`] decide: the first leader, followers pointed at the leader, role labels,
+//! the read-write Service's selector, cross-checks with Events and healing, rollouts, failover,
+//! and the status.
+//!
+//! Invariants: the operator never writes to a node's data (only its role, through the role API,
+//! always with a higher epoch than the node's assignment); it deletes a pod only to roll it onto
+//! a new template or, with a claim, to re-bootstrap a diverged follower, and never the leader's
+//! claim.
+
+mod act;
+mod observe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{ValoriCluster, ValoriClusterStatus};
+use crate::desired::{self, FIELD_MANAGER, INSTANCE_LABEL};
+use crate::error::Error;
+use crate::limits::{
+    NODE_TIMEOUT, REQUEUE_AFTER_ERROR, REQUEUE_INVALID, REQUEUE_IN_MOTION, SWITCHOVER_TIMEOUT,
+};
+use crate::metrics::Metrics;
+use crate::plan::{self, Step};
+use crate::status;
+
+/// How the operator reaches a pod's node: the URL for pod `pod` of cluster `vc`.
+pub type Urls = Arc<dyn Fn(&ValoriCluster, &str) -> String + Send + Sync>;
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// How pods are reached (in a cluster: their DNS names under the headless Service).
+    pub urls: Urls,
+    /// How long a node call may take.
+    pub node_timeout: Duration,
+    /// How long a switchover waits for the chosen follower to catch up.
+    pub switchover_timeout: Duration,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Who publishes Events.
+    pub reporter: Reporter,
+}
+
+impl Context {
+    /// A context reaching pods through the headless Service's DNS names.
+    pub fn new(client: Client, metrics: Arc<Metrics>, reporter: Reporter) -> Context {
+        Context {
+            client,
+            urls: Arc::new(desired::pod_url),
+            node_timeout: NODE_TIMEOUT,
+            switchover_timeout: SWITCHOVER_TIMEOUT,
+            metrics,
+            reporter,
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+fn rfc3339(t: &Time) -> String {
+    t.0.to_string()
+}
+
+fn seconds(s: &str) -> Option<i64> {
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+/// One pass over one cluster. Each pass is idempotent: it reads the state of the world again
+/// and takes at most one disruptive step (a failover, a switchover, or one pod restarted).
+pub async fn reconcile(vc: Arc<ValoriCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&vc, &ctx).await;
+    ctx.metrics
+        .observe_reconcile(started.elapsed(), result.as_ref().err());
+    result
+}
+
+/// What happened in a pass, for Events and the status.
+struct Pass {
+    namespace: String,
+    status: ValoriClusterStatus,
+    events: Vec<Event>,
+    now: Time,
+    progressing: Option<String>,
+    degraded: Option<String>,
+    heal: bool,
+}
+
+impl Pass {
+    fn event(&mut self, type_: EventType, reason: &str, action: &str, note: String) {
+        tracing::info!(reason, %note, "event");
+        self.events.push(Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        });
+    }
+
+    fn new_leader(&mut self, pod: &str, epoch: u64) {
+        let now = rfc3339(&self.now);
+        self.status.current_leader = Some(pod.to_string());
+        self.status.current_leader_since = Some(now.clone());
+        self.status.target_leader = Some(pod.to_string());
+        self.status.target_leader_since = Some(now);
+        self.status.epoch = epoch;
+        self.status.leader_unready_since = None;
+    }
+}
+
+/// One pass: observe, then decide and act step by step (who leads, the others pointed at it,
+/// role labels, a cross-check when due, one rollout step), then report.
+async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = vc
+        .namespace()
+        .ok_or_else(|| Error::Invalid("a ValoriCluster is namespaced".into()))?;
+    let spec = &vc.spec;
+    let mut pass = Pass {
+        namespace: ns.clone(),
+        status: vc.status.clone().unwrap_or_default(),
+        events: Vec::new(),
+        now: now(),
+        progressing: None,
+        degraded: None,
+        heal: spec.cross_check.heal,
+    };
+    let mut world = observe::observe(vc, ctx, &ns).await?;
+
+    let leader = act::lead(vc, ctx, &mut world, &mut pass).await?;
+    let mut diverged = match &leader {
+        Some(l) => act::repoint(vc, ctx, &mut world, &mut pass, l).await?,
+        None => Vec::new(),
+    };
+    act::label_roles(&world, leader.as_deref()).await?;
+
+    let due = pass
+        .status
+        .last_cross_check
+        .as_deref()
+        .and_then(seconds)
+        .is_none_or(|last| {
+            plan::failover_due(
+                last,
+                pass.now.0.as_second(),
+                spec.cross_check.interval_seconds,
+            )
+        });
+    let mut hashes = act::Hashes::default();
+    if let (Some(l), true) = (&leader, due && diverged.is_empty()) {
+        (hashes, diverged) = act::cross_check(ctx, &mut world, &mut pass, l).await?;
+    }
+    if !due {
+        // Keep the last verdict.
+        for r in &pass.status.instances_status {
+            if !r.converged && r.chain_hash.is_some() {
+                diverged.push(r.pod.clone());
+            }
+        }
+    }
+
+    // Rollout: at most one disruptive step a pass.
+    let step = if diverged.is_empty() || !spec.cross_check.heal {
+        plan::rollout_step(
+            &world.views,
+            world.update_revision.as_deref(),
+            leader.as_deref(),
+            spec.failover.leader_update,
+        )
+    } else {
+        Step::Wait("healing".into())
+    };
+    act::roll_out(vc, ctx, &mut world, &mut pass, leader.as_deref(), &step).await?;
+    if let Step::Wait(why) | Step::Restart(why) | Step::Switchover(why) = &step {
+        pass.progressing = pass.progressing.take().or(Some(match &step {
+            Step::Wait(_) => format!("rollout waits: {why}"),
+            _ => format!("rolling out: {why}"),
+        }));
+    }
+
+    let next = status::next(
+        std::mem::take(&mut pass.status),
+        &status::Observed {
+            views: &world.views,
+            leader: leader.as_deref(),
+            chains: &hashes.chains,
+            state_hashes: &hashes.state_hashes,
+            diverged: &diverged,
+            update_revision: world.update_revision.as_deref(),
+            progressing: pass.progressing.as_deref(),
+            degraded: pass.degraded.as_deref(),
+            instances: spec.instances,
+            generation: vc.metadata.generation,
+            now: &pass.now,
+            selector: desired::selector_string(vc),
+        },
+    );
+    report(vc, ctx, &next, &pass.events).await?;
+
+    // Come back soon while anything is in motion, else at the next cross-check.
+    let soon = pass.progressing.is_some() || pass.degraded.is_some() || leader.is_none();
+    Ok(Action::requeue(if soon {
+        REQUEUE_IN_MOTION
+    } else {
+        Duration::from_secs(u64::from(spec.cross_check.interval_seconds))
+    }))
+}
+
+/// Writes the status (server-side apply by the one field manager: what it leaves out is
+/// removed), then publishes the pass's Events.
+async fn report(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    status: &ValoriClusterStatus,
+    events: &[Event],
+) -> Result<(), Error> {
+    let vcs: Api<ValoriCluster> =
+        Api::namespaced(ctx.client.clone(), &vc.namespace().expect("namespaced"));
+    vcs.patch_status(
+        &vc.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(json!({
+            "apiVersion": "valori.dev/v1alpha1",
+            "kind": "ValoriCluster",
+            "status": status,
+        })),
+    )
+    .await?;
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let reference = vc.object_ref(&());
+    for e in events {
+        if let Err(err) = recorder.publish(e, &reference).await {
+            tracing::warn!(error = %err, reason = %e.reason, "could not publish an event");
+        }
+    }
+    Ok(())
+}
+
+/// What to do after a failed reconcile: retry with a delay, longer for what will not fix
+/// itself.
+pub fn error_policy(_vc: Arc<ValoriCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, "reconcile failed");
+    Action::requeue(match err {
+        Error::Invalid(_) => REQUEUE_INVALID,
+        _ => REQUEUE_AFTER_ERROR,
+    })
+}
+
+/// Runs the controller until `shutdown` resolves: watches ValoriClusters, the objects they own,
+/// and their pods.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let clusters: Api<ValoriCluster> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    Controller::new(clusters, watcher::Config::default().any_semantic())
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            pods,
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                desired::MANAGED_BY_LABEL,
+                FIELD_MANAGER
+            )),
+            |pod: Pod| {
+                let ns = pod.namespace()?;
+                let name = pod.labels().get(INSTANCE_LABEL)?.clone();
+                Some(kube::runtime::reflector::ObjectRef::new(&name).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller");
+            }
+        })
+        .await;
+}

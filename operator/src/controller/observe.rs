@@ -1,0 +1,228 @@
+//! What a pass reads: the objects it applies first (their results carry the StatefulSet's
+//! revision), the cluster's key and CA from its Secrets, the pods, and each pod's node.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+
+use super::Context;
+use crate::crd::ValoriCluster;
+use crate::desired::{self, Names, FIELD_MANAGER};
+use crate::error::Error;
+use crate::failover::{NodeRef, Nodes};
+use crate::plan::PodView;
+
+/// The world as one pass found it.
+pub(super) struct World {
+    /// The cluster's names.
+    pub names: Names,
+    /// Services of the cluster's namespace.
+    pub services: Api<Service>,
+    /// Pods of the cluster's namespace.
+    pub pods_api: Api<Pod>,
+    /// The cluster's pods.
+    pub pods: Vec<Pod>,
+    /// How to reach each pod's node, by pod name.
+    pub refs: BTreeMap<String, NodeRef>,
+    /// Each pod and its node's answer, in ordinal order.
+    pub views: Vec<PodView>,
+    /// The client of the nodes (the cluster's key, its CA).
+    pub nodes: Nodes,
+    /// The StatefulSet's template revision, once its controller has observed it.
+    pub update_revision: Option<String>,
+}
+
+/// Server-side apply of `obj` by the operator's field manager.
+pub(super) async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().expect("desired objects are named");
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+/// Applies what does not depend on who leads and observes the cluster.
+pub(super) async fn observe(vc: &ValoriCluster, ctx: &Context, ns: &str) -> Result<World, Error> {
+    let client = ctx.client.clone();
+    let update_revision = apply_objects(vc, &client, ns).await?;
+    let nodes = nodes_client(vc, ctx, &client, ns).await?;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&desired::selector_string(vc)))
+        .await?
+        .items;
+    let refs: BTreeMap<String, NodeRef> = pods
+        .iter()
+        .map(|p| {
+            let name = p.name_any();
+            let url = (ctx.urls)(vc, &name);
+            (name.clone(), NodeRef { name, url })
+        })
+        .collect();
+    let answers = futures::future::join_all(pods.iter().map(|p| {
+        let r = &refs[&p.name_any()];
+        let nodes = &nodes;
+        async move { nodes.role(r).await.ok() }
+    }))
+    .await;
+    let names = Names::of(vc);
+    let mut views: Vec<PodView> = pods
+        .iter()
+        .zip(answers)
+        .filter_map(|(p, node)| {
+            let name = p.name_any();
+            Some(PodView {
+                ordinal: desired::ordinal(&names.cluster, &name)?,
+                revision: p.labels().get(desired::REVISION_LABEL).cloned(),
+                pod_ready: pod_ready(p),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+                name,
+                node,
+            })
+        })
+        .collect();
+    views.sort_by_key(|v| v.ordinal);
+    Ok(World {
+        names,
+        services: Api::namespaced(client, ns),
+        pods_api,
+        pods,
+        refs,
+        views,
+        nodes,
+        update_revision,
+    })
+}
+
+/// Applies the ConfigMap, the Services that do not follow the leader, the disruption budget
+/// and the StatefulSet; returns the StatefulSet's template revision once its controller has
+/// observed the template (until then a rollout waits).
+async fn apply_objects(
+    vc: &ValoriCluster,
+    client: &Client,
+    ns: &str,
+) -> Result<Option<String>, Error> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &desired::config_map(vc),
+    )
+    .await?;
+    apply(&services, &desired::headless_service(vc)).await?;
+    apply(&services, &desired::ro_service(vc)).await?;
+    apply(&services, &desired::any_service(vc)).await?;
+    apply(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+        &desired::pod_disruption_budget(vc),
+    )
+    .await?;
+    let sts = apply(
+        &Api::<StatefulSet>::namespaced(client.clone(), ns),
+        &desired::stateful_set(vc),
+    )
+    .await?;
+    Ok(sts
+        .status
+        .as_ref()
+        .filter(|s| s.observed_generation == sts.metadata.generation)
+        .and_then(|s| s.update_revision.clone()))
+}
+
+/// The client of the cluster's nodes: its read-write key from `spec.auth`, and for nodes
+/// serving TLS with a private CA the TLS Secret's `ca.crt` (as cert-manager writes it) trusted
+/// besides the system's roots.
+async fn nodes_client(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    client: &Client,
+    ns: &str,
+) -> Result<Nodes, Error> {
+    let key = match &vc.spec.auth {
+        Some(a) => Some(
+            read_secret_key(client, ns, &a.secret_name, &a.write_key, false)
+                .await?
+                .expect("a required key is present")
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let ca = match &vc.spec.tls {
+        Some(t) => read_secret_key(client, ns, &t.secret_name, "ca.crt", true).await?,
+        None => None,
+    };
+    Nodes::with_ca(key, ctx.node_timeout, ca.as_deref().map(str::as_bytes))
+        .map_err(|e| Error::Invalid(format!("the TLS Secret's ca.crt: {e}")))
+}
+
+/// Key `key` of Secret `secret`; absent is `None` when `optional`, an error otherwise. A
+/// Secret that cannot be read for a moment is a transient error, not an invalid spec.
+async fn read_secret_key(
+    client: &Client,
+    ns: &str,
+    secret: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, Error> {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(secret)
+        .await
+        .map_err(|e| Error::reading_secret(secret, e))?;
+    let Some(bytes) = s.data.as_ref().and_then(|d| d.get(key)) else {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(Error::Invalid(format!(
+                "the Secret {secret} has no key {key:?}"
+            )))
+        };
+    };
+    String::from_utf8(bytes.0.clone())
+        .map(Some)
+        .map_err(|_| Error::Invalid(format!("{secret}/{key} is not UTF-8")))
+}
+
+/// Whether a pod's `Ready` condition is true.
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+impl World {
+    /// Asks `pod`'s node for its role again.
+    pub(super) async fn refresh(&mut self, pod: &str) {
+        if let Some(v) = self.views.iter_mut().find(|v| v.name == pod) {
+            v.node = self.nodes.role(&self.refs[pod]).await.ok();
+        }
+    }
+
+    /// Asks every pod's node for its role again.
+    pub(super) async fn refresh_all(&mut self) {
+        let names: Vec<String> = self.views.iter().map(|v| v.name.clone()).collect();
+        for n in names {
+            self.refresh(&n).await;
+        }
+    }
+
+    /// The sequence number `pod`'s node last reported (0 when it did not answer).
+    pub(super) fn seq_of(&self, pod: &str) -> u64 {
+        self.views
+            .iter()
+            .find(|v| v.name == pod)
+            .and_then(|v| v.node.as_ref())
+            .map_or(0, |n| n.seq)
+    }
+}
