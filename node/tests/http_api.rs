@@ -226,6 +226,13 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("DELETE", "/v1/graph/edges/5", None, 404, "edge_not_found"),
         ("GET", "/v1/graph/nodes/5/neighbors?direction=sideways", None, 400, "bad_request"),
         ("GET", "/v1/nowhere", None, 404, "not_found"),
+        // What the OpenAPI document forbids is refused.
+        ("POST", "/v1/collections", Some(json!({"name": "w", "dimension": 3, "index": {"type": "flat", "x": 1}})), 400, "bad_request"),
+        ("POST", "/v1/collections", Some(json!({"name": "w", "dimension": 3, "index": {"type": "flat", "m": 8}})), 400, "bad_request"),
+        ("POST", "/v1/collections", Some(json!({"name": "w", "dimension": 3.5})), 400, "bad_request"),
+        ("GET", "/v1/log?wait_ms=30001", None, 400, "limit_exceeded"),
+        ("GET", "/v1/state?seq=18446744073709551616", None, 400, "bad_request"),
+        ("PUT", "/v1/role", Some(json!({"role": "follower", "epoch": 5, "leader_url": "http://"})), 400, "bad_request"),
     ];
     for (method, path, body, status, code) in cases {
         refused(&c, method, path, body, status, code);
@@ -304,6 +311,36 @@ fn bad_input_is_refused_and_changes_nothing() {
         "{v}"
     );
     assert_eq!(c.state(), before);
+}
+
+/// A number with a zero fraction is an integer to JSON Schema, and so to the API: `3.0` is
+/// taken wherever an integer is, and nothing else about a body changes.
+#[test]
+fn integral_numbers_are_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    let (s, v) = c.post("/v1/collections", json!({"name": "v", "dimension": 3.0}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(c.get("/v1/collections/v").1["dimension"], 3);
+    let (s, v) = c.post(
+        "/v1/collections/v/records",
+        json!({"vector": [1.0, 2.5, 3.0], "tag": 7.0}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, r) = c.get("/v1/collections/v/records/0");
+    assert_eq!(r["vector"], json!([1.0, 2.5, 3.0]));
+    assert_eq!(r["tag"], 7);
+    let (s, v) = c.post(
+        "/v1/collections/v/search",
+        json!({"vector": [1, 2.5, 3], "k": 1.0, "tag": 7.0}),
+    );
+    assert_eq!((s, v["results"][0]["id"].as_u64()), (200, Some(0)), "{v}");
+    let (s, v) = c.post(
+        "/v1/graph/nodes",
+        json!({"kind": "doc", "record": {"collection": "v", "id": 0.0}}),
+    );
+    assert_eq!(s, 201, "{v}");
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub fn document(version: &str) -> Value {
         item[route.method.name()] = op;
     }
     let schemas: Map<String, Value> = generator.take_definitions(true);
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Valori",
@@ -53,7 +53,51 @@ pub fn document(version: &str) -> Value {
                 "api_key": {"type": "apiKey", "in": "header", "name": "api-key"},
             },
         },
-    })
+    });
+    bound_integers(&mut doc);
+    doc
+}
+
+/// The magnitude no distance reaches: 2^76 (exact as a double).
+const DISTANCE_BOUND: f64 = 75_557_863_725_914_323_419_136.0;
+
+/// States every integer's range as the node parses it: a `format` of `uint64` (or another
+/// width) says what the server's type holds, but only `minimum` and `maximum` bind a client
+/// (or a generator of test data) to it. Without them a schema-valid sequence number beyond
+/// u64 would be refused.
+fn bound_integers(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let is_integer = |t: Option<&Value>| match t {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if is_integer(o.get("type")) {
+                let range: Option<(Value, Value)> = match o.get("format").and_then(Value::as_str) {
+                    Some("uint8") => Some((0.into(), u8::MAX.into())),
+                    Some("uint16") => Some((0.into(), u16::MAX.into())),
+                    Some("uint32") => Some((0.into(), u32::MAX.into())),
+                    Some("uint64") => Some((0.into(), u64::MAX.into())),
+                    Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                    Some("int64") => Some((i64::MIN.into(), i64::MAX.into())),
+                    // A distance: exact sums of at most 4096 products of Q16.16 raw
+                    // values, never beyond 2^76 in magnitude (the kernel's `distance`).
+                    Some("int128") => Some(((-DISTANCE_BOUND).into(), DISTANCE_BOUND.into())),
+                    _ => None,
+                };
+                if let Some((min, max)) = range {
+                    o.entry("minimum").or_insert(min);
+                    o.entry("maximum").or_insert(max);
+                }
+            }
+            for child in o.values_mut() {
+                bound_integers(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
 }
 
 fn operation(
@@ -69,7 +113,7 @@ fn operation(
         .path_params()
         .map(|p| {
             let schema = match p {
-                "id" => json!({"type": "integer", "format": "uint64", "minimum": 0}),
+                "id" => json!({"type": "integer", "format": "uint64", "minimum": 0, "maximum": u64::MAX}),
                 _ => json!({"type": "string"}),
             };
             json!({"name": p, "in": "path", "required": true, "schema": schema})
@@ -145,11 +189,31 @@ fn operation(
             "content": {"application/json": {"schema": error}},
         })
     };
-    op["responses"] = json!({
+    let mut responses = json!({
         route.status.to_string(): success,
         "4XX": failure("the caller's mistake; nothing changed"),
-        "5XX": failure("the server's trouble (503: failed, not ready or shutting down)"),
+        "5XX": failure("the server's trouble (503: failed, fenced, busy, not ready or shutting down)"),
     });
+    // Refusals a schema-valid request can still get, by status.
+    let mut refusals: Vec<(u16, String)> = route
+        .refusals
+        .iter()
+        .map(|r| (r.status, format!("`{}`: {}", r.code, r.when)))
+        .collect();
+    if route.access == Access::Write {
+        refusals.push((
+            403,
+            "`forbidden`: a read-only key; `read_only_follower`: the node is a follower (the message names its leader)".into(),
+        ));
+    }
+    let mut by_status: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for (status, why) in refusals {
+        by_status.entry(status).or_default().push(why);
+    }
+    for (status, whys) in by_status {
+        responses[status.to_string()] = failure(&format!("{}; nothing changed", whys.join("; ")));
+    }
+    op["responses"] = responses;
     op["security"] = match route.access {
         Access::Public => json!([]),
         // `{}`: a node without configured keys takes requests without one.
@@ -278,5 +342,80 @@ mod tests {
         assert_eq!(s["additionalProperties"], false, "{s}");
         assert_eq!(s["properties"]["k"]["maximum"], 10_000);
         assert_eq!(s["required"], json!(["vector"]));
+    }
+
+    #[test]
+    fn every_integer_is_bounded_as_the_node_parses_it() {
+        let doc = document("test");
+        let mut unbounded = Vec::new();
+        fn walk(v: &Value, at: &str, out: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => {
+                    let integer = o.get("type").is_some_and(|t| {
+                        t == "integer"
+                            || t.as_array().is_some_and(|a| a.contains(&json!("integer")))
+                    });
+                    if integer && (o.get("minimum").is_none() || o.get("maximum").is_none()) {
+                        out.push(at.to_string());
+                    }
+                    for (k, c) in o {
+                        walk(c, &format!("{at}/{k}"), out);
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, c) in a.iter().enumerate() {
+                        walk(c, &format!("{at}/{i}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk(&doc, "", &mut unbounded);
+        assert_eq!(unbounded, Vec::<String>::new());
+        let seq = &doc["components"]["schemas"]["StateQuery"]["properties"]["seq"];
+        assert_eq!(seq["maximum"], json!(u64::MAX), "{seq}");
+        let id = &doc["paths"]["/v1/graph/nodes/{id}"]["get"]["parameters"][0]["schema"];
+        assert_eq!(id["maximum"], json!(u64::MAX), "{id}");
+    }
+
+    #[test]
+    fn state_dependent_refusals_are_documented_on_their_operations() {
+        let doc = document("test");
+        let described = |path: &str, method: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let insert = described("/v1/collections/{name}/records", "post", "400");
+        assert!(insert.contains("dimension_mismatch"), "{insert}");
+        let follower = described("/v1/collections/{name}/records", "post", "403");
+        assert!(follower.contains("read_only_follower"), "{follower}");
+        let restore = described("/v1/snapshots/restore", "post", "400");
+        assert!(restore.contains("invalid_snapshot"), "{restore}");
+        let role = described("/v1/role", "put", "409");
+        assert!(role.contains("stale_epoch"), "{role}");
+        // A read route documents no follower refusal.
+        assert_eq!(described("/v1/collections", "get", "403"), "");
+        // Every documented refusal has the error body.
+        for r in ROUTES {
+            for refusal in r.refusals {
+                let schema = &doc["paths"][r.path][r.method.name()]["responses"]
+                    [refusal.status.to_string()]["content"]["application/json"]["schema"];
+                assert_eq!(
+                    resolve(&doc, schema)["required"],
+                    json!(["code", "message"])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_role_request_states_that_a_follower_names_its_leader() {
+        let doc = document("test");
+        let s = &doc["components"]["schemas"]["SetRole"];
+        assert_eq!(s["if"]["properties"]["role"]["const"], "follower", "{s}");
+        assert_eq!(s["then"]["required"], json!(["leader_url"]), "{s}");
+        assert_eq!(s["else"]["properties"]["leader_url"]["type"], "null", "{s}");
     }
 }

@@ -62,6 +62,19 @@ pub enum Body {
     Text,
 }
 
+/// A refusal a route documents besides the caller's plain mistakes: one that a request valid
+/// by the schema can still get, because of the node's state (a vector of another dimension
+/// than its collection's) or its configuration (`--max-batch`).
+#[derive(Clone, Copy, Debug)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// The error's stable code.
+    pub code: &'static str,
+    /// When it happens.
+    pub when: &'static str,
+}
+
 /// One route.
 #[derive(Clone, Copy)]
 pub struct Route {
@@ -83,6 +96,9 @@ pub struct Route {
     pub status: u16,
     /// The body of a successful answer.
     pub response: Body,
+    /// What a schema-valid request can still be refused with (every write route can also be
+    /// refused 403 `read_only_follower` on a follower; see the OpenAPI document).
+    pub refusals: &'static [Refusal],
 }
 
 const fn route(
@@ -102,7 +118,12 @@ const fn route(
         request: Body::None,
         status: 200,
         response: Body::None,
+        refusals: &[],
     }
+}
+
+const fn refusal(status: u16, code: &'static str, when: &'static str) -> Refusal {
+    Refusal { status, code, when }
 }
 
 impl Route {
@@ -119,6 +140,10 @@ impl Route {
         self.response = body;
         self
     }
+    const fn refuses(mut self, refusals: &'static [Refusal]) -> Route {
+        self.refusals = refusals;
+        self
+    }
 
     /// The names of the path's parameters, in order.
     pub fn path_params(&self) -> impl Iterator<Item = &'static str> {
@@ -128,6 +153,53 @@ impl Route {
     }
 }
 
+const NO_COLLECTION: Refusal =
+    refusal(404, "collection_not_found", "the collection does not exist");
+const DIMENSION: Refusal = refusal(
+    400,
+    "dimension_mismatch",
+    "a vector's dimension differs from the collection's",
+);
+const ZERO_VECTOR: Refusal = refusal(
+    400,
+    "zero_vector",
+    "a vector is all zeros and the collection's metric is cosine",
+);
+const NO_RECORD: Refusal = refusal(404, "record_not_found", "the record does not exist");
+const NO_NODE: Refusal = refusal(404, "node_not_found", "a node named does not exist");
+const KIND_BYTES: Refusal = refusal(
+    400,
+    "invalid_kind",
+    "a kind label of up to 128 characters is longer than 128 bytes in UTF-8",
+);
+const RESPONSE_BYTES: Refusal = refusal(
+    400,
+    "limit_exceeded",
+    "the answer would be larger than the node's --max-response-bytes",
+);
+const INSERTS: &[Refusal] = &[NO_COLLECTION, DIMENSION, ZERO_VECTOR];
+const INSERTS_DEFAULT: &[Refusal] = &[DIMENSION, ZERO_VECTOR];
+const BATCHES: &[Refusal] = &[
+    NO_COLLECTION,
+    DIMENSION,
+    ZERO_VECTOR,
+    refusal(
+        400,
+        "limit_exceeded",
+        "the batch has more records than the node's --max-batch",
+    ),
+];
+const BATCHES_DEFAULT: &[Refusal] = &[
+    DIMENSION,
+    ZERO_VECTOR,
+    refusal(
+        400,
+        "limit_exceeded",
+        "the batch has more records than the node's --max-batch",
+    ),
+];
+const SEARCHES: &[Refusal] = &[NO_COLLECTION, DIMENSION, ZERO_VECTOR, RESPONSE_BYTES];
+
 use Access::{Public, Read, Write};
 use Method::{Delete, Get, Post, Put};
 
@@ -135,62 +207,91 @@ use Method::{Delete, Get, Post, Put};
 pub const ROUTES: &[Route] = &[
     route(Post, "/v1/collections", "create_collection", "Create a collection", Write)
         .takes(Body::Json(schema::<CreateCollection>))
-        .gives(201, Body::Json(schema::<Seq>)),
+        .gives(201, Body::Json(schema::<Seq>))
+        .refuses(&[refusal(409, "collection_exists", "a collection of that name exists")]),
     route(Get, "/v1/collections", "list_collections", "List collections", Read)
         .gives(200, Body::Json(schema::<CollectionList>)),
     route(Get, "/v1/collections/{name}", "get_collection", "Describe a collection", Read)
-        .gives(200, Body::Json(schema::<CollectionInfo>)),
+        .gives(200, Body::Json(schema::<CollectionInfo>))
+        .refuses(&[NO_COLLECTION]),
     route(Delete, "/v1/collections/{name}", "drop_collection", "Drop a collection and its records", Write)
-        .gives(200, Body::Json(schema::<Seq>)),
+        .gives(200, Body::Json(schema::<Seq>))
+        .refuses(&[NO_COLLECTION]),
     route(Post, "/v1/collections/{name}/records", "insert", "Insert a record", Write)
         .takes(Body::Json(schema::<NewRecord>))
-        .gives(200, Body::Json(schema::<Inserted>)),
+        .gives(200, Body::Json(schema::<Inserted>))
+        .refuses(INSERTS),
     route(Post, "/v1/collections/{name}/records/batch", "insert_batch", "Insert records atomically: all or none", Write)
         .takes(Body::Json(schema::<Batch>))
-        .gives(200, Body::Json(schema::<BatchInserted>)),
+        .gives(200, Body::Json(schema::<BatchInserted>))
+        .refuses(BATCHES),
     route(Get, "/v1/collections/{name}/records/{id}", "get_record", "Get a record", Read)
-        .gives(200, Body::Json(schema::<Record>)),
+        .gives(200, Body::Json(schema::<Record>))
+        .refuses(&[NO_COLLECTION, NO_RECORD]),
     route(Delete, "/v1/collections/{name}/records/{id}", "delete_record", "Delete a record", Write)
-        .gives(200, Body::Json(schema::<Seq>)),
+        .gives(200, Body::Json(schema::<Seq>))
+        .refuses(&[NO_COLLECTION, NO_RECORD]),
     route(Post, "/v1/collections/{name}/search", "search", "Search a collection: nearest first, ties by id", Read)
         .takes(Body::Json(schema::<SearchRequest>))
-        .gives(200, Body::Json(schema::<SearchResults>)),
+        .gives(200, Body::Json(schema::<SearchResults>))
+        .refuses(SEARCHES),
     route(Post, "/v1/records", "insert_default", "Insert a record into the default collection (created with the first vector's dimension)", Write)
         .takes(Body::Json(schema::<NewRecord>))
-        .gives(200, Body::Json(schema::<Inserted>)),
+        .gives(200, Body::Json(schema::<Inserted>))
+        .refuses(INSERTS_DEFAULT),
     route(Post, "/v1/records/batch", "insert_batch_default", "Insert records atomically into the default collection", Write)
         .takes(Body::Json(schema::<Batch>))
-        .gives(200, Body::Json(schema::<BatchInserted>)),
+        .gives(200, Body::Json(schema::<BatchInserted>))
+        .refuses(BATCHES_DEFAULT),
     route(Get, "/v1/records/{id}", "get_record_default", "Get a record of the default collection", Read)
-        .gives(200, Body::Json(schema::<Record>)),
+        .gives(200, Body::Json(schema::<Record>))
+        .refuses(&[NO_COLLECTION, NO_RECORD]),
     route(Delete, "/v1/records/{id}", "delete_record_default", "Delete a record of the default collection", Write)
-        .gives(200, Body::Json(schema::<Seq>)),
+        .gives(200, Body::Json(schema::<Seq>))
+        .refuses(&[NO_COLLECTION, NO_RECORD]),
     route(Post, "/v1/search", "search_default", "Search the default collection", Read)
         .takes(Body::Json(schema::<SearchRequest>))
-        .gives(200, Body::Json(schema::<SearchResults>)),
+        .gives(200, Body::Json(schema::<SearchResults>))
+        .refuses(SEARCHES),
     route(Post, "/v1/graph/nodes", "create_node", "Create a graph node", Write)
         .takes(Body::Json(schema::<CreateNode>))
-        .gives(201, Body::Json(schema::<Created>)),
+        .gives(201, Body::Json(schema::<Created>))
+        .refuses(&[KIND_BYTES, NO_COLLECTION, NO_RECORD]),
     route(Get, "/v1/graph/nodes/{id}", "get_node", "Get a graph node", Read)
-        .gives(200, Body::Json(schema::<GraphNode>)),
+        .gives(200, Body::Json(schema::<GraphNode>))
+        .refuses(&[NO_NODE]),
     route(Delete, "/v1/graph/nodes/{id}", "delete_node", "Delete a node and its edges", Write)
-        .gives(200, Body::Json(schema::<Seq>)),
+        .gives(200, Body::Json(schema::<Seq>))
+        .refuses(&[NO_NODE]),
     route(Get, "/v1/graph/nodes/{id}/neighbors", "neighbors", "A node's neighbours", Read)
         .query(schema::<NeighborsQuery>)
-        .gives(200, Body::Json(schema::<Neighbors>)),
+        .gives(200, Body::Json(schema::<Neighbors>))
+        .refuses(&[
+            NO_NODE,
+            refusal(400, "limit_exceeded", "the kind filter names more than 64 distinct kinds"),
+            RESPONSE_BYTES,
+        ]),
     route(Post, "/v1/graph/edges", "create_edge", "Create an edge", Write)
         .takes(Body::Json(schema::<CreateEdge>))
-        .gives(201, Body::Json(schema::<Created>)),
+        .gives(201, Body::Json(schema::<Created>))
+        .refuses(&[KIND_BYTES, NO_NODE]),
     route(Get, "/v1/graph/edges/{id}", "get_edge", "Get an edge", Read)
-        .gives(200, Body::Json(schema::<GraphEdge>)),
+        .gives(200, Body::Json(schema::<GraphEdge>))
+        .refuses(&[refusal(404, "edge_not_found", "the edge does not exist")]),
     route(Delete, "/v1/graph/edges/{id}", "delete_edge", "Delete an edge", Write)
-        .gives(200, Body::Json(schema::<Seq>)),
+        .gives(200, Body::Json(schema::<Seq>))
+        .refuses(&[refusal(404, "edge_not_found", "the edge does not exist")]),
     route(Post, "/v1/graph/traverse", "traverse", "Breadth-first traversal", Read)
         .takes(Body::Json(schema::<TraverseRequest>))
-        .gives(200, Body::Json(schema::<Traversal>)),
+        .gives(200, Body::Json(schema::<Traversal>))
+        .refuses(&[
+            NO_NODE,
+            refusal(400, "limit_exceeded", "the kind filter names more than 64 distinct kinds"),
+        ]),
     route(Get, "/v1/state", "get_state", "Sequence number, chain hash and state hash (with seq: the chain hash at a past sequence number)", Read)
         .query(schema::<StateQuery>)
-        .gives(200, Body::Json(schema::<State>)),
+        .gives(200, Body::Json(schema::<State>))
+        .refuses(&[refusal(404, "not_found", "seq is in the future, or no longer retained (neither in the log nor a snapshot)")]),
     route(Get, "/v1/replication", "replication_status", "On a leader: each follower's confirmed sequence number and lag", Read)
         .gives(200, Body::Json(schema::<ReplicationStatus>)),
     route(Get, "/v1/log", "read_log", "Retained log entries with their chain hashes, for replication, audits and replay", Read)
@@ -200,16 +301,22 @@ pub const ROUTES: &[Route] = &[
         .gives(200, Body::Json(schema::<RoleInfo>)),
     route(Put, "/v1/role", "set_role", "Give the node a role with a higher epoch (the same epoch repeats the current assignment; a lower one is refused with 409)", Write)
         .takes(Body::Json(schema::<SetRole>))
-        .gives(200, Body::Json(schema::<RoleInfo>)),
+        .gives(200, Body::Json(schema::<RoleInfo>))
+        .refuses(&[refusal(409, "stale_epoch", "the epoch is below the highest the node has seen, or equal to its assignment's with another role or leader")]),
     route(Post, "/v1/snapshots", "create_snapshot", "Take a snapshot now", Write)
         .gives(201, Body::Json(schema::<SnapshotInfo>)),
     route(Get, "/v1/snapshots", "list_snapshots", "List snapshots", Read)
         .gives(200, Body::Json(schema::<SnapshotList>)),
     route(Get, "/v1/snapshots/{id}", "download_snapshot", "Download a snapshot file (it holds what the log gives a read key)", Read)
-        .gives(200, Body::Bytes),
+        .gives(200, Body::Bytes)
+        .refuses(&[refusal(404, "not_found", "the node retains no snapshot at that sequence number")]),
     route(Post, "/v1/snapshots/restore", "restore_snapshot", "Replace the whole state with an uploaded snapshot file", Write)
         .takes(Body::Bytes)
-        .gives(200, Body::Json(schema::<Restored>)),
+        .gives(200, Body::Json(schema::<Restored>))
+        .refuses(&[
+            refusal(400, "invalid_snapshot", "the file is not a snapshot that verifies (magic, version, checksum, hashes)"),
+            refusal(413, "payload_too_large", "the file is larger than 8 GiB"),
+        ]),
     route(Get, "/healthz", "healthz", "Liveness: the process answers", Public)
         .gives(200, Body::Text),
     route(Get, "/readyz", "readyz", "Readiness: recovered and not failed (503 with the reason otherwise)", Public)

@@ -47,8 +47,9 @@ impl Metric {
     }
 }
 
-/// The index of a new collection. Absent HNSW parameters take their defaults.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+/// The index of a new collection. Absent HNSW parameters take their defaults. Decoded strictly
+/// (see its `Deserialize`): a property the variant does not have is refused.
+#[derive(Serialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum IndexConfig {
     /// Exact scan of every record.
@@ -68,6 +69,48 @@ pub enum IndexConfig {
         #[schemars(range(min = 1, max = MAX_EF))]
         ef_search: Option<u16>,
     },
+}
+
+impl<'de> Deserialize<'de> for IndexConfig {
+    /// Serde's derive does not refuse unknown properties inside an internally tagged enum, so
+    /// `{"type": "flat", "m": 16}` or a misspelt HNSW parameter would pass silently: this
+    /// refuses both, as the schema does.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Kind {
+            Flat,
+            Hnsw,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(rename = "type")]
+            kind: Kind,
+            #[serde(default)]
+            m: Option<u16>,
+            #[serde(default)]
+            ef_construction: Option<u16>,
+            #[serde(default)]
+            ef_search: Option<u16>,
+        }
+        let raw = Raw::deserialize(d)?;
+        match raw.kind {
+            Kind::Flat => {
+                if raw.m.is_some() || raw.ef_construction.is_some() || raw.ef_search.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "a flat index takes no HNSW parameters (m, ef_construction, ef_search)",
+                    ));
+                }
+                Ok(IndexConfig::Flat)
+            }
+            Kind::Hnsw => Ok(IndexConfig::Hnsw {
+                m: raw.m,
+                ef_construction: raw.ef_construction,
+                ef_search: raw.ef_search,
+            }),
+        }
+    }
 }
 
 /// A collection's index as it is.
@@ -145,15 +188,16 @@ pub struct Seq {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NewRecord {
-    /// Components, converted exactly to Q16.16: each must be finite and in [-32768, 32768).
-    #[schemars(length(min = 1, max = MAX_DIMENSION))]
+    /// Components, converted exactly to Q16.16: each must be finite and round (half to even)
+    /// into [-32768, 32767.9999847412109375].
+    #[schemars(length(min = 1, max = MAX_DIMENSION), transform = q16_components)]
     pub vector: Vec<f64>,
     /// Tag for filtered search (0 when absent).
     #[serde(default)]
     pub tag: u64,
-    /// Up to 64 KiB, base64.
+    /// Up to 64 KiB, base64 (padded, canonical).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("contentEncoding" = "base64"))]
+    #[schemars(transform = base64_of_64k)]
     pub metadata: Option<String>,
 }
 
@@ -209,7 +253,7 @@ fn default_k() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// The query, converted exactly as stored vectors are.
-    #[schemars(length(min = 1, max = MAX_DIMENSION))]
+    #[schemars(length(min = 1, max = MAX_DIMENSION), transform = q16_components)]
     pub vector: Vec<f64>,
     /// Results wanted (10 when absent).
     #[serde(default = "default_k")]
@@ -276,9 +320,9 @@ pub struct CreateNode {
     /// The record the node stands for, if any (the link is weak: the record may go).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<RecordRef>,
-    /// Up to 64 KiB, base64.
+    /// Up to 64 KiB, base64 (padded, canonical).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("contentEncoding" = "base64"))]
+    #[schemars(transform = base64_of_64k)]
     pub properties: Option<String>,
 }
 
@@ -653,9 +697,11 @@ pub struct RoleInfo {
 
 /// `PUT /v1/role`: give the node a role with an epoch. The epoch only grows: a lower one than
 /// the node has seen is refused (409), and the same one is accepted only as a retry of the
-/// node's current role and leader.
+/// node's current role and leader. A follower names its leader's http:// or https:// URL; a
+/// leader names none.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = a_follower_names_its_leader)]
 pub struct SetRole {
     /// The new role.
     pub role: Role,
@@ -665,4 +711,147 @@ pub struct SetRole {
     /// The leader to follow (required for a follower, refused for a leader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_url: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema rules that a field's type cannot state
+
+/// Above every component that converts: (2^31 - 1/2) / 2^16 = 32767.99999237060546875, the
+/// midpoint above the largest Q16.16 value, which rounds (half to even) up to 2^31 raw units,
+/// out of range; everything below it rounds into range. (Exact: a dyadic fraction.)
+const Q16_ABOVE: f64 = ((1u64 << 32) - 1) as f64 / (1u64 << 17) as f64;
+/// The smallest component that converts: -(2^31 + 1/2) / 2^16 = -32768.00000762939453125,
+/// the midpoint below -32768, which rounds to -2^31 raw units (even).
+const Q16_LOWEST: f64 = -(((1u64 << 32) + 1) as f64) / (1u64 << 17) as f64;
+
+/// Each component of a vector: a number that converts to Q16.16.
+fn q16_components(schema: &mut schemars::Schema) {
+    if let Some(items) = schema.get_mut("items").and_then(|i| i.as_object_mut()) {
+        items.insert("minimum".into(), Q16_LOWEST.into());
+        items.insert("exclusiveMaximum".into(), Q16_ABOVE.into());
+    }
+}
+
+/// Padded, canonical base64 (what the node decodes: the unused bits of a last group are 0) of
+/// at most 64 KiB.
+fn base64_of_64k(schema: &mut schemars::Schema) {
+    let max_chars = u64::from(valori_kernel::limits::MAX_METADATA_BYTES).div_ceil(3) * 4;
+    schema.insert("contentEncoding".into(), "base64".into());
+    schema.insert("maxLength".into(), max_chars.into());
+    schema.insert(
+        "pattern".into(),
+        r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+            .into(),
+    );
+}
+
+/// A follower names its leader's URL; a leader names none.
+fn a_follower_names_its_leader(schema: &mut schemars::Schema) {
+    schema.insert(
+        "if".into(),
+        serde_json::json!({"properties": {"role": {"const": "follower"}}}),
+    );
+    schema.insert(
+        "then".into(),
+        serde_json::json!({
+            "required": ["leader_url"],
+            // What the node takes: an http(s) URL with something after the scheme that is
+            // not a slash (it drops trailing slashes before it looks).
+            "properties": {"leader_url": {"type": "string", "pattern": r"^https?://[\s\S]*[^/]"}},
+        }),
+    );
+    schema.insert(
+        "else".into(),
+        serde_json::json!({"properties": {"leader_url": {"type": "null"}}}),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_bounds_of_a_component_are_the_conversion_s() {
+        use valori_kernel::Fixed;
+        assert!(Fixed::from_f64(Q16_LOWEST).is_ok());
+        assert!(Fixed::from_f64(f64::from_bits(Q16_LOWEST.to_bits() + 1)).is_err());
+        assert!(Fixed::from_f64(Q16_ABOVE).is_err());
+        assert!(Fixed::from_f64(f64::from_bits(Q16_ABOVE.to_bits() - 1)).is_ok());
+    }
+
+    #[test]
+    fn an_index_refuses_what_its_variant_does_not_have() {
+        let parse = |s: &str| serde_json::from_str::<IndexConfig>(s);
+        assert_eq!(parse(r#"{"type": "flat"}"#).unwrap(), IndexConfig::Flat);
+        assert_eq!(
+            parse(r#"{"type": "hnsw", "m": 8}"#).unwrap(),
+            IndexConfig::Hnsw {
+                m: Some(8),
+                ef_construction: None,
+                ef_search: None
+            }
+        );
+        for bad in [
+            r#"{"type": "flat", "x": 1}"#,
+            r#"{"type": "flat", "m": 8}"#,
+            r#"{"type": "hnsw", "m_": 8}"#,
+            r#"{"type": "ivf"}"#,
+            r#"{"m": 8}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        // What serializes parses back.
+        let h = IndexConfig::Hnsw {
+            m: Some(4),
+            ef_construction: Some(40),
+            ef_search: None,
+        };
+        assert_eq!(parse(&serde_json::to_string(&h).unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn base64_metadata_is_what_the_node_decodes() {
+        use base64::Engine as _;
+        let schema = {
+            let mut s = schemars::json_schema!({"type": "string"});
+            base64_of_64k(&mut s);
+            s
+        };
+        let pattern = schema.get("pattern").and_then(|p| p.as_str()).unwrap();
+        // Every length's canonical encoding, and a few that the decoder refuses.
+        for n in 0..8u8 {
+            let bytes: Vec<u8> = (0..n)
+                .map(|i| i.wrapping_mul(37).wrapping_add(200))
+                .collect();
+            let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            assert!(matches(pattern, &text), "{text}");
+        }
+        for text in ["***", "QQ", "QR==", "QUJ=", "QUJD=", "A", "QQ=="] {
+            let decodes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .is_ok();
+            assert_eq!(matches(pattern, text), decodes, "{text}");
+        }
+        // And many strings of characters that matter (a fixed LCG: the same strings each run).
+        let chars = b"AQgwBERSTz09+/=*";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let len = (state >> 59) as usize % 13;
+            let text: String = (0..len)
+                .map(|i| chars[((state >> (i * 4)) & 15) as usize] as char)
+                .collect();
+            let decodes = base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .is_ok();
+            assert_eq!(matches(pattern, &text), decodes, "{text}");
+        }
+    }
+
+    /// The pattern as a JSON Schema validator reads it (anchored, whole string).
+    fn matches(pattern: &str, s: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(s)
+    }
 }

@@ -163,6 +163,13 @@ impl Service {
         query: api::LogQuery,
     ) -> Result<LogPageOut, NodeError> {
         check_log_limit(query.limit)?;
+        if query.wait_ms > MAX_LOG_WAIT_MS {
+            return Err(NodeError::Limit {
+                what: "wait_ms, the long poll's wait in milliseconds",
+                value: query.wait_ms.into(),
+                max: MAX_LOG_WAIT_MS.into(),
+            });
+        }
         self.hello(access, heard, query.from).await?;
         self.wait_for_entries(query.from, query.wait_ms).await;
         self.off_thread(move |s| s.log_page_blocking(query.from, query.limit))
@@ -175,7 +182,8 @@ impl Service {
             return;
         }
         let mut seq = self.engine.seq_watch();
-        let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(MAX_LOG_WAIT_MS)));
+        debug_assert!(wait_ms <= MAX_LOG_WAIT_MS, "checked by read_log");
+        let wait = std::time::Duration::from_millis(u64::from(wait_ms));
         let _ = tokio::time::timeout(wait, seq.wait_for(|&s| s >= from)).await;
     }
 
