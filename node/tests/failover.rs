@@ -445,3 +445,65 @@ fn a_stale_leader_is_fenced_and_no_follower_accepts_its_stream() {
     let old = Node::start(&dir.path().join("a"), &[]);
     assert_eq!(role(&old.client())["writable"], false);
 }
+
+/// A fence orders with commits (a switchover reads the fenced leader's final sequence number
+/// and waits for the new leader to reach it): a write whose group passed its role check before
+/// the fence either commits before the fence is answered, so the answer counts it, or is
+/// refused. Before, the fence took effect beside the writer: the fenced leader answered with
+/// the old sequence number while the held group went on to commit and answer 200 after it.
+#[test]
+fn a_fence_is_answered_only_after_the_group_in_progress_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let waiting = dir.path().join("gate.waiting");
+    let node = Node::try_start_env(
+        &dir.path().join("data"),
+        &[],
+        &[("VALORI_TEST_COMMIT_GATE", gate.to_str().unwrap())],
+    )
+    .expect("node starts");
+    let c = node.client();
+    c.post("/v1/collections", json!({"name": "v", "dimension": 3}));
+    std::fs::write(&gate, b"").unwrap();
+    let writer = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            c.post("/v1/collections/v/records", json!({"vector": [1, 2, 3]}))
+        })
+    };
+    common::wait_until(60, "the commit to reach the gate", || waiting.exists());
+    // The switchover's fence: a write key naming a higher epoch.
+    let fence = {
+        let url = node.url.clone();
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            let r = http
+                .get(format!("{url}/v1/role"))
+                .header("x-valori-epoch", "2")
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().unwrap())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !fence.is_finished(),
+        "the fence was answered while a group that passed its role check was still to commit"
+    );
+    std::fs::remove_file(&gate).unwrap();
+    let (ws, w) = writer.join().unwrap();
+    let (fs, f) = fence.join().unwrap();
+    assert_eq!(fs, 200, "{f}");
+    assert_eq!(f["writable"], false, "{f}");
+    match ws {
+        200 => assert!(
+            f["seq"].as_u64() >= w["seq"].as_u64(),
+            "a write acknowledged after the fence's answer: fence {f}, write {w}"
+        ),
+        _ => assert_eq!(w["code"], "fenced", "{w}"),
+    }
+    // And nothing commits after it.
+    let (s, v) = c.post("/v1/collections/v/records", json!({"vector": [1, 2, 3]}));
+    assert_eq!((s, v["code"].as_str()), (503, Some("fenced")), "{v}");
+    assert_eq!(c.state().0, f["seq"].as_u64().unwrap());
+}

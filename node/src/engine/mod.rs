@@ -358,30 +358,19 @@ impl Engine {
         answer(self.ask(|reply| Job::SetRole(want, reply))?).await
     }
 
-    /// Records an epoch heard of (from a follower's request or a leader's log page). When it
-    /// is higher than any seen, it is persisted and, on a leader, fences it at once: writes
-    /// are refused from here on. Returns whether it was new.
-    pub fn observe_epoch(&self, epoch: u64) -> Result<bool, NodeError> {
-        let role = self.shared.roles.lock();
-        if epoch <= role.seen_epoch {
+    /// Records an epoch heard of (from a follower's request, a node checking this one, or a
+    /// leader's log page). When it is higher than any seen, it is persisted and, on a leader,
+    /// fences it: writes are refused from here on. Returns whether it was new.
+    ///
+    /// A new epoch takes effect as a job of the writer thread, ordered with commits: a group
+    /// that passed its role check before commits whole first, and the answer comes after it,
+    /// so the sequence number read after this returns is the fenced leader's last. None commits
+    /// after it. (An epoch already seen costs no job: a follower names one with every poll.)
+    pub async fn observe_epoch(&self, epoch: u64) -> Result<bool, NodeError> {
+        if epoch <= self.shared.roles.lock().seen_epoch {
             return Ok(false);
         }
-        let mut next = role.clone();
-        next.seen_epoch = epoch;
-        if next.fenced() {
-            tracing::warn!(
-                epoch = next.assignment.epoch,
-                seen = epoch,
-                "a newer leader exists: this leader is fenced and refuses writes"
-            );
-        }
-        self.shared.roles.persist_and_publish(
-            &self.shared.store,
-            &self.shared.metrics,
-            role,
-            next,
-        )?;
-        Ok(true)
+        answer(self.ask(|reply| Job::ObserveEpoch(epoch, reply))?).await
     }
 
     /// Refuses writes unless this node is a leader no newer epoch has fenced.

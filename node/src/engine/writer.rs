@@ -37,6 +37,9 @@ pub(super) enum Job {
     Restore(Box<Kernel>, PathBuf, InstallMode, Reply<SnapshotFile>),
     /// A new role: ordered with writes, so a write either commits before it or is refused.
     SetRole(Assignment, Reply<RoleState>),
+    /// An epoch heard of: ordered with writes as a role is (a fence takes effect between
+    /// groups, never inside one).
+    ObserveEpoch(u64, Reply<bool>),
     /// Makes the writer panic (tests of what the node does when its writer dies).
     #[cfg(test)]
     Panic,
@@ -132,6 +135,9 @@ fn between_groups(shared: &Shared, copies: &mut Copies, job: Job) {
         }
         Job::SetRole(want, reply) => {
             let _ = reply.send(set_role(shared, want));
+        }
+        Job::ObserveEpoch(epoch, reply) => {
+            let _ = reply.send(observe_epoch(shared, epoch));
         }
     }
 }
@@ -329,4 +335,26 @@ fn set_role(shared: &Shared, want: Assignment) -> Result<RoleState, NodeError> {
         .roles
         .persist_and_publish(&shared.store, &shared.metrics, role, next.clone())?;
     Ok(next)
+}
+
+/// Records a higher epoch in the writer: persisted, then in effect (see
+/// [`super::Engine::observe_epoch`]).
+fn observe_epoch(shared: &Shared, epoch: u64) -> Result<bool, NodeError> {
+    let role = shared.roles.lock();
+    if epoch <= role.seen_epoch {
+        return Ok(false);
+    }
+    let mut next = role.clone();
+    next.seen_epoch = epoch;
+    if next.fenced() {
+        tracing::warn!(
+            epoch = next.assignment.epoch,
+            seen = epoch,
+            "a newer leader exists: this leader is fenced and refuses writes"
+        );
+    }
+    shared
+        .roles
+        .persist_and_publish(&shared.store, &shared.metrics, role, next)?;
+    Ok(true)
 }

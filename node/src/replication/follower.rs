@@ -199,7 +199,7 @@ impl Follower {
             .log(&query, &hello)
             .await
             .map_err(leader_error("reading the leader's log"))?;
-        self.check_epoch(page.epoch)?;
+        self.check_epoch(page.epoch).await?;
         if self.history.is_some_and(|h| h != page.history) || page.head < local {
             // The leader's history was rewritten or begins anew (a restore, a promotion), or
             // it is behind us: that is divergence to find, never lag.
@@ -289,7 +289,7 @@ impl Follower {
 
     /// Refuses a leader whose epoch is below one this node has seen (a stale leader that a
     /// newer one replaced); learns a higher one.
-    fn check_epoch(&self, epoch: u64) -> Result<(), NodeError> {
+    async fn check_epoch(&self, epoch: u64) -> Result<(), NodeError> {
         let seen = self.engine.role().seen_epoch;
         if epoch < seen {
             return Err(NodeError::LeaderUnreachable(format!(
@@ -297,7 +297,7 @@ impl Follower {
                 self.leader.url()
             )));
         }
-        self.engine.observe_epoch(epoch)?;
+        self.engine.observe_epoch(epoch).await?;
         Ok(())
     }
 
@@ -311,7 +311,7 @@ impl Follower {
             .role(Some(seen))
             .await
             .map_err(leader_error("reading the leader's role"))?;
-        self.check_epoch(leader.epoch)
+        self.check_epoch(leader.epoch).await
     }
 
     /// Reports a divergence found by comparing with the leader: counted, logged, and latched

@@ -90,13 +90,11 @@ impl Service {
     /// The node's role. A request that may write and names a higher epoch than this node has
     /// seen ([`Heard::epoch`]) is heard first: a leader below it is fenced.
     pub async fn role(&self, access: Access, heard: Heard) -> Result<api::RoleInfo, NodeError> {
-        self.off_thread(move |s| {
-            if let Some(epoch) = heard.epoch_heeded(access) {
-                s.engine.observe_epoch(epoch)?;
-            }
-            s.role_info()
-        })
-        .await
+        if let Some(epoch) = heard.epoch_heeded(access) {
+            // Ordered with commits: the sequence number below is a fenced leader's last.
+            self.engine.observe_epoch(epoch).await?;
+        }
+        self.role_info()
     }
 
     fn role_info(&self) -> Result<api::RoleInfo, NodeError> {
@@ -137,13 +135,12 @@ impl Service {
                 crate::limits::MAX_FOLLOWER_NAME_BYTES
             )));
         }
-        let epoch = heard.epoch_heeded(access);
+        if let Some(epoch) = heard.epoch_heeded(access) {
+            self.engine.observe_epoch(epoch).await?;
+        }
         let chain = heard.chain;
         let proven = self
             .off_thread(move |s| {
-                if let Some(epoch) = epoch {
-                    s.engine.observe_epoch(epoch)?;
-                }
                 let before = from.saturating_sub(1);
                 Ok(chain
                     .map(|theirs| s.engine.chain_at(before).ok().map(hex::encode) == Some(theirs)))
