@@ -132,6 +132,14 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `valori_node=debug`.
     #[arg(long, env = "VALORI_LOG", default_value = "info")]
     pub log: String,
+    /// Refuse writes (503 `not_enough_replicas`) unless at least this many followers
+    /// confirmed within `--min-replicas-max-lag-ms` (0: never). Bounds what an isolated leader
+    /// can acknowledge, and so what asynchronous replication can lose at a failover.
+    #[arg(long, env = "VALORI_MIN_REPLICAS_TO_WRITE", default_value_t = 0)]
+    pub min_replicas_to_write: u32,
+    /// How recently a follower must have confirmed to count for `--min-replicas-to-write`.
+    #[arg(long, env = "VALORI_MIN_REPLICAS_MAX_LAG_MS", default_value_t = limits::DEFAULT_MIN_REPLICAS_MAX_LAG_MS)]
+    pub min_replicas_max_lag_ms: u64,
     /// Test hook (never set in production): while this file exists, each commit waits after
     /// applying its events and before making them durable.
     #[arg(long, env = "VALORI_TEST_COMMIT_GATE", hide = true)]

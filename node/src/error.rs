@@ -99,6 +99,17 @@ pub enum NodeError {
         /// How long the leader waited.
         timeout_ms: u64,
     },
+    /// A write refused because fewer followers than `--min-replicas-to-write` confirmed within
+    /// `--min-replicas-max-lag-ms`: retry, or send it to the leader that replaced this one.
+    #[error("not enough replicas: {confirmed} of the {needed} followers required confirmed within {max_lag_ms} ms; the write is refused (nothing changed) so that an isolated leader cannot acknowledge what a failover would lose")]
+    NotEnoughReplicas {
+        /// Followers in touch.
+        confirmed: u32,
+        /// Followers required.
+        needed: u32,
+        /// How recently each must have confirmed.
+        max_lag_ms: u64,
+    },
     /// A write sent to a follower.
     #[error("this node is a read-only follower; send writes to the leader at {leader}")]
     ReadOnlyFollower {
@@ -125,7 +136,9 @@ impl NodeError {
             NodeError::Failed(_) | NodeError::ShuttingDown | NodeError::Busy(_) => 503,
             NodeError::ReadOnlyFollower { .. } => 403,
             NodeError::StaleEpoch { .. } => 409,
-            NodeError::Fenced { .. } | NodeError::ReplicationTimeout { .. } => 503,
+            NodeError::Fenced { .. }
+            | NodeError::ReplicationTimeout { .. }
+            | NodeError::NotEnoughReplicas { .. } => 503,
             NodeError::LeaderUnreachable(_) => 502,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
         }
@@ -157,6 +170,7 @@ impl NodeError {
             NodeError::StaleEpoch { .. } => "stale_epoch",
             NodeError::Fenced { .. } => "fenced",
             NodeError::ReplicationTimeout { .. } => "replication_timeout",
+            NodeError::NotEnoughReplicas { .. } => "not_enough_replicas",
         }
     }
 }

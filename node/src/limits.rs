@@ -76,6 +76,13 @@ pub const LEADER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// transfer: a snapshot download takes as long as it takes while bytes keep coming). Longer
 /// than the long poll.
 pub const LEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// A follower a leader has not heard from for this long is dropped from its table: its
+/// confirmations no longer count for synchronous writes (a follower that replicates asks at
+/// least every long poll).
+pub const CONFIRMATION_TTL: Duration = Duration::from_secs(30);
+/// Default of `--min-replicas-max-lag-ms`: a follower that confirmed within this long counts
+/// as in touch (it asks at least once a long poll when it is caught up).
+pub const DEFAULT_MIN_REPLICAS_MAX_LAG_MS: u64 = 10_000;
 /// Most followers a leader keeps track of (and exports a metric series for).
 pub const MAX_FOLLOWERS: usize = 64;
 /// Longest follower name, in bytes.

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub sync_timeouts: IntCounter,
     /// `valori_writes_refused_busy_total`: writes refused because the write queue was full.
     pub writes_refused_busy: IntCounter,
+    /// `valori_writes_refused_replicas_total`: writes refused because too few followers were
+    /// in touch (`--min-replicas-to-write`).
+    pub writes_refused_replicas: IntCounter,
     /// `valori_connections_refused_total`: connections closed at once because
     /// `--max-connections` were open.
     pub connections_refused: IntCounter,
@@ -180,6 +183,11 @@ impl Metrics {
             "Writes refused with 503 busy because the write queue was full",
         )
         .unwrap();
+        let writes_refused_replicas = IntCounter::new(
+            "valori_writes_refused_replicas_total",
+            "Writes refused with 503 not_enough_replicas because too few followers were in touch",
+        )
+        .unwrap();
         let discarded_events = IntCounter::new(
             "valori_replication_discarded_events_total",
             "Events dropped by a re-bootstrap because this node's history went past its leader's",
@@ -222,6 +230,7 @@ impl Metrics {
             Box::new(sync_wait_seconds.clone()),
             Box::new(sync_timeouts.clone()),
             Box::new(writes_refused_busy.clone()),
+            Box::new(writes_refused_replicas.clone()),
             Box::new(connections_refused.clone()),
             Box::new(requests_refused_busy.clone()),
             Box::new(requests_in_progress.clone()),
@@ -252,6 +261,7 @@ impl Metrics {
             sync_wait_seconds,
             sync_timeouts,
             writes_refused_busy,
+            writes_refused_replicas,
             connections_refused,
             requests_refused_busy,
             requests_in_progress,

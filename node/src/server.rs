@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::limits::{GRPC_ACCEPT_RETRY, GRPC_KEEPALIVE, GRPC_PENDING_CONNECTIONS, HTTP_DRAIN};
-use crate::service::{Keys, Service, Settings, SyncPolicy};
+use crate::service::{Keys, MinReplicas, Service, Settings, SyncPolicy};
 use crate::{conn, grpc, http, limits, replication};
 
 /// Serves the HTTP API on `http` and, when given, the gRPC API on `grpc`, until `shutdown`
@@ -34,6 +34,10 @@ pub async fn serve(
             sync: SyncPolicy {
                 replicas: config.sync_replicas,
                 timeout: Duration::from_millis(config.sync_timeout_ms),
+            },
+            min_replicas: MinReplicas {
+                count: config.min_replicas_to_write,
+                max_lag: Duration::from_millis(config.min_replicas_max_lag_ms),
             },
         },
     );

@@ -507,3 +507,106 @@ fn a_fence_is_answered_only_after_the_group_in_progress_commits() {
     assert_eq!((s, v["code"].as_str()), (503, Some("fenced")), "{v}");
     assert_eq!(c.state().0, f["seq"].as_u64().unwrap());
 }
+
+/// Only a follower presenting the replication credential (the read-write key) confirms a
+/// synchronous write: a read-only key can read the leader's chain hashes too, so its claim to
+/// hold them proves nothing. Before, a read-only follower's confirmation was counted.
+#[test]
+fn only_a_follower_with_the_write_key_confirms_a_synchronous_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Node::start(
+        &dir.path().join("leader"),
+        &[
+            "--api-key",
+            "w",
+            "--read-api-key",
+            "r",
+            "--sync-replicas",
+            "1",
+            "--sync-timeout-ms",
+            "1000",
+        ],
+    );
+    let lc = leader.client().with_key("w");
+    let reader = follower(
+        &dir.path().join("r"),
+        &leader.url,
+        &["--leader-api-key", "r"],
+    );
+    wait_until(30, "the read-only follower to read the log", || {
+        lc.get("/v1/replication").1["followers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    });
+    let (s, v) = lc.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("replication_timeout")),
+        "a read-only follower confirmed a write: {v}"
+    );
+    drop(reader);
+    let _writer = follower(
+        &dir.path().join("w"),
+        &leader.url,
+        &["--leader-api-key", "w"],
+    );
+    wait_until(30, "the credentialed follower to confirm", || {
+        let (s, _) = lc.post("/v1/collections/v/records", json!({"vector": vector(1, 4)}));
+        s == 200
+    });
+}
+
+/// `--min-replicas-to-write`: a leader refuses writes (503 `not_enough_replicas`, nothing
+/// changed) while fewer followers than required have confirmed within the lag, so that an
+/// isolated leader stops acknowledging what a failover would lose.
+#[test]
+fn a_leader_without_enough_followers_in_touch_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Node::start(
+        &dir.path().join("leader"),
+        &[
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag-ms",
+            "1500",
+        ],
+    );
+    let lc = leader.client();
+    let (s, v) = lc.post("/v1/collections", json!({"name": "v", "dimension": 4}));
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("not_enough_replicas")),
+        "{v}"
+    );
+    assert_eq!(lc.state().0, 0, "nothing was written");
+    let mut f = follower(&dir.path().join("f"), &leader.url, &[]);
+    wait_until(30, "a follower to be in touch", || {
+        lc.post("/v1/collections", json!({"name": "v", "dimension": 4}))
+            .0
+            == 201
+    });
+    assert_eq!(
+        lc.post("/v1/collections/v/records", json!({"vector": vector(1, 4)}))
+            .0,
+        200
+    );
+    // Its follower gone, the leader stops taking writes within the lag.
+    f.kill();
+    let cut = Instant::now();
+    wait_until(30, "writes to be refused", || {
+        let (s, v) = lc.post("/v1/collections/v/records", json!({"vector": vector(2, 4)}));
+        s == 503 && v["code"] == "not_enough_replicas"
+    });
+    assert!(
+        cut.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        cut.elapsed()
+    );
+    let (_, m) = lc.get("/metrics");
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("valori_writes_refused_replicas_total"),
+        "{m}"
+    );
+}

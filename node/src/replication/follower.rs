@@ -66,6 +66,10 @@ pub struct Follower {
     last_full_check: Option<Instant>,
     /// The leader's history generation our history was last checked against.
     history: Option<u64>,
+    /// The leader's epoch as last heard. A leader below the epoch this node has seen since
+    /// (an arbiter raised it to fail over) is not asked for its log again: asking would
+    /// confirm its writes, which the new leader may never get.
+    leader_epoch: Option<u64>,
 }
 
 /// A failed call to the leader, saying what it was for.
@@ -97,6 +101,7 @@ impl Follower {
             verified: false,
             last_full_check: None,
             history: None,
+            leader_epoch: None,
         })
     }
 
@@ -175,6 +180,15 @@ impl Follower {
     /// One poll: applies what the leader has after our sequence number; returns how many
     /// entries were applied.
     async fn step(&mut self) -> Result<usize, NodeError> {
+        let seen = self.engine.role().seen_epoch;
+        if let Some(epoch) = self.leader_epoch.filter(|&e| e < seen) {
+            // Checked again (and followed again, if it was promoted anew) on the next step.
+            self.leader_epoch = None;
+            return Err(NodeError::LeaderUnreachable(format!(
+                "{} leads at epoch {epoch}, below epoch {seen}, which this node has seen since; not asking it for more",
+                self.leader.url()
+            )));
+        }
         let local = self.engine.seq()?;
         if !self.verified {
             self.check_history(local).await?;
@@ -289,7 +303,7 @@ impl Follower {
 
     /// Refuses a leader whose epoch is below one this node has seen (a stale leader that a
     /// newer one replaced); learns a higher one.
-    async fn check_epoch(&self, epoch: u64) -> Result<(), NodeError> {
+    async fn check_epoch(&mut self, epoch: u64) -> Result<(), NodeError> {
         let seen = self.engine.role().seen_epoch;
         if epoch < seen {
             return Err(NodeError::LeaderUnreachable(format!(
@@ -298,13 +312,14 @@ impl Follower {
             )));
         }
         self.engine.observe_epoch(epoch).await?;
+        self.leader_epoch = Some(epoch);
         Ok(())
     }
 
     /// Asks the leader for its role before this node compares histories with it or takes its
     /// snapshot, and refuses a stale one (see [`Follower::check_epoch`]). The request carries
     /// this node's epoch, so a stale leader is fenced by it.
-    async fn check_leader(&self) -> Result<(), NodeError> {
+    async fn check_leader(&mut self) -> Result<(), NodeError> {
         let seen = self.engine.role().seen_epoch;
         let leader = self
             .leader
@@ -342,7 +357,7 @@ impl Follower {
     /// with the leader's. A leader behind us, or a different chain hash where both have
     /// entries, is divergence: the first differing sequence number is found by bisection over
     /// what both retain, reported, and latched into the engine.
-    async fn check_history(&self, local: u64) -> Result<(), NodeError> {
+    async fn check_history(&mut self, local: u64) -> Result<(), NodeError> {
         self.check_leader().await?;
         if local == 0 {
             return Ok(());
@@ -433,7 +448,7 @@ impl Follower {
 
     /// Downloads the leader's newest snapshot and restores it (verified by its hashes);
     /// healing, also over a failed (diverged) state.
-    async fn bootstrap(&self, mode: InstallMode) -> Result<(), NodeError> {
+    async fn bootstrap(&mut self, mode: InstallMode) -> Result<(), NodeError> {
         self.check_leader().await?;
         let list = self
             .leader

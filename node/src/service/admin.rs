@@ -146,8 +146,12 @@ impl Service {
                     .map(|theirs| s.engine.chain_at(before).ok().map(hex::encode) == Some(theirs)))
             })
             .await?;
+        let proof = crate::replication::leader::Proof {
+            chain: proven,
+            credentialed: access == Access::Write,
+        };
         self.followers
-            .asked(&name, from, proven, self.engine.metrics());
+            .asked(&name, from, proof, self.generation(), self.engine.metrics());
         Ok(())
     }
 
@@ -207,7 +211,9 @@ impl Service {
 
     /// Each follower's confirmed sequence number and lag (on a leader).
     pub fn replication_status(&self) -> Result<api::ReplicationStatus, NodeError> {
-        Ok(self.followers.status(self.engine.seq()?))
+        Ok(self
+            .followers
+            .status(self.engine.seq()?, self.engine.metrics()))
     }
 
     /// Takes a snapshot now (ordered with writes).
@@ -250,7 +256,7 @@ impl Service {
         &self,
         chunks: impl futures_util::Stream<Item = Result<B, NodeError>>,
     ) -> Result<Restored, NodeError> {
-        self.engine.check_writable()?;
+        self.writable()?;
         // One upload at a time: each may be 8 GiB on the disk before it is verified.
         let _one = UPLOADS.try_acquire().map_err(|_| {
             NodeError::Busy("another snapshot upload is in progress; retry when it is done".into())

@@ -27,7 +27,7 @@ pub use records::{HitOut, Hits, RecordIn, RecordOut};
 use crate::engine::{Committed, Engine};
 use crate::error::NodeError;
 use crate::metrics::Metrics;
-use crate::replication::leader::Followers;
+use crate::replication::leader::{Followers, Generation};
 
 /// What a request's API key allows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -85,6 +85,19 @@ pub struct SyncPolicy {
     pub timeout: std::time::Duration,
 }
 
+/// When a leader refuses writes for want of followers (Redis's `min-replicas-to-write` and
+/// `min-replicas-max-lag`): with `count` above 0, a write is refused (503
+/// `not_enough_replicas`, retryable) unless at least `count` followers confirmed within
+/// `max_lag`. An isolated leader then acknowledges writes for at most `max_lag` after it lost
+/// its followers, which bounds what asynchronous replication can lose at a failover.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MinReplicas {
+    /// Followers required (0: never refuse).
+    pub count: u32,
+    /// How recently each must have confirmed.
+    pub max_lag: std::time::Duration,
+}
+
 /// The request limits and replication policy of a service.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -96,6 +109,8 @@ pub struct Settings {
     pub max_log_page_bytes: usize,
     /// Synchronous replication.
     pub sync: SyncPolicy,
+    /// Writes refused while too few followers are in touch.
+    pub min_replicas: MinReplicas,
 }
 
 impl Settings {
@@ -107,6 +122,7 @@ impl Settings {
             max_response_bytes: usize::MAX,
             max_log_page_bytes: crate::limits::DEFAULT_MAX_LOG_PAGE_BYTES,
             sync: SyncPolicy::default(),
+            min_replicas: MinReplicas::default(),
         }
     }
 }
@@ -194,8 +210,19 @@ impl Service {
         blocking(move || f(&service)).await
     }
 
+    /// The node's role and history now: the generation the followers' confirmations belong
+    /// to.
+    fn generation(&self) -> Generation {
+        let role = self.engine.role();
+        Generation {
+            epoch: role.assignment.epoch,
+            history: role.history,
+        }
+    }
+
     /// With synchronous replication, waits until enough followers hold the write at `seq`;
     /// answers `replication_timeout` (outcome unknown: the write is durable here) otherwise.
+    /// Only confirmations of the generation the write committed in count.
     async fn confirmed(&self, seq: u64) -> Result<(), NodeError> {
         let sync = self.settings.sync;
         if sync.replicas == 0 {
@@ -204,7 +231,13 @@ impl Service {
         let started = std::time::Instant::now();
         let waited = self
             .followers
-            .wait_for(seq, sync.replicas, sync.timeout)
+            .wait_for(
+                seq,
+                sync.replicas,
+                sync.timeout,
+                self.generation(),
+                self.engine.metrics(),
+            )
             .await;
         let metrics = self.engine.metrics();
         metrics
@@ -221,11 +254,33 @@ impl Service {
         })
     }
 
+    /// Refuses a client write on a follower (naming its leader), on a fenced leader, and on a
+    /// leader too few of whose followers are in touch ([`MinReplicas`]).
+    fn writable(&self) -> Result<(), NodeError> {
+        self.engine.check_writable()?;
+        let min = self.settings.min_replicas;
+        if min.count == 0 {
+            return Ok(());
+        }
+        let recent = self
+            .followers
+            .recent(min.max_lag, self.generation(), self.engine.metrics());
+        if recent < min.count {
+            self.engine.metrics().writes_refused_replicas.inc();
+            return Err(NodeError::NotEnoughReplicas {
+                confirmed: recent,
+                needed: min.count,
+                max_lag_ms: min.max_lag.as_millis() as u64,
+            });
+        }
+        Ok(())
+    }
+
     /// Submits a client write: refused unless writable (a follower names its leader, a fenced
     /// leader says so), answered once durable (and, with synchronous replication, held by
     /// enough followers).
     async fn write(&self, event: Event) -> Result<Committed, NodeError> {
-        self.engine.check_writable()?;
+        self.writable()?;
         let committed = self.engine.submit(event).await?;
         self.confirmed(committed.seq).await?;
         Ok(committed)

@@ -133,7 +133,7 @@ impl Service {
         batch: bool,
     ) -> Result<api::BatchInserted, NodeError> {
         // A follower names its leader before it looks at the records.
-        self.engine.check_writable()?;
+        self.writable()?;
         let max = self.settings.max_batch;
         if records.len() > max {
             return Err(NodeError::Limit {
