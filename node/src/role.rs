@@ -22,6 +22,15 @@ pub struct Assignment {
     pub epoch: u64,
     /// The leader a follower follows.
     pub leader_url: Option<String>,
+    /// Whether a follower told to follow by the arbiter re-bootstraps by itself when its
+    /// history went past its leader's (discarding what its leader lacks). `false` keeps a
+    /// diverged follower's data for inspection: it stays latched, read-only, until healed.
+    #[serde(default = "heal_by_default")]
+    pub heal: bool,
+}
+
+fn heal_by_default() -> bool {
+    true
 }
 
 /// A node's role state, as persisted.
@@ -61,6 +70,7 @@ impl RoleState {
                 },
                 epoch: 1,
                 leader_url,
+                heal: true,
             },
             seen_epoch: 1,
             by_api: false,
@@ -154,6 +164,7 @@ mod tests {
             role: Role::Leader,
             epoch,
             leader_url: None,
+            heal: true,
         }
     }
 
@@ -162,6 +173,7 @@ mod tests {
             role: Role::Follower,
             epoch,
             leader_url: Some(url.into()),
+            heal: true,
         }
     }
 
@@ -209,6 +221,7 @@ mod tests {
                 role: Role::Follower,
                 epoch: 2,
                 leader_url: None,
+                heal: true,
             },
             Err("bad_request"),
         );
@@ -219,6 +232,7 @@ mod tests {
                 role: Role::Leader,
                 epoch: 2,
                 leader_url: Some("http://x".into()),
+                heal: true,
             },
             Err("bad_request"),
         );

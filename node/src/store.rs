@@ -197,6 +197,29 @@ impl Store {
         Ok(())
     }
 
+    /// The epoch of the leader that wrote the entry at `seq` (0: unknown, written before epochs
+    /// were recorded or installed with a snapshot from elsewhere).
+    pub fn epoch_of(&self, seq: u64) -> u64 {
+        epoch_at(&self.epochs.lock().expect("epochs lock"), seq)
+    }
+
+    /// Records that the history up to `seq` (a snapshot installed there) was written by a
+    /// leader at `epoch`, when nothing recorded says otherwise: the entries that follow start
+    /// ranges of their own.
+    pub fn note_epoch(&self, seq: u64, epoch: u64) -> Result<(), rocksdb::Error> {
+        let mut epochs = self.epochs.lock().expect("epochs lock");
+        if epoch_at(&epochs, seq) == epoch {
+            return Ok(());
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(META), epoch_key(seq), epoch.to_le_bytes());
+        self.db.write_opt(batch, &opts)?;
+        epochs.insert(seq, epoch);
+        Ok(())
+    }
+
     /// Entries with sequence numbers from `from` on, in order. A value shorter than a hash is
     /// reported as an entry with an empty event, which then fails to decode (never skipped).
     pub fn entries_from(

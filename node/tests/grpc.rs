@@ -566,6 +566,7 @@ async fn grpc_streams_the_log_and_snapshots_as_http_serves_them() {
         role: "follower".into(),
         epoch,
         leader_url: Some(other.url.clone()),
+        heal: None,
     };
     let r = gc.set_role(demote(2)).await.unwrap().into_inner();
     assert_eq!(

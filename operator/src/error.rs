@@ -15,6 +15,10 @@ pub enum Error {
     /// The resource cannot be reconciled as it is (reported, not retried quickly).
     #[error("invalid cluster: {0}")]
     Invalid(String),
+    /// The cluster changed since this pass read it, and a step that needed it unchanged (an
+    /// epoch recorded before use) gave up: the next pass reads it again.
+    #[error("superseded: {0}")]
+    Superseded(String),
 }
 
 impl Error {
@@ -24,6 +28,7 @@ impl Error {
             Error::Kube(_) => "kubernetes",
             Error::Node(_) => "node",
             Error::Invalid(_) => "invalid",
+            Error::Superseded(_) => "superseded",
         }
     }
 

@@ -110,7 +110,19 @@ async fn failover_once(cmd: Cmd) -> anyhow::Result<i32> {
         .map(|f| node_ref(f))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let nodes = Nodes::new(api_key, Duration::from_secs(timeout_seconds));
-    let out = fail_over(&nodes, old.as_ref(), &followers, sync_replicas, epoch).await?;
+    // The command records its epoch nowhere: it is for clusters without the operator, whose
+    // status and Lease keep two arbiters from acting at once. Run one at a time.
+    let configured = followers.len() as u32;
+    let out = fail_over(
+        &nodes,
+        old.as_ref(),
+        &followers,
+        configured,
+        sync_replicas,
+        epoch,
+        |_| async { Ok::<_, valori_operator::failover::CallError>(()) },
+    )
+    .await?;
     let (decision, code) = match &out.decision {
         Decision::Promote { name, epoch } => (
             serde_json::json!({"promote": {"name": name, "epoch": epoch}}),

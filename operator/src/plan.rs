@@ -347,6 +347,9 @@ mod tests {
             seq,
             seen_epoch: seen,
             writable: role == api::Role::Leader && epoch >= seen,
+            last_epoch: 0,
+            diverged: false,
+            heal: true,
         }
     }
 

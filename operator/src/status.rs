@@ -193,6 +193,9 @@ mod tests {
                 seq,
                 seen_epoch: 1,
                 writable: role == api::Role::Leader,
+                last_epoch: 0,
+                diverged: false,
+                heal: true,
             }),
         }
     }

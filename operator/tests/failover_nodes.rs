@@ -14,6 +14,36 @@ use valori_operator::failover::{fail_over, Decision, NodeRef, Nodes};
 mod common;
 use common::node::{get, http, vector, wait_until, Proc};
 
+/// The one-shot arbiter's record: nowhere (the reconcile scenarios test the status record).
+async fn no_record(_: u64) -> Result<(), valori_operator::failover::CallError> {
+    Ok(())
+}
+
+/// A TCP proxy to `target` that holds each new connection `delay` before passing it on: the
+/// arbiter's slow path to one follower, while replication goes direct.
+fn slow_proxy(target: &str, delay: Duration) -> String {
+    let target = target.trim_start_matches("http://").to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    return;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c1, mut s1) = (client, server);
+                let up = std::thread::spawn(move || std::io::copy(&mut c1, &mut s1));
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = up.join();
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
 #[test]
 fn the_operator_fails_over_without_losing_an_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +114,7 @@ fn the_operator_fails_over_without_losing_an_acknowledged_write() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let outcome = rt
-        .block_on(fail_over(&nodes, Some(&old), &refs, 1, 1))
+        .block_on(fail_over(&nodes, Some(&old), &refs, 2, 1, 1, no_record))
         .expect("failover");
     let Decision::Promote { name, epoch } = &outcome.decision else {
         panic!("expected a promotion: {outcome:?}");
@@ -154,10 +184,10 @@ fn the_operator_waits_when_it_cannot_reach_enough_followers() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let outcome = rt
-        .block_on(fail_over(&nodes, Some(&old), &refs, 1, 1))
+        .block_on(fail_over(&nodes, Some(&old), &refs, 2, 1, 1, no_record))
         .unwrap();
     match &outcome.decision {
-        Decision::Wait { reason } => assert!(reason.contains("reached 1 of 2"), "{reason}"),
+        Decision::Wait { reason } => assert!(reason.contains("1 of 2"), "{reason}"),
         other => panic!("expected to wait: {other:?}"),
     }
     // Nothing changed: the leader still leads, the follower still follows.
@@ -192,4 +222,108 @@ fn nodes_serving_tls_with_a_private_ca_are_reached_with_that_ca() {
     let role = rt.block_on(trusting.role(&r)).unwrap();
     assert_eq!(role.role, valori_api::Role::Leader);
     assert!(Nodes::with_ca(None, Duration::from_secs(5), Some(b"not a certificate")).is_err());
+}
+
+/// Fence, then decide: a leader the arbiter cannot reach, while its followers and clients
+/// still do, acknowledges nothing the new leader lacks. The arbiter raises every follower it
+/// reaches to the new epoch before the observation that chooses, so from then on no follower
+/// confirms the old leader's synchronous writes. Before, it observed, promoted, then repointed
+/// the followers one by one: a follower not yet repointed (here: the arbiter's path to it is
+/// slow) went on confirming the old leader's writes, which the new leader never got and the
+/// repointed follower then discarded.
+#[test]
+fn a_leader_the_arbiter_cannot_reach_acknowledges_nothing_the_new_leader_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = ["--sync-replicas", "1", "--sync-timeout-ms", "1000"];
+    let leader = Proc::start(&dir.path().join("a"), &sync);
+    let follow = |d: &str| {
+        let mut args = vec![
+            "--replication-mode",
+            "follower",
+            "--leader-url",
+            &leader.url,
+        ];
+        args.extend_from_slice(&sync);
+        Proc::start(&dir.path().join(d), &args)
+    };
+    let (b, c) = (follow("b"), follow("c"));
+    let client = http();
+    wait_until("both followers to follow", || {
+        get(&format!("{}/v1/replication", leader.url))["followers"]
+            .as_array()
+            .is_some_and(|f| f.len() == 2)
+    });
+    assert_eq!(
+        client
+            .post(format!("{}/v1/collections", leader.url))
+            .json(&json!({"name": "v", "dimension": 4}))
+            .send()
+            .unwrap()
+            .status(),
+        201
+    );
+    // The client keeps writing to the old leader the whole time: it still reaches it.
+    let acked: Arc<Mutex<BTreeMap<u64, u64>>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (url, acked, stop) = (leader.url.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let client = http();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                if let Ok(r) = client
+                    .post(format!("{url}/v1/collections/v/records"))
+                    .json(&json!({"vector": vector(n), "tag": n}))
+                    .send()
+                {
+                    if r.status() == 200 {
+                        let v: Value = r.json().unwrap();
+                        acked.lock().unwrap().insert(v["id"].as_u64().unwrap(), n);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    wait_until("writes", || acked.lock().unwrap().len() >= 50);
+    // b answers the arbiter at once (and so is chosen: it holds as much as c), c slowly.
+    let refs = [
+        NodeRef {
+            name: "b".into(),
+            url: b.url.clone(),
+        },
+        NodeRef {
+            name: "c".into(),
+            url: slow_proxy(&c.url, Duration::from_millis(1500)),
+        },
+    ];
+    let nodes = Nodes::new(None, Duration::from_secs(10));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt
+        .block_on(fail_over(&nodes, None, &refs, 2, 1, 1, no_record))
+        .expect("failover");
+    let Decision::Promote { name, .. } = &outcome.decision else {
+        panic!("expected a promotion: {outcome:?}");
+    };
+    let new = if name == "b" { &b } else { &c };
+    // The old leader is not told anything; its writes go on for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let missing: Vec<u64> = acked
+        .iter()
+        .filter(|(id, tag)| {
+            get(&format!("{}/v1/collections/v/records/{id}", new.url))["tag"] != **tag
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes are not on the new leader {name}: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(20)]
+    );
 }

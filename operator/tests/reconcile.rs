@@ -2,7 +2,11 @@
 //! (this machine has no Kubernetes), with every pod a real `valori-node` process on
 //! 127.0.0.1 (see `common/cluster.rs` for what plays the StatefulSet controller and kubelet).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::{json, Value};
+use valori_operator::controller;
 
 mod common;
 use common::cluster::{Cluster, NS};
@@ -386,5 +390,108 @@ async fn a_leader_whose_pod_is_gone_is_failed_over_without_a_call_to_it() {
         "{st:?}"
     );
     assert_eq!(st.epoch, 3);
+    c.assert_permitted();
+}
+
+/// An epoch is recorded before it is used, conditionally on what the pass read: of two
+/// arbiters that read the same cluster and both decide to fail over (two operator replicas in
+/// the moment a Lease changes hands), one records the epoch and acts, the other's record
+/// conflicts and it gives up, so no epoch is given twice and one failover happens. Before, both
+/// went on to promote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_arbiter_that_read_the_same_cluster_loses_the_race() {
+    let c = Cluster::new("ar", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    c.write("ar-0", 0, 10);
+    c.kill("ar-0");
+    // Until the failover is due (the delay is 1 s), passes only note the leader unready.
+    c.until("the leader to be seen unready", 30, |st| {
+        st.leader_unready_since.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read = Arc::new(c.vc());
+    let (a, b) = tokio::join!(
+        controller::reconcile(read.clone(), c.ctx.clone()),
+        controller::reconcile(read.clone(), c.ctx.clone()),
+    );
+    let superseded = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(valori_operator::Error::Superseded(_))))
+        .count();
+    assert_eq!(superseded, 1, "exactly one arbiter gives up: {a:?} / {b:?}");
+    tokio::task::block_in_place(|| c.sync());
+    let leaders: Vec<(String, u64)> = ["ar-1", "ar-2"]
+        .into_iter()
+        .filter_map(|p| {
+            let r = c.role(p);
+            (r["role"] == "leader").then(|| (p.to_string(), r["epoch"].as_u64().unwrap()))
+        })
+        .collect();
+    assert_eq!(leaders.len(), 1, "one promotion: {leaders:?}");
+    let st = c.status();
+    assert_eq!(st.epoch, leaders[0].1, "the status names the epoch used");
+    assert_eq!(
+        c.events().iter().filter(|(r, _)| r == "FailedOver").count(),
+        1
+    );
+}
+
+/// Healing discards data; demotion does not: with `crossCheck.heal: false` a pod that comes
+/// back leading its own history (a returning old leader, a claim from elsewhere) is still
+/// demoted, so it stops taking writes, and told not to heal: it keeps its data, latched and
+/// read-only, for someone to look at. Before, it was reported and left leading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_healing_a_pod_leading_its_own_history_is_demoted_and_keeps_its_data() {
+    let c = Cluster::new(
+        "nh",
+        r#"
+instances: 3
+crossCheck: {intervalSeconds: 1, heal: false}
+failover: {delaySeconds: 1, leaderUpdate: Switchover}
+"#,
+    );
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    c.write("nh-0", 0, 10);
+    c.edit(json!({"instances": 2}));
+    c.until("two pods", 60, |st| {
+        st.instances == 2 && st.ready_instances == 2
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        let dir = c.claim_dir("nh-2");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let p = common::node::Proc::start(&dir, &[]);
+        let h = common::node::http();
+        h.post(format!("{}/v1/collections", p.url))
+            .json(&json!({"name": "v", "dimension": 4}))
+            .send()
+            .unwrap();
+        for i in 500..520 {
+            h.post(format!("{}/v1/collections/v/records", p.url))
+                .json(&json!({"vector": common::node::vector(i)}))
+                .send()
+                .unwrap();
+        }
+    });
+    c.edit(json!({"instances": 3}));
+    c.until("the divergence to be reported", 60, |st| {
+        condition(st, "Diverged").as_deref() == Some("True")
+    })
+    .await;
+    c.until("nh-2 demoted", 30, |_| c.role("nh-2")["role"] == "follower")
+        .await;
+    let r = c.role("nh-2");
+    assert_eq!(r["writable"], false, "{r}");
+    assert_eq!(r["heal"], false, "{r}");
+    // Its own history is kept, not discarded: 21 events, its own 20 records.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.states()["nh-2"].0, 21);
+    assert!(!c
+        .api
+        .calls()
+        .iter()
+        .any(|x| x.method == "DELETE" && x.path.ends_with("/persistentvolumeclaims/data-nh-2")));
+    assert_eq!(c.status().current_leader.as_deref(), Some("nh-0"));
     c.assert_permitted();
 }

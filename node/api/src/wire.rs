@@ -693,6 +693,44 @@ pub struct RoleInfo {
     pub seen_epoch: u64,
     /// Whether it takes writes now.
     pub writable: bool,
+    /// The epoch of the leader that wrote the last entry of its history (0: unknown): with
+    /// `seq`, what ranks followers for promotion.
+    #[serde(default)]
+    pub last_epoch: u64,
+    /// Whether it stopped replicating because its history differs from its leader's.
+    #[serde(default)]
+    pub diverged: bool,
+    /// Whether, told to follow, it re-bootstraps by itself when its history went past its
+    /// leader's (see `SetRole::heal`).
+    #[serde(default = "yes")]
+    pub heal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SetRole {
+    /// Lead at `epoch`.
+    pub fn leader(epoch: u64) -> SetRole {
+        SetRole {
+            role: Role::Leader,
+            epoch,
+            leader_url: None,
+            heal: None,
+        }
+    }
+
+    /// Follow `leader_url` at `epoch` (re-bootstrapping by itself if its history went past
+    /// the leader's).
+    pub fn follower(epoch: u64, leader_url: &str) -> SetRole {
+        SetRole {
+            role: Role::Follower,
+            epoch,
+            leader_url: Some(leader_url.to_string()),
+            heal: None,
+        }
+    }
 }
 
 /// `PUT /v1/role`: give the node a role with an epoch. The epoch only grows: a lower one than
@@ -711,6 +749,11 @@ pub struct SetRole {
     /// The leader to follow (required for a follower, refused for a leader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_url: Option<String>,
+    /// A follower whose history went past its leader's re-bootstraps by itself, discarding
+    /// what its leader lacks (true when absent); false keeps its data: it stays diverged and
+    /// read-only until healed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -297,12 +297,17 @@ impl Engine {
     /// [`Engine::upload_path`]), and not written again. It is mapped, not read into the heap,
     /// and becomes the installed snapshot file by a rename instead of being copied; when the
     /// install fails it is removed. Either way it is gone afterwards.
+    ///
+    /// `written_at`: the epoch of the leader whose history the snapshot is (a follower's
+    /// bootstrap knows it), recorded as the epoch of its last entry; `None` when unknown (a
+    /// user's file).
     pub async fn install_file(
         &self,
         path: &Path,
         mode: InstallMode,
+        written_at: Option<u64>,
     ) -> Result<SnapshotFile, NodeError> {
-        let installed = self.install_in_place(path, mode).await;
+        let installed = self.install_in_place(path, mode, written_at).await;
         if installed.is_err() {
             let _ = std::fs::remove_file(path);
         }
@@ -322,17 +327,26 @@ impl Engine {
                 StorageError::new(what, e).into()
             });
         }
-        self.install_file(&upload, InstallMode::Normal).await
+        self.install_file(&upload, InstallMode::Normal, None).await
     }
 
     async fn install_in_place(
         &self,
         path: &Path,
         mode: InstallMode,
+        written_at: Option<u64>,
     ) -> Result<SnapshotFile, NodeError> {
         // Decoded and synced before the writer sees the job (it only renames and records).
         let kernel = restore::decode(path).await?;
-        let job = |reply| Job::Restore(Box::new(kernel), path.to_path_buf(), mode, reply);
+        let job = |reply| {
+            Job::Restore(
+                Box::new(kernel),
+                path.to_path_buf(),
+                mode,
+                written_at,
+                reply,
+            )
+        };
         answer(self.ask(job)?).await
     }
 
@@ -415,6 +429,13 @@ impl Engine {
                 role.assignment.epoch, role.seen_epoch
             )
         })
+    }
+
+    /// The epoch of the leader that wrote the last entry of this node's history (0 when
+    /// unknown): with the sequence number, what ranks candidates for promotion (the one whose
+    /// history ends in the newest leader's writes wins, as Raft's last log term does).
+    pub fn last_epoch(&self) -> Result<u64, NodeError> {
+        Ok(self.shared.store.epoch_of(self.seq()?))
     }
 
     /// Why the engine failed, if it did.

@@ -33,8 +33,15 @@ pub(super) enum Job {
     Replicate(Vec<Entry>, Reply<u64>),
     /// A snapshot of the state after every write queued before it.
     Snapshot(Reply<SnapshotFile>),
-    /// The state to install and the verified snapshot file it came from (renamed into place).
-    Restore(Box<Kernel>, PathBuf, InstallMode, Reply<SnapshotFile>),
+    /// The state to install, the verified snapshot file it came from (renamed into place), and
+    /// the epoch of the leader whose history it is, when known.
+    Restore(
+        Box<Kernel>,
+        PathBuf,
+        InstallMode,
+        Option<u64>,
+        Reply<SnapshotFile>,
+    ),
     /// A new role: ordered with writes, so a write either commits before it or is refused.
     SetRole(Assignment, Reply<RoleState>),
     /// An epoch heard of: ordered with writes as a role is (a fence takes effect between
@@ -130,8 +137,16 @@ fn between_groups(shared: &Shared, copies: &mut Copies, job: Job) {
                 .and_then(|()| take_snapshot(shared, &copies.back));
             let _ = reply.send(r);
         }
-        Job::Restore(kernel, path, mode, reply) => {
-            let _ = reply.send(restore(shared, copies, *kernel, &path, mode));
+        Job::Restore(kernel, path, mode, written_at, reply) => {
+            let restored = restore(shared, copies, *kernel, &path, mode);
+            if let (Ok(file), Some(epoch)) = (&restored, written_at) {
+                // Not part of the restore's protocol: if a crash loses it, the epoch of the
+                // history's last entry reads as unknown (0) until the next entry.
+                if let Err(e) = shared.store.note_epoch(file.seq, epoch) {
+                    tracing::warn!(error = %e, "recording the installed snapshot's epoch");
+                }
+            }
+            let _ = reply.send(restored);
         }
         Job::SetRole(want, reply) => {
             let _ = reply.send(set_role(shared, want));

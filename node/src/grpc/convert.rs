@@ -95,6 +95,9 @@ pub fn role_reply(r: api::RoleInfo) -> pb::RoleReply {
         seq: r.seq,
         seen_epoch: r.seen_epoch,
         writable: r.writable,
+        last_epoch: r.last_epoch,
+        diverged: r.diverged,
+        heal: r.heal,
     }
 }
 

@@ -442,6 +442,7 @@ impl Valori for Grpc {
                 role,
                 epoch: r.epoch,
                 leader_url: r.leader_url,
+                heal: r.heal,
             })
             .await?;
         Ok(Response::new(role_reply(info)))

@@ -115,8 +115,10 @@ impl Follower {
             }
             if let Some(why @ Failure::Diverged { seq, .. }) = self.engine.failure() {
                 // A node the arbiter told to follow heals by itself (a demoted leader whose
-                // history went past the new leader's); otherwise only with --replication-heal.
-                if self.heal || self.engine.role().by_api {
+                // history went past the new leader's) unless it was told not to (a cluster
+                // whose cross-check does not heal); otherwise only with --replication-heal.
+                let role = self.engine.role();
+                if self.heal || (role.by_api && role.assignment.heal) {
                     self.heal_from(why, seq).await;
                 } else {
                     // Latched until healed or restarted: nothing to fetch meanwhile.
@@ -423,7 +425,7 @@ impl Follower {
         let _ = std::fs::remove_file(&path);
         std::fs::write(&path, valori_kernel::Kernel::new().snapshot())
             .doing(|| format!("writing {}", path.display()))?;
-        self.engine.install_file(&path, mode).await?;
+        self.engine.install_file(&path, mode, None).await?;
         self.engine.metrics().bootstraps.inc();
         tracing::info!("starting from the empty state: the leader's log begins at 1");
         Ok(())
@@ -485,7 +487,12 @@ impl Follower {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        let size = self.engine.install_file(&path, mode).await?.bytes;
+        // The snapshot is the leader's history, as of its epoch.
+        let size = self
+            .engine
+            .install_file(&path, mode, self.leader_epoch)
+            .await?
+            .bytes;
         self.engine.metrics().bootstraps.inc();
         tracing::info!(
             seq = newest,

@@ -106,6 +106,12 @@ impl Service {
             seq: self.engine.seq()?,
             seen_epoch: role.seen_epoch,
             writable: role.writable(),
+            last_epoch: self.engine.last_epoch()?,
+            diverged: matches!(
+                self.engine.failure(),
+                Some(crate::error::Failure::Diverged { .. })
+            ),
+            heal: role.assignment.heal,
         })
     }
 
@@ -116,6 +122,7 @@ impl Service {
                 role: req.role,
                 epoch: req.epoch,
                 leader_url: req.leader_url.map(|u| u.trim_end_matches('/').to_string()),
+                heal: req.heal.unwrap_or(true),
             })
             .await?;
         self.role_info()
@@ -267,7 +274,7 @@ impl Service {
         receive(chunks, &upload.0).await?;
         let snapshot = self
             .engine
-            .install_file(&upload.0, crate::engine::InstallMode::Normal)
+            .install_file(&upload.0, crate::engine::InstallMode::Normal, None)
             .await?;
         let state = self.state(None).await?;
         Ok(Restored { snapshot, state })

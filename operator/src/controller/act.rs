@@ -38,12 +38,12 @@ pub(super) async fn lead(
             Ok(None)
         }
         Leadership::Bootstrap { pod, epoch } => {
-            let leader = api::SetRole {
-                role: api::Role::Leader,
-                epoch,
-                leader_url: None,
-            };
-            world.nodes.set_role(&world.refs[&pod], &leader).await?;
+            // Recorded before it is used: a second arbiter that read the same status loses.
+            record_epoch(vc, ctx, pass, epoch).await?;
+            world
+                .nodes
+                .set_role(&world.refs[&pod], &api::SetRole::leader(epoch))
+                .await?;
             pass.event(
                 EventType::Normal,
                 "LeaderElected",
@@ -108,7 +108,31 @@ async fn lost(
     // new epoch fences it when it returns.
     let old = pod.as_ref().and_then(|p| world.refs.get(p).cloned());
     pass.status.target_leader_since = Some(rfc3339(&pass.now));
-    let outcome = failover::fail_over(&world.nodes, old.as_ref(), &followers, sync, epoch).await?;
+    // N is the cluster's configured followers, never the pods that happen to be listed.
+    let configured = vc.spec.instances.saturating_sub(1);
+    let mut recorded = None;
+    let outcome = {
+        let status = &pass.status;
+        let recorded = &mut recorded;
+        failover::fail_over(
+            &world.nodes,
+            old.as_ref(),
+            &followers,
+            configured,
+            sync,
+            epoch,
+            |chosen| async move {
+                *recorded = Some(chosen);
+                write_epoch(vc, ctx, status, chosen).await
+            },
+        )
+        .await?
+    };
+    if let Some(chosen) = recorded {
+        // Used (the followers were raised to it) even if the decision waits: the next
+        // failover takes the one after it.
+        pass.status.epoch = chosen;
+    }
     match outcome.decision {
         failover::Decision::Promote { name, epoch } => {
             ctx.metrics.failovers.inc();
@@ -164,18 +188,23 @@ pub(super) async fn repoint(
             if let (Ok(a), Ok(b)) = (theirs, ours) {
                 if a != b {
                     found_diverged(ctx, &world.names, pass, leader, &pod, seq).await?;
+                    diverged.push(pod.clone());
                     if pass.heal {
+                        // Deleted with its claim: it re-bootstraps empty.
                         world.views.retain(|v| v.name != pod);
+                        continue;
                     }
-                    diverged.push(pod);
-                    continue;
+                    // Not healed, but never left leading: a returning old leader whose
+                    // history went its own way is demoted (and so fenced) all the same;
+                    // told not to heal, it keeps its data, latched and read-only.
                 }
             }
         }
+        // Without healing, a follower whose history went past the leader's keeps it (latched,
+        // read-only) instead of re-bootstrapping by itself.
         let follow = api::SetRole {
-            role: api::Role::Follower,
-            epoch,
-            leader_url: Some(leader_url.clone()),
+            heal: Some(pass.heal),
+            ..api::SetRole::follower(epoch, &leader_url)
         };
         match world.nodes.set_role(&world.refs[&pod], &follow).await {
             Ok(_) => tracing::info!(%pod, %leader, epoch, "pointed at the leader"),
@@ -305,15 +334,19 @@ pub(super) async fn roll_out(
                 .filter(|v| v.name != old && v.name != *to)
                 .map(|v| world.refs[&v.name].clone())
                 .collect();
-            let done = failover::switchover(
-                &world.nodes,
-                &world.refs[&old],
-                &world.refs[to],
-                &others,
-                pass.status.epoch,
-                ctx.switchover_timeout,
-            )
-            .await?;
+            let done = {
+                let status = &pass.status;
+                failover::switchover(
+                    &world.nodes,
+                    &world.refs[&old],
+                    &world.refs[to],
+                    &others,
+                    pass.status.epoch,
+                    ctx.switchover_timeout,
+                    |chosen| write_epoch(vc, ctx, status, chosen),
+                )
+                .await?
+            };
             if done.switched {
                 pass.event(
                     EventType::Normal,
@@ -392,5 +425,52 @@ async fn heal(client: &Client, ns: &str, names: &Names, pod: &str) -> Result<(),
     Api::<Pod>::namespaced(client.clone(), ns)
         .delete(pod, &DeleteParams::default())
         .await?;
+    Ok(())
+}
+
+/// Records `epoch` as the cluster's in its status before any node is given it, conditionally
+/// on the resource version this pass read: of two arbiters that read the same status (two
+/// operator replicas, a pass that timed out and the next), one writes and the other gets a
+/// conflict and gives up, so no epoch is ever used twice.
+async fn write_epoch(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    status: &crate::crd::ValoriClusterStatus,
+    epoch: u64,
+) -> Result<(), Error> {
+    let mut next = status.clone();
+    next.epoch = epoch;
+    let vcs: Api<ValoriCluster> =
+        Api::namespaced(ctx.client.clone(), &vc.namespace().expect("namespaced"));
+    let applied = vcs
+        .patch_status(
+            &vc.name_any(),
+            &PatchParams::apply(desired::FIELD_MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "valori.dev/v1alpha1",
+                "kind": "ValoriCluster",
+                "metadata": {"resourceVersion": vc.resource_version()},
+                "status": next,
+            })),
+        )
+        .await;
+    match applied {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Superseded(format!(
+            "the cluster changed since this pass read it (another arbiter?): epoch {epoch} not used"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`write_epoch`] into this pass's status.
+async fn record_epoch(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    pass: &mut Pass,
+    epoch: u64,
+) -> Result<(), Error> {
+    write_epoch(vc, ctx, &pass.status, epoch).await?;
+    pass.status.epoch = epoch;
     Ok(())
 }

@@ -246,6 +246,17 @@ impl ApiServer {
             ("PATCH", Some(k)) => {
                 let existing = st.objects.get(&k).cloned();
                 let apply = call.content_type.starts_with("application/apply-patch");
+                // A resourceVersion in an applied object is a precondition, as the apiserver
+                // treats it: the object must not have changed since it was read.
+                if let (true, Some(old), Some(want)) = (
+                    apply,
+                    existing.as_ref(),
+                    call.body["metadata"]["resourceVersion"].as_str(),
+                ) {
+                    if old["metadata"]["resourceVersion"].as_str() != Some(want) {
+                        return status(409, "Conflict", format!("{k} was changed"));
+                    }
+                }
                 let obj = match (existing, apply, sub.as_deref()) {
                     (None, true, None) => {
                         let mut o = call.body.clone();
