@@ -234,6 +234,22 @@ pub fn default_affinity(vc: &ValoriCluster) -> Affinity {
 }
 
 /// The StatefulSet of the cluster's pods.
+/// The StatefulSet's replica count: `spec.instances`, except while the leader the status names
+/// has an ordinal the scale-down removes: the leadership moves first (a switchover), and only
+/// then do its pods go, so a scale-down never removes a leader.
+pub fn replicas(vc: &ValoriCluster) -> u32 {
+    let names = Names::of(vc);
+    let leader = vc
+        .status
+        .as_ref()
+        .and_then(|s| s.current_leader.as_deref())
+        .and_then(|l| ordinal(&names.cluster, l));
+    match leader {
+        Some(o) if o >= vc.spec.instances => o + 1,
+        _ => vc.spec.instances,
+    }
+}
+
 pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
     let names = Names::of(vc);
     let spec = &vc.spec;
@@ -396,7 +412,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
     StatefulSet {
         metadata: meta(vc, names.cluster.clone()),
         spec: Some(StatefulSetSpec {
-            replicas: Some(spec.instances as i32),
+            replicas: Some(replicas(vc) as i32),
             service_name: Some(names.headless()),
             selector: LabelSelector {
                 match_labels: Some(labels(vc)),
@@ -804,5 +820,19 @@ scheduling:
         assert_eq!(ordinal("memory", "memory-12"), Some(12));
         assert_eq!(ordinal("memory", "memory-x"), None);
         assert_eq!(ordinal("memory", "memoryx-1"), None);
+    }
+
+    #[test]
+    fn the_statefulset_keeps_the_leader_s_ordinal_until_the_leadership_moved() {
+        let mut c = vc("instances: 2");
+        assert_eq!(replicas(&c), 2);
+        c.status = Some(crate::crd::ValoriClusterStatus {
+            current_leader: Some("memory-3".into()),
+            ..Default::default()
+        });
+        assert_eq!(replicas(&c), 4, "memory-3 leads");
+        assert_eq!(stateful_set(&c).spec.unwrap().replicas, Some(4));
+        c.status.as_mut().unwrap().current_leader = Some("memory-1".into());
+        assert_eq!(replicas(&c), 2);
     }
 }

@@ -174,6 +174,26 @@ pub enum Step {
 /// highest ordinal first, each only once every pod is ready and every follower caught up
 /// (within [`CAUGHT_UP_EVENTS`]); then the leader, by switchover to the most advanced
 /// follower, or by restart (also when it has no follower to hand over to).
+/// When a scale-down would remove the leader's ordinal: the follower to hand the leadership
+/// to first (the most advanced one that stays, ready; the lowest ordinal on a tie), or why it
+/// must wait. `None` when the leader stays.
+pub fn leader_move(pods: &[PodView], leader: &str, instances: u32) -> Option<Step> {
+    let leads = pods.iter().find(|p| p.name == leader)?;
+    if leads.ordinal < instances {
+        return None;
+    }
+    let best = pods
+        .iter()
+        .filter(|p| p.ordinal < instances && p.ready() && !p.terminating)
+        .max_by_key(|p| (p.seq(), std::cmp::Reverse(p.ordinal)));
+    Some(match best {
+        Some(p) => Step::Switchover(p.name.clone()),
+        None => Step::Wait(format!(
+            "{leader} leads and the scale-down removes it, but no remaining pod is ready to take over"
+        )),
+    })
+}
+
 pub fn rollout_step(
     pods: &[PodView],
     update_revision: Option<&str>,
@@ -680,5 +700,28 @@ mod tests {
             &t(30)
         ));
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn a_scale_down_moves_the_leadership_off_the_ordinals_it_removes() {
+        let pods = [
+            follower(0, 2, 40, "http://x"),
+            follower(1, 2, 50, "http://x"),
+            leader(2, 2, 50),
+        ];
+        // Three stay: nothing to move.
+        assert_eq!(leader_move(&pods, "vc-2", 3), None);
+        // Two stay: the leader hands over to the most advanced that stays.
+        assert_eq!(
+            leader_move(&pods, "vc-2", 2),
+            Some(Step::Switchover("vc-1".into()))
+        );
+        let mut unready = pods.clone();
+        unready[0].pod_ready = false;
+        unready[1].pod_ready = false;
+        assert!(matches!(
+            leader_move(&unready, "vc-2", 2),
+            Some(Step::Wait(_))
+        ));
     }
 }

@@ -495,3 +495,54 @@ failover: {delaySeconds: 1, leaderUpdate: Switchover}
     assert_eq!(c.status().current_leader.as_deref(), Some("nh-0"));
     c.assert_permitted();
 }
+
+/// A scale-down never removes the leader: when the ordinals it removes include the leader's,
+/// the leadership moves first (a switchover to the most advanced pod that stays), the
+/// StatefulSet keeps that ordinal meanwhile, and only then shrinks. Before, the StatefulSet
+/// shrank at once and took the leader with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_down_moves_the_leadership_off_the_ordinals_it_removes() {
+    let c = Cluster::new("sd", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    let written = c.write("sd-0", 0, 10);
+    c.until("the writes on every pod", 60, |st| {
+        healthy(st, 3) && st.last_cross_check_seq >= Some(11)
+    })
+    .await;
+    // Make sd-1 the leader: sd-0 is lost and the failover promotes sd-1 (it ties sd-2 on
+    // history; ties go to the lower name).
+    c.kill("sd-0");
+    c.until("a failover", 60, |st| {
+        st.current_leader.as_deref().is_some_and(|l| l != "sd-0")
+    })
+    .await;
+    let leader = c.status().current_leader.unwrap();
+    assert_eq!(leader, "sd-1");
+    c.revive("sd-0");
+    c.until("three healthy pods", 90, |st| healthy(st, 3)).await;
+    c.edit(json!({"instances": 1}));
+    // While sd-1 leads, the StatefulSet keeps it.
+    c.step().await.unwrap();
+    let sts = c.api.get(&c.sts_path()).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 2, "sd-1 leads: its ordinal stays");
+    c.until("one pod leading", 90, |st| {
+        healthy(st, 1) && st.instances == 1
+    })
+    .await;
+    assert_eq!(c.status().current_leader.as_deref(), Some("sd-0"));
+    let sts = c.api.get(&c.sts_path()).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 1);
+    assert!(c
+        .events()
+        .iter()
+        .any(|(r, n)| r == "Switchover" && n.contains("sd-0") && n.contains("scale-down")));
+    // Nothing acknowledged was lost on the way.
+    assert_eq!(
+        c.states()["sd-0"].0,
+        1 + written.len() as u64,
+        "{:?} {:?}",
+        c.states(),
+        c.events()
+    );
+    c.assert_permitted();
+}

@@ -348,14 +348,18 @@ pub(super) async fn roll_out(
                 .await?
             };
             if done.switched {
+                let removed = desired::ordinal(&world.names.cluster, &old)
+                    .is_some_and(|o| o >= vc.spec.instances);
+                let why = if removed {
+                    format!("so that the scale-down can remove {old}")
+                } else {
+                    format!("so that {old} can take the new template")
+                };
                 pass.event(
                     EventType::Normal,
                     "Switchover",
                     "Promote",
-                    format!(
-                        "{to} leads at epoch {} so that {old} can take the new template",
-                        done.epoch
-                    ),
+                    format!("{to} leads at epoch {} {why}", done.epoch),
                 );
                 pass.new_leader(to, done.epoch);
                 apply(&world.services, &desired::rw_service(vc, to)).await?;

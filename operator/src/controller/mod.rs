@@ -175,8 +175,14 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         }
     }
 
-    // Rollout: at most one disruptive step a pass.
-    let step = if diverged.is_empty() || !spec.cross_check.heal {
+    // Rollout: at most one disruptive step a pass. A scale-down that removes the leader's
+    // ordinal moves the leadership first (the StatefulSet keeps that ordinal until it has).
+    let moving = leader
+        .as_deref()
+        .and_then(|l| plan::leader_move(&world.views, l, spec.instances));
+    let step = if let Some(step) = moving {
+        step
+    } else if diverged.is_empty() || !spec.cross_check.heal {
         plan::rollout_step(
             &world.views,
             world.update_revision.as_deref(),
