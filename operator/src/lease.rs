@@ -121,11 +121,55 @@ impl Elector {
             Err(e) => Err(e),
         }
     }
+
+    /// Gives the Lease up, if this replica holds it, so that another takes it at once instead
+    /// of after it expires (a replica that stops, on SIGTERM, does this after it stopped
+    /// acting). Returns whether it held it.
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let holds = lease
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.holder_identity.as_deref() == Some(self.me.as_str()));
+        if !holds {
+            return Ok(false);
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+        }
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Taken meanwhile (it had expired): nothing to give up.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether a holder whose last successful renewal began `since_renewal` ago must stop acting
+/// now: before the Lease can expire for the others (`duration` after that renewal), with a
+/// third of it to spare for clock drift and a pass being cut short.
+pub fn must_stop(since_renewal: Duration, duration: Duration) -> bool {
+    since_renewal > duration * 2 / 3
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_stops_well_before_its_lease_can_expire() {
+        let lease = Duration::from_secs(15);
+        assert!(!must_stop(Duration::from_secs(5), lease));
+        assert!(!must_stop(Duration::from_secs(10), lease));
+        assert!(must_stop(Duration::from_millis(10_001), lease));
+    }
 
     fn lease(holder: &str, renewed: i64, seconds: i32) -> LeaseSpec {
         LeaseSpec {

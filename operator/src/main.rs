@@ -154,9 +154,23 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(metrics::serve(metrics.clone(), listener));
     let client = kube::Client::try_default().await?;
 
+    // SIGTERM is how Kubernetes stops a pod (the operator is PID 1 in its image, where no
+    // default handler stops it), Ctrl-C how a person does.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
     let result = run(&args, client, metrics.clone(), stop_rx).await;
@@ -209,19 +223,22 @@ async fn run(
     let ctx = Arc::new(ctx);
 
     // The controller stops when asked to, or when the Lease cannot be renewed in time: another
-    // replica may take it then, and two must never reconcile at once.
+    // replica may take it then, and two must never act at once.
+    let elector = elector.map(Arc::new);
     let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
-    if let Some(e) = elector {
+    if let Some(e) = elector.clone() {
         tokio::spawn(async move {
             let mut last = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(lease / 3).await;
+                // The Lease's renewal time is taken as the attempt begins: count from here.
+                let attempt = tokio::time::Instant::now();
                 match e.try_hold().await {
-                    Ok(true) => last = tokio::time::Instant::now(),
+                    Ok(true) => last = attempt,
                     Ok(false) => break,
                     Err(err) => tracing::warn!(error = %err, "renewing the Lease"),
                 }
-                if last.elapsed() > lease * 2 / 3 {
+                if valori_operator::lease::must_stop(last.elapsed(), lease) {
                     break;
                 }
             }
@@ -229,18 +246,25 @@ async fn run(
             let _ = lost_tx.send(true);
         });
     }
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let lost_flag = lost.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = stop.changed() => {}
-            _ = lost_rx.changed() => lost_flag.store(true, std::sync::atomic::Ordering::Relaxed),
-        }
+    let lost = tokio::select! {
+        // Asked to stop: the pass in progress finishes (graceful), then the Lease is given up.
+        _ = controller::run(ctx, async move {
+            let _ = stop.changed().await;
+        }) => false,
+        // The Lease lost: stop at once, cutting a pass in progress short (dropping its
+        // future cancels its calls), before another replica can take the Lease and act.
+        _ = lost_rx.changed() => true,
     };
-    controller::run(ctx, shutdown).await;
     metrics.leading.set(0);
-    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+    if lost {
         anyhow::bail!("lost the leader-election Lease");
+    }
+    if let Some(e) = elector {
+        match e.release().await {
+            Ok(true) => tracing::info!("gave up the leader-election Lease"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "giving up the Lease"),
+        }
     }
     Ok(())
 }

@@ -144,8 +144,14 @@ fn the_deployment_runs_the_operator_hardened_and_as_configured() {
     ] {
         assert!(env.contains(&name.to_string()), "{name} in {env:?}");
     }
-    // One replica: no leader election.
-    assert!(!env.contains(&"VALORI_OPERATOR_LEADER_ELECTION".to_string()));
+    // One replica: leader election all the same (an upgrade runs two pods side by side).
+    let le = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "VALORI_OPERATOR_LEADER_ELECTION");
+    assert_eq!(le.and_then(|e| e.value.as_deref()), Some("true"));
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -167,6 +173,17 @@ fn the_deployment_runs_the_operator_hardened_and_as_configured() {
     let svc: Service = one(&objects, "Service");
     assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 8080);
     assert!(!objects.iter().any(|o| o["kind"] == "ServiceMonitor"));
+
+    // Leader election turned off, with one replica: no Lease.
+    let objects = render(json!({"leaderElection": {"enabled": false}}));
+    let d: Deployment = one(&objects, "Deployment");
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(!c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|e| e.name == "VALORI_OPERATOR_LEADER_ELECTION"));
 
     // Two replicas: leader election; a ServiceMonitor when asked for; another image.
     let objects = render(json!({

@@ -47,6 +47,18 @@ async fn one_replica_holds_the_lease_until_it_expires() {
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
     assert!(!a.try_hold().await.unwrap(), "a must not take it back");
 
+    // b stops (SIGTERM) and gives the Lease up: a takes it at once, not after it expires.
+    assert!(
+        !a.release().await.unwrap(),
+        "a does not hold it: nothing to give up"
+    );
+    assert!(b.release().await.unwrap());
+    assert!(
+        a.try_hold().await.unwrap(),
+        "a takes the given-up Lease at once"
+    );
+    assert_eq!(api.get(path).unwrap()["spec"]["holderIdentity"], "a");
+
     for call in api.calls() {
         for (g, r, v) in call.permissions() {
             assert!(
