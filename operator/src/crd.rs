@@ -57,7 +57,11 @@ use serde::{Deserialize, Serialize};
     validation = kube::core::Rule::new(
         "!has(self.replication) || self.replication.synchronousReplicas < self.instances"
     )
-    .message("synchronousReplicas must be below instances: a synchronous write needs that many followers besides the leader")
+    .message("synchronousReplicas must be below instances: a synchronous write needs that many followers besides the leader"),
+    validation = kube::core::Rule::new(
+        "!has(self.replication) || !has(self.replication.minReplicasToWrite) || self.replication.minReplicasToWrite < self.instances"
+    )
+    .message("minReplicasToWrite must be below instances: the leader would refuse every write")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ValoriClusterSpec {
@@ -169,6 +173,37 @@ pub struct ReplicationSpec {
     #[serde(default = "default_sync_timeout_ms")]
     #[schemars(range(min = 1))]
     pub timeout_ms: u64,
+    /// The leader refuses writes (503 `not_enough_replicas`, retryable) while fewer followers
+    /// than this confirmed within `minReplicasMaxLagSeconds` (`--min-replicas-to-write`), so
+    /// that a leader cut off from its followers stops acknowledging what a failover would
+    /// lose. Default: 1 with asynchronous replication and at least one follower, else 0 (a
+    /// synchronous write already waits for its followers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas_to_write: Option<u32>,
+    /// How recently a follower must have confirmed to count (default 10).
+    #[serde(default = "default_min_replicas_max_lag_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub min_replicas_max_lag_seconds: u32,
+}
+
+fn default_min_replicas_max_lag_seconds() -> u32 {
+    10
+}
+
+/// `--min-replicas-to-write` and its lag for a cluster: as the spec says, or by default 1 with
+/// asynchronous replication and at least one follower (an isolated leader then acknowledges
+/// at most the lag's worth of writes a failover loses), else 0.
+pub fn min_replicas(spec: &ValoriClusterSpec) -> (u32, u32) {
+    let r = spec.replication;
+    let sync = r.map_or(0, |r| r.synchronous_replicas);
+    let lag = r.map_or_else(default_min_replicas_max_lag_seconds, |r| {
+        r.min_replicas_max_lag_seconds
+    });
+    let default = u32::from(sync == 0 && spec.instances > 1);
+    (
+        r.and_then(|r| r.min_replicas_to_write).unwrap_or(default),
+        lag,
+    )
 }
 
 fn default_sync_timeout_ms() -> u64 {

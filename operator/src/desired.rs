@@ -145,6 +145,7 @@ pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
         .replication
         .map(|r| (r.synchronous_replicas, r.timeout_ms))
         .unwrap_or((0, 5000));
+    let (min_replicas, min_lag_s) = crate::crd::min_replicas(spec);
     let data = BTreeMap::from([
         ("VALORI_HTTP_PORT".into(), HTTP_PORT.to_string()),
         ("VALORI_GRPC_PORT".into(), GRPC_PORT.to_string()),
@@ -156,6 +157,14 @@ pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
         ),
         ("VALORI_SYNC_REPLICAS".into(), sync.to_string()),
         ("VALORI_SYNC_TIMEOUT_MS".into(), timeout.to_string()),
+        (
+            "VALORI_MIN_REPLICAS_TO_WRITE".into(),
+            min_replicas.to_string(),
+        ),
+        (
+            "VALORI_MIN_REPLICAS_MAX_LAG_MS".into(),
+            (u64::from(min_lag_s) * 1000).to_string(),
+        ),
         (
             "VALORI_SNAPSHOT_EVERY".into(),
             spec.snapshots.every.to_string(),
@@ -733,6 +742,8 @@ snapshots: {every: 5000, keep: 4}
         let d = cm.data.as_ref().unwrap();
         assert_eq!(d["VALORI_SYNC_REPLICAS"], "1");
         assert_eq!(d["VALORI_SYNC_TIMEOUT_MS"], "900");
+        // Synchronous: no minimum by default (a synchronous write waits for its followers).
+        assert_eq!(d["VALORI_MIN_REPLICAS_TO_WRITE"], "0");
         assert_eq!(d["VALORI_SNAPSHOT_EVERY"], "5000");
         assert_eq!(d["VALORI_SNAPSHOT_KEEP"], "4");
         // Every pod starts as a follower; roles come from the role API.
@@ -834,5 +845,21 @@ scheduling:
         assert_eq!(stateful_set(&c).spec.unwrap().replicas, Some(4));
         c.status.as_mut().unwrap().current_leader = Some("memory-1".into());
         assert_eq!(replicas(&c), 2);
+    }
+
+    #[test]
+    fn an_asynchronous_cluster_bounds_what_an_isolated_leader_acknowledges_by_default() {
+        let d = |yaml: &str| config_map(&vc(yaml)).data.unwrap();
+        let three = d("instances: 3");
+        assert_eq!(three["VALORI_MIN_REPLICAS_TO_WRITE"], "1");
+        assert_eq!(three["VALORI_MIN_REPLICAS_MAX_LAG_MS"], "10000");
+        // One pod has no follower to wait for.
+        assert_eq!(d("instances: 1")["VALORI_MIN_REPLICAS_TO_WRITE"], "0");
+        let set =
+            d("instances: 3\nreplication: {minReplicasToWrite: 2, minReplicasMaxLagSeconds: 4}");
+        assert_eq!(set["VALORI_MIN_REPLICAS_TO_WRITE"], "2");
+        assert_eq!(set["VALORI_MIN_REPLICAS_MAX_LAG_MS"], "4000");
+        let off = d("instances: 3\nreplication: {minReplicasToWrite: 0}");
+        assert_eq!(off["VALORI_MIN_REPLICAS_TO_WRITE"], "0");
     }
 }
