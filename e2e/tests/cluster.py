@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parents[2]
 TAG = os.environ.get("VALORI_IMAGE_TAG", "0.1.0")
 DIM = 8
+# --min-replicas-max-lag-ms of the asynchronous clusters.
+ASYNC_MAX_LAG_MS = 3000
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -34,9 +36,10 @@ def docker_available() -> Optional[str]:
         return f"no Docker engine ({e})"
     if r.returncode != 0:
         return f"no Docker engine: {r.stderr.strip() or r.stdout.strip()}"
-    r = docker("image", "inspect", f"valori-node:{TAG}", check=False)
-    if r.returncode != 0:
-        return f"the image valori-node:{TAG} is missing: run e2e/build-images.sh"
+    for image in ("valori-node", "valori-operator"):
+        r = docker("image", "inspect", f"{image}:{TAG}", check=False)
+        if r.returncode != 0:
+            return f"the image {image}:{TAG} is missing: run e2e/build-images.sh"
     return None
 
 
@@ -164,20 +167,30 @@ class Cluster:
         self.size = size
         self.subnet_octet = 16 + (os.getpid() * 7 + sum(name.encode()) * 13) % 234
         self.net = f"{name}-net"
+        # The arbiter's own network: it reaches the nodes there, so that the arbiter alone can
+        # be cut off from a node that its followers and clients still reach.
+        self.arb_net = f"{name}-arb"
         self.nodes = [f"{name}-n{i}" for i in range(size)]
         self.ips = {n: f"172.29.{self.subnet_octet}.{10 + i}" for i, n in enumerate(self.nodes)}
+        self.arb_ips = {n: f"172.28.{self.subnet_octet}.{10 + i}" for i, n in enumerate(self.nodes)}
         self.epoch = 1
         self.leader = self.nodes[0]
 
     def url(self, node: str) -> str:
         return f"http://{self.ips[node]}:3000"
 
+    def arbiter_url(self, node: str) -> str:
+        """The node as the arbiter (in its own container) reaches it."""
+        return f"http://{self.arb_ips[node]}:3000"
+
     def start(self) -> None:
         self.teardown()
         try:
             docker("network", "create", "--subnet", f"172.29.{self.subnet_octet}.0/24", self.net)
+            docker("network", "create", "--subnet", f"172.28.{self.subnet_octet}.0/24", self.arb_net)
             for node in self.nodes:
                 self._run(node)
+                docker("network", "connect", "--ip", self.arb_ips[node], self.arb_net, node)
             self.wait_healthy(self.nodes)
             # The first write waits for followers to be following: with synchronous replication
             # it could not be acknowledged before.
@@ -201,6 +214,12 @@ class Cluster:
             "VALORI_NO_GRPC": "true",
             "VALORI_LOG": "warn",
         }
+        if self.sync == 0:
+            # What the operator sets by default with asynchronous replication (with a shorter
+            # lag): a leader no follower has confirmed within it refuses writes, which bounds
+            # what an isolated leader acknowledges and a failover then loses.
+            env["VALORI_MIN_REPLICAS_TO_WRITE"] = "1"
+            env["VALORI_MIN_REPLICAS_MAX_LAG_MS"] = str(ASYNC_MAX_LAG_MS)
         if node != self.nodes[0]:
             env["VALORI_REPLICATION_MODE"] = "follower"
             env["VALORI_LEADER_URL"] = self.url(self.nodes[0])
@@ -213,6 +232,7 @@ class Cluster:
         for node in self.nodes:
             docker("rm", "-f", "-v", node, check=False)
         docker("network", "rm", self.net, check=False)
+        docker("network", "rm", self.arb_net, check=False)
 
     # Faults.
     def kill(self, node: str) -> None:
@@ -229,6 +249,13 @@ class Cluster:
 
     def connect(self, node: str) -> None:
         docker("network", "connect", "--ip", self.ips[node], self.net, node)
+
+    def cut_from_arbiter(self, node: str) -> None:
+        """The arbiter can no longer reach `node`; its followers and clients still do."""
+        docker("network", "disconnect", "--force", self.arb_net, node)
+
+    def reconnect_to_arbiter(self, node: str) -> None:
+        docker("network", "connect", "--ip", self.arb_ips[node], self.arb_net, node)
 
     # Observation.
     def role(self, node: str) -> Optional[dict]:
@@ -307,6 +334,39 @@ class Cluster:
         if "promote" in out["decision"]:
             self.leader = out["decision"]["promote"]["name"]
             self.epoch = out["decision"]["promote"]["epoch"]
+        return out
+
+    def fail_over_from_arbiter(self, old: Optional[str], followers: List[str]) -> dict:
+        """The arbiter's failover run from its own container on its own network (the image's
+        `valori-operator failover`)."""
+        args = ["run", "--rm", "--network", self.arb_net, f"valori-operator:{TAG}", "failover",
+                "--sync-replicas", str(self.sync), "--epoch", str(self.epoch), "--timeout-seconds", "3"]
+        if old:
+            args += ["--leader", f"{old}={self.arbiter_url(old)}"]
+        for f in followers:
+            args += ["--follower", f"{f}={self.arbiter_url(f)}"]
+        r = docker(*args, check=False, timeout=180)
+        if r.returncode not in (0, 3):
+            raise AssertionError(f"valori-operator failover failed: {r.stderr}")
+        out = json.loads(r.stdout)
+        if "promote" in out["decision"]:
+            self.leader = out["decision"]["promote"]["name"]
+            self.epoch = out["decision"]["promote"]["epoch"]
+        return out
+
+    def switchover(self, to: str) -> dict:
+        """A planned hand-over (`valori-operator switchover`, the function a rollout calls)."""
+        others = [n for n in self.nodes if n not in (self.leader, to)]
+        args = [operator_binary(), "switchover", "--epoch", str(self.epoch),
+                "--leader", f"{self.leader}={self.url(self.leader)}", "--to", f"{to}={self.url(to)}"]
+        for f in others:
+            args += ["--follower", f"{f}={self.url(f)}"]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=180)
+        if r.returncode not in (0, 3):
+            raise AssertionError(f"valori-operator switchover failed: {r.stderr}")
+        out = json.loads(r.stdout)
+        self.epoch = out["epoch"]
+        self.leader = out["leader"]
         return out
 
     def rejoin(self, node: str) -> None:

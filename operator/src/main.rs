@@ -82,6 +82,34 @@ enum Cmd {
         #[arg(long, default_value_t = valori_operator::limits::NODE_TIMEOUT.as_secs())]
         timeout_seconds: u64,
     },
+    /// Hand the leadership over once, without losing a write: fence the leader with the next
+    /// epoch, wait until the chosen follower holds everything it has, promote that follower,
+    /// point the leader and the others at it. Prints the outcome as JSON; exits 0 when it
+    /// switched, 3 when the follower did not catch up in time (the leader leads again at the
+    /// new epoch), 1 on an error.
+    Switchover {
+        /// The leader, as NAME=URL.
+        #[arg(long)]
+        leader: String,
+        /// The follower to promote, as NAME=URL.
+        #[arg(long)]
+        to: String,
+        /// Another follower, as NAME=URL (repeat for each).
+        #[arg(long = "follower")]
+        followers: Vec<String>,
+        /// The epoch of the current leader.
+        #[arg(long, default_value_t = 1)]
+        epoch: u64,
+        /// The cluster's read-write API key.
+        #[arg(long, env = "VALORI_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// How long the follower may take to catch up, in seconds.
+        #[arg(long, default_value_t = valori_operator::limits::SWITCHOVER_TIMEOUT.as_secs())]
+        catch_up_seconds: u64,
+        /// How long a call to a node may take, in seconds.
+        #[arg(long, default_value_t = valori_operator::limits::NODE_TIMEOUT.as_secs())]
+        timeout_seconds: u64,
+    },
 }
 
 fn node_ref(spec: &str) -> anyhow::Result<valori_operator::failover::NodeRef> {
@@ -94,6 +122,43 @@ fn node_ref(spec: &str) -> anyhow::Result<valori_operator::failover::NodeRef> {
     })
 }
 
+async fn switchover_once(cmd: Cmd) -> anyhow::Result<i32> {
+    use valori_operator::failover::{switchover, CallError, Nodes};
+    let Cmd::Switchover {
+        leader,
+        to,
+        followers,
+        epoch,
+        api_key,
+        catch_up_seconds,
+        timeout_seconds,
+    } = cmd
+    else {
+        unreachable!("called for the switchover command")
+    };
+    let (old, new) = (node_ref(&leader)?, node_ref(&to)?);
+    let others = followers
+        .iter()
+        .map(|f| node_ref(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let nodes = Nodes::new(api_key, Duration::from_secs(timeout_seconds));
+    let done = switchover(
+        &nodes,
+        &old,
+        &new,
+        &others,
+        epoch,
+        Duration::from_secs(catch_up_seconds),
+        |_| async { Ok::<_, CallError>(()) },
+    )
+    .await?;
+    println!(
+        "{}",
+        serde_json::json!({"switched": done.switched, "epoch": done.epoch, "leader": if done.switched { &new.name } else { &old.name }})
+    );
+    Ok(if done.switched { 0 } else { 3 })
+}
+
 async fn failover_once(cmd: Cmd) -> anyhow::Result<i32> {
     use valori_operator::failover::{fail_over, Decision, Nodes};
     let Cmd::Failover {
@@ -103,7 +168,10 @@ async fn failover_once(cmd: Cmd) -> anyhow::Result<i32> {
         epoch,
         api_key,
         timeout_seconds,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("called for the failover command")
+    };
     let old = leader.as_deref().map(node_ref).transpose()?;
     let followers = followers
         .iter()
@@ -145,7 +213,10 @@ async fn failover_once(cmd: Cmd) -> anyhow::Result<i32> {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if let Some(cmd) = args.command.take() {
-        let code = failover_once(cmd).await?;
+        let code = match cmd {
+            Cmd::Failover { .. } => failover_once(cmd).await?,
+            Cmd::Switchover { .. } => switchover_once(cmd).await?,
+        };
         std::process::exit(code);
     }
     let telemetry = Telemetry::init("valori-operator", &args.log, args.log_json)?;
