@@ -327,7 +327,10 @@ class Cluster:
             args += ["--leader", f"{old}={self.url(old)}"]
         for f in followers:
             args += ["--follower", f"{f}={self.url(f)}"]
-        r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        return self._promoted(subprocess.run(args, capture_output=True, text=True, timeout=120))
+
+    def _promoted(self, r: subprocess.CompletedProcess) -> dict:
+        """The outcome `valori-operator failover` printed; the leader and epoch it promoted."""
         if r.returncode not in (0, 3):
             raise AssertionError(f"valori-operator failover failed: {r.stderr}")
         out = json.loads(r.stdout)
@@ -345,14 +348,7 @@ class Cluster:
             args += ["--leader", f"{old}={self.arbiter_url(old)}"]
         for f in followers:
             args += ["--follower", f"{f}={self.arbiter_url(f)}"]
-        r = docker(*args, check=False, timeout=180)
-        if r.returncode not in (0, 3):
-            raise AssertionError(f"valori-operator failover failed: {r.stderr}")
-        out = json.loads(r.stdout)
-        if "promote" in out["decision"]:
-            self.leader = out["decision"]["promote"]["name"]
-            self.epoch = out["decision"]["promote"]["epoch"]
-        return out
+        return self._promoted(docker(*args, check=False, timeout=180))
 
     def switchover(self, to: str) -> dict:
         """A planned hand-over (`valori-operator switchover`, the function a rollout calls)."""

@@ -57,34 +57,36 @@ pub async fn serve(
         (Some(cert), Some(key)) => Some((std::fs::read(cert)?, std::fs::read(key)?)),
         _ => None,
     };
+    let front = Front {
+        tls,
+        gate,
+        header_timeout,
+    };
     let grpc_task = match grpc {
         Some(listener) => Some(spawn_grpc(
             config,
             service.clone(),
             listener,
-            tls.as_ref(),
-            gate.clone(),
-            header_timeout,
+            &front,
             stopped(stop_rx.clone()),
         )?),
         None => None,
     };
-    serve_http(
-        config,
-        service,
-        http,
-        tls.as_ref(),
-        gate,
-        header_timeout,
-        stopped(stop_rx),
-    )
-    .await?;
+    serve_http(config, service, http, &front, stopped(stop_rx)).await?;
     if let Some(t) = grpc_task {
         t.await??;
     }
     follower_task.await?;
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     Ok(())
+}
+
+/// What both servers admit connections with: the TLS certificate and key (PEM) when the node
+/// serves TLS, the connection gate they share, and the deadline for a client's first bytes.
+struct Front {
+    tls: Option<(Vec<u8>, Vec<u8>)>,
+    gate: conn::Gate,
+    header_timeout: Duration,
 }
 
 /// Resolves once `rx` turns true.
@@ -129,17 +131,16 @@ fn spawn_grpc(
     config: &Config,
     service: Service,
     listener: TcpListener,
-    tls: Option<&(Vec<u8>, Vec<u8>)>,
-    gate: conn::Gate,
-    header_timeout: Duration,
+    front: &Front,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+    let (gate, header_timeout) = (front.gate.clone(), front.header_timeout);
     let server = grpc::server(service, config.max_body_bytes);
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.max_concurrent_requests.max(1))
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE));
-    let tls = match tls {
+    let tls = match &front.tls {
         Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(
             cert, key, b"h2",
         )?))),
@@ -192,11 +193,10 @@ async fn serve_http(
     config: &Config,
     service: Service,
     listener: TcpListener,
-    tls: Option<&(Vec<u8>, Vec<u8>)>,
-    gate: conn::Gate,
-    header_timeout: Duration,
+    front: &Front,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (gate, header_timeout) = (front.gate.clone(), front.header_timeout);
     let router = http::router(http::App::new(
         service,
         config.max_body_bytes,
@@ -212,7 +212,7 @@ async fn serve_http(
     }
     let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum_server::from_tcp(listener.into_std()?)?;
-    match tls {
+    match &front.tls {
         None => {
             http1_with_deadline(server.acceptor(gate), handle, header_timeout)
                 .serve(make_service)

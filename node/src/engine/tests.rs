@@ -166,3 +166,34 @@ fn a_dead_writer_makes_the_node_unready_and_writes_fail_fast() {
     let err = engine.send(Job::Panic).unwrap_err();
     assert_eq!(err.code(), "internal_error");
 }
+
+/// A restore cannot undo a fence: the epoch a node heard of is persisted by the writer, and a
+/// restore (which re-reads the persisted role to bump the history generation) runs in the same
+/// thread, after it, so it never writes back an older highest epoch, in memory or on disk.
+#[test]
+fn a_restore_keeps_the_highest_epoch_heard_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let engine = Engine::open(EngineConfig::new(&data), Arc::new(Metrics::new())).unwrap();
+    insert(&engine, 10, 0);
+    let snapshot = engine.snapshot_blocking().unwrap();
+    let copy = dir.path().join("copy.vsnap");
+    std::fs::copy(&snapshot.path, &copy).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(rt.block_on(engine.observe_epoch(5)).unwrap());
+    assert!(engine.role().fenced());
+    let history = engine.role().history;
+    rt.block_on(engine.install_copy(&copy)).unwrap();
+    let role = engine.role();
+    assert_eq!(
+        (role.seen_epoch, role.history),
+        (5, history + 1),
+        "{role:?}"
+    );
+    assert!(role.fenced(), "still fenced after the restore");
+    drop(engine);
+    let reopened = Engine::open(EngineConfig::new(&data), Arc::new(Metrics::new())).unwrap();
+    assert_eq!(reopened.role().seen_epoch, 5, "and on disk");
+}

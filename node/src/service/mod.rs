@@ -137,14 +137,7 @@ pub struct Service {
     followers: Arc<Followers>,
 }
 
-/// Runs CPU-bound or storage work off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
-) -> Result<T, NodeError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NodeError::Internal(format!("worker task failed: {e}")))?
-}
+pub use crate::blocking;
 
 impl Service {
     /// The service of `engine`, accepting `keys`.
