@@ -78,6 +78,17 @@ pub enum NodeError {
         /// The highest the node has seen.
         current: u64,
     },
+    /// An epoch another arbiter claimed on this node: two arbiters that chose the same epoch
+    /// at once must not both act with it; the later one gives up.
+    #[error(
+        "epoch {epoch} is claimed on this node by another arbiter ({by}); choose a higher one"
+    )]
+    EpochClaimed {
+        /// The epoch.
+        epoch: u64,
+        /// The arbiter that claimed it.
+        by: String,
+    },
     /// A write sent to a leader that a newer epoch has fenced.
     #[error("this leader (epoch {epoch}) is fenced: epoch {seen} exists, so a newer leader does; send writes to it")]
     Fenced {
@@ -135,7 +146,7 @@ impl NodeError {
             NodeError::Forbidden => 403,
             NodeError::Failed(_) | NodeError::ShuttingDown | NodeError::Busy(_) => 503,
             NodeError::ReadOnlyFollower { .. } => 403,
-            NodeError::StaleEpoch { .. } => 409,
+            NodeError::StaleEpoch { .. } | NodeError::EpochClaimed { .. } => 409,
             NodeError::Fenced { .. }
             | NodeError::ReplicationTimeout { .. }
             | NodeError::NotEnoughReplicas { .. } => 503,
@@ -168,6 +179,7 @@ impl NodeError {
             NodeError::Busy(_) => "busy",
             NodeError::ReadOnlyFollower { .. } => "read_only_follower",
             NodeError::StaleEpoch { .. } => "stale_epoch",
+            NodeError::EpochClaimed { .. } => "epoch_claimed",
             NodeError::Fenced { .. } => "fenced",
             NodeError::ReplicationTimeout { .. } => "replication_timeout",
             NodeError::NotEnoughReplicas { .. } => "not_enough_replicas",

@@ -47,6 +47,11 @@ pub struct RoleState {
     /// Bumped when the node's history is rewritten (a restore) or it starts a new one (a
     /// promotion): a follower re-checks its history against its leader's when it changes.
     pub history: u64,
+    /// The arbiter that claimed `seen_epoch` here (raised the node to it, or gave it a role at
+    /// it), when one named itself: another arbiter cannot use the same epoch on this node, so
+    /// two arbiters that chose the same epoch at once cannot both act with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimant: Option<String>,
 }
 
 /// What a role request does.
@@ -75,7 +80,41 @@ impl RoleState {
             seen_epoch: 1,
             by_api: false,
             history: 0,
+            claimant: None,
         }
+    }
+
+    /// Refuses `arbiter` an epoch another arbiter claimed here (409 `epoch_claimed`). An
+    /// epoch heard without an arbiter's name (from a follower or a leader) claims nothing.
+    pub fn check_claim(&self, epoch: u64, arbiter: Option<&str>) -> Result<(), NodeError> {
+        match (&self.claimant, arbiter) {
+            (Some(by), Some(a)) if epoch == self.seen_epoch && by != a => {
+                Err(NodeError::EpochClaimed {
+                    epoch,
+                    by: by.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The state after hearing of `epoch` from `arbiter` (if it named itself), when that
+    /// changes anything: a higher epoch than any seen (claimed by `arbiter`), or the first
+    /// claim of the current one. Call [`RoleState::check_claim`] first.
+    pub fn heard(&self, epoch: u64, arbiter: Option<&str>) -> Option<RoleState> {
+        if epoch > self.seen_epoch {
+            return Some(RoleState {
+                seen_epoch: epoch,
+                claimant: arbiter.map(String::from),
+                ..self.clone()
+            });
+        }
+        (epoch == self.seen_epoch && self.claimant.is_none() && arbiter.is_some()).then(|| {
+            RoleState {
+                claimant: arbiter.map(String::from),
+                ..self.clone()
+            }
+        })
     }
 
     /// Whether the node takes client writes: a leader that no newer epoch has fenced.
@@ -133,14 +172,21 @@ impl RoleState {
         Ok(Change::Apply)
     }
 
-    /// The state after `want` is applied.
-    pub fn apply(&self, want: Assignment) -> RoleState {
+    /// The state after `want` is applied, given by `arbiter` (which claims the epoch when it is
+    /// new here or unclaimed).
+    pub fn apply(&self, want: Assignment, arbiter: Option<&str>) -> RoleState {
         let promoted = want.role == Role::Leader && self.assignment.role != Role::Leader;
+        let claimant = match self.heard(want.epoch, arbiter) {
+            Some(h) => h.claimant,
+            None if want.epoch > self.seen_epoch => None,
+            None => self.claimant.clone(),
+        };
         RoleState {
             seen_epoch: self.seen_epoch.max(want.epoch),
             assignment: want,
             by_api: true,
             history: self.history + u64::from(promoted),
+            claimant,
         }
     }
 
@@ -183,6 +229,7 @@ mod tests {
             seen_epoch: seen,
             by_api: true,
             history: 0,
+            claimant: None,
         }
     }
 
@@ -246,11 +293,11 @@ mod tests {
         assert!(!s.writable() && s.fenced());
         // Demoted at the epoch that fenced it.
         check(&s, follower(2, "http://b"), Ok(Change::Apply));
-        let s = s.apply(follower(2, "http://b"));
+        let s = s.apply(follower(2, "http://b"), None);
         assert!(!s.writable() && !s.fenced());
         assert_eq!(s.seen_epoch, 2);
         // Promoted again later: a new history.
-        let p = s.apply(leader(3));
+        let p = s.apply(leader(3), None);
         assert!(p.writable());
         assert_eq!((p.seen_epoch, p.history), (3, s.history + 1));
     }
@@ -260,5 +307,36 @@ mod tests {
         let s = state(follower(7, "http://leader:3000"), 9);
         assert_eq!(RoleState::decode(&s.encode()).unwrap(), s);
         assert!(RoleState::decode(b"{}").is_err());
+    }
+
+    #[test]
+    fn an_epoch_claimed_by_one_arbiter_is_refused_to_another() {
+        let s = state(follower(1, "http://a"), 1);
+        // An arbiter raises the node to 5 and claims it.
+        s.check_claim(5, Some("operator")).unwrap();
+        let raised = s.heard(5, Some("operator")).unwrap();
+        assert_eq!(
+            (raised.seen_epoch, raised.claimant.as_deref()),
+            (5, Some("operator"))
+        );
+        // The same arbiter again, or a follower or leader naming 5: fine; another arbiter: no.
+        raised.check_claim(5, Some("operator")).unwrap();
+        raised.check_claim(5, None).unwrap();
+        let e = raised.check_claim(5, Some("cli-1")).unwrap_err();
+        assert_eq!(e.code(), "epoch_claimed");
+        assert!(e.to_string().contains("operator"), "{e}");
+        // A higher epoch is anyone's.
+        raised.check_claim(6, Some("cli-1")).unwrap();
+        // An epoch learnt from a leader's page claims nothing; the first arbiter to name it
+        // claims it.
+        let learnt = s.heard(5, None).unwrap();
+        assert_eq!(learnt.claimant, None);
+        let claimed = learnt.heard(5, Some("cli-1")).unwrap();
+        assert_eq!(claimed.claimant.as_deref(), Some("cli-1"));
+        assert_eq!(claimed.heard(5, Some("cli-1")), None, "nothing new");
+        // A role given at a new epoch claims it for its arbiter.
+        let promoted = s.apply(leader(7), Some("operator"));
+        assert_eq!(promoted.claimant.as_deref(), Some("operator"));
+        assert_eq!(s.apply(leader(7), None).claimant, None);
     }
 }

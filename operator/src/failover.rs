@@ -181,6 +181,10 @@ pub fn next_epoch<'a>(current: u64, answers: impl IntoIterator<Item = &'a api::R
         + 1
 }
 
+/// The name every operator replica speaks as: they are one arbiter (the Lease and the
+/// cluster's status order them), distinct from any run of the one-shot commands.
+pub const OPERATOR_ARBITER: &str = "valori-operator";
+
 /// A node the operator reaches over HTTP.
 #[derive(Clone, Debug)]
 pub struct NodeRef {
@@ -243,17 +247,30 @@ impl Nodes {
     }
 
     /// A client that also trusts the certificates of the PEM bundle `ca` (the CA of nodes that
-    /// serve TLS with a private certificate). Each call may take `timeout`.
+    /// serve TLS with a private certificate). Each call may take `timeout`. It speaks for the
+    /// operator ([`OPERATOR_ARBITER`]).
     pub fn with_ca(
         key: Option<String>,
         timeout: Duration,
         ca: Option<&[u8]>,
+    ) -> Result<Nodes, String> {
+        Nodes::for_arbiter(key, timeout, ca, OPERATOR_ARBITER)
+    }
+
+    /// [`Nodes::with_ca`] speaking for arbiter `arbiter`: the epochs it raises nodes to, or
+    /// gives roles at, are claimed for it, and refused it when another arbiter claimed them.
+    pub fn for_arbiter(
+        key: Option<String>,
+        timeout: Duration,
+        ca: Option<&[u8]>,
+        arbiter: &str,
     ) -> Result<Nodes, String> {
         let options = valori_client::Options {
             connect_timeout: timeout,
             timeout: Some(timeout),
             read_timeout: None,
             ca_pem: ca.map(<[u8]>::to_vec),
+            arbiter: Some(arbiter.to_string()),
         };
         Ok(Nodes {
             connector: valori_client::Connector::new(key, &options).map_err(|e| e.to_string())?,
@@ -406,12 +423,33 @@ where
     // Raised first: a follower raised to the new epoch no longer confirms the old leader's
     // writes (it refuses a leader below the epoch it has seen), so what this observes is all
     // the old leader can have had acknowledged.
-    let raised: Vec<Option<api::RoleInfo>> = futures::future::join_all(
+    let answers = futures::future::join_all(
         followers
             .iter()
-            .map(|f| async move { nodes.fence(f, epoch).await.ok() }),
+            .map(|f| async move { nodes.fence(f, epoch).await }),
     )
     .await;
+    // A node that refuses the epoch because another arbiter claimed it there: two arbiters
+    // chose it at once, and this one gives up (the other, or a later pass, goes on).
+    let claimed: Vec<String> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Err(CallError::Refused {
+                node,
+                code,
+                message,
+                ..
+            }) if code == "epoch_claimed" => Some(format!("{node}: {message}")),
+            _ => None,
+        })
+        .collect();
+    if !claimed.is_empty() {
+        return Ok(waiting(format!(
+            "another arbiter claimed epoch {epoch}: {}",
+            claimed.join("; ")
+        )));
+    }
+    let raised: Vec<Option<api::RoleInfo>> = answers.into_iter().map(Result::ok).collect();
     if let Some(old) = old_leader {
         let _ = nodes.fence(old, epoch).await;
     }

@@ -122,8 +122,27 @@ fn node_ref(spec: &str) -> anyhow::Result<valori_operator::failover::NodeRef> {
     })
 }
 
+/// The nodes' client of one run of a one-shot command: an arbiter of its own, named after the
+/// process and the moment, distinct from the operator and from any other run.
+fn one_shot(
+    api_key: Option<String>,
+    timeout_seconds: u64,
+) -> anyhow::Result<valori_operator::failover::Nodes> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let arbiter = format!("valori-operator-cli-{}-{now}", std::process::id());
+    valori_operator::failover::Nodes::for_arbiter(
+        api_key,
+        Duration::from_secs(timeout_seconds),
+        None,
+        &arbiter,
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
 async fn switchover_once(cmd: Cmd) -> anyhow::Result<i32> {
-    use valori_operator::failover::{switchover, CallError, Nodes};
+    use valori_operator::failover::{switchover, CallError};
     let Cmd::Switchover {
         leader,
         to,
@@ -141,7 +160,7 @@ async fn switchover_once(cmd: Cmd) -> anyhow::Result<i32> {
         .iter()
         .map(|f| node_ref(f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let nodes = Nodes::new(api_key, Duration::from_secs(timeout_seconds));
+    let nodes = one_shot(api_key, timeout_seconds)?;
     let done = switchover(
         &nodes,
         &old,
@@ -160,7 +179,7 @@ async fn switchover_once(cmd: Cmd) -> anyhow::Result<i32> {
 }
 
 async fn failover_once(cmd: Cmd) -> anyhow::Result<i32> {
-    use valori_operator::failover::{fail_over, Decision, Nodes};
+    use valori_operator::failover::{fail_over, Decision};
     let Cmd::Failover {
         leader,
         followers,
@@ -177,9 +196,10 @@ async fn failover_once(cmd: Cmd) -> anyhow::Result<i32> {
         .iter()
         .map(|f| node_ref(f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let nodes = Nodes::new(api_key, Duration::from_secs(timeout_seconds));
-    // The command records its epoch nowhere: it is for clusters without the operator, whose
-    // status and Lease keep two arbiters from acting at once. Run one at a time.
+    let nodes = one_shot(api_key, timeout_seconds)?;
+    // The command records its epoch nowhere (it is for clusters without the operator); it is
+    // an arbiter of its own, so an epoch another arbiter claimed on a node is refused it there,
+    // and it waits.
     let configured = followers.len() as u32;
     let out = fail_over(
         &nodes,

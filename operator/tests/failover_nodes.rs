@@ -1,7 +1,7 @@
 //! The node-facing half of failover against real `valori-node` processes on 127.0.0.1: the
 //! operator's own `fail_over` (the function the reconcile loop calls) after the leader is
 //! killed under a continuous writer, with synchronous replication: no acknowledged write is
-//! lost; and the case where it must wait.
+//! lost; the cases where it must wait; the old leader the arbiter cannot reach; two arbiters.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,4 +326,60 @@ fn a_leader_the_arbiter_cannot_reach_acknowledges_nothing_the_new_leader_lacks()
         acked.len(),
         &missing[..missing.len().min(20)]
     );
+}
+
+/// Two arbiters that chose the same epoch at once (the one-shot command and the operator, two
+/// runs of the command) cannot both act with it: each names itself, a node refuses an epoch
+/// another arbiter claimed there, and the arbiter that finds its epoch claimed waits instead
+/// of promoting a second leader at it. Here the other arbiter raises one follower to the very
+/// epoch this failover chose, between its choice and its own raise.
+#[test]
+fn an_epoch_another_arbiter_claimed_makes_the_failover_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Proc::start(&dir.path().join("a"), &[]);
+    let args = [
+        "--replication-mode",
+        "follower",
+        "--leader-url",
+        &leader.url,
+    ];
+    let (b, c) = (
+        Proc::start(&dir.path().join("b"), &args),
+        Proc::start(&dir.path().join("c"), &args),
+    );
+    let refs = [
+        NodeRef {
+            name: "b".into(),
+            url: b.url.clone(),
+        },
+        NodeRef {
+            name: "c".into(),
+            url: c.url.clone(),
+        },
+    ];
+    let this = Nodes::for_arbiter(None, Duration::from_secs(5), None, "this").unwrap();
+    let other = Nodes::for_arbiter(None, Duration::from_secs(5), None, "other").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let outcome = rt
+        .block_on(fail_over(&this, None, &refs, 2, 0, 1, |epoch| {
+            let (other, c) = (other.clone(), refs[1].clone());
+            async move {
+                other.fence(&c, epoch).await?;
+                Ok::<_, valori_operator::failover::CallError>(())
+            }
+        }))
+        .expect("failover");
+    match &outcome.decision {
+        Decision::Wait { reason } => {
+            assert!(reason.contains("another arbiter claimed"), "{reason}")
+        }
+        other => panic!("expected to wait: {other:?}"),
+    }
+    for f in [&b, &c] {
+        assert_eq!(get(&format!("{}/v1/role", f.url))["role"], "follower");
+    }
+    // The arbiter that claimed it can use it; the other cannot.
+    let promote = valori_api::SetRole::leader(2);
+    assert!(rt.block_on(this.set_role(&refs[1], &promote)).is_err());
+    assert!(rt.block_on(other.set_role(&refs[1], &promote)).is_ok());
 }

@@ -85,6 +85,7 @@ impl Remote {
             timeout: Some(timeout),
             read_timeout: None,
             ca_pem,
+            arbiter: None,
         };
         let client = Client::new(url, api_key, &options).map_err(|e| match e {
             valori_client::Error::Invalid(m) if m.contains("PEM") => ApiError::invalid(format!(

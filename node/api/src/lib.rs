@@ -34,6 +34,14 @@ pub const EPOCH_HEADER: &str = "x-valori-epoch";
 /// synchronous write counts as a confirmation.
 pub const CHAIN_HEADER: &str = "x-valori-chain";
 
+/// The header in which an arbiter names itself when it raises a node's epoch (`GET /v1/role`
+/// naming an epoch) or gives it a role (`PUT /v1/role`): the node refuses an epoch another
+/// arbiter claimed there (409 `epoch_claimed`), so two arbiters that chose the same epoch at
+/// once cannot both act with it. The operator's replicas share one name (its Lease and the
+/// cluster's status already order them); each run of the one-shot `failover` command has its
+/// own.
+pub const ARBITER_HEADER: &str = "x-valori-arbiter";
+
 /// The API key a request presents, given a lookup of its headers by lower-case name: the
 /// first of `Authorization: Bearer <key>`, `x-api-key` and `api-key` that is present. An
 /// `Authorization` header of another scheme (say, a proxy's `Basic`) is passed over, not taken

@@ -75,6 +75,9 @@ pub struct Options {
     pub read_timeout: Option<Duration>,
     /// PEM certificates to trust besides the system's roots (a private CA).
     pub ca_pem: Option<Vec<u8>>,
+    /// The arbiter this client speaks for, named in every request ([`api::ARBITER_HEADER`]):
+    /// the epochs it raises nodes to, or gives roles at, are claimed for it there.
+    pub arbiter: Option<String>,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
             timeout: None,
             read_timeout: None,
             ca_pem: None,
+            arbiter: None,
         }
     }
 }
@@ -157,11 +161,22 @@ impl Connector {
                     })?,
             ),
         };
+        let arbiter = match &options.arbiter {
+            None => None,
+            Some(name) => Some(reqwest::header::HeaderValue::from_str(name).map_err(|_| {
+                Error::Invalid(format!("arbiter name {name:?} is not a header value"))
+            })?),
+        };
         let build = |whole: Option<Duration>| {
             let builder = || {
                 let mut b = reqwest::Client::builder()
                     .tls_backend_rustls()
                     .connect_timeout(options.connect_timeout);
+                if let Some(name) = &arbiter {
+                    let mut headers = reqwest::header::HeaderMap::new();
+                    headers.insert(api::ARBITER_HEADER, name.clone());
+                    b = b.default_headers(headers);
+                }
                 if let Some(t) = whole {
                     b = b.timeout(t);
                 }

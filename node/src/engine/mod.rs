@@ -368,8 +368,13 @@ impl Engine {
     /// Gives the node a role (see [`RoleState::decide`]): made durable, then in effect. Ordered
     /// with writes by the writer thread: a write submitted before either commits first or
     /// fails, and every write after a demotion is refused.
-    pub async fn set_role(&self, want: Assignment) -> Result<RoleState, NodeError> {
-        answer(self.ask(|reply| Job::SetRole(want, reply))?).await
+    /// `arbiter`: the arbiter that asks, when it named itself (see [`RoleState::claimant`]).
+    pub async fn set_role(
+        &self,
+        want: Assignment,
+        arbiter: Option<String>,
+    ) -> Result<RoleState, NodeError> {
+        answer(self.ask(|reply| Job::SetRole(want, arbiter, reply))?).await
     }
 
     /// Records an epoch heard of (from a follower's request, a node checking this one, or a
@@ -380,11 +385,22 @@ impl Engine {
     /// that passed its role check before commits whole first, and the answer comes after it,
     /// so the sequence number read after this returns is the fenced leader's last. None commits
     /// after it. (An epoch already seen costs no job: a follower names one with every poll.)
-    pub async fn observe_epoch(&self, epoch: u64) -> Result<bool, NodeError> {
-        if epoch <= self.shared.roles.lock().seen_epoch {
-            return Ok(false);
+    ///
+    /// An arbiter that names itself also claims the epoch on this node, and is refused one
+    /// another arbiter claimed (409 `epoch_claimed`).
+    pub async fn observe_epoch(
+        &self,
+        epoch: u64,
+        arbiter: Option<String>,
+    ) -> Result<bool, NodeError> {
+        {
+            let role = self.shared.roles.lock();
+            if role.heard(epoch, arbiter.as_deref()).is_none() {
+                role.check_claim(epoch, arbiter.as_deref())?;
+                return Ok(false);
+            }
         }
-        answer(self.ask(|reply| Job::ObserveEpoch(epoch, reply))?).await
+        answer(self.ask(|reply| Job::ObserveEpoch(epoch, arbiter, reply))?).await
     }
 
     /// Refuses writes unless this node is a leader no newer epoch has fenced.

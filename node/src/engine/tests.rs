@@ -182,7 +182,7 @@ fn a_restore_keeps_the_highest_epoch_heard_of() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    assert!(rt.block_on(engine.observe_epoch(5)).unwrap());
+    assert!(rt.block_on(engine.observe_epoch(5, None)).unwrap());
     assert!(engine.role().fenced());
     let history = engine.role().history;
     rt.block_on(engine.install_copy(&copy)).unwrap();

@@ -42,11 +42,12 @@ pub(super) enum Job {
         Option<u64>,
         Reply<SnapshotFile>,
     ),
-    /// A new role: ordered with writes, so a write either commits before it or is refused.
-    SetRole(Assignment, Reply<RoleState>),
-    /// An epoch heard of: ordered with writes as a role is (a fence takes effect between
-    /// groups, never inside one).
-    ObserveEpoch(u64, Reply<bool>),
+    /// A new role, from the arbiter that named itself: ordered with writes, so a write either
+    /// commits before it or is refused.
+    SetRole(Assignment, Option<String>, Reply<RoleState>),
+    /// An epoch heard of, from the arbiter that named itself: ordered with writes as a role is
+    /// (a fence takes effect between groups, never inside one).
+    ObserveEpoch(u64, Option<String>, Reply<bool>),
     /// Makes the writer panic (tests of what the node does when its writer dies).
     #[cfg(test)]
     Panic,
@@ -148,11 +149,11 @@ fn between_groups(shared: &Shared, copies: &mut Copies, job: Job) {
             }
             let _ = reply.send(restored);
         }
-        Job::SetRole(want, reply) => {
-            let _ = reply.send(set_role(shared, want));
+        Job::SetRole(want, arbiter, reply) => {
+            let _ = reply.send(set_role(shared, want, arbiter.as_deref()));
         }
-        Job::ObserveEpoch(epoch, reply) => {
-            let _ = reply.send(observe_epoch(shared, epoch));
+        Job::ObserveEpoch(epoch, arbiter, reply) => {
+            let _ = reply.send(observe_epoch(shared, epoch, arbiter.as_deref()));
         }
     }
 }
@@ -334,12 +335,17 @@ fn replicate(shared: &Shared, copies: &mut Copies, entries: Vec<Entry>) -> Resul
 }
 
 /// Applies a role request in the writer: decided, made durable, then in effect.
-fn set_role(shared: &Shared, want: Assignment) -> Result<RoleState, NodeError> {
+fn set_role(
+    shared: &Shared,
+    want: Assignment,
+    arbiter: Option<&str>,
+) -> Result<RoleState, NodeError> {
     let role = shared.roles.lock();
+    role.check_claim(want.epoch, arbiter)?;
     if role.decide(&want)? == Change::Unchanged {
         return Ok(role.clone());
     }
-    let next = role.apply(want);
+    let next = role.apply(want, arbiter);
     tracing::info!(
         role = next.assignment.role.name(),
         epoch = next.assignment.epoch,
@@ -354,14 +360,14 @@ fn set_role(shared: &Shared, want: Assignment) -> Result<RoleState, NodeError> {
 
 /// Records a higher epoch in the writer: persisted, then in effect (see
 /// [`super::Engine::observe_epoch`]).
-fn observe_epoch(shared: &Shared, epoch: u64) -> Result<bool, NodeError> {
+fn observe_epoch(shared: &Shared, epoch: u64, arbiter: Option<&str>) -> Result<bool, NodeError> {
     let role = shared.roles.lock();
-    if epoch <= role.seen_epoch {
+    role.check_claim(epoch, arbiter)?;
+    let new = epoch > role.seen_epoch;
+    let Some(next) = role.heard(epoch, arbiter) else {
         return Ok(false);
-    }
-    let mut next = role.clone();
-    next.seen_epoch = epoch;
-    if next.fenced() {
+    };
+    if new && next.fenced() {
         tracing::warn!(
             epoch = next.assignment.epoch,
             seen = epoch,
@@ -371,5 +377,5 @@ fn observe_epoch(shared: &Shared, epoch: u64) -> Result<bool, NodeError> {
     shared
         .roles
         .persist_and_publish(&shared.store, &shared.metrics, role, next)?;
-    Ok(true)
+    Ok(new)
 }

@@ -93,7 +93,13 @@ impl From<NodeError> for Status {
             401 => tonic::Code::Unauthenticated,
             403 => tonic::Code::PermissionDenied,
             404 => tonic::Code::NotFound,
-            409 if matches!(e, NodeError::StaleEpoch { .. }) => tonic::Code::FailedPrecondition,
+            409 if matches!(
+                e,
+                NodeError::StaleEpoch { .. } | NodeError::EpochClaimed { .. }
+            ) =>
+            {
+                tonic::Code::FailedPrecondition
+            }
             409 => tonic::Code::AlreadyExists,
             502 | 503 => tonic::Code::Unavailable,
             _ => tonic::Code::Internal,

@@ -425,6 +425,8 @@ impl Valori for Grpc {
     }
 
     async fn set_role(&self, req: Request<pb::SetRoleRequest>) -> GrpcResult<pb::RoleReply> {
+        let md = req.metadata();
+        let heard = Heard::from_headers(|name| md.get(name).and_then(|v| v.to_str().ok()))?;
         let r = req.into_inner();
         let role = match r.role.as_str() {
             "leader" => api::Role::Leader,
@@ -438,12 +440,15 @@ impl Valori for Grpc {
         };
         let info = self
             .service
-            .set_role(api::SetRole {
-                role,
-                epoch: r.epoch,
-                leader_url: r.leader_url,
-                heal: r.heal,
-            })
+            .set_role(
+                api::SetRole {
+                    role,
+                    epoch: r.epoch,
+                    leader_url: r.leader_url,
+                    heal: r.heal,
+                },
+                heard,
+            )
             .await?;
         Ok(Response::new(role_reply(info)))
     }

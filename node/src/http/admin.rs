@@ -45,9 +45,10 @@ pub async fn get_role(
 
 pub async fn set_role(
     State(app): State<AppRef>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<api::SetRole>,
 ) -> ApiResult<api::RoleInfo> {
-    Ok(Json(app.service.set_role(body).await?))
+    Ok(Json(app.service.set_role(body, heard(&headers)?).await?))
 }
 
 pub async fn replication(State(app): State<AppRef>) -> ApiResult<api::ReplicationStatus> {

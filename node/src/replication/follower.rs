@@ -89,6 +89,7 @@ impl Follower {
             timeout: None,
             read_timeout: Some(LEADER_READ_TIMEOUT),
             ca_pem: None,
+            arbiter: None,
         };
         let leader = Client::new(leader, settings.key.clone(), &options)
             .map_err(|e| NodeError::BadRequest(format!("the leader's URL: {e}")))?;
@@ -313,7 +314,7 @@ impl Follower {
                 self.leader.url()
             )));
         }
-        self.engine.observe_epoch(epoch).await?;
+        self.engine.observe_epoch(epoch, None).await?;
         self.leader_epoch = Some(epoch);
         Ok(())
     }

@@ -21,6 +21,9 @@ pub struct Heard {
     pub epoch: Option<u64>,
     /// The sender's chain hash (hex) at the sequence number before the `from` it asks for.
     pub chain: Option<String>,
+    /// The arbiter the sender is, when it names itself ([`api::ARBITER_HEADER`]): an epoch it
+    /// raises a node to, or gives a role at, is claimed for it there.
+    pub arbiter: Option<String>,
 }
 
 impl Heard {
@@ -41,6 +44,10 @@ impl Heard {
             follower: header(api::FOLLOWER_HEADER).map(String::from),
             epoch,
             chain: header(api::CHAIN_HEADER).map(String::from),
+            arbiter: header(api::ARBITER_HEADER)
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from),
         })
     }
 
@@ -92,7 +99,7 @@ impl Service {
     pub async fn role(&self, access: Access, heard: Heard) -> Result<api::RoleInfo, NodeError> {
         if let Some(epoch) = heard.epoch_heeded(access) {
             // Ordered with commits: the sequence number below is a fenced leader's last.
-            self.engine.observe_epoch(epoch).await?;
+            self.engine.observe_epoch(epoch, heard.arbiter).await?;
         }
         self.role_info()
     }
@@ -115,15 +122,23 @@ impl Service {
         })
     }
 
-    /// Gives the node a role (see [`crate::role::RoleState::decide`]).
-    pub async fn set_role(&self, req: api::SetRole) -> Result<api::RoleInfo, NodeError> {
+    /// Gives the node a role (see [`crate::role::RoleState::decide`]), from the arbiter that
+    /// names itself in `heard`, if it does.
+    pub async fn set_role(
+        &self,
+        req: api::SetRole,
+        heard: Heard,
+    ) -> Result<api::RoleInfo, NodeError> {
         self.engine
-            .set_role(crate::role::Assignment {
-                role: req.role,
-                epoch: req.epoch,
-                leader_url: req.leader_url.map(|u| u.trim_end_matches('/').to_string()),
-                heal: req.heal.unwrap_or(true),
-            })
+            .set_role(
+                crate::role::Assignment {
+                    role: req.role,
+                    epoch: req.epoch,
+                    leader_url: req.leader_url.map(|u| u.trim_end_matches('/').to_string()),
+                    heal: req.heal.unwrap_or(true),
+                },
+                heard.arbiter,
+            )
             .await?;
         self.role_info()
     }
@@ -143,7 +158,7 @@ impl Service {
             )));
         }
         if let Some(epoch) = heard.epoch_heeded(access) {
-            self.engine.observe_epoch(epoch).await?;
+            self.engine.observe_epoch(epoch, None).await?;
         }
         let chain = heard.chain;
         let proven = self
