@@ -16,7 +16,10 @@ use crate::event::{decode_spec, encode_spec, CollectionSpec, IndexSpec, Metric, 
 use crate::exec::Executor;
 use crate::fixed::Fixed;
 use crate::hnsw::{BuildLog, Hnsw, SearchScratch, Space};
+use crate::keyed::Extras;
 use crate::limits::*;
+use crate::payload::Payload;
+use alloc::string::String;
 
 /// A tag filter with at most this many live records is answered by an exact scan of the tag
 /// instead of a filtered graph walk (the scan is both exact and cheaper at that size).
@@ -42,6 +45,12 @@ pub struct Record<'a> {
     pub tag: u64,
     /// Metadata, if any.
     pub metadata: Option<&'a [u8]>,
+    /// Key, for records written by an upsert.
+    pub key: Option<&'a str>,
+    /// Payload, if any (an empty payload is none).
+    pub payload: Option<&'a Payload>,
+    /// Document text, if any.
+    pub document: Option<&'a str>,
 }
 
 /// A collection and its records.
@@ -74,6 +83,8 @@ pub struct Collection {
     pub(crate) saturated: Vec<u32>,
     /// The compact copy's width, shift and exactness (see [`crate::compact`]).
     pub(crate) compact_params: compact::Params,
+    /// Keys, payloads, documents and payload indexes ([`crate::keyed`]).
+    pub(crate) extras: Extras,
 }
 
 /// A collection's compact copy, at the width its parameters name.
@@ -105,6 +116,7 @@ impl Collection {
             compact: CompactCopy::Wide(Vec::new()),
             saturated: Vec::new(),
             compact_params: compact::Params::EMPTY,
+            extras: Extras::default(),
             spec,
             next_id: 0,
             vectors: Vec::new(),
@@ -155,6 +167,9 @@ impl Collection {
             vector: self.slot(id),
             tag: self.tags[id as usize],
             metadata: self.metadata.get(&id).map(|m| m.as_slice()),
+            key: self.extras.key_of.get(&id).map(String::as_str),
+            payload: self.extras.payloads.get(&id),
+            document: self.extras.documents.get(&id).map(String::as_str),
         })
     }
 
@@ -223,6 +238,13 @@ impl Collection {
                 .expect("record was validated before apply");
             self.push_stored(&stored, rec.tag, rec.metadata.clone());
         }
+        self.index_from(first, build);
+        first
+    }
+
+    /// Indexes the slots stored from `first` on (building with `exec`, or replaying a build's
+    /// log).
+    pub(crate) fn index_from<E: Executor>(&mut self, first: u64, build: Build<'_, E>) {
         let end = self.next_id;
         if let Some(mut index) = self.index.take() {
             self.refresh_compact(first);
@@ -239,7 +261,6 @@ impl Collection {
             }
             self.index = Some(index);
         }
-        first
     }
 
     /// Brings the compact copy up to date after records from `first` on were stored:
@@ -306,6 +327,7 @@ impl Collection {
             + metadata
             + postings) as u64
             + self.index.as_ref().map_or(0, Hnsw::memory_bytes)
+            + self.extras.memory_bytes()
     }
 
     /// Blake3 of the index's canonical encoding (`None` for flat collections).
@@ -316,7 +338,12 @@ impl Collection {
         Some(*h.finalize().as_bytes())
     }
 
-    fn push_stored(&mut self, stored: &[i32], tag: u64, metadata: Option<Vec<u8>>) -> u64 {
+    pub(crate) fn push_stored(
+        &mut self,
+        stored: &[i32],
+        tag: u64,
+        metadata: Option<Vec<u8>>,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let max_abs = distance::max_abs(stored);
@@ -348,6 +375,7 @@ impl Collection {
         self.tags[id as usize] = 0;
         self.live[id as usize] = false;
         self.metadata.remove(&id);
+        self.extras.forget(id);
         self.live_count -= 1;
     }
 
@@ -364,10 +392,31 @@ impl Collection {
     /// Exact k nearest live records to `query` (stored form), optionally only those with
     /// `tag`, ordered by (distance, id).
     pub fn search_exact(&self, query: &[i32], k: usize, tag: Option<u64>) -> Vec<Hit> {
+        match tag {
+            Some(t) => self.search_among(
+                query,
+                k,
+                self.postings
+                    .get(&t)
+                    .map_or(&[][..], |l| l.as_slice())
+                    .iter()
+                    .map(|&id| u64::from(id)),
+            ),
+            None => self.search_among(query, k, self.ids()),
+        }
+    }
+
+    /// Exact k nearest among the given live ids, ordered by (distance, id).
+    pub(crate) fn search_among(
+        &self,
+        query: &[i32],
+        k: usize,
+        ids: impl Iterator<Item = u64>,
+    ) -> Vec<Hit> {
         let bound = self.bound_for(query);
         let metric = self.spec.metric;
         let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
-        let mut consider = |id: u64| {
+        let consider = |id: u64| {
             let hit = Hit {
                 distance: distance::distance(metric, bound, query, self.slot(id)),
                 id,
@@ -379,14 +428,7 @@ impl Collection {
                 heap.push(hit);
             }
         };
-        match tag {
-            Some(t) => {
-                for &id in self.postings.get(&t).map_or(&[][..], |l| l.as_slice()) {
-                    consider(u64::from(id));
-                }
-            }
-            None => self.ids().for_each(consider),
-        }
+        ids.for_each(consider);
         heap.into_sorted_vec()
     }
 
@@ -424,6 +466,57 @@ impl Collection {
         tag: Option<u64>,
         scratch: &mut SearchScratch,
     ) -> Vec<Hit> {
+        let live = |s: u32| self.live[s as usize];
+        match tag {
+            None => self
+                .walk(index, compact, query, k, ef, &live, 0, scratch)
+                .unwrap_or_default(),
+            Some(t) => {
+                let count = self.postings.get(&t).map_or(0, |l| l.len() as u64);
+                if count <= FILTER_SCAN_MAX {
+                    return self.search_exact(query, k, tag);
+                }
+                let accept = |s: u32| live(s) && self.tags[s as usize] == t;
+                let need = count.min(k as u64) as usize;
+                self.walk(index, compact, query, k, ef, &accept, need, scratch)
+                    .unwrap_or_else(|| self.search_exact(query, k, tag))
+            }
+        }
+    }
+
+    /// A walk of the index over the slots `accept` takes (it must refuse dead ones): exact
+    /// hits by (distance, id), or `None` when the collection has no index or the walk found
+    /// fewer than `need` slots.
+    pub(crate) fn walk_index(
+        &self,
+        query: &[i32],
+        k: usize,
+        ef: Option<usize>,
+        accept: &dyn Fn(u32) -> bool,
+        need: usize,
+        scratch: &mut SearchScratch,
+    ) -> Option<Vec<Hit>> {
+        let index = self.index.as_ref()?;
+        let ef = ef.unwrap_or(usize::from(index.params().ef_search));
+        match &self.compact {
+            CompactCopy::Narrow(c) => self.walk(index, c, query, k, ef, accept, need, scratch),
+            CompactCopy::Wide(c) => self.walk(index, c, query, k, ef, accept, need, scratch),
+        }
+    }
+
+    /// See [`Collection::walk_index`].
+    #[allow(clippy::too_many_arguments)]
+    fn walk<C: Component>(
+        &self,
+        index: &Hnsw,
+        compact: &[C],
+        query: &[i32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+        need: usize,
+        scratch: &mut SearchScratch,
+    ) -> Option<Vec<Hit>> {
         let compact::Params { shift, exact, .. } = self.compact_params;
         let mut q = Vec::with_capacity(query.len());
         let in_range = compact::quantize_query(query, shift, &mut q);
@@ -437,32 +530,19 @@ impl Collection {
                 .trailing_zeros()
                 >= shift;
         let space = self.space(compact);
-        let live = |s: u32| self.live[s as usize];
-        let mut found = match tag {
-            None => index.search(&space, &q, k, ef, &live, scratch),
-            Some(t) => {
-                let count = self.postings.get(&t).map_or(0, |l| l.len() as u64);
-                if count <= FILTER_SCAN_MAX {
-                    return self.search_exact(query, k, tag);
-                }
-                let accept = |s: u32| live(s) && self.tags[s as usize] == t;
-                let found = index.search(&space, &q, k, ef, &accept, scratch);
-                if (found.len() as u64) < count.min(k as u64) {
-                    return self.search_exact(query, k, tag);
-                }
-                found
-            }
-        };
+        let mut found = index.search(&space, &q, k, ef, accept, scratch);
+        if found.len() < need {
+            return None;
+        }
         // Saturated records' walk distances are only rough, so a walk may miss one even when
         // the query is the record itself: they are always candidates (the copy is then not
         // exact, so `finish` re-ranks every candidate by its exact distance).
         for &slot in &self.saturated {
-            let accepted = live(slot) && tag.is_none_or(|t| self.tags[slot as usize] == t);
-            if accepted && !found.iter().any(|&(_, s)| s == slot) {
+            if accept(slot) && !found.iter().any(|&(_, s)| s == slot) {
                 found.push((0, slot));
             }
         }
-        self.finish(query, found, k, exact)
+        Some(self.finish(query, found, k, exact))
     }
 
     /// Turns compact results into exact hits: by scaling when the compact copy is exact for
@@ -498,7 +578,7 @@ impl Collection {
     /// Canonical encoding: spec, then every slot in id order: a live flag, and for a live
     /// record its tag and metadata, then the vector. A deleted record keeps its vector as a
     /// routing point of the index, so it stays part of the state (see ARCHITECTURE.md).
-    pub(crate) fn encode(&self, out: &mut impl Sink) {
+    pub(crate) fn encode(&self, out: &mut impl Sink, extras: bool) {
         encode_spec(&self.spec, out);
         out.put_u64(self.next_id);
         let mut buf = Vec::with_capacity(self.dim() * 4);
@@ -519,10 +599,13 @@ impl Collection {
         if let Some(index) = &self.index {
             index.encode(out);
         }
+        if extras {
+            self.encode_extras(out);
+        }
     }
 
     /// Decodes [`Collection::encode`]'s output, checking every invariant it relies on.
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(r: &mut Reader<'_>, extras: bool) -> Result<Self, DecodeError> {
         let spec = decode_spec(r)?;
         check_spec(&spec).map_err(|_| DecodeError::Invalid("collection definition"))?;
         let slots = r.u64()?;
@@ -560,6 +643,9 @@ impl Collection {
         if let IndexSpec::Hnsw(p) = c.spec.index {
             c.index = Some(Hnsw::decode(p, slots, r)?);
             c.refresh_compact(0);
+        }
+        if extras {
+            c.decode_extras(r)?;
         }
         Ok(c)
     }

@@ -3,7 +3,7 @@
 use alloc::string::String;
 use core::fmt;
 
-use crate::limits::{MAX_KIND_BYTES, MAX_NAME_BYTES};
+use crate::limits::{MAX_KEY_BYTES, MAX_KIND_BYTES, MAX_NAME_BYTES};
 
 /// Why an event was rejected or a query refused. A rejected event changes nothing.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -109,6 +109,57 @@ pub enum Error {
     },
     /// An id counter would overflow.
     IdsExhausted,
+    /// A record key that is empty or longer than [`crate::limits::MAX_KEY_BYTES`].
+    InvalidKey {
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// The same key twice in one upsert.
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+    /// An `insert_only` upsert of a key that exists.
+    KeyExists {
+        /// The key.
+        key: String,
+    },
+    /// An `update_only` upsert of a key that does not exist.
+    KeyNotFound {
+        /// The key.
+        key: String,
+    },
+    /// A payload too large or too deep (or one that a merge would make so).
+    InvalidPayload {
+        /// Which record or part.
+        at: String,
+        /// Why.
+        reason: String,
+    },
+    /// A filter out of bounds or of the wrong shape.
+    InvalidFilter {
+        /// Which part, as a path (`filter.must[2]`).
+        at: String,
+        /// Why.
+        reason: String,
+    },
+    /// A write by target that would affect more records than its `max_affected`.
+    TooManyAffected {
+        /// How many records it matches.
+        matched: u64,
+        /// The most it may affect.
+        max: u64,
+    },
+    /// Declaring a payload index on a field that has one.
+    PayloadIndexExists {
+        /// The field.
+        field: String,
+    },
+    /// Dropping a payload index that does not exist.
+    PayloadIndexNotFound {
+        /// The field.
+        field: String,
+    },
 }
 
 impl Error {
@@ -131,6 +182,15 @@ impl Error {
             Error::InvalidSearch { .. } => "invalid_search",
             Error::InvalidTraversal { .. } => "invalid_traversal",
             Error::IdsExhausted => "ids_exhausted",
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::DuplicateKey { .. } => "duplicate_key",
+            Error::KeyExists { .. } => "key_exists",
+            Error::KeyNotFound { .. } => "key_not_found",
+            Error::InvalidPayload { .. } => "invalid_payload",
+            Error::InvalidFilter { .. } => "invalid_filter",
+            Error::TooManyAffected { .. } => "too_many_affected",
+            Error::PayloadIndexExists { .. } => "payload_index_exists",
+            Error::PayloadIndexNotFound { .. } => "payload_index_not_found",
         }
     }
 
@@ -142,6 +202,8 @@ impl Error {
                 | Error::RecordNotFound { .. }
                 | Error::NodeNotFound { .. }
                 | Error::EdgeNotFound { .. }
+                | Error::KeyNotFound { .. }
+                | Error::PayloadIndexNotFound { .. }
         )
     }
 }
@@ -205,6 +267,27 @@ impl fmt::Display for Error {
                 "invalid traversal: max_depth is {max_depth}, it must be at most {max}"
             ),
             Error::IdsExhausted => f.write_str("the id space is exhausted"),
+            Error::InvalidKey { len } => write!(
+                f,
+                "a record key is {len} bytes: keys must be 1 to {MAX_KEY_BYTES} bytes"
+            ),
+            Error::DuplicateKey { key } => {
+                write!(f, "key {key:?} appears more than once in the batch")
+            }
+            Error::KeyExists { key } => write!(f, "a record with key {key:?} already exists"),
+            Error::KeyNotFound { key } => write!(f, "no record has key {key:?}"),
+            Error::InvalidPayload { at, reason } => write!(f, "invalid payload at {at}: {reason}"),
+            Error::InvalidFilter { at, reason } => write!(f, "invalid filter at {at}: {reason}"),
+            Error::TooManyAffected { matched, max } => write!(
+                f,
+                "the write would affect {matched} records, more than max_affected ({max}); nothing was changed"
+            ),
+            Error::PayloadIndexExists { field } => {
+                write!(f, "field {field:?} already has a payload index")
+            }
+            Error::PayloadIndexNotFound { field } => {
+                write!(f, "field {field:?} has no payload index")
+            }
         }
     }
 }

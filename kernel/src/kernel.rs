@@ -7,8 +7,11 @@ use alloc::vec::Vec;
 use crate::codec::{DecodeError, Reader, Sink};
 use crate::collection::{check_batch_shape, check_spec, Build, Collection, Hit, Record};
 use crate::error::Error;
-use crate::event::{CollectionSpec, Event, HnswParams, IndexSpec, Metric, NewRecord, RecordRef};
+use crate::event::{
+    CollectionSpec, Event, HnswParams, IndexSpec, KeyedRecord, Metric, NewRecord, RecordRef, Target,
+};
 use crate::exec::{Executor, Sequential};
+use crate::filter::Filter;
 use crate::fixed::Fixed;
 use crate::graph::{Direction, Edge, Graph, Neighbor, Node, Traversal};
 use crate::hnsw::{BuildLog, SearchScratch};
@@ -20,8 +23,14 @@ pub type Hash = [u8; 32];
 /// The chain hash before the first event.
 pub const GENESIS_CHAIN: Hash = [0; 32];
 
-/// Version of the canonical state encoding (the state hash's input and the snapshot body).
+/// Version of the canonical state encoding (the state hash's input and the snapshot body) of a
+/// state that uses no keys, payloads, documents or payload indexes: such a state encodes
+/// exactly as before they existed.
 pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// Version of the state encoding when some collection has keys, payloads, documents or payload
+/// indexes: each collection then appends them ([`crate::keyed`]).
+pub const STATE_FORMAT_VERSION_EXTRAS: u32 = 2;
 
 /// `h_n = blake3(h_{n-1} || encode(event_n))`.
 pub fn chain_next(prev: &Hash, encoded_event: &[u8]) -> Hash {
@@ -32,7 +41,7 @@ pub fn chain_next(prev: &Hash, encoded_event: &[u8]) -> Hash {
 }
 
 /// What an applied event produced.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Applied {
     /// Nothing to report (collection created or dropped, record/node/edge deleted).
     Done,
@@ -47,6 +56,13 @@ pub enum Applied {
     Node(u64),
     /// A graph edge was created.
     Edge(u64),
+    /// An upsert wrote records with these ids, in the batch's order.
+    Upserted {
+        /// One id per record.
+        ids: Vec<u64>,
+    },
+    /// A write by target deleted or changed this many records.
+    Affected(u64),
 }
 
 /// How to repeat one applied event on an equal state cheaply ([`Kernel::replay`]): for an
@@ -132,10 +148,101 @@ impl Kernel {
         })
     }
 
+    /// The collection an upsert writes to: an existing one, or the default collection it
+    /// would create.
+    fn upsert_target(&self, name: &str, records: &[KeyedRecord]) -> Result<Collection, Error> {
+        let first = records.first().ok_or(Error::EmptyBatch)?;
+        let spec = Self::implicit_default(
+            name,
+            &[NewRecord {
+                vector: first.vector.clone(),
+                tag: 0,
+                metadata: None,
+            }],
+        )
+        .ok_or_else(|| Error::CollectionNotFound { name: name.into() })?;
+        check_spec(&spec)?;
+        Ok(Collection::new(spec))
+    }
+
+    /// Checks a write by target and returns the ids it resolves to.
+    fn check_targeted(
+        &self,
+        collection: &str,
+        target: &Target,
+        max_affected: Option<u64>,
+    ) -> Result<Vec<u64>, Error> {
+        let c = self.collection_or_err(collection)?;
+        Collection::check_target(target)?;
+        let ids = c.resolve(target);
+        if let Some(max) = max_affected {
+            if ids.len() as u64 > max {
+                return Err(Error::TooManyAffected {
+                    matched: ids.len() as u64,
+                    max,
+                });
+            }
+        }
+        Ok(ids)
+    }
+
     /// Checks `event` against the current state without changing anything ("shadow
     /// execution"). [`Kernel::apply`] succeeds exactly when this does.
     pub fn validate(&self, event: &Event) -> Result<(), Error> {
         match event {
+            Event::Upsert {
+                collection,
+                mode,
+                records,
+            } => match self.collections.get(collection) {
+                Some(c) => c.check_upsert(*mode, records),
+                None => self
+                    .upsert_target(collection, records)?
+                    .check_upsert(*mode, records),
+            },
+            Event::DeleteRecords {
+                collection,
+                target,
+                max_affected,
+            } => self
+                .check_targeted(collection, target, *max_affected)
+                .map(|_| ()),
+            Event::SetPayload {
+                collection,
+                target,
+                payload,
+                mode,
+                max_affected,
+            } => {
+                let ids = self.check_targeted(collection, target, *max_affected)?;
+                self.collection_or_err(collection)?
+                    .check_set_payload(&ids, payload, *mode)
+            }
+            Event::DeletePayloadKeys {
+                collection,
+                target,
+                keys,
+                max_affected,
+            } => {
+                if keys.is_empty() || keys.len() > MAX_FILTER_VALUES as usize {
+                    return Err(Error::InvalidPayload {
+                        at: "keys".into(),
+                        reason: alloc::format!(
+                            "name 1 to {MAX_FILTER_VALUES} payload keys to delete"
+                        ),
+                    });
+                }
+                self.check_targeted(collection, target, *max_affected)
+                    .map(|_| ())
+            }
+            Event::CreatePayloadIndex {
+                collection, field, ..
+            } => self
+                .collection_or_err(collection)?
+                .check_create_index(field),
+            Event::DropPayloadIndex { collection, field } => {
+                self.collection_or_err(collection)?.check_drop_index(field)
+            }
             Event::CreateCollection(spec) => {
                 check_spec(spec)?;
                 if self.collections.contains_key(&spec.name) {
@@ -265,7 +372,8 @@ impl Kernel {
         debug_assert_eq!(event.encode(), encoded);
         let mut log = BuildLog::default();
         let applied = self.apply_validated(event, encoded, Build::Run(exec, Some(&mut log)));
-        let indexed = matches!(event, Event::Insert { .. }) && log != BuildLog::default();
+        let indexed = matches!(event, Event::Insert { .. } | Event::Upsert { .. })
+            && log != BuildLog::default();
         Ok((applied, Replay(indexed.then_some(log))))
     }
 
@@ -352,6 +460,84 @@ impl Kernel {
                 self.graph.remove_edge(*id);
                 Applied::Done
             }
+            Event::Upsert {
+                collection,
+                records,
+                ..
+            } => {
+                if !self.collections.contains_key(collection) {
+                    let c = self
+                        .upsert_target(collection, records)
+                        .expect("validated: the default collection may be created");
+                    self.collections.insert(collection.clone(), c);
+                }
+                let c = self
+                    .collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists");
+                Applied::Upserted {
+                    ids: c.upsert(records, build),
+                }
+            }
+            Event::DeleteRecords {
+                collection, target, ..
+            } => {
+                let c = self
+                    .collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists");
+                let ids = c.resolve(target);
+                for &id in &ids {
+                    c.remove(id);
+                }
+                Applied::Affected(ids.len() as u64)
+            }
+            Event::SetPayload {
+                collection,
+                target,
+                payload,
+                mode,
+                ..
+            } => {
+                let c = self
+                    .collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists");
+                let ids = c.resolve(target);
+                c.set_payload(&ids, payload, *mode);
+                Applied::Affected(ids.len() as u64)
+            }
+            Event::DeletePayloadKeys {
+                collection,
+                target,
+                keys,
+                ..
+            } => {
+                let c = self
+                    .collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists");
+                let ids = c.resolve(target);
+                Applied::Affected(c.delete_payload_keys(&ids, keys))
+            }
+            Event::CreatePayloadIndex {
+                collection,
+                field,
+                kind,
+            } => {
+                self.collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists")
+                    .create_index(field, *kind);
+                Applied::Done
+            }
+            Event::DropPayloadIndex { collection, field } => {
+                self.collections
+                    .get_mut(collection)
+                    .expect("validated: collection exists")
+                    .drop_index(field);
+                Applied::Done
+            }
         };
         self.chain = chain_next(&self.chain, encoded);
         self.seq += 1;
@@ -389,6 +575,19 @@ impl Kernel {
         scratch: &mut SearchScratch,
     ) -> Result<Vec<Hit>, Error> {
         let c = self.collection_or_err(collection)?;
+        Self::check_search(params)?;
+        let q = c.stored_form(query, 0)?;
+        Ok(c.search(
+            &q,
+            params.k as usize,
+            params.ef.map(|ef| ef as usize),
+            params.tag,
+            scratch,
+        ))
+    }
+
+    /// Checks a search's `k` and `ef`.
+    fn check_search(params: &SearchParams) -> Result<(), Error> {
         if params.k == 0 || params.k > MAX_K {
             return Err(Error::InvalidSearch {
                 param: "k",
@@ -405,14 +604,68 @@ impl Kernel {
                 max: MAX_EF.into(),
             });
         }
+        Ok(())
+    }
+
+    /// The `k` nearest live records that match `filter` (and `params.tag`, when given),
+    /// ordered by (distance, id): never a record the filter does not match, and never fewer
+    /// than `min(k, matches)`; `exact` scans the matches instead of walking the index. See
+    /// [`Collection::search_filtered`].
+    pub fn search_filtered(
+        &self,
+        collection: &str,
+        query: &[Fixed],
+        params: &SearchParams,
+        filter: &Filter,
+        exact: bool,
+        scratch: &mut SearchScratch,
+    ) -> Result<Vec<Hit>, Error> {
+        let c = self.collection_or_err(collection)?;
+        Self::check_search(params)?;
+        filter.check()?;
         let q = c.stored_form(query, 0)?;
-        Ok(c.search(
-            &q,
-            params.k as usize,
-            params.ef.map(|ef| ef as usize),
-            params.tag,
-            scratch,
-        ))
+        let ef = params.ef.map(|ef| ef as usize);
+        Ok(match params.tag {
+            None => c.search_filtered(&q, params.k as usize, ef, filter, exact, scratch),
+            Some(tag) => {
+                let with_tag = Filter {
+                    must: alloc::vec![
+                        crate::filter::Condition::Tag(alloc::vec![tag]),
+                        crate::filter::Condition::Nested(filter.clone()),
+                    ],
+                    ..Filter::default()
+                };
+                c.search_filtered(&q, params.k as usize, ef, &with_tag, exact, scratch)
+            }
+        })
+    }
+
+    /// Live ids of records with these keys, in the order asked (`None` where a key has no
+    /// record).
+    pub fn ids_of(&self, collection: &str, keys: &[String]) -> Result<Vec<Option<u64>>, Error> {
+        let c = self.collection_or_err(collection)?;
+        Ok(keys.iter().map(|k| c.id_of(k)).collect())
+    }
+
+    /// How many live records match a filter (exact).
+    pub fn count(&self, collection: &str, filter: &Filter) -> Result<u64, Error> {
+        let c = self.collection_or_err(collection)?;
+        filter.check()?;
+        Ok(c.count(filter))
+    }
+
+    /// A page of live ids matching a filter, ascending and above `after` (see
+    /// [`Collection::scroll`]); the flag says whether more may follow.
+    pub fn scroll(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool), Error> {
+        let c = self.collection_or_err(collection)?;
+        filter.check()?;
+        Ok(c.scroll(filter, after, limit))
     }
 
     /// Neighbours of a graph node (see [`Graph::neighbors`]).
@@ -449,10 +702,15 @@ impl Kernel {
 
     /// Writes the canonical encoding of the whole state (not the sequence number or chain hash).
     pub fn encode_state(&self, out: &mut impl Sink) {
-        out.put_u32(STATE_FORMAT_VERSION);
+        let extras = self.collections.values().any(|c| !c.extras.is_empty());
+        out.put_u32(if extras {
+            STATE_FORMAT_VERSION_EXTRAS
+        } else {
+            STATE_FORMAT_VERSION
+        });
         out.put_u32(self.collections.len() as u32);
         for c in self.collections.values() {
-            c.encode(out);
+            c.encode(out, extras);
         }
         let g = &self.graph;
         out.put_u64(g.next_node);
@@ -491,9 +749,11 @@ impl Kernel {
     pub fn decode_state(bytes: &[u8], seq: u64, chain: Hash) -> Result<Kernel, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u32()?;
-        if version != STATE_FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
-        }
+        let extras = match version {
+            STATE_FORMAT_VERSION => false,
+            STATE_FORMAT_VERSION_EXTRAS => true,
+            v => return Err(DecodeError::UnsupportedVersion(v)),
+        };
         let mut k = Kernel {
             seq,
             chain,
@@ -501,7 +761,7 @@ impl Kernel {
         };
         let n = r.count("collections", u32::MAX, 16)?;
         for _ in 0..n {
-            let c = Collection::decode(&mut r)?;
+            let c = Collection::decode(&mut r, extras)?;
             let name = c.spec.name.clone();
             if k.collections
                 .keys()
@@ -571,6 +831,12 @@ impl Kernel {
             g.insert_edge_with_id(id, Edge { from, to, kind });
         }
         r.finish()?;
+        // Format 2 is for states that use the extras: one that does not is not canonical.
+        if extras && k.collections.values().all(|c| c.extras.is_empty()) {
+            return Err(DecodeError::Invalid(
+                "state format 2 without keys, payloads or indexes",
+            ));
+        }
         Ok(k)
     }
 }

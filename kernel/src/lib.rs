@@ -46,19 +46,27 @@ pub mod distance;
 pub mod error;
 pub mod event;
 pub mod exec;
+pub mod filter;
 pub mod fixed;
 pub mod graph;
 pub mod hnsw;
 pub mod kernel;
+pub mod keyed;
 pub mod limits;
+pub mod payload;
 pub mod snapshot;
 
 pub use collection::{Collection, Hit, Record};
 pub use error::Error;
-pub use event::{CollectionSpec, Event, HnswParams, IndexSpec, Metric, NewRecord, RecordRef};
+pub use event::{
+    CollectionSpec, Event, HnswParams, IndexKind, IndexSpec, KeyedRecord, Metric, NewRecord,
+    PayloadMode, RecordRef, Target, UpsertMode,
+};
 pub use exec::{Executor, Sequential};
+pub use filter::{Condition, Filter, Match, Range};
 pub use fixed::{Fixed, FixedError};
 pub use graph::{Direction, Neighbor, Traversal};
 pub use hnsw::SearchScratch;
 pub use kernel::{chain_next, Applied, Hash, Kernel, Replay, SearchParams, GENESIS_CHAIN};
+pub use payload::{Number, Payload, Value};
 pub use snapshot::{SnapshotError, SnapshotInfo};

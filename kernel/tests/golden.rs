@@ -29,15 +29,159 @@
 //! traverse ID depth=D [dir=..] [kinds=a,b]       prints the visited nodes
 //! get COLL ID                                    prints the stored record
 //! state                                          prints seq, chain and state hash
+//! upsert COLL [mode=insert_only|update_only]    then record lines
+//!                                                "key=K [tag=T] vec=.. [payload=JSON] [doc=TEXT]"
+//!                                                (no spaces in JSON or TEXT), then "end"
+//! delwhere COLL TARGET [max=N]                   TARGET: keys=a,b | ids=1,2 | filter=JSON
+//! setpayload COLL TARGET payload=JSON [mode=replace] [max=N]
+//! delkeys COLL TARGET fields=a,b [max=N]
+//! pindex COLL field=F kind=keyword|integer|bool | dropindex COLL field=F
+//! fsearch COLL k=K [tag=T] [exact=1] filter=JSON vec=..   prints the hits
+//! count COLL [filter=JSON] | scroll COLL limit=N [after=ID] [filter=JSON]
+//! getkey COLL KEY                                prints the record with that key
 //! ```
+//!
+//! Filters are written in the API's JSON shape (`{"must":[{"key":"a","match":{"value":1}}]}`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use valori_kernel::{
-    CollectionSpec, Direction, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord,
-    RecordRef, SearchParams,
+    CollectionSpec, Condition, Direction, Event, Filter, Fixed, HnswParams, IndexKind, IndexSpec,
+    Kernel, KeyedRecord, Match, Metric, NewRecord, Number, Payload, PayloadMode, Range, RecordRef,
+    SearchParams, Target, UpsertMode, Value,
 };
+
+/// A JSON value in the kernel's canonical form.
+fn value(j: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match j {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::float(n.as_f64().unwrap().to_bits()).expect("finite"),
+        },
+        J::String(s) => Value::String(s.clone()),
+        J::Array(a) => Value::Array(a.iter().map(value).collect()),
+        J::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), value(v))).collect()),
+    }
+}
+
+fn payload(s: &str) -> Payload {
+    match value(&serde_json::from_str(s).expect("payload JSON")) {
+        Value::Object(p) => p,
+        other => panic!("payload must be an object, got {other:?}"),
+    }
+}
+
+fn number(j: &serde_json::Value) -> Number {
+    match value(j) {
+        Value::Int(i) => Number::Int(i),
+        Value::Float(b) => Number::Float(b),
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+fn condition(j: &serde_json::Value) -> Condition {
+    let o = j.as_object().expect("condition object");
+    let key = || o["key"].as_str().expect("key").to_string();
+    let list = |j: &serde_json::Value| j.as_array().expect("list").iter().map(value).collect();
+    let u64s = |j: &serde_json::Value| -> Vec<u64> {
+        j.as_array()
+            .expect("list")
+            .iter()
+            .map(|x| x.as_u64().expect("u64"))
+            .collect()
+    };
+    if let Some(m) = o.get("match") {
+        let m = m.as_object().expect("match");
+        let matcher = if let Some(v) = m.get("value") {
+            Match::Value(value(v))
+        } else if let Some(v) = m.get("any") {
+            Match::Any(list(v))
+        } else {
+            Match::Except(list(&m["except"]))
+        };
+        Condition::Match {
+            key: key(),
+            matcher,
+        }
+    } else if let Some(r) = o.get("range") {
+        let b = |n: &str| r.get(n).map(number);
+        Condition::Range {
+            key: key(),
+            range: Range {
+                gt: b("gt"),
+                gte: b("gte"),
+                lt: b("lt"),
+                lte: b("lte"),
+            },
+        }
+    } else if let Some(e) = o.get("is_empty") {
+        Condition::IsEmpty {
+            key: e["key"].as_str().unwrap().into(),
+        }
+    } else if let Some(e) = o.get("is_null") {
+        Condition::IsNull {
+            key: e["key"].as_str().unwrap().into(),
+        }
+    } else if let Some(k) = o.get("has_key") {
+        Condition::HasKey(
+            k.as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().into())
+                .collect(),
+        )
+    } else if let Some(ids) = o.get("has_id") {
+        Condition::HasId(u64s(ids))
+    } else if let Some(t) = o.get("tag") {
+        Condition::Tag(u64s(&t["any"]))
+    } else {
+        Condition::Nested(filter_of(j))
+    }
+}
+
+fn filter_of(j: &serde_json::Value) -> Filter {
+    let list = |name: &str| {
+        j.get(name)
+            .map(|l| l.as_array().expect("list").iter().map(condition).collect())
+            .unwrap_or_default()
+    };
+    Filter {
+        must: list("must"),
+        should: list("should"),
+        must_not: list("must_not"),
+    }
+}
+
+fn filter(opts: &Opts<'_>) -> Filter {
+    opts.get("filter")
+        .map(|f| filter_of(&serde_json::from_str(f).expect("filter JSON")))
+        .unwrap_or_default()
+}
+
+fn target(opts: &Opts<'_>) -> Target {
+    if let Some(keys) = opts.get("keys") {
+        Target::Keys(keys.split(',').map(String::from).collect())
+    } else if let Some(ids) = opts.get("ids") {
+        Target::Ids(ids.split(',').map(|i| i.parse().expect("id")).collect())
+    } else {
+        Target::Filter(filter(opts))
+    }
+}
+
+fn keyed(opts: &Opts<'_>) -> KeyedRecord {
+    KeyedRecord {
+        key: opts.req("key").into(),
+        vector: vector(opts.req("vec")),
+        tag: opts.get("tag").map_or(0, |t| t.parse().expect("tag")),
+        payload: opts.get("payload").map(payload),
+        document: opts.get("doc").map(String::from),
+        metadata: opts.get("meta").map(unhex),
+    }
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -233,8 +377,71 @@ fn event<'a>(words: &[&str], opts: &Opts<'_>, rest: &mut impl Iterator<Item = &'
         "deledge" => Event::DeleteEdge {
             id: words[1].parse().expect("id"),
         },
+        "upsert" => {
+            let mut records = Vec::new();
+            for line in rest.by_ref() {
+                let line = line.trim();
+                if line == "end" {
+                    break;
+                }
+                records.push(keyed(&split(line).1));
+            }
+            Event::Upsert {
+                collection: words[1].into(),
+                mode: match opts.get("mode") {
+                    None => UpsertMode::Upsert,
+                    Some("insert_only") => UpsertMode::InsertOnly,
+                    Some("update_only") => UpsertMode::UpdateOnly,
+                    Some(m) => panic!("mode {m}"),
+                },
+                records,
+            }
+        }
+        "delwhere" => Event::DeleteRecords {
+            collection: words[1].into(),
+            target: target(opts),
+            max_affected: opts.get("max").map(|m| m.parse().expect("max")),
+        },
+        "setpayload" => Event::SetPayload {
+            collection: words[1].into(),
+            target: target(opts),
+            payload: payload(opts.req("payload")),
+            mode: if opts.get("mode") == Some("replace") {
+                PayloadMode::Replace
+            } else {
+                PayloadMode::Merge
+            },
+            max_affected: opts.get("max").map(|m| m.parse().expect("max")),
+        },
+        "delkeys" => Event::DeletePayloadKeys {
+            collection: words[1].into(),
+            target: target(opts),
+            keys: opts.req("fields").split(',').map(String::from).collect(),
+            max_affected: opts.get("max").map(|m| m.parse().expect("max")),
+        },
+        "pindex" => Event::CreatePayloadIndex {
+            collection: words[1].into(),
+            field: opts.req("field").into(),
+            kind: IndexKind::parse(opts.req("kind")).expect("kind"),
+        },
+        "dropindex" => Event::DropPayloadIndex {
+            collection: words[1].into(),
+            field: opts.req("field").into(),
+        },
         w => panic!("unknown line {w}"),
     }
+}
+
+/// A record's key, payload and document as a transcript prints them.
+fn describe(r: &valori_kernel::Record<'_>) -> String {
+    format!(
+        "id={} key={} tag={} payload={:?} doc={}",
+        r.id,
+        r.key.unwrap_or("-"),
+        r.tag,
+        r.payload,
+        r.document.unwrap_or("-")
+    )
 }
 
 fn state_line(k: &Kernel, out: &mut String) {
@@ -324,6 +531,53 @@ fn run(script: &str) -> String {
                 .unwrap();
             }
             "state" => state_line(&k, &mut out),
+            "fsearch" => {
+                let params = SearchParams {
+                    k: opts.req("k").parse().unwrap(),
+                    tag: opts.get("tag").map(|t| t.parse().unwrap()),
+                    ef: opts.get("ef").map(|t| t.parse().unwrap()),
+                };
+                let hits = k
+                    .search_filtered(
+                        words[1],
+                        &vector(opts.req("vec")),
+                        &params,
+                        &filter(&opts),
+                        opts.get("exact") == Some("1"),
+                        &mut valori_kernel::SearchScratch::new(),
+                    )
+                    .expect(line);
+                let hits: Vec<String> = hits
+                    .iter()
+                    .map(|h| format!("{}:{}", h.id, h.distance))
+                    .collect();
+                writeln!(out, "fsearch {} => {}", words[1], hits.join(" ")).unwrap();
+            }
+            "count" => {
+                let n = k.count(words[1], &filter(&opts)).expect(line);
+                writeln!(out, "count {} => {n}", words[1]).unwrap();
+            }
+            "scroll" => {
+                let (ids, more) = k
+                    .scroll(
+                        words[1],
+                        &filter(&opts),
+                        opts.get("after").map(|a| a.parse().unwrap()),
+                        opts.req("limit").parse().unwrap(),
+                    )
+                    .expect(line);
+                writeln!(out, "scroll {} => {ids:?} more={more}", words[1]).unwrap();
+            }
+            "getkey" => {
+                let id = k.ids_of(words[1], &[words[2].into()]).expect(line)[0];
+                match id {
+                    Some(id) => {
+                        let r = k.get(words[1], id).expect(line);
+                        writeln!(out, "getkey {} => {}", words[2], describe(&r)).unwrap();
+                    }
+                    None => writeln!(out, "getkey {} => missing", words[2]).unwrap(),
+                }
+            }
             _ => {
                 let e = event(&words, &opts, &mut lines);
                 k.apply(&e).unwrap_or_else(|err| panic!("{line}: {err}"));

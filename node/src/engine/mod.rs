@@ -54,7 +54,7 @@ use role::Roles;
 use writer::{Job, Reply};
 
 /// A committed write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     /// The event's sequence number.
     pub seq: u64,
