@@ -134,7 +134,11 @@ impl NodeError {
     pub fn status(&self) -> u16 {
         match self {
             NodeError::Kernel(e) if e.is_not_found() => 404,
-            NodeError::Kernel(valori_kernel::Error::CollectionExists { .. }) => 409,
+            NodeError::Kernel(
+                valori_kernel::Error::CollectionExists { .. }
+                | valori_kernel::Error::KeyExists { .. }
+                | valori_kernel::Error::PayloadIndexExists { .. },
+            ) => 409,
             NodeError::Kernel(_)
             | NodeError::Value { .. }
             | NodeError::BadRequest(_)

@@ -371,6 +371,10 @@ impl Valori {
                     tag,
                     ef,
                     with_metadata,
+                    filter: None,
+                    score_threshold: None,
+                    exact: false,
+                    include: None,
                 },
             )
         })?;

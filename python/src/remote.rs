@@ -189,8 +189,13 @@ impl Api for Remote {
                 Ok(HitOut {
                     id: h.id,
                     distance: h.distance,
+                    similarity: h.similarity,
+                    key: h.key,
                     tag: h.tag,
                     metadata,
+                    payload: h.payload,
+                    document: h.document,
+                    vector: h.vector,
                 })
             })
             .collect()

@@ -12,10 +12,16 @@
 //! [`wire::ErrorBody`] with 4xx for the caller's mistakes and 5xx for the server's.
 
 pub mod limits;
+pub mod memory;
 pub mod openapi;
 pub mod routes;
 pub mod wire;
 
+pub use memory::{
+    BatchHits, Count, Counted, DeletePayloadKeys, DeleteRecords, Deleted, GetRecords, Include,
+    MemoryRecord, Missing, PayloadIndex, PayloadIndexes, Records, Scroll, ScrollPage, SearchBatch,
+    SearchBatchResults, SetPayload, Updated, Upsert, UpsertRecord, Upserted,
+};
 pub use routes::{Access, Route, ROUTES};
 pub use wire::*;
 

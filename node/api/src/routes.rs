@@ -4,6 +4,7 @@
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
+use crate::memory::*;
 use crate::wire::*;
 
 /// The schema of a type, registered with a generator.
@@ -80,7 +81,8 @@ pub struct Refusal {
 pub struct Route {
     /// Its method.
     pub method: Method,
-    /// Its path; `{name}` is a collection name, `{id}` an unsigned 64-bit id.
+    /// Its path; `{name}` is a collection name, `{id}` an unsigned 64-bit id, `{field}` a
+    /// payload field path.
     pub path: &'static str,
     /// A unique name of the operation (OpenAPI's `operationId`).
     pub operation: &'static str,
@@ -198,7 +200,79 @@ const BATCHES_DEFAULT: &[Refusal] = &[
         "the batch has more records than the node's --max-batch",
     ),
 ];
-const SEARCHES: &[Refusal] = &[NO_COLLECTION, DIMENSION, ZERO_VECTOR, RESPONSE_BYTES];
+const INVALID_FILTER: Refusal = refusal(
+    400,
+    "invalid_filter",
+    "a filter's condition is not one the API knows, names a bad key path, or exceeds a bound the schema cannot state (depth 8, 64 conditions in all)",
+);
+const SEARCHES: &[Refusal] = &[
+    NO_COLLECTION,
+    DIMENSION,
+    ZERO_VECTOR,
+    RESPONSE_BYTES,
+    INVALID_FILTER,
+];
+const INVALID_PAYLOAD: Refusal = refusal(
+    400,
+    "invalid_payload",
+    "a payload holds an integer beyond 64 bits, is larger than 64 KiB encoded or deeper than 16 levels",
+);
+const INVALID_KEY: Refusal = refusal(
+    400,
+    "invalid_key",
+    "a key of up to 512 characters is longer than 512 bytes in UTF-8",
+);
+const TOO_LARGE: Refusal = refusal(
+    400,
+    "too_large",
+    "a document or metadata is larger than 64 KiB",
+);
+const BAD_TARGET: Refusal = refusal(
+    400,
+    "bad_request",
+    "the request names none or more than one of keys, ids and filter",
+);
+const TOO_MANY: Refusal = refusal(
+    400,
+    "too_many_affected",
+    "more records match than max_affected allows",
+);
+const UPSERTS: &[Refusal] = &[
+    NO_COLLECTION,
+    DIMENSION,
+    ZERO_VECTOR,
+    INVALID_PAYLOAD,
+    INVALID_KEY,
+    TOO_LARGE,
+    refusal(400, "duplicate_key", "a key appears twice in the batch"),
+    refusal(409, "key_exists", "mode insert_only and a key exists"),
+    refusal(
+        404,
+        "key_not_found",
+        "mode update_only and a key does not exist",
+    ),
+    refusal(
+        400,
+        "limit_exceeded",
+        "the batch has more records than the node's --max-batch",
+    ),
+];
+const TARGETED: &[Refusal] = &[
+    NO_COLLECTION,
+    INVALID_FILTER,
+    BAD_TARGET,
+    TOO_MANY,
+    INVALID_KEY,
+];
+const PAYLOAD_WRITES: &[Refusal] = &[
+    NO_COLLECTION,
+    INVALID_FILTER,
+    BAD_TARGET,
+    TOO_MANY,
+    INVALID_KEY,
+    INVALID_PAYLOAD,
+];
+const READS: &[Refusal] = &[NO_COLLECTION, INVALID_FILTER, RESPONSE_BYTES];
 
 use Access::{Public, Read, Write};
 use Method::{Delete, Get, Post, Put};
@@ -235,6 +309,53 @@ pub const ROUTES: &[Route] = &[
         .takes(Body::Json(schema::<SearchRequest>))
         .gives(200, Body::Json(schema::<SearchResults>))
         .refuses(SEARCHES),
+    route(Post, "/v1/collections/{name}/records/upsert", "upsert", "Write records by key, all or nothing, in order: an unchanged vector keeps its id", Write)
+        .takes(Body::Json(schema::<Upsert>))
+        .gives(200, Body::Json(schema::<Upserted>))
+        .refuses(UPSERTS),
+    route(Post, "/v1/collections/{name}/records/get", "get_records", "Get records by keys or ids, in the order asked; the missing are listed", Read)
+        .takes(Body::Json(schema::<GetRecords>))
+        .gives(200, Body::Json(schema::<Records>))
+        .refuses(&[NO_COLLECTION, BAD_TARGET, RESPONSE_BYTES]),
+    route(Post, "/v1/collections/{name}/records/scroll", "scroll", "Page through records by ascending id, optionally filtered", Read)
+        .takes(Body::Json(schema::<Scroll>))
+        .gives(200, Body::Json(schema::<ScrollPage>))
+        .refuses(READS),
+    route(Post, "/v1/collections/{name}/records/count", "count", "Count records, optionally filtered (exact)", Read)
+        .takes(Body::Json(schema::<Count>))
+        .gives(200, Body::Json(schema::<Counted>))
+        .refuses(&[NO_COLLECTION, INVALID_FILTER]),
+    route(Post, "/v1/collections/{name}/records/delete", "delete_records", "Delete records by keys, ids or a filter (missing keys and ids are ignored)", Write)
+        .takes(Body::Json(schema::<DeleteRecords>))
+        .gives(200, Body::Json(schema::<Deleted>))
+        .refuses(TARGETED),
+    route(Post, "/v1/collections/{name}/records/payload", "set_payload", "Merge into or replace the payload of records by keys, ids or a filter", Write)
+        .takes(Body::Json(schema::<SetPayload>))
+        .gives(200, Body::Json(schema::<Updated>))
+        .refuses(PAYLOAD_WRITES),
+    route(Post, "/v1/collections/{name}/records/payload/delete", "delete_payload_keys", "Remove top-level payload keys from records by keys, ids or a filter", Write)
+        .takes(Body::Json(schema::<DeletePayloadKeys>))
+        .gives(200, Body::Json(schema::<Updated>))
+        .refuses(TARGETED),
+    route(Post, "/v1/collections/{name}/search/batch", "search_batch", "Up to 256 searches answered from one state", Read)
+        .takes(Body::Json(schema::<SearchBatch>))
+        .gives(200, Body::Json(schema::<SearchBatchResults>))
+        .refuses(SEARCHES),
+    route(Get, "/v1/collections/{name}/indexes", "list_payload_indexes", "A collection's payload indexes", Read)
+        .gives(200, Body::Json(schema::<PayloadIndexes>))
+        .refuses(&[NO_COLLECTION]),
+    route(Post, "/v1/collections/{name}/indexes", "create_payload_index", "Declare a payload index: filters on the field run faster, their answers do not change", Write)
+        .takes(Body::Json(schema::<PayloadIndex>))
+        .gives(200, Body::Json(schema::<Seq>))
+        .refuses(&[
+            NO_COLLECTION,
+            refusal(409, "payload_index_exists", "the field has an index"),
+            refusal(400, "invalid_filter", "the field is not a path of non-empty segments"),
+            refusal(400, "too_large", "the collection has 32 payload indexes"),
+        ]),
+    route(Delete, "/v1/collections/{name}/indexes/{field}", "drop_payload_index", "Remove a payload index", Write)
+        .gives(200, Body::Json(schema::<Seq>))
+        .refuses(&[NO_COLLECTION, refusal(404, "payload_index_not_found", "the field has no index")]),
     route(Post, "/v1/records", "insert_default", "Insert a record into the default collection (created with the first vector's dimension)", Write)
         .takes(Body::Json(schema::<NewRecord>))
         .gives(200, Body::Json(schema::<Inserted>))
@@ -338,7 +459,7 @@ mod tests {
             assert!(seen.insert(r.operation), "{} twice", r.operation);
             assert!(r.path.starts_with('/'), "{}", r.path);
             for p in r.path_params() {
-                assert!(matches!(p, "name" | "id"), "{}: parameter {p}", r.path);
+                assert!(matches!(p, "name" | "id" | "field"), "{}: parameter {p}", r.path);
             }
         }
         let mut pairs = std::collections::BTreeSet::new();

@@ -269,6 +269,19 @@ pub struct SearchRequest {
     /// Return each result's metadata.
     #[serde(default)]
     pub with_metadata: bool,
+    /// Only records it matches: strict (never a non-match, never fewer than min(k, matches)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::memory::Filter>,
+    /// Only hits whose `similarity` is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_threshold: Option<f64>,
+    /// Scan the matching records exactly instead of walking the index.
+    #[serde(default)]
+    pub exact: bool,
+    /// What each hit carries besides id, key, tag, distance and similarity (nothing when
+    /// absent; `with_metadata` adds the metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<crate::memory::Include>>,
 }
 
 /// One search result.
@@ -278,10 +291,24 @@ pub struct SearchHit {
     pub id: u64,
     /// Exact integer distance, in the metric's units (it can exceed 64 bits).
     pub distance: i128,
-    /// `distance / 2^32`, for convenience; ordering uses `distance`.
+    /// `distance / 2^32`, for convenience; ordering uses `distance` (lower is closer).
     pub score: f64,
+    /// Higher is closer: the cosine for cosine collections, the dot product for `ip`, minus
+    /// `score` for `l2`.
+    pub similarity: f64,
+    /// Record key (null for a record written without one).
+    pub key: Option<String>,
     /// Record tag.
     pub tag: u64,
+    /// The record's payload, when included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<crate::memory::JsonObject>,
+    /// The record's document, when included (null when it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<Option<String>>,
+    /// The record's components, when included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f64>>,
     /// With `with_metadata`: the record's metadata, base64, or null when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("contentEncoding" = "base64"))]
@@ -768,7 +795,7 @@ const Q16_ABOVE: f64 = ((1u64 << 32) - 1) as f64 / (1u64 << 17) as f64;
 const Q16_LOWEST: f64 = -(((1u64 << 32) + 1) as f64) / (1u64 << 17) as f64;
 
 /// Each component of a vector: a number that converts to Q16.16.
-fn q16_components(schema: &mut schemars::Schema) {
+pub(crate) fn q16_components(schema: &mut schemars::Schema) {
     if let Some(items) = schema.get_mut("items").and_then(|i| i.as_object_mut()) {
         items.insert("minimum".into(), Q16_LOWEST.into());
         items.insert("exclusiveMaximum".into(), Q16_ABOVE.into());
@@ -777,7 +804,7 @@ fn q16_components(schema: &mut schemars::Schema) {
 
 /// Padded, canonical base64 (what the node decodes: the unused bits of a last group are 0) of
 /// at most 64 KiB.
-fn base64_of_64k(schema: &mut schemars::Schema) {
+pub(crate) fn base64_of_64k(schema: &mut schemars::Schema) {
     let max_chars = u64::from(valori_kernel::limits::MAX_METADATA_BYTES).div_ceil(3) * 4;
     schema.insert("contentEncoding".into(), "base64".into());
     schema.insert("maxLength".into(), max_chars.into());

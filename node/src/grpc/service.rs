@@ -155,6 +155,10 @@ impl Valori for Grpc {
                     tag: r.tag,
                     ef: r.ef,
                     with_metadata: r.with_metadata,
+                    filter: None,
+                    score_threshold: None,
+                    exact: false,
+                    include: None,
                 },
             )
             .await?;

@@ -1,23 +1,12 @@
 //! The service's results as wire types: bytes become base64, hashes hex.
 
-use base64::Engine as _;
 use valori_api as api;
 
 use crate::error::NodeError;
-use crate::service::{score, Hits, LogPageOut, RecordIn, RecordOut, Restored, StateAt};
+use crate::service::{hit_to_wire, Hits, LogPageOut, RecordIn, RecordOut, Restored, StateAt};
 use crate::store::SnapshotFile;
 
-/// Base64 of bytes, as the API carries metadata, properties and events.
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Bytes from base64, naming the field when it is not valid.
-pub fn unb64(what: &str, s: &str) -> Result<Vec<u8>, NodeError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| NodeError::BadRequest(format!("{what} is not valid base64: {e}")))
-}
+pub use crate::service::{b64, unb64};
 
 /// A record as sent, with its metadata decoded.
 pub fn record_in(r: api::NewRecord) -> Result<RecordIn, NodeError> {
@@ -42,17 +31,7 @@ pub fn record(r: RecordOut) -> api::Record {
 /// Search results.
 pub fn hits(h: Hits) -> api::SearchResults {
     api::SearchResults {
-        results: h
-            .hits
-            .into_iter()
-            .map(|h| api::SearchHit {
-                id: h.id,
-                distance: h.distance,
-                score: score(h.distance),
-                tag: h.tag,
-                metadata: h.metadata.map(|m| m.as_deref().map(b64)),
-            })
-            .collect(),
+        results: h.hits.into_iter().map(hit_to_wire).collect(),
         seq: h.seq,
     }
 }

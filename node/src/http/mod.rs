@@ -4,7 +4,8 @@
 //! service to authorize it before any handler runs, so no handler checks a key itself.
 //!
 //! Files by topic: [`extract`] (bodies, paths, queries), [`convert`] (service results to wire
-//! types), [`collections`] (collections, records, search), [`graph`], [`admin`] (state, log,
+//! types), [`collections`] (collections, records, search), [`memory`] (records by key,
+//! payloads, filters, get, scroll, count, batch search, payload indexes), [`graph`], [`admin`] (state, log,
 //! roles, replication, snapshots), [`ops`] (health, readiness, metrics, the description).
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ mod collections;
 mod convert;
 mod extract;
 mod graph;
+mod memory;
 mod ops;
 
 /// Shared state of the HTTP server.
@@ -174,6 +176,7 @@ pub fn router(app: App) -> Router {
     use admin::*;
     use collections::*;
     use graph::*;
+    use memory::*;
     use ops::*;
     let body_limit = app.max_body_bytes;
     let app = Arc::new(app);
@@ -193,6 +196,28 @@ pub fn router(app: App) -> Router {
             get(get_record).delete(delete_record),
         )
         .route("/v1/collections/{name}/search", post(search))
+        .route("/v1/collections/{name}/records/upsert", post(upsert))
+        .route("/v1/collections/{name}/records/get", post(get_records))
+        .route("/v1/collections/{name}/records/scroll", post(scroll))
+        .route("/v1/collections/{name}/records/count", post(count))
+        .route(
+            "/v1/collections/{name}/records/delete",
+            post(delete_records),
+        )
+        .route("/v1/collections/{name}/records/payload", post(set_payload))
+        .route(
+            "/v1/collections/{name}/records/payload/delete",
+            post(delete_payload_keys),
+        )
+        .route("/v1/collections/{name}/search/batch", post(search_batch))
+        .route(
+            "/v1/collections/{name}/indexes",
+            get(list_payload_indexes).post(create_payload_index),
+        )
+        .route(
+            "/v1/collections/{name}/indexes/{field}",
+            axum::routing::delete(drop_payload_index),
+        )
         .route("/v1/records", post(insert_default))
         .route("/v1/records/batch", post(batch_default))
         .route(

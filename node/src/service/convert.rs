@@ -42,6 +42,31 @@ pub fn record_vector(i: usize, vector: &[f64], batch: bool) -> Result<Vec<Fixed>
     })
 }
 
+/// Base64 of bytes, as the API carries metadata, properties and events.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Bytes from base64, naming the field when it is not valid.
+pub fn unb64(what: &str, s: &str) -> Result<Vec<u8>, NodeError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| NodeError::BadRequest(format!("{what} is not valid base64: {e}")))
+}
+
+/// A search distance as a similarity, higher is closer: the cosine for `cosine` (the distance
+/// is `2^33 * (1 - cosine)`), the dot product for `ip`, minus the distance in float units for
+/// `l2`. Output and `score_threshold` only; ordering uses the exact integer.
+#[allow(clippy::float_arithmetic)]
+pub fn similarity(metric: Metric, distance: i128) -> f64 {
+    match metric {
+        Metric::Cosine => 1.0 - distance as f64 / 8_589_934_592.0,
+        Metric::InnerProduct | Metric::L2 => -score(distance),
+    }
+}
+
 /// A search distance in float units (distance / 2^32): squared L2 for `l2` and `cosine`, the
 /// negated inner product for `ip`. Output only; ordering uses the exact integer.
 #[allow(clippy::float_arithmetic)]

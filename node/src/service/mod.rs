@@ -5,11 +5,14 @@
 //! the same result and the same error for the same operation.
 //!
 //! Files by topic: [`records`] (collections, records, search), [`graph`], [`admin`] (state,
-//! log, role, replication, snapshots, restore), [`convert`] (client values to the kernel's).
+//! log, role, replication, snapshots, restore), [`memory`] (records by key, payloads, filters,
+//! get, scroll, count, writes by target, batch search, payload indexes), [`convert`] (client
+//! values to the kernel's).
 
 mod admin;
 mod convert;
 mod graph;
+mod memory;
 mod records;
 
 use std::sync::Arc;
@@ -19,10 +22,11 @@ use valori_kernel::Event;
 
 pub use admin::{Heard, LogPageOut, Restored, StateAt};
 pub use convert::{
-    collection_info, metric_to_wire, parse_direction, parse_metric, record_vector, score, to_fixed,
-    to_new_records,
+    b64, collection_info, metric_to_wire, parse_direction, parse_metric, record_vector, score,
+    similarity, to_fixed, to_new_records, unb64,
 };
-pub use records::{HitOut, Hits, RecordIn, RecordOut};
+pub use memory::{filter_of, Parts};
+pub use records::{hit_to_wire, HitOut, Hits, RecordIn, RecordOut};
 
 use crate::engine::{Committed, Engine};
 use crate::error::NodeError;

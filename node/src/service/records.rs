@@ -2,12 +2,15 @@
 
 use valori_api as api;
 use valori_kernel::{
-    Applied, CollectionSpec, Event, Fixed, HnswParams, IndexSpec, SearchParams, SearchScratch,
+    Applied, CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, SearchParams,
+    SearchScratch,
 };
 
 use super::convert::{
-    base64_len, collection_info, metric_from_wire, to_fixed, to_new_records, ResponseSize,
+    base64_len, collection_info, metric_from_wire, similarity, to_fixed, to_new_records,
+    ResponseSize,
 };
+use super::memory::{collection_of, filter_of, memory_record, Parts};
 use super::{blocking, Service};
 use crate::error::NodeError;
 
@@ -41,10 +44,36 @@ pub struct HitOut {
     pub id: u64,
     /// Exact integer distance.
     pub distance: i128,
+    /// Higher is closer (see [`super::similarity`]).
+    pub similarity: f64,
+    /// Record key.
+    pub key: Option<String>,
     /// Record tag.
     pub tag: u64,
     /// Metadata, when asked for (`Some(None)`: asked, the record has none).
     pub metadata: Option<Option<Vec<u8>>>,
+    /// Payload, when asked for.
+    pub payload: Option<api::memory::JsonObject>,
+    /// Document, when asked for.
+    pub document: Option<Option<String>>,
+    /// Components, when asked for.
+    pub vector: Option<Vec<f64>>,
+}
+
+/// A hit as the wire carries it.
+pub fn hit_to_wire(h: HitOut) -> api::SearchHit {
+    api::SearchHit {
+        id: h.id,
+        distance: h.distance,
+        score: super::score(h.distance),
+        similarity: h.similarity,
+        key: h.key,
+        tag: h.tag,
+        metadata: h.metadata.map(|m| m.as_deref().map(super::b64)),
+        payload: h.payload,
+        document: h.document,
+        vector: h.vector,
+    }
 }
 
 /// Search results and the sequence number of the state searched.
@@ -191,24 +220,65 @@ impl Service {
         collection: &str,
         req: &api::SearchRequest,
     ) -> Result<Hits, NodeError> {
+        let kernel = self.engine.read()?;
+        let mut size = ResponseSize::new(self.settings.max_response_bytes);
+        let hits = self.search_in(&kernel, collection, req, &mut size)?;
+        Ok(Hits {
+            hits,
+            seq: kernel.seq(),
+        })
+    }
+
+    /// One search of a state, its answer counted against `size`.
+    pub(super) fn search_in(
+        &self,
+        kernel: &Kernel,
+        collection: &str,
+        req: &api::SearchRequest,
+        size: &mut ResponseSize,
+    ) -> Result<Vec<HitOut>, NodeError> {
         let query = to_fixed(&req.vector)?;
         let params = SearchParams {
             k: req.k,
             tag: req.tag,
             ef: req.ef,
         };
-        let kernel = self.engine.read()?;
-        let found = SCRATCH
-            .with(|s| kernel.search_with(collection, &query, &params, &mut s.borrow_mut()))?;
-        let mut size = ResponseSize::new(self.settings.max_response_bytes);
+        let filter = filter_of(req.filter.as_ref())?;
+        if req.score_threshold.is_some_and(|t| !t.is_finite()) {
+            return Err(NodeError::BadRequest(
+                "score_threshold must be a finite number".into(),
+            ));
+        }
+        let found = SCRATCH.with(|s| {
+            let scratch = &mut s.borrow_mut();
+            if filter.is_empty() && !req.exact {
+                kernel.search_with(collection, &query, &params, scratch)
+            } else {
+                kernel.search_filtered(collection, &query, &params, &filter, req.exact, scratch)
+            }
+        })?;
+        let c = collection_of(kernel, collection)?;
+        let metric = c.spec().metric;
+        let parts = Parts::of(req.include.as_deref(), &[]);
         let mut hits = Vec::with_capacity(found.len());
         for h in found.iter() {
-            let r = kernel.get(collection, h.id).ok();
-            let metadata = req
-                .with_metadata
-                .then(|| r.as_ref().and_then(|r| r.metadata.map(<[u8]>::to_vec)));
+            let similarity = similarity(metric, h.distance);
+            if req.score_threshold.is_some_and(|t| similarity < t) {
+                continue;
+            }
+            let r = c
+                .get(h.id)
+                .ok_or_else(|| NodeError::Internal(format!("hit {} is not live", h.id)))?;
+            let (payload, document, vector) = if parts.any() {
+                let m = memory_record(c, h.id, parts, size)?;
+                (m.payload, m.document, m.vector)
+            } else {
+                (None, None, None)
+            };
+            let metadata = req.with_metadata.then(|| r.metadata.map(<[u8]>::to_vec));
             size.add(
                 HIT_BYTES
+                    + r.key.map_or(0, str::len)
                     + metadata
                         .as_ref()
                         .map_or(0, |m| base64_len(m.as_ref().map_or(0, Vec::len))),
@@ -216,14 +286,16 @@ impl Service {
             hits.push(HitOut {
                 id: h.id,
                 distance: h.distance,
-                tag: r.as_ref().map_or(0, |r| r.tag),
+                similarity,
+                key: r.key.map(String::from),
+                tag: r.tag,
                 metadata,
+                payload,
+                document,
+                vector,
             });
         }
-        Ok(Hits {
-            hits,
-            seq: kernel.seq(),
-        })
+        Ok(hits)
     }
 
     /// [`Service::search_blocking`] off the async threads.
