@@ -459,7 +459,11 @@ mod tests {
             assert!(seen.insert(r.operation), "{} twice", r.operation);
             assert!(r.path.starts_with('/'), "{}", r.path);
             for p in r.path_params() {
-                assert!(matches!(p, "name" | "id" | "field"), "{}: parameter {p}", r.path);
+                assert!(
+                    matches!(p, "name" | "id" | "field"),
+                    "{}: parameter {p}",
+                    r.path
+                );
             }
         }
         let mut pairs = std::collections::BTreeSet::new();
