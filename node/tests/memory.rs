@@ -348,3 +348,53 @@ fn a_follower_holds_the_same_keyed_state() {
     );
     assert_eq!(v["count"], 2, "{v}");
 }
+
+/// The README's agent-memory quick start, run as written (each `curl` against a test node):
+/// every call succeeds and the search answers the one record the filter allows.
+#[test]
+fn the_readme_quick_start_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = &readme[readme.find("### Agent memory").expect("the section")..];
+    let start = section.find("```sh\n").unwrap() + 6;
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    let mut answers = Vec::new();
+    // A command runs from a line starting `curl` to the next (its JSON may span lines).
+    let mut commands: Vec<String> = Vec::new();
+    for line in block.lines() {
+        let line = line.trim_end().trim_end_matches('\\');
+        if line.starts_with("curl") {
+            commands.push(line.to_string());
+        } else if let Some(last) = commands.last_mut() {
+            last.push(' ');
+            last.push_str(line.trim());
+        }
+    }
+    for cmd in &commands {
+        let url = cmd
+            .split_whitespace()
+            .find(|w| w.starts_with("localhost:3000"))
+            .unwrap();
+        let path = &url["localhost:3000".len()..];
+        let (status, body) = match cmd.find("-d '") {
+            Some(i) => {
+                let json = &cmd[i + 4..cmd.rfind('\'').unwrap()];
+                c.post(path, serde_json::from_str(json).expect(json))
+            }
+            None => c.get(path),
+        };
+        assert!((200..300).contains(&status), "{cmd}: {status} {body}");
+        answers.push(body);
+    }
+    assert_eq!(answers.len(), 6);
+    let hits = answers[2]["results"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{}", answers[2]);
+    assert_eq!(hits[0]["key"], "n1");
+    assert_eq!(hits[0]["document"], "Alice likes tea");
+    assert_eq!(answers[3]["missing"], json!(["n9"]));
+    assert_eq!(answers[4]["count"], 2);
+    assert_eq!(answers[5]["deleted"], 1);
+}
