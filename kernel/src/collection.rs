@@ -689,26 +689,35 @@ pub(crate) fn check_spec(spec: &CollectionSpec) -> Result<(), Error> {
 
 /// Checks what a batch must satisfy whatever its collection: size and metadata limits.
 pub(crate) fn check_batch_shape(records: &[NewRecord]) -> Result<(), Error> {
-    if records.is_empty() {
+    check_batch_len(records.len())?;
+    records
+        .iter()
+        .try_for_each(|rec| check_metadata(rec.metadata.as_deref()))
+}
+
+/// A batch holds 1 to [`MAX_BATCH_RECORDS`] records (inserts and upserts alike).
+pub(crate) fn check_batch_len(len: usize) -> Result<(), Error> {
+    if len == 0 {
         return Err(Error::EmptyBatch);
     }
-    if records.len() > MAX_BATCH_RECORDS as usize {
+    if len > MAX_BATCH_RECORDS as usize {
         return Err(Error::TooLarge {
             what: "batch (records)",
-            len: records.len() as u64,
+            len: len as u64,
             max: u64::from(MAX_BATCH_RECORDS),
         });
     }
-    for rec in records {
-        if let Some(m) = &rec.metadata {
-            if m.len() > MAX_METADATA_BYTES as usize {
-                return Err(Error::TooLarge {
-                    what: "metadata",
-                    len: m.len() as u64,
-                    max: u64::from(MAX_METADATA_BYTES),
-                });
-            }
-        }
-    }
     Ok(())
+}
+
+/// Metadata is at most [`MAX_METADATA_BYTES`].
+pub(crate) fn check_metadata(metadata: Option<&[u8]>) -> Result<(), Error> {
+    match metadata {
+        Some(m) if m.len() > MAX_METADATA_BYTES as usize => Err(Error::TooLarge {
+            what: "metadata",
+            len: m.len() as u64,
+            max: u64::from(MAX_METADATA_BYTES),
+        }),
+        _ => Ok(()),
+    }
 }

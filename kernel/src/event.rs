@@ -223,13 +223,72 @@ impl IndexKind {
     }
 }
 
-/// A link from a graph node to a record.
+/// A link from a graph node to a record: by id (that version of the record) or by key (the
+/// record that holds the key now, so the link survives an upsert that gives it a new id).
 #[derive(Clone, PartialEq, Eq, Debug, PartialOrd, Ord)]
-pub struct RecordRef {
-    /// Collection name.
-    pub collection: String,
-    /// Record id within it.
-    pub id: u64,
+pub enum RecordRef {
+    /// The record with this id.
+    Id {
+        /// Collection name.
+        collection: String,
+        /// Record id within it.
+        id: u64,
+    },
+    /// The record that holds this key.
+    Key {
+        /// Collection name.
+        collection: String,
+        /// Record key within it, 1 to [`MAX_KEY_BYTES`] bytes.
+        key: String,
+    },
+}
+
+impl RecordRef {
+    /// The collection it names.
+    pub fn collection(&self) -> &str {
+        match self {
+            RecordRef::Id { collection, .. } | RecordRef::Key { collection, .. } => collection,
+        }
+    }
+
+    /// Writes the link as events and states encode it (`0` stands for no link): `1`, the
+    /// collection and the id, or `2`, the collection and the key.
+    pub(crate) fn encode_opt(link: Option<&RecordRef>, out: &mut impl Sink) {
+        match link {
+            None => out.put_u8(0),
+            Some(RecordRef::Id { collection, id }) => {
+                out.put_u8(1);
+                out.put_bytes(collection.as_bytes());
+                out.put_u64(*id);
+            }
+            Some(RecordRef::Key { collection, key }) => {
+                out.put_u8(2);
+                out.put_bytes(collection.as_bytes());
+                out.put_bytes(key.as_bytes());
+            }
+        }
+    }
+
+    /// Reads what [`RecordRef::encode_opt`] wrote.
+    pub(crate) fn decode_opt(r: &mut Reader<'_>) -> Result<Option<RecordRef>, DecodeError> {
+        Ok(match r.u8()? {
+            0 => None,
+            1 => Some(RecordRef::Id {
+                collection: r.string("collection name", MAX_NAME_BYTES)?,
+                id: r.u64()?,
+            }),
+            2 => Some(RecordRef::Key {
+                collection: r.string("collection name", MAX_NAME_BYTES)?,
+                key: r.string("record key", MAX_KEY_BYTES)?,
+            }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "record link",
+                    tag,
+                })
+            }
+        })
+    }
 }
 
 /// Every state change.
@@ -262,7 +321,7 @@ pub enum Event {
     CreateNode {
         /// Kind label, 1 to [`MAX_KIND_BYTES`] bytes.
         kind: String,
-        /// Optional link to a live record.
+        /// Optional link to a live record (by id) or to a key a record holds.
         record: Option<RecordRef>,
         /// Optional property bytes, at most [`MAX_METADATA_BYTES`].
         properties: Option<Vec<u8>>,
@@ -561,14 +620,7 @@ impl Event {
             } => {
                 out.put_u8(tag::CREATE_NODE);
                 out.put_bytes(kind.as_bytes());
-                match record {
-                    None => out.put_u8(0),
-                    Some(r) => {
-                        out.put_u8(1);
-                        out.put_bytes(r.collection.as_bytes());
-                        out.put_u64(r.id);
-                    }
-                }
+                RecordRef::encode_opt(record.as_ref(), out);
                 out.put_opt_bytes(properties.as_deref());
             }
             Event::DeleteNode { id } => {
@@ -715,19 +767,7 @@ impl Event {
             },
             tag::CREATE_NODE => {
                 let kind = r.string("node kind", MAX_KIND_BYTES)?;
-                let record = match r.u8()? {
-                    0 => None,
-                    1 => Some(RecordRef {
-                        collection: r.string("collection name", MAX_NAME_BYTES)?,
-                        id: r.u64()?,
-                    }),
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "record link",
-                            tag,
-                        })
-                    }
-                };
+                let record = RecordRef::decode_opt(&mut r)?;
                 let properties = r.opt_bytes("properties", MAX_METADATA_BYTES)?;
                 Event::CreateNode {
                     kind,

@@ -129,6 +129,17 @@ impl Kernel {
         &self.graph
     }
 
+    /// The live record a node's link names now: the id while that record lives, or the record
+    /// that holds the key (so a key link follows the key through upserts). `None` when there is
+    /// none (the link is weak).
+    pub fn linked_record(&self, link: &RecordRef) -> Option<u64> {
+        let c = self.collections.get(link.collection())?;
+        match link {
+            RecordRef::Id { id, .. } => c.contains(*id).then_some(*id),
+            RecordRef::Key { key, .. } => c.id_of(key),
+        }
+    }
+
     fn collection_or_err(&self, name: &str) -> Result<&Collection, Error> {
         self.collections
             .get(name)
@@ -286,13 +297,22 @@ impl Kernel {
                 properties,
             } => {
                 check_kind(kind)?;
-                if let Some(r) = record {
-                    if !self.collection_or_err(&r.collection)?.contains(r.id) {
+                match record {
+                    Some(RecordRef::Id { collection, id })
+                        if !self.collection_or_err(collection)?.contains(*id) =>
+                    {
                         return Err(Error::RecordNotFound {
-                            collection: r.collection.clone(),
-                            id: r.id,
+                            collection: collection.clone(),
+                            id: *id,
                         });
                     }
+                    Some(RecordRef::Key { collection, key }) => {
+                        crate::filter::check_record_key(key)?;
+                        if self.collection_or_err(collection)?.id_of(key).is_none() {
+                            return Err(Error::KeyNotFound { key: key.clone() });
+                        }
+                    }
+                    _ => {}
                 }
                 if let Some(p) = properties {
                     if p.len() > MAX_METADATA_BYTES as usize {
@@ -610,7 +630,8 @@ impl Kernel {
     /// The `k` nearest live records that match `filter` (and `params.tag`, when given),
     /// ordered by (distance, id): never a record the filter does not match, and never fewer
     /// than `min(k, matches)`; `exact` scans the matches instead of walking the index. See
-    /// [`Collection::search_filtered`].
+    /// [`Collection::search_filtered`]. An empty filter without `exact` is the plain search
+    /// ([`Kernel::search_with`]), tag and all.
     pub fn search_filtered(
         &self,
         collection: &str,
@@ -620,6 +641,9 @@ impl Kernel {
         exact: bool,
         scratch: &mut SearchScratch,
     ) -> Result<Vec<Hit>, Error> {
+        if filter.is_empty() && !exact {
+            return self.search_with(collection, query, params, scratch);
+        }
         let c = self.collection_or_err(collection)?;
         Self::check_search(params)?;
         filter.check()?;
@@ -638,13 +662,6 @@ impl Kernel {
                 c.search_filtered(&q, params.k as usize, ef, &with_tag, exact, scratch)
             }
         })
-    }
-
-    /// Live ids of records with these keys, in the order asked (`None` where a key has no
-    /// record).
-    pub fn ids_of(&self, collection: &str, keys: &[String]) -> Result<Vec<Option<u64>>, Error> {
-        let c = self.collection_or_err(collection)?;
-        Ok(keys.iter().map(|k| c.id_of(k)).collect())
     }
 
     /// How many live records match a filter (exact).
@@ -719,14 +736,7 @@ impl Kernel {
         for (id, n) in &g.nodes {
             out.put_u64(*id);
             out.put_bytes(n.kind.as_bytes());
-            match &n.record {
-                None => out.put_u8(0),
-                Some(r) => {
-                    out.put_u8(1);
-                    out.put_bytes(r.collection.as_bytes());
-                    out.put_u64(r.id);
-                }
-            }
+            RecordRef::encode_opt(n.record.as_ref(), out);
             out.put_opt_bytes(n.properties.as_deref());
         }
         out.put_u64(g.edges.len() as u64);
@@ -788,19 +798,7 @@ impl Kernel {
                 ));
             }
             let kind = r.string("node kind", MAX_KIND_BYTES)?;
-            let record = match r.u8()? {
-                0 => None,
-                1 => Some(RecordRef {
-                    collection: r.string("collection name", MAX_NAME_BYTES)?,
-                    id: r.u64()?,
-                }),
-                tag => {
-                    return Err(DecodeError::UnknownTag {
-                        what: "record link",
-                        tag,
-                    })
-                }
-            };
+            let record = RecordRef::decode_opt(&mut r)?;
             let properties = r.opt_bytes("properties", MAX_METADATA_BYTES)?;
             g.insert_node_with_id(
                 id,

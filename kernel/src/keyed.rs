@@ -216,16 +216,7 @@ impl Collection {
         mode: UpsertMode,
         records: &[KeyedRecord],
     ) -> Result<(), Error> {
-        if records.is_empty() {
-            return Err(Error::EmptyBatch);
-        }
-        if records.len() > MAX_BATCH_RECORDS as usize {
-            return Err(Error::TooLarge {
-                what: "batch (records)",
-                len: records.len() as u64,
-                max: u64::from(MAX_BATCH_RECORDS),
-            });
-        }
+        crate::collection::check_batch_len(records.len())?;
         let mut seen = BTreeSet::new();
         let mut new_slots = 0u64;
         for (i, rec) in records.iter().enumerate() {
@@ -235,15 +226,7 @@ impl Collection {
                     key: rec.key.clone(),
                 });
             }
-            if let Some(m) = &rec.metadata {
-                if m.len() > MAX_METADATA_BYTES as usize {
-                    return Err(Error::TooLarge {
-                        what: "metadata",
-                        len: m.len() as u64,
-                        max: u64::from(MAX_METADATA_BYTES),
-                    });
-                }
-            }
+            crate::collection::check_metadata(rec.metadata.as_deref())?;
             if let Some(d) = &rec.document {
                 if d.len() > MAX_DOCUMENT_BYTES as usize {
                     return Err(Error::TooLarge {

@@ -18,7 +18,8 @@
 //!                                                vector gen:S+i:D:X (its components truncated to
 //!                                                integers with integer=1) and tag i % 4
 //! delete COLL ID
-//! node KIND [record=COLL:ID] [props=HEX]
+//! node KIND [record=COLL:ID | recordkey=COLL:KEY] [props=HEX]
+//! linked NODE                                    prints the live record id its link names now
 //! delnode ID | edge FROM TO KIND | deledge ID
 //! reject CODE <any line above>                   must fail with that error code, changing nothing
 //! search COLL k=K [tag=T] [ef=E] vec=F,...       prints the hits
@@ -357,13 +358,24 @@ fn event<'a>(words: &[&str], opts: &Opts<'_>, rest: &mut impl Iterator<Item = &'
         },
         "node" => Event::CreateNode {
             kind: words[1].into(),
-            record: opts.get("record").map(|r| {
-                let (c, id) = r.split_once(':').expect("COLL:ID");
-                RecordRef {
-                    collection: c.into(),
-                    id: id.parse().expect("id"),
+            record: match (opts.get("record"), opts.get("recordkey")) {
+                (Some(r), None) => {
+                    let (c, id) = r.split_once(':').expect("COLL:ID");
+                    Some(RecordRef::Id {
+                        collection: c.into(),
+                        id: id.parse().expect("id"),
+                    })
                 }
-            }),
+                (None, Some(r)) => {
+                    let (c, key) = r.split_once(':').expect("COLL:KEY");
+                    Some(RecordRef::Key {
+                        collection: c.into(),
+                        key: key.into(),
+                    })
+                }
+                (None, None) => None,
+                _ => panic!("record= or recordkey=, not both"),
+            },
             properties: opts.get("props").map(unhex),
         },
         "delnode" => Event::DeleteNode {
@@ -568,8 +580,17 @@ fn run(script: &str) -> String {
                     .expect(line);
                 writeln!(out, "scroll {} => {ids:?} more={more}", words[1]).unwrap();
             }
+            "linked" => {
+                let id: u64 = words[1].parse().expect("node id");
+                let node = k.graph().node(id).expect(line);
+                let link = node.record.as_ref().expect("a node with a link");
+                match k.linked_record(link) {
+                    Some(r) => writeln!(out, "linked {id} => {r}").unwrap(),
+                    None => writeln!(out, "linked {id} => none").unwrap(),
+                }
+            }
             "getkey" => {
-                let id = k.ids_of(words[1], &[words[2].into()]).expect(line)[0];
+                let id = k.collection(words[1]).expect(line).id_of(words[2]);
                 match id {
                     Some(id) => {
                         let r = k.get(words[1], id).expect(line);

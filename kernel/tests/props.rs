@@ -96,12 +96,21 @@ fn event() -> impl Strategy<Value = Event> {
         (name(), 0u64..8).prop_map(|(collection, id)| Event::Delete { collection, id }),
         (
             kind(),
-            prop::option::of((name(), 0u64..6)),
+            prop::option::of((name(), 0u64..6, any::<bool>())),
             prop::option::of(prop::collection::vec(any::<u8>(), 0..4))
         )
             .prop_map(|(kind, link, properties)| Event::CreateNode {
                 kind,
-                record: link.map(|(collection, id)| RecordRef { collection, id }),
+                record: link.map(|(collection, id, by_key)| {
+                    if by_key {
+                        RecordRef::Key {
+                            collection,
+                            key: format!("k{id}"),
+                        }
+                    } else {
+                        RecordRef::Id { collection, id }
+                    }
+                }),
                 properties,
             }),
         (0u64..6).prop_map(|id| Event::DeleteNode { id }),

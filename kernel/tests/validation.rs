@@ -246,7 +246,7 @@ fn delete_and_graph_errors() {
     check(
         Event::CreateNode {
             kind: "n".into(),
-            record: Some(RecordRef {
+            record: Some(RecordRef::Id {
                 collection: "v".into(),
                 id: 5,
             }),

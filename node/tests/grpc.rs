@@ -136,7 +136,8 @@ async fn grpc_and_http_agree() {
         kind: "a".into(),
         record: Some(pb::RecordLink {
             collection: "v".into(),
-            id: 3,
+            id: Some(3),
+            key: None,
         }),
         properties: None,
     })
@@ -160,7 +161,7 @@ async fn grpc_and_http_agree() {
     let n0 = gc.get_node(pb::Id { id: 0 }).await.unwrap().into_inner();
     assert_eq!((n0.id, n0.kind.as_str(), n0.properties), (0, "a", None));
     let link = n0.record.unwrap();
-    assert_eq!((link.collection.as_str(), link.id), ("v", 3));
+    assert_eq!((link.collection.as_str(), link.id), ("v", Some(3)));
     let n1 = gc.get_node(pb::Id { id: 1 }).await.unwrap().into_inner();
     assert_eq!((n1.kind.as_str(), n1.record), ("b", None));
     let e0 = gc.get_edge(pb::Id { id: 0 }).await.unwrap().into_inner();
@@ -194,6 +195,7 @@ async fn grpc_and_http_agree() {
             tag: Some(1),
             ef: None,
             with_metadata: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -578,4 +580,597 @@ async fn grpc_streams_the_log_and_snapshots_as_http_serves_them() {
         (e.code(), code(&e).as_str()),
         (tonic::Code::FailedPrecondition, "stale_epoch")
     );
+}
+
+/// A typed payload value.
+fn val(kind: pb::value::Kind) -> pb::Value {
+    pb::Value { kind: Some(kind) }
+}
+
+fn payload(fields: Vec<(&str, pb::Value)>) -> pb::Payload {
+    pb::Payload {
+        fields: fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
+}
+
+/// A typed value as the JSON the HTTP API answers with.
+fn json_of(v: &pb::Value) -> serde_json::Value {
+    use pb::value::Kind;
+    match v.kind.as_ref().expect("a value has a kind") {
+        Kind::Null(_) => serde_json::Value::Null,
+        Kind::Bool(b) => json!(b),
+        Kind::Int(i) => json!(i),
+        Kind::Float(f) => json!(f),
+        Kind::String(s) => json!(s),
+        Kind::List(l) => serde_json::Value::Array(l.values.iter().map(json_of).collect()),
+        Kind::Object(p) => payload_json(p),
+    }
+}
+
+fn payload_json(p: &pb::Payload) -> serde_json::Value {
+    serde_json::Value::Object(
+        p.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), json_of(v)))
+            .collect(),
+    )
+}
+
+/// A record of a gRPC answer as the HTTP API's JSON (the parts both carry).
+fn record_json(r: &pb::MemoryRecord) -> serde_json::Value {
+    let mut o = json!({"id": r.id, "key": r.key, "tag": r.tag});
+    if let Some(p) = &r.payload {
+        o["payload"] = payload_json(p);
+    }
+    if let Some(d) = &r.document {
+        o["document"] = json!(d);
+    }
+    if !r.vector.is_empty() {
+        o["vector"] = json!(r.vector);
+    }
+    o
+}
+
+fn http_record(r: &serde_json::Value) -> serde_json::Value {
+    let mut o = json!({"id": r["id"], "key": r["key"], "tag": r["tag"]});
+    for part in ["payload", "vector"] {
+        if let Some(v) = r.get(part) {
+            o[part] = v.clone();
+        }
+    }
+    if let Some(d) = r.get("document").filter(|d| !d.is_null()) {
+        o["document"] = d.clone();
+    }
+    o
+}
+
+fn user_is(user: &str) -> pb::Filter {
+    pb::Filter {
+        must: vec![pb::Condition {
+            condition: Some(pb::condition::Condition::Match(pb::FieldMatch {
+                key: "user".into(),
+                matcher: Some(pb::field_match::Matcher::Value(val(
+                    pb::value::Kind::String(user.into()),
+                ))),
+            })),
+        }],
+        ..Default::default()
+    }
+}
+
+/// The agent-memory API over gRPC: the same writes as over HTTP leave the same state, reads
+/// answer the same records, typed payload values keep integers, floats and bools apart, and
+/// bad input is refused with the HTTP API's codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_agent_memory_matches_http() {
+    use pb::value::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let h = Node::start(&dir.path().join("http"), &[]);
+    let g = Node::start(&dir.path().join("grpc"), &[]);
+    let http_url = h.url.clone();
+    let mut gc = client(&g).await;
+
+    let u42 = json!({"must": [{"key": "user", "match": {"value": "u42"}}]});
+    let http = tokio::task::spawn_blocking(move || {
+        let c = common::Client::new(&http_url);
+        let ok = |(s, v): (u16, serde_json::Value)| {
+            assert!(s == 200 || s == 201, "{s} {v}");
+            v
+        };
+        ok(c.post(
+            "/v1/collections",
+            json!({"name": "m", "dimension": 3, "metric": "cosine", "index": {"type": "flat"}}),
+        ));
+        ok(c.post(
+            "/v1/collections/m/indexes",
+            json!({"field": "user", "kind": "keyword"}),
+        ));
+        let up = ok(c.post(
+            "/v1/collections/m/records/upsert",
+            json!({"records": [
+                {"key": "a", "vector": [1, 0, 0], "tag": 1, "payload": {"user": "u42", "n": 10, "f": 2.5, "ok": true, "l": [1, null, {"x": "y"}]}, "document": "alpha"},
+                {"key": "b", "vector": [0, 1, 0], "payload": {"user": "u7", "n": 10.0}},
+                {"key": "c", "vector": [0, 0, 1], "payload": {"user": "u42"}, "document": "gamma"},
+            ]}),
+        ));
+        let again = ok(c.post(
+            "/v1/collections/m/records/upsert",
+            json!({"records": [{"key": "c", "vector": [0, 1, 1], "payload": {"user": "u42", "v": 2}}], "mode": "update_only"}),
+        ));
+        let node = ok(c.post("/v1/graph/nodes", json!({"kind": "k", "record": {"collection": "m", "key": "c"}})));
+        let set = ok(c.post(
+            "/v1/collections/m/records/payload",
+            json!({"filter": u42, "payload": {"seen": false}, "max_affected": 2}),
+        ));
+        let unset = ok(c.post(
+            "/v1/collections/m/records/payload/delete",
+            json!({"keys": ["a"], "fields": ["f"]}),
+        ));
+        let got = ok(c.post(
+            "/v1/collections/m/records/get",
+            json!({"keys": ["c", "zz", "a"], "include": ["payload", "document", "vector"]}),
+        ));
+        let count = ok(c.post("/v1/collections/m/records/count", json!({"filter": u42})));
+        let page = ok(c.post("/v1/collections/m/records/scroll", json!({"limit": 2})));
+        let page2 = ok(c.post(
+            "/v1/collections/m/records/scroll",
+            json!({"limit": 2, "cursor": page["next_cursor"]}),
+        ));
+        let search = ok(c.post(
+            "/v1/collections/m/search",
+            json!({"vector": [1, 0.1, 0], "k": 3, "filter": u42, "include": ["payload", "document"]}),
+        ));
+        let batch = ok(c.post(
+            "/v1/collections/m/search/batch",
+            json!({"searches": [{"vector": [1, 0, 0], "k": 2}, {"vector": [0, 1, 0], "k": 1, "score_threshold": 0.5}]}),
+        ));
+        let linked = ok(c.get(&format!("/v1/graph/nodes/{}", node["id"])));
+        let deleted = ok(c.post(
+            "/v1/collections/m/records/delete",
+            json!({"filter": {"must": [{"key": "n", "range": {"gte": 10}}]}}),
+        ));
+        let indexes = ok(c.get("/v1/collections/m/indexes"));
+        (
+            [up, again, set, unset, deleted],
+            got,
+            count,
+            [page, page2],
+            search,
+            batch,
+            linked,
+            indexes,
+            c.state(),
+        )
+    })
+    .await
+    .unwrap();
+    let (writes, got, count, pages, search, batch, linked, indexes, state) = http;
+
+    // The same over gRPC.
+    gc.create_collection(pb::CreateCollectionRequest {
+        name: "m".into(),
+        dimension: 3,
+        metric: "cosine".into(),
+        flat: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    gc.create_payload_index(pb::CreatePayloadIndexRequest {
+        collection: "m".into(),
+        field: "user".into(),
+        kind: "keyword".into(),
+    })
+    .await
+    .unwrap();
+    let rec = |key: &str, vector: Vec<f64>, tag: u64, p: pb::Payload, doc: Option<&str>| {
+        pb::UpsertRecord {
+            key: key.into(),
+            vector,
+            tag,
+            payload: Some(p),
+            document: doc.map(String::from),
+            metadata: None,
+        }
+    };
+    let list = |values: Vec<pb::Value>| val(Kind::List(pb::ValueList { values }));
+    let up = gc
+        .upsert(pb::UpsertRequest {
+            collection: "m".into(),
+            records: vec![
+                rec(
+                    "a",
+                    vec![1.0, 0.0, 0.0],
+                    1,
+                    payload(vec![
+                        ("user", val(Kind::String("u42".into()))),
+                        ("n", val(Kind::Int(10))),
+                        ("f", val(Kind::Float(2.5))),
+                        ("ok", val(Kind::Bool(true))),
+                        (
+                            "l",
+                            list(vec![
+                                val(Kind::Int(1)),
+                                val(Kind::Null(pb::Null {})),
+                                val(Kind::Object(payload(vec![(
+                                    "x",
+                                    val(Kind::String("y".into())),
+                                )]))),
+                            ]),
+                        ),
+                    ]),
+                    Some("alpha"),
+                ),
+                // 10.0 is stored as the integer 10, as over HTTP.
+                rec(
+                    "b",
+                    vec![0.0, 1.0, 0.0],
+                    0,
+                    payload(vec![
+                        ("user", val(Kind::String("u7".into()))),
+                        ("n", val(Kind::Float(10.0))),
+                    ]),
+                    None,
+                ),
+                rec(
+                    "c",
+                    vec![0.0, 0.0, 1.0],
+                    0,
+                    payload(vec![("user", val(Kind::String("u42".into())))]),
+                    Some("gamma"),
+                ),
+            ],
+            mode: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(up.ids, vec![0, 1, 2]);
+    assert_eq!(json!({"ids": up.ids, "seq": up.seq}), writes[0]);
+    let again = gc
+        .upsert(pb::UpsertRequest {
+            collection: "m".into(),
+            records: vec![rec(
+                "c",
+                vec![0.0, 1.0, 1.0],
+                0,
+                payload(vec![
+                    ("user", val(Kind::String("u42".into()))),
+                    ("v", val(Kind::Int(2))),
+                ]),
+                None,
+            )],
+            mode: "update_only".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(json!({"ids": again.ids, "seq": again.seq}), writes[1]);
+    let node = gc
+        .create_node(pb::CreateNodeRequest {
+            kind: "k".into(),
+            record: Some(pb::RecordLink {
+                collection: "m".into(),
+                id: None,
+                key: Some("c".into()),
+            }),
+            properties: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let target = |t: pb::target::Target| Some(pb::Target { target: Some(t) });
+    let set = gc
+        .set_payload(pb::SetPayloadRequest {
+            collection: "m".into(),
+            target: target(pb::target::Target::Filter(user_is("u42"))),
+            payload: Some(payload(vec![("seen", val(Kind::Bool(false)))])),
+            mode: String::new(),
+            max_affected: Some(2),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(json!({"updated": set.updated, "seq": set.seq}), writes[2]);
+    let unset = gc
+        .delete_payload_keys(pb::DeletePayloadKeysRequest {
+            collection: "m".into(),
+            target: target(pb::target::Target::Keys(pb::StringList {
+                values: vec!["a".into()],
+            })),
+            fields: vec!["f".into()],
+            max_affected: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        json!({"updated": unset.updated, "seq": unset.seq}),
+        writes[3]
+    );
+
+    let g_got = gc
+        .get_records(pb::GetRecordsRequest {
+            collection: "m".into(),
+            by: Some(pb::get_records_request::By::Keys(pb::StringList {
+                values: vec!["c".into(), "zz".into(), "a".into()],
+            })),
+            include: Some(pb::Include {
+                vector: true,
+                payload: true,
+                document: true,
+                metadata: false,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got_records: Vec<_> = got["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(http_record)
+        .collect();
+    assert_eq!(
+        g_got.records.iter().map(record_json).collect::<Vec<_>>(),
+        got_records
+    );
+    // A bool stays a bool, an integer an integer, a float a float.
+    let a = &g_got.records[1].payload.as_ref().unwrap().fields;
+    assert_eq!(a["ok"].kind, Some(Kind::Bool(true)));
+    assert_eq!(a["n"].kind, Some(Kind::Int(10)));
+    assert_eq!(a["seen"].kind, Some(Kind::Bool(false)));
+    assert_eq!(
+        g_got.missing,
+        vec![pb::Missing {
+            item: Some(pb::missing::Item::Key("zz".into()))
+        }]
+    );
+    assert_eq!(g_got.seq, got["seq"].as_u64().unwrap());
+
+    let g_count = gc
+        .count(pb::CountRequest {
+            collection: "m".into(),
+            filter: Some(user_is("u42")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(json!({"count": g_count.count, "seq": g_count.seq}), count);
+
+    let mut cursor = None;
+    for page in &pages {
+        let p = gc
+            .scroll(pb::ScrollRequest {
+                collection: "m".into(),
+                limit: Some(2),
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let want: Vec<_> = page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(http_record)
+            .collect();
+        assert_eq!(p.records.iter().map(record_json).collect::<Vec<_>>(), want);
+        assert_eq!(json!(p.next_cursor), page["next_cursor"]);
+        cursor = p.next_cursor;
+    }
+
+    let g_search = gc
+        .search(pb::SearchRequest {
+            collection: "m".into(),
+            vector: vec![1.0, 0.1, 0.0],
+            k: Some(3),
+            filter: Some(user_is("u42")),
+            include: Some(pb::Include {
+                payload: true,
+                document: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hits = search["results"].as_array().unwrap();
+    assert_eq!(g_search.results.len(), hits.len());
+    assert_eq!(g_search.results.len(), 2);
+    for (gh, hh) in g_search.results.iter().zip(hits) {
+        assert_eq!(gh.id, hh["id"].as_u64().unwrap());
+        assert_eq!(gh.key.as_deref(), hh["key"].as_str());
+        assert_eq!(gh.distance, hh["distance"].to_string());
+        assert_eq!(json!(gh.similarity), hh["similarity"]);
+        assert_eq!(payload_json(gh.payload.as_ref().unwrap()), hh["payload"]);
+        assert_eq!(json!(gh.document), hh["document"]);
+    }
+
+    let g_batch = gc
+        .search_batch(pb::SearchBatchRequest {
+            collection: "m".into(),
+            searches: vec![
+                pb::SearchRequest {
+                    vector: vec![1.0, 0.0, 0.0],
+                    k: Some(2),
+                    ..Default::default()
+                },
+                pb::SearchRequest {
+                    vector: vec![0.0, 1.0, 0.0],
+                    k: Some(1),
+                    score_threshold: Some(0.5),
+                    ..Default::default()
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(g_batch.seq, batch["seq"].as_u64().unwrap());
+    for (gb, hb) in g_batch
+        .results
+        .iter()
+        .zip(batch["results"].as_array().unwrap())
+    {
+        let ids: Vec<u64> = gb.results.iter().map(|h| h.id).collect();
+        let want: Vec<u64> = hb["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, want);
+    }
+
+    // The key link resolves to the record that holds the key now (a new id after the upsert).
+    let n = gc
+        .get_node(pb::Id { id: node.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let link = n.record.unwrap();
+    assert_eq!(link.key.as_deref(), Some("c"));
+    assert_eq!(link.id, Some(3));
+    assert_eq!(json!(link.id), linked["record"]["id"]);
+
+    let deleted = gc
+        .delete_records(pb::DeleteRecordsRequest {
+            collection: "m".into(),
+            target: target(pb::target::Target::Filter(pb::Filter {
+                must: vec![pb::Condition {
+                    condition: Some(pb::condition::Condition::Range(pb::FieldRange {
+                        key: "n".into(),
+                        gte: Some(val(Kind::Int(10))),
+                        ..Default::default()
+                    })),
+                }],
+                ..Default::default()
+            })),
+            max_affected: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted, 2);
+    assert_eq!(
+        json!({"deleted": deleted.deleted, "seq": deleted.seq}),
+        writes[4]
+    );
+    let idx = gc
+        .list_payload_indexes(pb::CollectionName { name: "m".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        idx.indexes,
+        vec![pb::PayloadIndex {
+            field: "user".into(),
+            kind: "keyword".into()
+        }]
+    );
+    assert_eq!(json!(idx.seq), indexes["seq"]);
+
+    // The same state, to the byte.
+    let st = gc
+        .get_state(pb::StateRequest { seq: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (st.seq, st.chain_hash.clone(), st.state_hash.clone()),
+        state
+    );
+
+    // Bad input: refused with the HTTP API's codes, nothing written.
+    let nan = gc
+        .upsert(pb::UpsertRequest {
+            collection: "m".into(),
+            records: vec![rec(
+                "x",
+                vec![1.0, 0.0, 0.0],
+                0,
+                payload(vec![("f", val(Kind::Float(f64::NAN)))]),
+                None,
+            )],
+            mode: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nan.code(), tonic::Code::InvalidArgument);
+    assert_eq!(code(&nan), "invalid_payload");
+    assert!(nan.message().contains("records[0].payload.f"), "{nan:?}");
+    let dup = gc
+        .upsert(pb::UpsertRequest {
+            collection: "m".into(),
+            records: vec![
+                rec("x", vec![1.0, 0.0, 0.0], 0, payload(vec![]), None),
+                rec("x", vec![0.0, 1.0, 0.0], 0, payload(vec![]), None),
+            ],
+            mode: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&dup), "duplicate_key");
+    let exists = gc
+        .upsert(pb::UpsertRequest {
+            collection: "m".into(),
+            records: vec![rec("c", vec![1.0, 0.0, 0.0], 0, payload(vec![]), None)],
+            mode: "insert_only".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (exists.code(), code(&exists).as_str()),
+        (tonic::Code::AlreadyExists, "key_exists")
+    );
+    let mode = gc
+        .upsert(pb::UpsertRequest {
+            collection: "m".into(),
+            records: vec![rec("y", vec![1.0, 0.0, 0.0], 0, payload(vec![]), None)],
+            mode: "sometimes".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(mode.message().contains("insert_only"), "{mode:?}");
+    let no_target = gc
+        .delete_records(pb::DeleteRecordsRequest {
+            collection: "m".into(),
+            target: None,
+            max_affected: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_target.code(), tonic::Code::InvalidArgument);
+    let empty_condition = gc
+        .count(pb::CountRequest {
+            collection: "m".into(),
+            filter: Some(pb::Filter {
+                must: vec![pb::Condition { condition: None }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&empty_condition), "invalid_filter");
+    let too_many = gc
+        .delete_records(pb::DeleteRecordsRequest {
+            collection: "m".into(),
+            target: target(pb::target::Target::Filter(pb::Filter::default())),
+            max_affected: Some(0),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&too_many), "too_many_affected");
+    let after = gc
+        .get_state(pb::StateRequest { seq: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.state_hash, st.state_hash);
 }

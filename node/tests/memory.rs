@@ -349,6 +349,95 @@ fn a_follower_holds_the_same_keyed_state() {
     assert_eq!(v["count"], 2, "{v}");
 }
 
+/// A graph node linked by key follows the key through upserts that give the record a new id,
+/// and resolves to nothing while no record holds it; a restart's replay agrees.
+#[test]
+fn graph_links_by_key_survive_upserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client();
+    docs(&c);
+    let (s, v) = c.post(
+        "/v1/graph/nodes",
+        json!({"kind": "fact", "record": {"collection": "mem", "key": "a"}}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let by_key = v["id"].as_u64().unwrap();
+    let (_, v) = c.post(
+        "/v1/graph/nodes",
+        json!({"kind": "fact", "record": {"collection": "mem", "id": 0}}),
+    );
+    let by_id = v["id"].as_u64().unwrap();
+    let link = |id: u64| c.get(&format!("/v1/graph/nodes/{id}")).1["record"].clone();
+    assert_eq!(
+        link(by_key),
+        json!({"collection": "mem", "key": "a", "id": 0})
+    );
+
+    // A new vector: a new id for the key; the key link follows, the id link stays.
+    let (_, v) = c.post(
+        "/v1/collections/mem/records/upsert",
+        json!({"records": [{"key": "a", "vector": [1, 1, 0]}]}),
+    );
+    let new_id = v["ids"][0].as_u64().unwrap();
+    assert_ne!(new_id, 0);
+    assert_eq!(
+        link(by_key),
+        json!({"collection": "mem", "key": "a", "id": new_id})
+    );
+    assert_eq!(link(by_id), json!({"collection": "mem", "id": 0}));
+    c.post("/v1/collections/mem/records/delete", json!({"keys": ["a"]}));
+    assert_eq!(link(by_key), json!({"collection": "mem", "key": "a"}));
+
+    // Refused: both or neither of id and key, a key no record holds, a bad key.
+    let before = c.state();
+    for (body, status, code) in [
+        (
+            json!({"collection": "mem", "id": 1, "key": "b"}),
+            400,
+            "bad_request",
+        ),
+        (json!({"collection": "mem"}), 400, "bad_request"),
+        (
+            json!({"collection": "mem", "key": "a"}),
+            404,
+            "key_not_found",
+        ),
+        (json!({"collection": "mem", "key": ""}), 400, "invalid_key"),
+        (
+            json!({"collection": "nope", "key": "b"}),
+            404,
+            "collection_not_found",
+        ),
+    ] {
+        let (s, v) = c.post("/v1/graph/nodes", json!({"kind": "fact", "record": body}));
+        assert_eq!(
+            (s, v["code"].as_str().unwrap()),
+            (status, code),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(c.state(), before);
+
+    c.post(
+        "/v1/collections/mem/records/upsert",
+        json!({"records": [{"key": "a", "vector": [0, 1, 1]}]}),
+    );
+    let relinked = link(by_key);
+    assert_eq!(relinked["id"], new_id + 1, "{relinked}");
+    let state = c.state();
+    let mut node = node;
+    node.restart();
+    let c = node.client();
+    assert_eq!(c.state(), state);
+    assert_eq!(
+        c.get(&format!("/v1/graph/nodes/{by_key}")).1["record"],
+        relinked
+    );
+    node.kill();
+    assert_eq!(hex::encode(replay_log(dir.path()).state_hash()), state.2);
+}
+
 /// The README's agent-memory quick start, run as written (each `curl` against a test node):
 /// every call succeeds and the search answers the one record the filter allows.
 #[test]

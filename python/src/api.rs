@@ -118,7 +118,8 @@ pub type Res<T> = Result<T, ApiError>;
 pub struct GraphNode {
     pub id: u64,
     pub kind: String,
-    pub record: Option<(String, u64)>,
+    /// Its link: by id, or by key with the id of the record that holds the key now.
+    pub record: Option<wire::RecordRef>,
     pub properties: Option<Vec<u8>>,
 }
 
@@ -133,6 +134,25 @@ pub trait Api: Send + Sync {
     fn get(&self, collection: &str, id: u64) -> Res<RecordOut>;
     fn delete(&self, collection: String, id: u64) -> Res<()>;
     fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>>;
+    fn upsert(&self, collection: String, req: wire::Upsert) -> Res<wire::Upserted>;
+    fn get_records(&self, collection: String, req: wire::GetRecords) -> Res<wire::Records>;
+    fn scroll(&self, collection: String, req: wire::Scroll) -> Res<wire::ScrollPage>;
+    fn count(&self, collection: String, req: wire::Count) -> Res<wire::Counted>;
+    fn delete_records(&self, collection: String, req: wire::DeleteRecords) -> Res<wire::Deleted>;
+    fn set_payload(&self, collection: String, req: wire::SetPayload) -> Res<wire::Updated>;
+    fn delete_payload_keys(
+        &self,
+        collection: String,
+        req: wire::DeletePayloadKeys,
+    ) -> Res<wire::Updated>;
+    fn search_batch(
+        &self,
+        collection: String,
+        req: wire::SearchBatch,
+    ) -> Res<wire::SearchBatchResults>;
+    fn payload_indexes(&self, collection: String) -> Res<wire::PayloadIndexes>;
+    fn create_payload_index(&self, collection: String, req: wire::PayloadIndex) -> Res<()>;
+    fn drop_payload_index(&self, collection: String, field: String) -> Res<()>;
     fn create_node(
         &self,
         kind: String,

@@ -190,3 +190,140 @@ pub fn blob(obj: Option<&Bound<'_, PyAny>>, what: &str) -> Result<Option<Vec<u8>
         }
     }
 }
+
+/// A Python value as JSON, for payloads and filters: `dict` (with `str` keys), `list` or
+/// `tuple`, `str`, `bool`, `int`, `float` and `None`. A `bool` is checked before `int`, so
+/// `True` stays a bool and is never the integer 1. `at` names the value in errors, which are
+/// `Err(reason)` for the caller to classify.
+pub fn json_of(
+    obj: &Bound<'_, PyAny>,
+    at: &str,
+    depth: usize,
+) -> Result<serde_json::Value, String> {
+    use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+    use serde_json::Value as Json;
+    // Deeper than any payload or filter may be: refused here rather than by the node, so that a
+    // self-referencing dict ends.
+    if depth > 64 {
+        return Err(format!("{at}: nested too deeply"));
+    }
+    if obj.is_none() {
+        return Ok(Json::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Json::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(Json::from(i));
+        }
+        if let Ok(u) = obj.extract::<u64>() {
+            // Beyond i64: the node refuses it with its own message.
+            return Ok(Json::from(u));
+        }
+        return Err(format!(
+            "{at}: integer {obj} is beyond the 64-bit signed range"
+        ));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        let f = f.value();
+        return serde_json::Number::from_f64(f)
+            .map(Json::Number)
+            .ok_or_else(|| format!("{at}: {f} is not a finite number"));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s
+            .to_str()
+            .map(|s| Json::String(s.to_string()))
+            .map_err(|_| format!("{at}: a string that is not valid UTF-8"));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut map = serde_json::Map::new();
+        for (k, v) in d.iter() {
+            let key = k
+                .cast::<PyString>()
+                .ok()
+                .and_then(|k| k.to_str().ok().map(String::from))
+                .ok_or_else(|| format!("{at}: dict keys must be str, got {}", type_name(&k)))?;
+            let value = json_of(&v, &format!("{at}.{key}"), depth + 1)?;
+            map.insert(key, value);
+        }
+        return Ok(Json::Object(map));
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let mut items = Vec::new();
+        for (i, item) in obj.try_iter().map_err(|e| e.to_string())?.enumerate() {
+            let item = item.map_err(|e| e.to_string())?;
+            items.push(json_of(&item, &format!("{at}[{i}]"), depth + 1)?);
+        }
+        return Ok(Json::Array(items));
+    }
+    // numpy scalars (np.float32(0.5), np.int64(3), np.bool_(True)) by value.
+    let qualified = obj
+        .get_type()
+        .fully_qualified_name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    if qualified.starts_with("numpy.") {
+        if qualified == "numpy.bool" || qualified == "numpy.bool_" {
+            return Ok(Json::Bool(obj.is_truthy().map_err(|e| e.to_string())?));
+        }
+        if let Ok(item) = obj.call_method0("item") {
+            if !item
+                .get_type()
+                .fully_qualified_name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+                .starts_with("numpy.")
+            {
+                return json_of(&item, at, depth + 1);
+            }
+        }
+    }
+    Err(format!(
+        "{at}: a {} cannot be stored (use dict, list, str, int, float, bool or None)",
+        type_name(obj)
+    ))
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "value".into(), |n| n.to_string())
+}
+
+/// JSON as Python values: objects become `dict`, arrays `list`, integers `int`, other numbers
+/// `float`, booleans `bool`.
+pub fn py_of<'py>(py: Python<'py>, j: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::types::{PyDict, PyList};
+    use pyo3::IntoPyObjectExt;
+    use serde_json::Value as Json;
+    Ok(match j {
+        Json::Null => py.None().into_bound(py),
+        Json::Bool(b) => b.into_bound_py_any(py)?,
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_bound_py_any(py)?
+            } else if let Some(u) = n.as_u64() {
+                u.into_bound_py_any(py)?
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_bound_py_any(py)?
+            }
+        }
+        Json::String(s) => s.into_bound_py_any(py)?,
+        Json::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(py_of(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Json::Object(map) => {
+            let d = PyDict::new(py);
+            for (k, v) in map {
+                d.set_item(k, py_of(py, v)?)?;
+            }
+            d.into_any()
+        }
+    })
+}

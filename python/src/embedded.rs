@@ -114,6 +114,60 @@ impl Api for Embedded {
         Ok(self.service.search_blocking(&collection, &query)?.hits)
     }
 
+    fn upsert(&self, collection: String, req: wire::Upsert) -> Res<wire::Upserted> {
+        Ok(block_on(self.service.upsert(collection, req))?)
+    }
+
+    fn get_records(&self, collection: String, req: wire::GetRecords) -> Res<wire::Records> {
+        Ok(self.service.get_records_blocking(&collection, &req)?)
+    }
+
+    fn scroll(&self, collection: String, req: wire::Scroll) -> Res<wire::ScrollPage> {
+        Ok(self.service.scroll_blocking(&collection, &req)?)
+    }
+
+    fn count(&self, collection: String, req: wire::Count) -> Res<wire::Counted> {
+        Ok(self.service.count_blocking(&collection, &req)?)
+    }
+
+    fn delete_records(&self, collection: String, req: wire::DeleteRecords) -> Res<wire::Deleted> {
+        Ok(block_on(self.service.delete_records(collection, req))?)
+    }
+
+    fn set_payload(&self, collection: String, req: wire::SetPayload) -> Res<wire::Updated> {
+        Ok(block_on(self.service.set_payload(collection, req))?)
+    }
+
+    fn delete_payload_keys(
+        &self,
+        collection: String,
+        req: wire::DeletePayloadKeys,
+    ) -> Res<wire::Updated> {
+        Ok(block_on(self.service.delete_payload_keys(collection, req))?)
+    }
+
+    fn search_batch(
+        &self,
+        collection: String,
+        req: wire::SearchBatch,
+    ) -> Res<wire::SearchBatchResults> {
+        Ok(self.service.search_batch_blocking(&collection, &req)?)
+    }
+
+    fn payload_indexes(&self, collection: String) -> Res<wire::PayloadIndexes> {
+        Ok(self.service.payload_indexes_blocking(&collection)?)
+    }
+
+    fn create_payload_index(&self, collection: String, req: wire::PayloadIndex) -> Res<()> {
+        block_on(self.service.create_payload_index(collection, req))?;
+        Ok(())
+    }
+
+    fn drop_payload_index(&self, collection: String, field: String) -> Res<()> {
+        block_on(self.service.drop_payload_index(collection, field))?;
+        Ok(())
+    }
+
     fn create_node(
         &self,
         kind: String,
@@ -128,7 +182,7 @@ impl Api for Embedded {
         Ok(GraphNode {
             id,
             kind: n.kind,
-            record: n.record.map(|r| (r.collection, r.id)),
+            record: n.record,
             properties: n.properties,
         })
     }

@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use valori_api as wire;
+use valori_api::memory::{Include, JsonObject, Named};
 use valori_kernel::limits::DEFAULT_COLLECTION;
 use valori_node::service::{parse_direction, parse_metric, score, RecordIn};
 
 use api::{Api, ApiError, Kind, Res};
-use convert::{blob, Input};
+use convert::{blob, json_of, py_of, Input};
 
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static TYPES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -347,8 +348,12 @@ impl Valori {
         self.run(py, |a| a.delete(collection.to_string(), id))
     }
 
-    /// The `k` nearest records, nearest first (ties by id).
-    #[pyo3(signature = (vector, k=10, tag=None, *, collection=DEFAULT_COLLECTION, ef=None, with_metadata=false))]
+    /// The `k` nearest records, nearest first (ties by id). `filter` keeps only matching
+    /// records (strict: never a non-match, never fewer than min(k, matches)); `score_threshold`
+    /// drops hits whose `similarity` is lower; `exact` scans the matches instead of walking the
+    /// index; `include` names what each hit carries (`"payload"`, `"document"`, `"vector"`,
+    /// `"metadata"`).
+    #[pyo3(signature = (vector, k=10, tag=None, *, collection=DEFAULT_COLLECTION, ef=None, with_metadata=false, filter=None, score_threshold=None, exact=false, include=None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -359,9 +364,15 @@ impl Valori {
         collection: &str,
         ef: Option<u32>,
         with_metadata: bool,
+        filter: Option<&Bound<'py, PyAny>>,
+        score_threshold: Option<f64>,
+        exact: bool,
+        include: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let input = Input::vector(vector)?;
         let rows = input.rows();
+        let filter = filter_arg(filter).map_err(|e| to_py(py, e))?;
+        let include = include_arg(include).map_err(|e| to_py(py, e))?;
         let hits = self.run(py, move |a| {
             a.search(
                 collection.to_string(),
@@ -371,57 +382,445 @@ impl Valori {
                     tag,
                     ef,
                     with_metadata,
-                    filter: None,
-                    score_threshold: None,
-                    exact: false,
-                    include: None,
+                    filter,
+                    score_threshold,
+                    exact,
+                    include,
                 },
             )
         })?;
         let items = hits
             .into_iter()
-            .map(|h| {
-                make(
-                    py,
-                    "SearchResult",
-                    (
-                        h.id,
-                        score(h.distance),
-                        h.distance,
-                        h.tag,
-                        h.metadata.flatten().map(|m| PyBytes::new(py, &m)),
-                    ),
-                )
-            })
+            .map(|h| hit_py(py, h))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 
-    /// Creates a graph node, optionally linked to a record `(collection, id)`; returns its id.
-    #[pyo3(signature = (kind, *, record=None, properties=None))]
-    fn create_node(
+    /// Up to 256 searches answered from one state: `searches` is a list of dicts with the
+    /// arguments of `search` (`vector`, `k`, `tag`, `ef`, `with_metadata`, `filter`,
+    /// `score_threshold`, `exact`, `include`). Returns `{"results": [[hit, ...], ...], "seq"}`.
+    #[pyo3(signature = (searches, *, collection=DEFAULT_COLLECTION))]
+    fn search_batch<'py>(
+        &self,
+        py: Python<'py>,
+        searches: &Bound<'py, PyAny>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut list = Vec::new();
+        for (i, item) in searches.try_iter()?.enumerate() {
+            let item = item?;
+            let d = item.cast::<PyDict>().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "searches[{i}] must be a dict of search arguments"
+                ))
+            })?;
+            list.push(search_arg(d, i).map_err(|e| to_py(py, e))?);
+        }
+        let found = self.run(py, move |a| {
+            a.search_batch(collection.to_string(), wire::SearchBatch { searches: list })
+        })?;
+        let results = PyList::empty(py);
+        for batch in found.results {
+            let hits = batch
+                .results
+                .into_iter()
+                .map(|h| wire_hit_py(py, h))
+                .collect::<PyResult<Vec<_>>>()?;
+            results.append(PyList::new(py, hits)?)?;
+        }
+        let out = PyDict::new(py);
+        out.set_item("results", results)?;
+        out.set_item("seq", found.seq)?;
+        Ok(out)
+    }
+
+    /// Writes records by key, all or nothing, in order: `keys[i]` gets `vectors[i]` and, when
+    /// given, `payloads[i]` (a dict), `documents[i]` (text), `tags[i]` and `metadata[i]`
+    /// (bytes). `mode`: `"upsert"` (replace or insert), `"insert_only"` (refused if a key
+    /// exists) or `"update_only"` (refused if one does not). A key whose stored vector is
+    /// unchanged keeps its id. Returns `{"ids": [...], "seq"}`.
+    #[pyo3(signature = (keys, vectors, *, payloads=None, documents=None, tags=None, metadata=None, mode="upsert", collection=DEFAULT_COLLECTION))]
+    #[allow(clippy::too_many_arguments)]
+    fn upsert<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        vectors: &Bound<'py, PyAny>,
+        payloads: Option<&Bound<'py, PyAny>>,
+        documents: Option<&Bound<'py, PyAny>>,
+        tags: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+        mode: &str,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keys = key_list(keys, "keys")?;
+        let input = Input::batch(vectors)?;
+        let rows = input.rows();
+        let n = keys.len();
+        let column = |obj: Option<&Bound<'py, PyAny>>,
+                      what: &str|
+         -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
+            match obj {
+                None => Ok(vec![None; n]),
+                Some(o) if o.is_none() => Ok(vec![None; n]),
+                Some(o) => {
+                    if o.is_instance_of::<PyString>() || o.is_instance_of::<PyDict>() {
+                        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                            "{what} must be a list with one entry per key"
+                        )));
+                    }
+                    let items: Vec<_> = o
+                        .try_iter()?
+                        .map(|i| i.map(|i| (!i.is_none()).then_some(i)))
+                        .collect::<PyResult<_>>()?;
+                    if items.len() != n {
+                        return Err(to_py(
+                            py,
+                            ApiError::invalid(format!("{n} keys but {} {what}", items.len())),
+                        ));
+                    }
+                    Ok(items)
+                }
+            }
+        };
+        if rows.len() != n {
+            return Err(to_py(
+                py,
+                ApiError::invalid(format!("{n} keys but {} vectors", rows.len())),
+            ));
+        }
+        let payloads = column(payloads, "payloads")?;
+        let documents = column(documents, "documents")?;
+        let metadata = column(metadata, "metadata entries")?;
+        let tags: Vec<u64> = match tags {
+            None => vec![0; n],
+            Some(t) if t.is_none() => vec![0; n],
+            Some(t) => match t.extract::<u64>() {
+                Ok(one) if !t.is_instance_of::<pyo3::types::PyBool>() => vec![one; n],
+                _ => tags_list(t)?,
+            },
+        };
+        if tags.len() != n {
+            return Err(to_py(
+                py,
+                ApiError::invalid(format!("{n} keys but {} tags", tags.len())),
+            ));
+        }
+        let mode =
+            wire::memory::UpsertMode::parse(mode).map_err(|e| to_py(py, ApiError::invalid(e)))?;
+        let mut records = Vec::with_capacity(n);
+        for (i, key) in keys.into_iter().enumerate() {
+            let at = format!("records[{i}]");
+            let payload = payloads[i]
+                .as_ref()
+                .map(|p| payload_arg(p, &format!("{at}.payload")))
+                .transpose()
+                .map_err(|e| to_py(py, e))?;
+            let document = documents[i]
+                .as_ref()
+                .map(|d| {
+                    d.extract::<String>().map_err(|_| {
+                        to_py(
+                            py,
+                            ApiError::invalid(format!("documents[{i}] must be a str")),
+                        )
+                    })
+                })
+                .transpose()?;
+            let meta =
+                blob(metadata[i].as_ref(), &format!("metadata[{i}]")).map_err(|e| to_py(py, e))?;
+            records.push(wire::UpsertRecord {
+                key,
+                vector: Vec::new(),
+                tag: tags[i],
+                payload,
+                document,
+                metadata: meta.as_deref().map(valori_node::service::b64),
+            });
+        }
+        let done = self.run(py, move |a| {
+            for (i, r) in records.iter_mut().enumerate() {
+                r.vector = rows.row(i);
+            }
+            a.upsert(collection.to_string(), wire::Upsert { records, mode })
+        })?;
+        to_python(py, &done)
+    }
+
+    /// Records by `keys` or by `ids` (one of them), in the order asked:
+    /// `{"records": [...], "missing": [...], "seq"}`. Each record is a dict with `id`, `key`,
+    /// `tag` and what `include` names (default: `payload` and `document`).
+    #[pyo3(signature = (keys=None, *, ids=None, include=None, collection=DEFAULT_COLLECTION))]
+    fn get_records<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Option<&Bound<'py, PyAny>>,
+        ids: Option<Vec<u64>>,
+        include: Option<Vec<String>>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let keys = keys.map(|k| key_list(k, "keys")).transpose()?;
+        let include = include_arg(include).map_err(|e| to_py(py, e))?;
+        let got = self.run(py, move |a| {
+            a.get_records(
+                collection.to_string(),
+                wire::GetRecords { keys, ids, include },
+            )
+        })?;
+        let out = PyDict::new(py);
+        out.set_item("records", records_py(py, got.records)?)?;
+        let missing = PyList::empty(py);
+        for m in got.missing {
+            match m {
+                wire::Missing::Key(k) => missing.append(k)?,
+                wire::Missing::Id(i) => missing.append(i)?,
+            }
+        }
+        out.set_item("missing", missing)?;
+        out.set_item("seq", got.seq)?;
+        Ok(out)
+    }
+
+    /// A page of records by ascending id, those `filter` matches: `{"records": [...],
+    /// "next_cursor", "seq"}`. Pass `next_cursor` back as `cursor` for the next page; it is None
+    /// after the last. A record left unchanged between pages is visited exactly once.
+    #[pyo3(signature = (filter=None, *, limit=100, cursor=None, include=None, collection=DEFAULT_COLLECTION))]
+    fn scroll<'py>(
+        &self,
+        py: Python<'py>,
+        filter: Option<&Bound<'py, PyAny>>,
+        limit: u32,
+        cursor: Option<String>,
+        include: Option<Vec<String>>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let filter = filter_arg(filter).map_err(|e| to_py(py, e))?;
+        let include = include_arg(include).map_err(|e| to_py(py, e))?;
+        let page = self.run(py, move |a| {
+            a.scroll(
+                collection.to_string(),
+                wire::Scroll {
+                    filter,
+                    limit,
+                    cursor,
+                    include,
+                },
+            )
+        })?;
+        let out = PyDict::new(py);
+        out.set_item("records", records_py(py, page.records)?)?;
+        out.set_item("next_cursor", page.next_cursor)?;
+        out.set_item("seq", page.seq)?;
+        Ok(out)
+    }
+
+    /// How many records `filter` matches (all when None), exactly: `{"count", "seq"}`.
+    #[pyo3(signature = (filter=None, *, collection=DEFAULT_COLLECTION))]
+    fn count<'py>(
+        &self,
+        py: Python<'py>,
+        filter: Option<&Bound<'py, PyAny>>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let filter = filter_arg(filter).map_err(|e| to_py(py, e))?;
+        let c = self.run(py, move |a| {
+            a.count(collection.to_string(), wire::Count { filter })
+        })?;
+        to_python(py, &c)
+    }
+
+    /// Deletes the records of `keys`, `ids` or a `filter` (exactly one; keys and ids with no
+    /// record are ignored). With `max_affected`, nothing is deleted if more would be.
+    /// Returns `{"deleted", "seq"}`.
+    #[pyo3(signature = (keys=None, *, ids=None, filter=None, max_affected=None, collection=DEFAULT_COLLECTION))]
+    fn delete_records<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Option<&Bound<'py, PyAny>>,
+        ids: Option<Vec<u64>>,
+        filter: Option<&Bound<'py, PyAny>>,
+        max_affected: Option<u64>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keys = keys.map(|k| key_list(k, "keys")).transpose()?;
+        let filter = filter_arg(filter).map_err(|e| to_py(py, e))?;
+        let d = self.run(py, move |a| {
+            a.delete_records(
+                collection.to_string(),
+                wire::DeleteRecords {
+                    keys,
+                    ids,
+                    filter,
+                    max_affected,
+                },
+            )
+        })?;
+        to_python(py, &d)
+    }
+
+    /// Sets `payload` (a dict) on the records of `keys`, `ids` or a `filter`: `mode="merge"`
+    /// sets its top-level keys and keeps the others, `"replace"` replaces the whole payload.
+    /// Returns `{"updated", "seq"}`.
+    #[pyo3(signature = (payload, *, keys=None, ids=None, filter=None, mode="merge", max_affected=None, collection=DEFAULT_COLLECTION))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_payload<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        keys: Option<&Bound<'py, PyAny>>,
+        ids: Option<Vec<u64>>,
+        filter: Option<&Bound<'py, PyAny>>,
+        mode: &str,
+        max_affected: Option<u64>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keys = keys.map(|k| key_list(k, "keys")).transpose()?;
+        let filter = filter_arg(filter).map_err(|e| to_py(py, e))?;
+        let payload = payload_arg(payload, "payload").map_err(|e| to_py(py, e))?;
+        let mode =
+            wire::memory::PayloadMode::parse(mode).map_err(|e| to_py(py, ApiError::invalid(e)))?;
+        let u = self.run(py, move |a| {
+            a.set_payload(
+                collection.to_string(),
+                wire::SetPayload {
+                    keys,
+                    ids,
+                    filter,
+                    payload,
+                    mode,
+                    max_affected,
+                },
+            )
+        })?;
+        to_python(py, &u)
+    }
+
+    /// Removes the top-level payload keys `fields` from the records of `keys`, `ids` or a
+    /// `filter`. Returns `{"updated", "seq"}`.
+    #[pyo3(signature = (fields, *, keys=None, ids=None, filter=None, max_affected=None, collection=DEFAULT_COLLECTION))]
+    #[allow(clippy::too_many_arguments)]
+    fn delete_payload_keys<'py>(
+        &self,
+        py: Python<'py>,
+        fields: Vec<String>,
+        keys: Option<&Bound<'py, PyAny>>,
+        ids: Option<Vec<u64>>,
+        filter: Option<&Bound<'py, PyAny>>,
+        max_affected: Option<u64>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keys = keys.map(|k| key_list(k, "keys")).transpose()?;
+        let filter = filter_arg(filter).map_err(|e| to_py(py, e))?;
+        let u = self.run(py, move |a| {
+            a.delete_payload_keys(
+                collection.to_string(),
+                wire::DeletePayloadKeys {
+                    keys,
+                    ids,
+                    filter,
+                    fields,
+                    max_affected,
+                },
+            )
+        })?;
+        to_python(py, &u)
+    }
+
+    /// Declares a payload index on `field` (`kind`: `"keyword"`, `"integer"` or `"bool"`): it
+    /// changes how fast filters on the field run, never what they return.
+    #[pyo3(signature = (field, kind, *, collection=DEFAULT_COLLECTION))]
+    fn create_payload_index(
         &self,
         py: Python<'_>,
+        field: String,
+        kind: &str,
+        collection: &str,
+    ) -> PyResult<()> {
+        let kind =
+            wire::memory::IndexKind::parse(kind).map_err(|e| to_py(py, ApiError::invalid(e)))?;
+        self.run(py, move |a| {
+            a.create_payload_index(collection.to_string(), wire::PayloadIndex { field, kind })
+        })
+    }
+
+    /// Removes the payload index on `field`.
+    #[pyo3(signature = (field, *, collection=DEFAULT_COLLECTION))]
+    fn drop_payload_index(&self, py: Python<'_>, field: String, collection: &str) -> PyResult<()> {
+        self.run(py, move |a| {
+            a.drop_payload_index(collection.to_string(), field)
+        })
+    }
+
+    /// A collection's payload indexes: `{"indexes": [{"field", "kind"}, ...], "seq"}`.
+    #[pyo3(signature = (*, collection=DEFAULT_COLLECTION))]
+    fn payload_indexes<'py>(
+        &self,
+        py: Python<'py>,
+        collection: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let list = self.run(py, move |a| a.payload_indexes(collection.to_string()))?;
+        to_python(py, &list)
+    }
+
+    /// Creates a graph node, optionally linked to a record: `(collection, id)` names that
+    /// version of the record, `(collection, key)` whichever record holds the key (the link
+    /// survives an upsert that gives it a new id). Returns its id.
+    #[pyo3(signature = (kind, *, record=None, properties=None))]
+    fn create_node<'py>(
+        &self,
+        py: Python<'py>,
         kind: String,
-        record: Option<(String, u64)>,
-        properties: Option<&Bound<'_, PyAny>>,
+        record: Option<(String, Bound<'py, PyAny>)>,
+        properties: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<u64> {
         let properties = blob(properties, "properties").map_err(|e| to_py(py, e))?;
-        let record = record.map(|(collection, id)| wire::RecordRef { collection, id });
+        let record = match record {
+            None => None,
+            Some((collection, target)) => Some(if let Ok(key) = target.cast::<PyString>() {
+                wire::RecordRef {
+                    collection,
+                    id: None,
+                    key: Some(key.to_str()?.to_string()),
+                }
+            } else {
+                let id = target.extract::<u64>().map_err(|_| {
+                    pyo3::exceptions::PyTypeError::new_err(
+                        "record must be (collection, id) or (collection, key)",
+                    )
+                })?;
+                wire::RecordRef {
+                    collection,
+                    id: Some(id),
+                    key: None,
+                }
+            }),
+        };
         self.run(py, |a| a.create_node(kind, record, properties))
     }
 
     /// A graph node.
     fn get_node<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
         let n = self.run(py, |a| a.get_node(id))?;
+        let (record, record_id) = match n.record {
+            None => (None, None),
+            Some(r) => {
+                let target = match (&r.key, r.id) {
+                    (Some(k), _) => k.clone().into_pyobject(py)?.into_any(),
+                    (None, Some(id)) => id.into_pyobject(py)?.into_any(),
+                    (None, None) => py.None().into_bound(py),
+                };
+                (Some((r.collection, target)), r.id)
+            }
+        };
         make(
             py,
             "GraphNode",
             (
                 n.id,
                 n.kind,
-                n.record,
+                record,
                 bytes_or_none(py, n.properties.as_deref()),
+                record_id,
             ),
         )
     }
@@ -546,6 +945,202 @@ fn tags_list(t: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
             "tags must be an int (for every vector) or a sequence of non-negative ints",
         )
     })
+}
+
+/// A wire answer as Python values (dicts, lists, ints, floats, bools).
+fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    let j = serde_json::to_value(value)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    py_of(py, &j)
+}
+
+/// Keys: a list (or other iterable) of `str`; a lone `str` is refused, not split into letters.
+fn key_list(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
+    let refuse = || pyo3::exceptions::PyTypeError::new_err(format!("{what} must be a list of str"));
+    if obj.is_instance_of::<PyString>() {
+        return Err(refuse());
+    }
+    obj.try_iter()
+        .map_err(|_| refuse())?
+        .map(|k| k.and_then(|k| k.extract::<String>().map_err(|_| refuse())))
+        .collect()
+}
+
+fn invalid_payload(reason: String) -> ApiError {
+    let (at, reason) = match reason.split_once(": ") {
+        Some((at, r)) => (at.to_string(), r.to_string()),
+        None => ("payload".to_string(), reason),
+    };
+    ApiError::from(valori_node::NodeError::Kernel(
+        valori_kernel::Error::InvalidPayload { at, reason },
+    ))
+}
+
+fn invalid_filter(reason: String) -> ApiError {
+    ApiError::from(valori_node::NodeError::Kernel(
+        valori_kernel::Error::InvalidFilter {
+            at: "filter".into(),
+            reason,
+        },
+    ))
+}
+
+/// A payload: a dict.
+fn payload_arg(obj: &Bound<'_, PyAny>, at: &str) -> Res<JsonObject> {
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(invalid_payload(format!(
+            "{at}: a payload is a dict, not {}",
+            obj.get_type()
+                .name()
+                .map_or_else(|_| "this".into(), |n| n.to_string())
+        )));
+    }
+    match json_of(obj, at, 0).map_err(invalid_payload)? {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => unreachable!("a dict converts to an object"),
+    }
+}
+
+/// A filter: a dict in the API's shape (`{"must": [...], "should": [...], "must_not": [...]}`).
+fn filter_arg(obj: Option<&Bound<'_, PyAny>>) -> Res<Option<wire::memory::Filter>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(invalid_filter(
+            "a filter is a dict such as {\"must\": [{\"key\": \"user\", \"match\": {\"value\": \"u42\"}}]}".into(),
+        ));
+    }
+    let j = json_of(obj, "filter", 0).map_err(invalid_filter)?;
+    serde_json::from_value(j)
+        .map(Some)
+        .map_err(|e| invalid_filter(e.to_string()))
+}
+
+/// What answers carry: names of parts.
+fn include_arg(include: Option<Vec<String>>) -> Res<Option<Vec<Include>>> {
+    include
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| Include::parse(n).map_err(ApiError::invalid))
+                .collect()
+        })
+        .transpose()
+}
+
+/// One search of a batch, from a dict of `search`'s arguments.
+fn search_arg(d: &Bound<'_, PyDict>, i: usize) -> Res<wire::SearchRequest> {
+    let at = |m: String| ApiError::invalid(format!("searches[{i}]: {m}"));
+    let vector = d
+        .get_item("vector")
+        .map_err(|e| at(e.to_string()))?
+        .ok_or_else(|| at("vector is required".into()))?;
+    let input = Input::vector(&vector).map_err(|e| at(e.to_string()))?;
+    let vector = input.rows().row(0);
+    let mut rest = serde_json::Map::new();
+    let mut filter = None;
+    for (k, v) in d.iter() {
+        let name: String = k
+            .extract()
+            .map_err(|_| at("argument names are str".into()))?;
+        match name.as_str() {
+            "vector" => {}
+            "filter" => filter = filter_arg(Some(&v))?,
+            _ if v.is_none() => {}
+            _ => {
+                let j = json_of(&v, &name, 0).map_err(at)?;
+                rest.insert(name, j);
+            }
+        }
+    }
+    rest.insert("vector".into(), serde_json::Value::Array(Vec::new()));
+    let mut req: wire::SearchRequest =
+        serde_json::from_value(serde_json::Value::Object(rest)).map_err(|e| at(e.to_string()))?;
+    req.vector = vector;
+    req.filter = filter;
+    Ok(req)
+}
+
+/// Records of an answer as dicts (`metadata` as bytes).
+fn records_py<'py>(
+    py: Python<'py>,
+    records: Vec<wire::MemoryRecord>,
+) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for r in records {
+        let d = PyDict::new(py);
+        d.set_item("id", r.id)?;
+        d.set_item("key", r.key)?;
+        d.set_item("tag", r.tag)?;
+        if let Some(v) = r.vector {
+            d.set_item("vector", v)?;
+        }
+        if let Some(p) = r.payload {
+            d.set_item("payload", py_of(py, &serde_json::Value::Object(p))?)?;
+        }
+        if let Some(doc) = r.document {
+            d.set_item("document", doc)?;
+        }
+        if let Some(m) = r.metadata {
+            let bytes = m
+                .map(|m| valori_node::service::unb64("metadata", &m))
+                .transpose()
+                .map_err(|e| to_py(py, e.into()))?;
+            d.set_item("metadata", bytes_or_none(py, bytes.as_deref()))?;
+        }
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+/// A `SearchResult`.
+fn hit_py(py: Python<'_>, h: valori_node::service::HitOut) -> PyResult<Bound<'_, PyAny>> {
+    let kw = PyDict::new(py);
+    kw.set_item("id", h.id)?;
+    kw.set_item("score", score(h.distance))?;
+    kw.set_item("distance", h.distance)?;
+    kw.set_item("tag", h.tag)?;
+    kw.set_item(
+        "metadata",
+        h.metadata.flatten().map(|m| PyBytes::new(py, &m)),
+    )?;
+    kw.set_item("similarity", h.similarity)?;
+    kw.set_item("key", h.key)?;
+    if let Some(p) = h.payload {
+        kw.set_item("payload", py_of(py, &serde_json::Value::Object(p))?)?;
+    }
+    kw.set_item("document", h.document.flatten())?;
+    kw.set_item("vector", h.vector)?;
+    module(py, &TYPES, "valori.types")?
+        .getattr("SearchResult")?
+        .call((), Some(&kw))
+}
+
+/// A `SearchResult` of a batch's answer.
+fn wire_hit_py(py: Python<'_>, h: wire::SearchHit) -> PyResult<Bound<'_, PyAny>> {
+    let metadata = match h.metadata {
+        None => None,
+        Some(m) => Some(
+            m.map(|m| valori_node::service::unb64("metadata", &m))
+                .transpose()
+                .map_err(|e| to_py(py, e.into()))?,
+        ),
+    };
+    hit_py(
+        py,
+        valori_node::service::HitOut {
+            id: h.id,
+            distance: h.distance,
+            similarity: h.similarity,
+            key: h.key,
+            tag: h.tag,
+            metadata,
+            payload: h.payload,
+            document: h.document,
+            vector: h.vector,
+        },
+    )
 }
 
 fn collection_py(py: Python<'_>, c: wire::CollectionInfo) -> PyResult<Bound<'_, PyAny>> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use valori_api as wire;
 use valori_client::{Client, Options};
-use valori_node::service::{record_vector, to_fixed, HitOut, RecordIn, RecordOut};
+use valori_node::service::{record_vector, search_numbers, HitOut, RecordIn, RecordOut};
 
 use crate::api::*;
 
@@ -176,7 +176,7 @@ impl Api for Remote {
     }
 
     fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>> {
-        to_fixed(&query.vector)?;
+        search_numbers(&query)?;
         let out = self.run(self.client.search(&collection, &query))?;
         out.results
             .into_iter()
@@ -201,6 +201,67 @@ impl Api for Remote {
             .collect()
     }
 
+    fn upsert(&self, collection: String, req: wire::Upsert) -> Res<wire::Upserted> {
+        // The node's own checks of what JSON cannot carry (NaN, infinities), for its errors.
+        for (i, r) in req.records.iter().enumerate() {
+            record_vector(i, &r.vector, true)?;
+        }
+        self.run(self.client.upsert(&collection, &req))
+    }
+
+    fn get_records(&self, collection: String, req: wire::GetRecords) -> Res<wire::Records> {
+        self.run(self.client.get_records(&collection, &req))
+    }
+
+    fn scroll(&self, collection: String, req: wire::Scroll) -> Res<wire::ScrollPage> {
+        self.run(self.client.scroll(&collection, &req))
+    }
+
+    fn count(&self, collection: String, req: wire::Count) -> Res<wire::Counted> {
+        self.run(self.client.count(&collection, &req))
+    }
+
+    fn delete_records(&self, collection: String, req: wire::DeleteRecords) -> Res<wire::Deleted> {
+        self.run(self.client.delete_records(&collection, &req))
+    }
+
+    fn set_payload(&self, collection: String, req: wire::SetPayload) -> Res<wire::Updated> {
+        self.run(self.client.set_payload(&collection, &req))
+    }
+
+    fn delete_payload_keys(
+        &self,
+        collection: String,
+        req: wire::DeletePayloadKeys,
+    ) -> Res<wire::Updated> {
+        self.run(self.client.delete_payload_keys(&collection, &req))
+    }
+
+    fn search_batch(
+        &self,
+        collection: String,
+        req: wire::SearchBatch,
+    ) -> Res<wire::SearchBatchResults> {
+        for s in &req.searches {
+            search_numbers(s)?;
+        }
+        self.run(self.client.search_batch(&collection, &req))
+    }
+
+    fn payload_indexes(&self, collection: String) -> Res<wire::PayloadIndexes> {
+        self.run(self.client.payload_indexes(&collection))
+    }
+
+    fn create_payload_index(&self, collection: String, req: wire::PayloadIndex) -> Res<()> {
+        self.run(self.client.create_payload_index(&collection, &req))?;
+        Ok(())
+    }
+
+    fn drop_payload_index(&self, collection: String, field: String) -> Res<()> {
+        self.run(self.client.drop_payload_index(&collection, &field))?;
+        Ok(())
+    }
+
     fn create_node(
         &self,
         kind: String,
@@ -220,7 +281,7 @@ impl Api for Remote {
         Ok(GraphNode {
             id: n.id,
             kind: n.kind,
-            record: n.record.map(|r| (r.collection, r.id)),
+            record: n.record,
             properties: n.properties.as_deref().map(unb64).transpose()?,
         })
     }

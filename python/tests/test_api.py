@@ -47,7 +47,18 @@ def test_results_read_as_attributes_and_keys(db: Valori) -> None:
     hit = db.search([1.0, 2.0], k=1)[0]
     assert isinstance(hit, SearchResult)
     assert hit["id"] == hit.id == 0 and hit["score"] == 0
-    assert dict(hit) == {"id": 0, "score": 0.0, "distance": 0, "tag": 0, "metadata": None}
+    assert dict(hit) == {
+        "id": 0,
+        "score": 0.0,
+        "distance": 0,
+        "tag": 0,
+        "metadata": None,
+        "similarity": 0.0,
+        "key": None,
+        "payload": None,
+        "document": None,
+        "vector": None,
+    }
     with pytest.raises(KeyError):
         hit["nope"]
 
@@ -128,6 +139,7 @@ def test_graph(db: Valori) -> None:
     e2 = db.create_edge(b, c, "about")
     node = db.get_node(a)
     assert (node.kind, node.record, node.properties) == ("person", ("default", rid), b'{"name":"ada"}')
+    assert node.record_id == rid
     edge = db.get_edge(e1)
     assert (edge.source, edge.target, edge.kind) == (a, b, "wrote")
     assert sorted((n.node, n.edge, n.kind, n.direction) for n in db.neighbors(b, "both")) == [

@@ -2,7 +2,8 @@
 
 ``Valori(path="./valori_db")`` opens a database embedded in this process; ``Valori(remote=url)``
 talks to a ``valori-node`` server. Both have the same methods, results and errors, and a
-directory written by one can be served by the other.
+directory written by one can be served by the other. ``AsyncValori`` has the same methods as
+coroutines.
 
 >>> from valori import Valori
 >>> with Valori(path="./valori_db") as db:          # doctest: +SKIP
@@ -11,6 +12,7 @@ directory written by one can be served by the other.
 """
 
 from valori._valori import Valori
+from valori.aio import AsyncValori
 from valori.errors import (
     ForbiddenError,
     InvalidInputError,
@@ -35,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Valori",
+    "AsyncValori",
     "ValoriError",
     "InvalidInputError",
     "NotFoundError",

@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import Iterable, List, Literal, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 import numpy.typing as npt
 
@@ -15,6 +15,11 @@ Vectors = Union[Sequence[Vector], "npt.NDArray"]
 """Several vectors: a sequence of vectors or a 2-d numpy array (one row per vector)."""
 
 Blob = Union[bytes, bytearray, None]
+
+Filter = Dict[str, Any]
+"""A filter in the API's shape: ``{"must": [...], "should": [...], "must_not": [...]}``."""
+
+Part = Literal["vector", "payload", "document", "metadata"]
 
 class Valori:
     """A Valori database: embedded in this process or a node reached over HTTP.
@@ -85,12 +90,99 @@ class Valori:
         collection: str = "default",
         ef: Optional[int] = None,
         with_metadata: bool = False,
+        filter: Optional[Filter] = None,
+        score_threshold: Optional[float] = None,
+        exact: bool = False,
+        include: Optional[Sequence[Part]] = None,
     ) -> List[SearchResult]:
-        """The ``k`` nearest records (only those with ``tag``, if given), nearest first."""
+        """The ``k`` nearest records (only those with ``tag`` and matching ``filter``, if given),
+        nearest first; strict: never a non-match, never fewer than min(k, matches)."""
+    def search_batch(
+        self, searches: Sequence[Dict[str, Any]], *, collection: str = "default"
+    ) -> Dict[str, Any]:
+        """Up to 256 searches (dicts of ``search``'s arguments) from one state:
+        ``{"results": [[SearchResult, ...], ...], "seq": int}``."""
+    def upsert(
+        self,
+        keys: Sequence[str],
+        vectors: Vectors,
+        *,
+        payloads: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
+        documents: Optional[Sequence[Optional[str]]] = None,
+        tags: Union[int, Sequence[int], None] = None,
+        metadata: Optional[Sequence[Blob]] = None,
+        mode: Literal["upsert", "insert_only", "update_only"] = "upsert",
+        collection: str = "default",
+    ) -> Dict[str, Any]:
+        """Writes records by key, all or nothing: ``{"ids": [...], "seq": int}``."""
+    def get_records(
+        self,
+        keys: Optional[Sequence[str]] = None,
+        *,
+        ids: Optional[Sequence[int]] = None,
+        include: Optional[Sequence[Part]] = None,
+        collection: str = "default",
+    ) -> Dict[str, Any]:
+        """Records by keys or ids, in the order asked: ``{"records", "missing", "seq"}``."""
+    def scroll(
+        self,
+        filter: Optional[Filter] = None,
+        *,
+        limit: int = 100,
+        cursor: Optional[str] = None,
+        include: Optional[Sequence[Part]] = None,
+        collection: str = "default",
+    ) -> Dict[str, Any]:
+        """A page of records by ascending id: ``{"records", "next_cursor", "seq"}``."""
+    def count(self, filter: Optional[Filter] = None, *, collection: str = "default") -> Dict[str, int]:
+        """How many records match, exactly: ``{"count", "seq"}``."""
+    def delete_records(
+        self,
+        keys: Optional[Sequence[str]] = None,
+        *,
+        ids: Optional[Sequence[int]] = None,
+        filter: Optional[Filter] = None,
+        max_affected: Optional[int] = None,
+        collection: str = "default",
+    ) -> Dict[str, int]:
+        """Deletes by keys, ids or a filter: ``{"deleted", "seq"}``."""
+    def set_payload(
+        self,
+        payload: Dict[str, Any],
+        *,
+        keys: Optional[Sequence[str]] = None,
+        ids: Optional[Sequence[int]] = None,
+        filter: Optional[Filter] = None,
+        mode: Literal["merge", "replace"] = "merge",
+        max_affected: Optional[int] = None,
+        collection: str = "default",
+    ) -> Dict[str, int]:
+        """Merges into or replaces payloads: ``{"updated", "seq"}``."""
+    def delete_payload_keys(
+        self,
+        fields: Sequence[str],
+        *,
+        keys: Optional[Sequence[str]] = None,
+        ids: Optional[Sequence[int]] = None,
+        filter: Optional[Filter] = None,
+        max_affected: Optional[int] = None,
+        collection: str = "default",
+    ) -> Dict[str, int]:
+        """Removes top-level payload keys: ``{"updated", "seq"}``."""
+    def create_payload_index(
+        self, field: str, kind: Literal["keyword", "integer", "bool"], *, collection: str = "default"
+    ) -> None: ...
+    def drop_payload_index(self, field: str, *, collection: str = "default") -> None: ...
+    def payload_indexes(self, *, collection: str = "default") -> Dict[str, Any]: ...
     def create_node(
-        self, kind: str, *, record: Optional[Tuple[str, int]] = None, properties: Blob = None
+        self,
+        kind: str,
+        *,
+        record: Optional[Tuple[str, Union[int, str]]] = None,
+        properties: Blob = None,
     ) -> int:
-        """Creates a graph node, optionally linked to a record ``(collection, id)``."""
+        """Creates a graph node, optionally linked to a record: ``(collection, id)`` or
+        ``(collection, key)``."""
     def get_node(self, id: int) -> GraphNode: ...
     def delete_node(self, id: int) -> None:
         """Deletes a node and its edges."""

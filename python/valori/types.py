@@ -7,7 +7,7 @@ and ``dict(hit)`` gives a plain dictionary.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 __all__ = [
     "SearchResult",
@@ -45,8 +45,12 @@ class SearchResult(_Fields):
 
     ``distance`` is the exact integer distance that orders results (squared L2 for ``l2`` and
     ``cosine``, negated inner product for ``ip``, in units of 2**-32); ``score`` is the same value
-    as a float. An exact match has score 0 under ``l2``. ``metadata`` is set only when the search
-    asked for it (``with_metadata=True``) and the record has some.
+    as a float, lower is closer. An exact match has score 0 under ``l2``. ``similarity`` is
+    higher for closer hits: the cosine for ``cosine`` collections, the dot product for ``ip``,
+    minus ``score`` for ``l2``. ``key`` is the record's key (None for a record inserted without
+    one). ``metadata`` is set only when the search asked for it (``with_metadata=True``) and the
+    record has some; ``payload`` (a dict), ``document`` and ``vector`` when ``include`` named
+    them.
     """
 
     id: int
@@ -54,6 +58,11 @@ class SearchResult(_Fields):
     distance: int
     tag: int
     metadata: Optional[bytes] = None
+    similarity: float = 0.0
+    key: Optional[str] = None
+    payload: Optional[Dict[str, Any]] = None
+    document: Optional[str] = None
+    vector: Optional[List[float]] = None
 
 
 @dataclass(frozen=True)
@@ -81,12 +90,16 @@ class Collection(_Fields):
 
 @dataclass(frozen=True)
 class GraphNode(_Fields):
-    """A knowledge-graph node, optionally linked to a record ``(collection, id)``."""
+    """A knowledge-graph node, optionally linked to a record: ``record`` is ``(collection, id)``
+    for a link to that version of a record, or ``(collection, key)`` for a link to whichever
+    record holds the key. ``record_id`` is the id the link names now: the id itself, or for a
+    link by key the id of the record that holds the key (None when none does)."""
 
     id: int
     kind: str
-    record: Optional[Tuple[str, int]]
+    record: Optional[Tuple[str, Union[int, str]]]
     properties: Optional[bytes]
+    record_id: Optional[int] = None
 
 
 @dataclass(frozen=True)

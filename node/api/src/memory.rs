@@ -159,10 +159,18 @@ pub struct MemoryRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<JsonObject>,
     /// Document, when included (null when it has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::wire::present"
+    )]
     pub document: Option<Option<String>>,
     /// Metadata, base64, when included (null when it has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::wire::present"
+    )]
     #[schemars(extend("contentEncoding" = "base64"))]
     pub metadata: Option<Option<String>>,
 }
@@ -386,6 +394,74 @@ pub struct PayloadIndexes {
     pub indexes: Vec<PayloadIndex>,
     /// The sequence number of the state read.
     pub seq: u64,
+}
+
+/// A name as the JSON bodies spell it (`"insert_only"`, `"keyword"`...), for transports that
+/// carry these choices as strings (gRPC, Python); the error lists the names there are.
+pub trait Named: Sized + Copy + 'static {
+    /// Every value with its name.
+    const NAMES: &'static [(&'static str, Self)];
+    /// What the choice is called in errors.
+    const WHAT: &'static str;
+
+    /// The value called `name`.
+    fn parse(name: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+                format!("unknown {} {name:?}: use {}", Self::WHAT, names.join(", "))
+            })
+    }
+
+    /// This value's name.
+    fn name(self) -> &'static str
+    where
+        Self: PartialEq,
+    {
+        Self::NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+impl Named for UpsertMode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("upsert", UpsertMode::Upsert),
+        ("insert_only", UpsertMode::InsertOnly),
+        ("update_only", UpsertMode::UpdateOnly),
+    ];
+    const WHAT: &'static str = "upsert mode";
+}
+
+impl Named for PayloadMode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("merge", PayloadMode::Merge),
+        ("replace", PayloadMode::Replace),
+    ];
+    const WHAT: &'static str = "payload mode";
+}
+
+impl Named for IndexKind {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("keyword", IndexKind::Keyword),
+        ("integer", IndexKind::Integer),
+        ("bool", IndexKind::Bool),
+    ];
+    const WHAT: &'static str = "index kind";
+}
+
+impl Named for Include {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("vector", Include::Vector),
+        ("payload", Include::Payload),
+        ("document", Include::Document),
+        ("metadata", Include::Metadata),
+    ];
+    const WHAT: &'static str = "include";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,6 +771,45 @@ mod tests {
             let e = filter(bad.clone()).unwrap_err();
             assert!(e.contains(part), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_part_included_but_empty_reads_back_as_null() {
+        let r = MemoryRecord {
+            id: 1,
+            key: None,
+            tag: 0,
+            vector: None,
+            payload: None,
+            document: Some(None),
+            metadata: None,
+        };
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j, json!({"id": 1, "key": null, "tag": 0, "document": null}));
+        assert_eq!(serde_json::from_value::<MemoryRecord>(j).unwrap(), r);
+        let hit: crate::wire::SearchHit = serde_json::from_value(json!({
+            "id": 1, "distance": 0, "score": 0.0, "similarity": 0.0, "key": null, "tag": 0,
+            "metadata": null
+        }))
+        .unwrap();
+        assert_eq!((hit.metadata, hit.document), (Some(None), None));
+    }
+
+    #[test]
+    fn names_are_the_json_spellings() {
+        fn check<T: Named + PartialEq + Serialize + std::fmt::Debug>() {
+            for (name, v) in T::NAMES {
+                assert_eq!(serde_json::to_value(v).unwrap(), json!(name));
+                assert_eq!(T::parse(name).unwrap(), *v);
+                assert_eq!(v.name(), *name);
+            }
+            let e = T::parse("nope").unwrap_err();
+            assert!(e.contains(T::NAMES[0].0), "{e}");
+        }
+        check::<UpsertMode>();
+        check::<PayloadMode>();
+        check::<IndexKind>();
+        check::<Include>();
     }
 
     #[test]

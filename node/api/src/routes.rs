@@ -377,7 +377,18 @@ pub const ROUTES: &[Route] = &[
     route(Post, "/v1/graph/nodes", "create_node", "Create a graph node", Write)
         .takes(Body::Json(schema::<CreateNode>))
         .gives(201, Body::Json(schema::<Created>))
-        .refuses(&[KIND_BYTES, NO_COLLECTION, NO_RECORD]),
+        .refuses(&[
+            KIND_BYTES,
+            NO_COLLECTION,
+            NO_RECORD,
+            INVALID_KEY,
+            refusal(404, "key_not_found", "a link by key names a key no record holds"),
+            refusal(
+                400,
+                "bad_request",
+                "a record link names both or neither of id and key",
+            ),
+        ]),
     route(Get, "/v1/graph/nodes/{id}", "get_node", "Get a graph node", Read)
         .gives(200, Body::Json(schema::<GraphNode>))
         .refuses(&[NO_NODE]),

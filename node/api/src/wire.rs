@@ -3,7 +3,7 @@
 //! know.
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use valori_kernel::limits::{
     MAX_BATCH_RECORDS, MAX_DIMENSION, MAX_EF, MAX_HNSW_M, MAX_K, MAX_KIND_BYTES, MAX_NAME_BYTES,
     MAX_TRAVERSAL_DEPTH, MIN_HNSW_M,
@@ -304,13 +304,21 @@ pub struct SearchHit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<crate::memory::JsonObject>,
     /// The record's document, when included (null when it has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::wire::present"
+    )]
     pub document: Option<Option<String>>,
     /// The record's components, when included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<Vec<f64>>,
     /// With `with_metadata`: the record's metadata, base64, or null when it has none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::wire::present"
+    )]
     #[schemars(extend("contentEncoding" = "base64"))]
     pub metadata: Option<Option<String>>,
 }
@@ -327,14 +335,22 @@ pub struct SearchResults {
 // ---------------------------------------------------------------------------------------------
 // Graph
 
-/// A link from a graph node to a record.
+/// A link from a graph node to a record: by `id` (that version of the record) or by `key`
+/// (whichever record holds the key, so the link survives an upsert that gives it a new id).
+/// A new node names exactly one of them; a node read back names its link and, for a link by
+/// key, the `id` of the record that holds the key now (absent when none does).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RecordRef {
     /// The record's collection.
     pub collection: String,
     /// The record's id.
-    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The record's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = valori_kernel::limits::MAX_KEY_BYTES))]
+    pub key: Option<String>,
 }
 
 /// `POST /v1/graph/nodes`.
@@ -834,6 +850,17 @@ fn a_follower_names_its_leader(schema: &mut schemars::Schema) {
         "else".into(),
         serde_json::json!({"properties": {"leader_url": {"type": "null"}}}),
     );
+}
+
+/// Reads a field that may be absent, present and null, or present with a value: a present
+/// `null` is `Some(None)` (a part an answer included that the record does not have), where
+/// serde's default would make it `None` (not included).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[cfg(test)]

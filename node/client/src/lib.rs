@@ -391,6 +391,104 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/collections/{name}/{path...}` with a JSON body: the agent-memory routes.
+    async fn post_at<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        path: &[&str],
+        body: &B,
+    ) -> Result<T> {
+        let mut segments = vec!["v1", "collections", collection];
+        segments.extend_from_slice(path);
+        self.call(Method::POST, &segments, Some(body)).await
+    }
+
+    /// `POST /v1/collections/{name}/records/upsert`.
+    pub async fn upsert(&self, collection: &str, req: &api::Upsert) -> Result<api::Upserted> {
+        self.post_at(collection, &["records", "upsert"], req).await
+    }
+
+    /// `POST /v1/collections/{name}/records/get`.
+    pub async fn get_records(
+        &self,
+        collection: &str,
+        req: &api::GetRecords,
+    ) -> Result<api::Records> {
+        self.post_at(collection, &["records", "get"], req).await
+    }
+
+    /// `POST /v1/collections/{name}/records/scroll`.
+    pub async fn scroll(&self, collection: &str, req: &api::Scroll) -> Result<api::ScrollPage> {
+        self.post_at(collection, &["records", "scroll"], req).await
+    }
+
+    /// `POST /v1/collections/{name}/records/count`.
+    pub async fn count(&self, collection: &str, req: &api::Count) -> Result<api::Counted> {
+        self.post_at(collection, &["records", "count"], req).await
+    }
+
+    /// `POST /v1/collections/{name}/records/delete`.
+    pub async fn delete_records(
+        &self,
+        collection: &str,
+        req: &api::DeleteRecords,
+    ) -> Result<api::Deleted> {
+        self.post_at(collection, &["records", "delete"], req).await
+    }
+
+    /// `POST /v1/collections/{name}/records/payload`.
+    pub async fn set_payload(
+        &self,
+        collection: &str,
+        req: &api::SetPayload,
+    ) -> Result<api::Updated> {
+        self.post_at(collection, &["records", "payload"], req).await
+    }
+
+    /// `POST /v1/collections/{name}/records/payload/delete`.
+    pub async fn delete_payload_keys(
+        &self,
+        collection: &str,
+        req: &api::DeletePayloadKeys,
+    ) -> Result<api::Updated> {
+        self.post_at(collection, &["records", "payload", "delete"], req)
+            .await
+    }
+
+    /// `POST /v1/collections/{name}/search/batch`.
+    pub async fn search_batch(
+        &self,
+        collection: &str,
+        req: &api::SearchBatch,
+    ) -> Result<api::SearchBatchResults> {
+        self.post_at(collection, &["search", "batch"], req).await
+    }
+
+    /// `GET /v1/collections/{name}/indexes`.
+    pub async fn payload_indexes(&self, collection: &str) -> Result<api::PayloadIndexes> {
+        self.get(self.at(&["v1", "collections", collection, "indexes"]))
+            .await
+    }
+
+    /// `POST /v1/collections/{name}/indexes`.
+    pub async fn create_payload_index(
+        &self,
+        collection: &str,
+        req: &api::PayloadIndex,
+    ) -> Result<api::Seq> {
+        self.post_at(collection, &["indexes"], req).await
+    }
+
+    /// `DELETE /v1/collections/{name}/indexes/{field}`.
+    pub async fn drop_payload_index(&self, collection: &str, field: &str) -> Result<api::Seq> {
+        self.call::<_, ()>(
+            Method::DELETE,
+            &["v1", "collections", collection, "indexes", field],
+            None,
+        )
+        .await
+    }
+
     // -----------------------------------------------------------------------------------------
     // The graph
 

@@ -6,6 +6,7 @@
 //! any message is decoded, as the HTTP router's middleware does.
 
 mod convert;
+mod memory;
 mod service;
 
 use std::collections::BTreeMap;
@@ -48,19 +49,17 @@ pub const HTTP_ROUTES: &[(&str, Result<&str, &str>)] = &[
     ("get_record_default", Ok("Get")),
     ("delete_record_default", Ok("Delete")),
     ("search_default", Ok("Search")),
-    // The agent-memory routes are HTTP (and Python) only so far: their gRPC methods, with the
-    // payload as a typed proto value, are not written yet.
-    ("upsert", Err("HTTP only so far")),
-    ("get_records", Err("HTTP only so far")),
-    ("scroll", Err("HTTP only so far")),
-    ("count", Err("HTTP only so far")),
-    ("delete_records", Err("HTTP only so far")),
-    ("set_payload", Err("HTTP only so far")),
-    ("delete_payload_keys", Err("HTTP only so far")),
-    ("search_batch", Err("HTTP only so far")),
-    ("list_payload_indexes", Err("HTTP only so far")),
-    ("create_payload_index", Err("HTTP only so far")),
-    ("drop_payload_index", Err("HTTP only so far")),
+    ("upsert", Ok("Upsert")),
+    ("get_records", Ok("GetRecords")),
+    ("scroll", Ok("Scroll")),
+    ("count", Ok("Count")),
+    ("delete_records", Ok("DeleteRecords")),
+    ("set_payload", Ok("SetPayload")),
+    ("delete_payload_keys", Ok("DeletePayloadKeys")),
+    ("search_batch", Ok("SearchBatch")),
+    ("list_payload_indexes", Ok("ListPayloadIndexes")),
+    ("create_payload_index", Ok("CreatePayloadIndex")),
+    ("drop_payload_index", Ok("DropPayloadIndex")),
     ("create_node", Ok("CreateNode")),
     ("get_node", Ok("GetNode")),
     ("delete_node", Ok("DeleteNode")),

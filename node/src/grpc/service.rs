@@ -5,17 +5,22 @@ use std::pin::Pin;
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 use valori_api as api;
+use valori_api::memory::Named;
 
 use super::convert::{
     collection, collection_info, record_in, replication_reply, restore_reply, role_reply,
     snapshot_info, state_reply, u16_param,
 };
+use super::memory::{
+    filter_in, hit_out, include_in, named, payload_in, records_out, search_in, target_in,
+    wire_hit_out,
+};
 use super::pb;
 use super::pb::valori_server::Valori;
 use crate::blocking;
 use crate::error::{NodeError, StorageError};
-use crate::limits::{DEFAULT_K, GRPC_LOG_STREAM_BUFFER, REPLICATION_PAGE, SNAPSHOT_CHUNK_BYTES};
-use crate::service::{parse_direction, parse_metric, score, Access, Heard, RecordIn, Service};
+use crate::limits::{GRPC_LOG_STREAM_BUFFER, REPLICATION_PAGE, SNAPSHOT_CHUNK_BYTES};
+use crate::service::{parse_direction, parse_metric, Access, Heard, RecordIn, Service};
 
 /// The gRPC service of a node.
 pub struct Grpc {
@@ -144,39 +149,297 @@ impl Valori for Grpc {
     }
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> GrpcResult<pb::SearchReply> {
+        let mut r = req.into_inner();
+        let name = collection(std::mem::take(&mut r.collection));
+        let found = self.service.search(name, search_in(r)?).await?;
+        Ok(Response::new(pb::SearchReply {
+            results: found.hits.into_iter().map(hit_out).collect(),
+            seq: found.seq,
+        }))
+    }
+
+    async fn upsert(&self, req: Request<pb::UpsertRequest>) -> GrpcResult<pb::UpsertReply> {
         let r = req.into_inner();
-        let found = self
+        let records = r
+            .records
+            .into_iter()
+            .enumerate()
+            .map(|(i, rec)| {
+                let at = format!("records[{i}].payload");
+                Ok(api::UpsertRecord {
+                    payload: rec
+                        .payload
+                        .as_ref()
+                        .map(|p| payload_in(Some(p), &at))
+                        .transpose()?,
+                    key: rec.key,
+                    vector: rec.vector,
+                    tag: rec.tag,
+                    document: rec.document,
+                    metadata: rec.metadata.as_deref().map(crate::service::b64),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let done = self
             .service
-            .search(
+            .upsert(
                 collection(r.collection),
-                api::SearchRequest {
-                    vector: r.vector,
-                    k: r.k.unwrap_or(DEFAULT_K),
-                    tag: r.tag,
-                    ef: r.ef,
-                    with_metadata: r.with_metadata,
-                    filter: None,
-                    score_threshold: None,
-                    exact: false,
-                    include: None,
+                api::Upsert {
+                    records,
+                    mode: named(&r.mode)?,
                 },
             )
             .await?;
-        let results = found
-            .hits
+        Ok(Response::new(pb::UpsertReply {
+            ids: done.ids,
+            seq: done.seq,
+        }))
+    }
+
+    async fn get_records(
+        &self,
+        req: Request<pb::GetRecordsRequest>,
+    ) -> GrpcResult<pb::RecordsReply> {
+        use pb::get_records_request::By;
+        let r = req.into_inner();
+        let (keys, ids) = match r.by {
+            Some(By::Keys(k)) => (Some(k.values), None),
+            Some(By::Ids(i)) => (None, Some(i.values)),
+            None => (None, None),
+        };
+        let got = self
+            .service
+            .get_records(
+                collection(r.collection),
+                api::GetRecords {
+                    keys,
+                    ids,
+                    include: include_in(r.include.as_ref()),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RecordsReply {
+            records: records_out(got.records)?,
+            missing: got
+                .missing
+                .into_iter()
+                .map(|m| pb::Missing {
+                    item: Some(match m {
+                        api::Missing::Key(k) => pb::missing::Item::Key(k),
+                        api::Missing::Id(i) => pb::missing::Item::Id(i),
+                    }),
+                })
+                .collect(),
+            seq: got.seq,
+        }))
+    }
+
+    async fn scroll(&self, req: Request<pb::ScrollRequest>) -> GrpcResult<pb::ScrollReply> {
+        let r = req.into_inner();
+        let page = self
+            .service
+            .scroll(
+                collection(r.collection),
+                api::Scroll {
+                    filter: filter_in(r.filter.as_ref())?,
+                    limit: r.limit.unwrap_or(api::limits::DEFAULT_SCROLL_PAGE),
+                    cursor: r.cursor,
+                    include: include_in(r.include.as_ref()),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::ScrollReply {
+            records: records_out(page.records)?,
+            next_cursor: page.next_cursor,
+            seq: page.seq,
+        }))
+    }
+
+    async fn count(&self, req: Request<pb::CountRequest>) -> GrpcResult<pb::CountReply> {
+        let r = req.into_inner();
+        let c = self
+            .service
+            .count(
+                collection(r.collection),
+                api::Count {
+                    filter: filter_in(r.filter.as_ref())?,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::CountReply {
+            count: c.count,
+            seq: c.seq,
+        }))
+    }
+
+    async fn delete_records(
+        &self,
+        req: Request<pb::DeleteRecordsRequest>,
+    ) -> GrpcResult<pb::DeletedReply> {
+        let r = req.into_inner();
+        let (keys, ids, filter) = target_in(r.target.as_ref())?;
+        let d = self
+            .service
+            .delete_records(
+                collection(r.collection),
+                api::DeleteRecords {
+                    keys,
+                    ids,
+                    filter,
+                    max_affected: r.max_affected,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::DeletedReply {
+            deleted: d.deleted,
+            seq: d.seq,
+        }))
+    }
+
+    async fn set_payload(
+        &self,
+        req: Request<pb::SetPayloadRequest>,
+    ) -> GrpcResult<pb::UpdatedReply> {
+        let r = req.into_inner();
+        let (keys, ids, filter) = target_in(r.target.as_ref())?;
+        let u = self
+            .service
+            .set_payload(
+                collection(r.collection),
+                api::SetPayload {
+                    keys,
+                    ids,
+                    filter,
+                    payload: payload_in(r.payload.as_ref(), "payload")?,
+                    mode: named(&r.mode)?,
+                    max_affected: r.max_affected,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::UpdatedReply {
+            updated: u.updated,
+            seq: u.seq,
+        }))
+    }
+
+    async fn delete_payload_keys(
+        &self,
+        req: Request<pb::DeletePayloadKeysRequest>,
+    ) -> GrpcResult<pb::UpdatedReply> {
+        let r = req.into_inner();
+        let (keys, ids, filter) = target_in(r.target.as_ref())?;
+        let u = self
+            .service
+            .delete_payload_keys(
+                collection(r.collection),
+                api::DeletePayloadKeys {
+                    keys,
+                    ids,
+                    filter,
+                    fields: r.fields,
+                    max_affected: r.max_affected,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::UpdatedReply {
+            updated: u.updated,
+            seq: u.seq,
+        }))
+    }
+
+    async fn search_batch(
+        &self,
+        req: Request<pb::SearchBatchRequest>,
+    ) -> GrpcResult<pb::SearchBatchReply> {
+        let r = req.into_inner();
+        let name = collection(r.collection);
+        let searches = r
+            .searches
             .into_iter()
-            .map(|h| pb::Hit {
-                id: h.id,
-                distance: h.distance.to_string(),
-                score: score(h.distance),
-                tag: h.tag,
-                metadata: h.metadata.flatten(),
+            .enumerate()
+            .map(|(i, s)| {
+                if !s.collection.is_empty() && s.collection != name {
+                    return Err(Status::from(NodeError::BadRequest(format!(
+                        "searches[{i}]: collection {:?} is not the batch's {name:?}",
+                        s.collection
+                    ))));
+                }
+                search_in(s)
             })
-            .collect();
-        Ok(Response::new(pb::SearchReply {
-            results,
+            .collect::<Result<Vec<_>, Status>>()?;
+        let found = self
+            .service
+            .search_batch(name, api::SearchBatch { searches })
+            .await?;
+        Ok(Response::new(pb::SearchBatchReply {
+            results: found
+                .results
+                .into_iter()
+                .map(|b| {
+                    Ok(pb::BatchHits {
+                        results: b
+                            .results
+                            .into_iter()
+                            .map(wire_hit_out)
+                            .collect::<Result<_, Status>>()?,
+                    })
+                })
+                .collect::<Result<_, Status>>()?,
             seq: found.seq,
         }))
+    }
+
+    async fn list_payload_indexes(
+        &self,
+        req: Request<pb::CollectionName>,
+    ) -> GrpcResult<pb::PayloadIndexesReply> {
+        let list = self
+            .service
+            .payload_indexes(collection(req.into_inner().name))
+            .await?;
+        Ok(Response::new(pb::PayloadIndexesReply {
+            indexes: list
+                .indexes
+                .into_iter()
+                .map(|i| pb::PayloadIndex {
+                    field: i.field,
+                    kind: i.kind.name().into(),
+                })
+                .collect(),
+            seq: list.seq,
+        }))
+    }
+
+    async fn create_payload_index(
+        &self,
+        req: Request<pb::CreatePayloadIndexRequest>,
+    ) -> GrpcResult<pb::SeqReply> {
+        let r = req.into_inner();
+        let kind = api::memory::IndexKind::parse(&r.kind)
+            .map_err(|e| Status::from(NodeError::BadRequest(e)))?;
+        let seq = self
+            .service
+            .create_payload_index(
+                collection(r.collection),
+                api::PayloadIndex {
+                    field: r.field,
+                    kind,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::SeqReply { seq }))
+    }
+
+    async fn drop_payload_index(
+        &self,
+        req: Request<pb::DropPayloadIndexRequest>,
+    ) -> GrpcResult<pb::SeqReply> {
+        let r = req.into_inner();
+        let seq = self
+            .service
+            .drop_payload_index(collection(r.collection), r.field)
+            .await?;
+        Ok(Response::new(pb::SeqReply { seq }))
     }
 
     async fn create_node(
@@ -187,6 +450,7 @@ impl Valori for Grpc {
         let record = r.record.map(|l| api::RecordRef {
             collection: l.collection,
             id: l.id,
+            key: l.key,
         });
         let c = self
             .service
@@ -207,6 +471,7 @@ impl Valori for Grpc {
             record: n.record.map(|r| pb::RecordLink {
                 collection: r.collection,
                 id: r.id,
+                key: r.key,
             }),
             properties: n.properties,
         }))

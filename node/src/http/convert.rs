@@ -89,14 +89,11 @@ pub fn snapshot(f: SnapshotFile) -> api::SnapshotInfo {
 }
 
 /// A graph node.
-pub fn node(id: u64, n: valori_kernel::graph::Node) -> api::GraphNode {
+pub fn node(id: u64, n: crate::service::NodeOut) -> api::GraphNode {
     api::GraphNode {
         id,
         kind: n.kind,
-        record: n.record.map(|r| api::RecordRef {
-            collection: r.collection,
-            id: r.id,
-        }),
+        record: n.record,
         properties: n.properties.as_deref().map(b64),
     }
 }

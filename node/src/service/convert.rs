@@ -63,7 +63,8 @@ pub fn unb64(what: &str, s: &str) -> Result<Vec<u8>, NodeError> {
 pub fn similarity(metric: Metric, distance: i128) -> f64 {
     match metric {
         Metric::Cosine => 1.0 - distance as f64 / 8_589_934_592.0,
-        Metric::InnerProduct | Metric::L2 => -score(distance),
+        // `0.0 - x`, not `-x`: an exact match has similarity 0, not -0.
+        Metric::InnerProduct | Metric::L2 => 0.0 - score(distance),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The knowledge graph: nodes, edges, neighbours and traversal.
 
 use valori_api as api;
-use valori_kernel::{Applied, Event, RecordRef};
+use valori_kernel::{Applied, Event, Kernel, RecordRef};
 
 use super::convert::{direction_from_wire, ResponseSize};
 use super::{blocking, Service};
@@ -9,6 +9,49 @@ use crate::error::NodeError;
 
 /// Bytes a neighbour takes in JSON besides its kind.
 const NEIGHBOR_BYTES: usize = 80;
+
+/// A graph node as a client sees it.
+pub struct NodeOut {
+    /// Kind label.
+    pub kind: String,
+    /// Its record link; a link by key carries the id of the record that holds the key now.
+    pub record: Option<api::RecordRef>,
+    /// Property bytes.
+    pub properties: Option<Vec<u8>>,
+}
+
+/// The kernel's link of a new node's: exactly one of `id` and `key`.
+fn link_from_wire(r: api::RecordRef) -> Result<RecordRef, NodeError> {
+    match (r.id, r.key) {
+        (Some(id), None) => Ok(RecordRef::Id {
+            collection: r.collection,
+            id,
+        }),
+        (None, Some(key)) => Ok(RecordRef::Key {
+            collection: r.collection,
+            key,
+        }),
+        _ => Err(NodeError::BadRequest(
+            "a record link names exactly one of id and key".into(),
+        )),
+    }
+}
+
+/// A node's link as answers carry it (a link by key with the id it resolves to now).
+fn link_to_wire(kernel: &Kernel, link: &RecordRef) -> api::RecordRef {
+    match link {
+        RecordRef::Id { collection, id } => api::RecordRef {
+            collection: collection.clone(),
+            id: Some(*id),
+            key: None,
+        },
+        RecordRef::Key { collection, key } => api::RecordRef {
+            collection: collection.clone(),
+            id: kernel.linked_record(link),
+            key: Some(key.clone()),
+        },
+    }
+}
 
 impl Service {
     /// Creates a graph node; returns its id and the sequence number.
@@ -21,10 +64,7 @@ impl Service {
         let c = self
             .write(Event::CreateNode {
                 kind,
-                record: record.map(|r| RecordRef {
-                    collection: r.collection,
-                    id: r.id,
-                }),
+                record: record.map(link_from_wire).transpose()?,
                 properties,
             })
             .await?;
@@ -64,15 +104,22 @@ impl Service {
     }
 
     /// A graph node, or `NodeNotFound`.
-    pub async fn node(&self, id: u64) -> Result<valori_kernel::graph::Node, NodeError> {
+    pub async fn node(&self, id: u64) -> Result<NodeOut, NodeError> {
         self.off_thread(move |s| s.node_blocking(id)).await
     }
 
     /// [`Service::node`] on the caller's thread (embedded callers).
-    pub fn node_blocking(&self, id: u64) -> Result<valori_kernel::graph::Node, NodeError> {
+    pub fn node_blocking(&self, id: u64) -> Result<NodeOut, NodeError> {
         let kernel = self.engine.read()?;
-        let node = kernel.graph().node(id).cloned();
-        Ok(node.ok_or(valori_kernel::Error::NodeNotFound { id })?)
+        let node = kernel
+            .graph()
+            .node(id)
+            .ok_or(valori_kernel::Error::NodeNotFound { id })?;
+        Ok(NodeOut {
+            kind: node.kind.clone(),
+            record: node.record.as_ref().map(|l| link_to_wire(&kernel, l)),
+            properties: node.properties.clone(),
+        })
     }
 
     /// A graph edge, or `EdgeNotFound`.

@@ -59,7 +59,8 @@ pub struct Parts {
     vector: bool,
     payload: bool,
     document: bool,
-    metadata: bool,
+    /// Metadata (which searches also give with `with_metadata`).
+    pub metadata: bool,
 }
 
 impl Parts {
@@ -93,6 +94,16 @@ pub fn memory_record(
     let r = c
         .get(id)
         .ok_or_else(|| NodeError::Internal(format!("record {id} vanished from a read")))?;
+    record_parts(&r, parts, size)
+}
+
+/// A record as an answer carries it, counting its size against the response limit.
+pub fn record_parts(
+    r: &valori_kernel::Record<'_>,
+    parts: Parts,
+    size: &mut ResponseSize,
+) -> Result<api::MemoryRecord, NodeError> {
+    let id = r.id;
     let vector = parts.vector.then(|| {
         r.vector
             .iter()
@@ -296,25 +307,31 @@ impl Service {
         &self,
         collection: String,
     ) -> Result<api::PayloadIndexes, NodeError> {
-        self.off_thread(move |s| {
-            let kernel = s.engine.read()?;
-            let c = collection_of(&kernel, &collection)?;
-            Ok(api::PayloadIndexes {
-                indexes: c
-                    .payload_indexes()
-                    .map(|(field, kind)| api::PayloadIndex {
-                        field: field.into(),
-                        kind: match kind {
-                            IndexKind::Keyword => api::memory::IndexKind::Keyword,
-                            IndexKind::Integer => api::memory::IndexKind::Integer,
-                            IndexKind::Bool => api::memory::IndexKind::Bool,
-                        },
-                    })
-                    .collect(),
-                seq: kernel.seq(),
-            })
+        self.off_thread(move |s| s.payload_indexes_blocking(&collection))
+            .await
+    }
+
+    /// [`Service::payload_indexes`] on the caller's thread (embedded callers).
+    pub fn payload_indexes_blocking(
+        &self,
+        collection: &str,
+    ) -> Result<api::PayloadIndexes, NodeError> {
+        let kernel = self.engine.read()?;
+        let c = collection_of(&kernel, collection)?;
+        Ok(api::PayloadIndexes {
+            indexes: c
+                .payload_indexes()
+                .map(|(field, kind)| api::PayloadIndex {
+                    field: field.into(),
+                    kind: match kind {
+                        IndexKind::Keyword => api::memory::IndexKind::Keyword,
+                        IndexKind::Integer => api::memory::IndexKind::Integer,
+                        IndexKind::Bool => api::memory::IndexKind::Bool,
+                    },
+                })
+                .collect(),
+            seq: kernel.seq(),
         })
-        .await
     }
 
     /// Records by keys or ids, in the order asked.
@@ -450,6 +467,16 @@ impl Service {
         collection: String,
         req: api::SearchBatch,
     ) -> Result<api::SearchBatchResults, NodeError> {
+        self.off_thread(move |s| s.search_batch_blocking(&collection, &req))
+            .await
+    }
+
+    /// [`Service::search_batch`] on the caller's thread (embedded callers).
+    pub fn search_batch_blocking(
+        &self,
+        collection: &str,
+        req: &api::SearchBatch,
+    ) -> Result<api::SearchBatchResults, NodeError> {
         if req.searches.is_empty() || req.searches.len() > api::limits::MAX_SEARCH_BATCH {
             return Err(NodeError::Limit {
                 what: "searches in a batch",
@@ -457,27 +484,24 @@ impl Service {
                 max: api::limits::MAX_SEARCH_BATCH as u64,
             });
         }
-        self.off_thread(move |s| {
-            let kernel = s.engine.read()?;
-            let mut size = ResponseSize::new(s.settings.max_response_bytes);
-            let mut results = Vec::with_capacity(req.searches.len());
-            for (i, search) in req.searches.iter().enumerate() {
-                let hits = s
-                    .search_in(&kernel, &collection, search, &mut size)
-                    .map_err(|e| match e {
-                        NodeError::BadRequest(m) => bad(format!("searches[{i}]: {m}")),
-                        other => other,
-                    })?;
-                results.push(api::BatchHits {
-                    results: hits.into_iter().map(super::records::hit_to_wire).collect(),
-                });
-            }
-            Ok(api::SearchBatchResults {
-                results,
-                seq: kernel.seq(),
-            })
+        let kernel = self.engine.read()?;
+        let mut size = ResponseSize::new(self.settings.max_response_bytes);
+        let mut results = Vec::with_capacity(req.searches.len());
+        for (i, search) in req.searches.iter().enumerate() {
+            let hits = self
+                .search_in(&kernel, collection, search, &mut size)
+                .map_err(|e| match e {
+                    NodeError::BadRequest(m) => bad(format!("searches[{i}]: {m}")),
+                    other => other,
+                })?;
+            results.push(api::BatchHits {
+                results: hits.into_iter().map(super::records::hit_to_wire).collect(),
+            });
+        }
+        Ok(api::SearchBatchResults {
+            results,
+            seq: kernel.seq(),
         })
-        .await
     }
 }
 

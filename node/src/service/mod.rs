@@ -25,8 +25,9 @@ pub use convert::{
     b64, collection_info, metric_to_wire, parse_direction, parse_metric, record_vector, score,
     similarity, to_fixed, to_new_records, unb64,
 };
+pub use graph::NodeOut;
 pub use memory::{filter_of, Parts};
-pub use records::{hit_to_wire, HitOut, Hits, RecordIn, RecordOut};
+pub use records::{hit_to_wire, search_numbers, HitOut, Hits, RecordIn, RecordOut};
 
 use crate::engine::{Committed, Engine};
 use crate::error::NodeError;

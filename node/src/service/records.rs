@@ -10,7 +10,7 @@ use super::convert::{
     base64_len, collection_info, metric_from_wire, similarity, to_fixed, to_new_records,
     ResponseSize,
 };
-use super::memory::{collection_of, filter_of, memory_record, Parts};
+use super::memory::{collection_of, filter_of, record_parts, Parts};
 use super::{blocking, Service};
 use crate::error::NodeError;
 
@@ -82,6 +82,18 @@ pub struct Hits {
     pub hits: Vec<HitOut>,
     /// The results are a function of this sequence number.
     pub seq: u64,
+}
+
+/// A search's query as Q16.16, with its `score_threshold` checked: the numbers JSON cannot
+/// carry (NaN, infinities), so a client checks them with this before it sends a search.
+pub fn search_numbers(req: &api::SearchRequest) -> Result<Vec<Fixed>, NodeError> {
+    let query = to_fixed(&req.vector)?;
+    if req.score_threshold.is_some_and(|t| !t.is_finite()) {
+        return Err(NodeError::BadRequest(
+            "score_threshold must be a finite number".into(),
+        ));
+    }
+    Ok(query)
 }
 
 thread_local! {
@@ -237,25 +249,16 @@ impl Service {
         req: &api::SearchRequest,
         size: &mut ResponseSize,
     ) -> Result<Vec<HitOut>, NodeError> {
-        let query = to_fixed(&req.vector)?;
+        let query = search_numbers(req)?;
         let params = SearchParams {
             k: req.k,
             tag: req.tag,
             ef: req.ef,
         };
         let filter = filter_of(req.filter.as_ref())?;
-        if req.score_threshold.is_some_and(|t| !t.is_finite()) {
-            return Err(NodeError::BadRequest(
-                "score_threshold must be a finite number".into(),
-            ));
-        }
         let found = SCRATCH.with(|s| {
             let scratch = &mut s.borrow_mut();
-            if filter.is_empty() && !req.exact {
-                kernel.search_with(collection, &query, &params, scratch)
-            } else {
-                kernel.search_filtered(collection, &query, &params, &filter, req.exact, scratch)
-            }
+            kernel.search_filtered(collection, &query, &params, &filter, req.exact, scratch)
         })?;
         let c = collection_of(kernel, collection)?;
         let metric = c.spec().metric;
@@ -270,12 +273,14 @@ impl Service {
                 .get(h.id)
                 .ok_or_else(|| NodeError::Internal(format!("hit {} is not live", h.id)))?;
             let (payload, document, vector) = if parts.any() {
-                let m = memory_record(c, h.id, parts, size)?;
+                let m = record_parts(&r, parts, size)?;
                 (m.payload, m.document, m.vector)
             } else {
                 (None, None, None)
             };
-            let metadata = req.with_metadata.then(|| r.metadata.map(<[u8]>::to_vec));
+            // `with_metadata` and `include: ["metadata"]` ask for the same thing.
+            let metadata =
+                (req.with_metadata || parts.metadata).then(|| r.metadata.map(<[u8]>::to_vec));
             size.add(
                 HIT_BYTES
                     + r.key.map_or(0, str::len)
