@@ -125,3 +125,10 @@ def db(request, tmp_path: Path, start_node) -> Iterator[Valori]:
 
 def pytest_report_header() -> str:
     return f"python {sys.version.split()[0]}, valori-node: {os.environ.get('VALORI_NODE_BIN', 'built by cargo')}"
+
+
+def pytest_configure(config) -> None:
+    # The frameworks' own suites (langchain_tests' VectorStoreIntegrationTests) hold plain
+    # ``async def`` tests, which they run with pytest-asyncio in auto mode.
+    if hasattr(config.option, "asyncio_mode"):
+        config.option.asyncio_mode = "auto"

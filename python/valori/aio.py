@@ -52,6 +52,16 @@ class AsyncValori:
     ) -> None:
         self._db = Valori(path, remote=remote, api_key=api_key, timeout=timeout, ca_cert=ca_cert)
 
+    @classmethod
+    def from_sync(cls, db: Valori) -> "AsyncValori":
+        """Coroutines over an open :class:`Valori` handle (sharing it: an embedded directory
+        can be open once per process). Closing either closes both."""
+        if not isinstance(db, Valori):
+            raise TypeError(f"from_sync takes a Valori handle, not {type(db).__name__}")
+        made = cls.__new__(cls)
+        made._db = db
+        return made
+
     @property
     def mode(self) -> str:
         """``"embedded"`` or ``"remote"``."""
