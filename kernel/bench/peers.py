@@ -6,6 +6,7 @@ QPS at recall@10 of 0.95 and 0.99, filtered recall and QPS at 10% selectivity, a
 
     pip install hnswlib faiss-cpu numpy
     python3 kernel/bench/peers.py --synthetic 100000            # SIFT-shaped synthetic set
+    python3 kernel/bench/peers.py --lowrank 200000 --dim 768    # the shape of real embeddings
     python3 kernel/bench/peers.py --dataset ../shared/data/textdev10k
 
 Valori's figures come from its own benchmark programs (bench_recall, bench_filter), which also
@@ -145,16 +146,22 @@ def fmt_filtered(runs, target=0.99):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--synthetic", type=int)
+    ap.add_argument("--lowrank", type=int, help="low-rank clustered unit vectors (see --dim)")
+    ap.add_argument("--dim", type=int, help="dimension of a generated set")
     ap.add_argument("--dataset")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    if (a.synthetic is None) == (a.dataset is None):
-        ap.error("give --synthetic N or --dataset DIR")
+    if [a.synthetic, a.lowrank, a.dataset].count(None) != 2:
+        ap.error("give --synthetic N, --lowrank N or --dataset DIR")
+    if a.dim is not None and a.dataset is not None:
+        ap.error("--dim applies to a generated set")
     efs = ",".join(map(str, EFS))
     with tempfile.TemporaryDirectory() as tmp:
-        if a.synthetic:
-            source = ["--synthetic", str(a.synthetic)]
+        if a.synthetic or a.lowrank:
+            source = ["--synthetic", str(a.synthetic)] if a.synthetic else ["--lowrank", str(a.lowrank)]
+            if a.dim is not None:
+                source += ["--dim", str(a.dim)]
             data_dir = tmp
             extra_write = ["--write-dataset", tmp]
         else:

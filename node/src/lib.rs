@@ -14,6 +14,7 @@ pub fn use_ring_for_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+pub mod audit;
 pub mod config;
 pub mod conn;
 pub mod engine;

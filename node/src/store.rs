@@ -111,6 +111,33 @@ fn epoch_at(epochs: &std::collections::BTreeMap<u64, u64>, seq: u64) -> u64 {
     epochs.range(..=seq).next_back().map_or(0, |(_, &e)| e)
 }
 
+/// The first sequence number of each epoch's range of the log, as the meta family records it.
+fn load_epochs(db: &DB) -> Result<std::collections::BTreeMap<u64, u64>, StorageError> {
+    let mut epochs = std::collections::BTreeMap::new();
+    {
+        let meta = db.cf_handle(META).expect("column family created at open");
+        let iter = db.iterator_cf(
+            meta,
+            IteratorMode::From(EPOCH_PREFIX, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.doing(|| "reading the epochs of the log")?;
+            let Some(seq) = k.strip_prefix(EPOCH_PREFIX) else {
+                break;
+            };
+            let (Ok(seq), Ok(epoch)) = (<[u8; 8]>::try_from(seq), <[u8; 8]>::try_from(&v[..]))
+            else {
+                return Err(StorageError::malformed(
+                    "reading the epochs of the log",
+                    "an epoch range key or value is malformed",
+                ));
+            };
+            epochs.insert(u64::from_be_bytes(seq), u64::from_le_bytes(epoch));
+        }
+    }
+    Ok(epochs)
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
@@ -135,31 +162,31 @@ impl Store {
                 let _ = fs::remove_file(snapshot_dir.join(&*name));
             }
         }
-        let mut epochs = std::collections::BTreeMap::new();
-        {
-            let meta = db.cf_handle(META).expect("column family created at open");
-            let iter = db.iterator_cf(
-                meta,
-                IteratorMode::From(EPOCH_PREFIX, rocksdb::Direction::Forward),
-            );
-            for item in iter {
-                let (k, v) = item.doing(|| "reading the epochs of the log")?;
-                let Some(seq) = k.strip_prefix(EPOCH_PREFIX) else {
-                    break;
-                };
-                let (Ok(seq), Ok(epoch)) = (<[u8; 8]>::try_from(seq), <[u8; 8]>::try_from(&v[..]))
-                else {
-                    return Err(StorageError::malformed(
-                        "reading the epochs of the log",
-                        "an epoch range key or value is malformed",
-                    ));
-                };
-                epochs.insert(u64::from_be_bytes(seq), u64::from_le_bytes(epoch));
-            }
-        }
+        let epochs = load_epochs(&db)?;
         Ok(Store {
             db,
             snapshot_dir,
+            epochs: std::sync::Mutex::new(epochs),
+        })
+    }
+
+    /// Opens the store under `dir` read-only, for audits: nothing is written or removed and no
+    /// lock is taken, so a running node may hold the directory; what the log held when it was
+    /// opened is what is read.
+    pub fn open_read_only(dir: &Path) -> Result<Store, StorageError> {
+        let db_dir = dir.join("db");
+        if !db_dir.is_dir() {
+            return Err(StorageError::malformed(
+                format!("opening {}", dir.display()),
+                "not a data directory (it has no db/)",
+            ));
+        }
+        let db = DB::open_cf_for_read_only(&Options::default(), &db_dir, [LOG, META], false)
+            .doing(|| format!("opening the database in {} read-only", dir.display()))?;
+        let epochs = load_epochs(&db)?;
+        Ok(Store {
+            db,
+            snapshot_dir: dir.join("snapshots"),
             epochs: std::sync::Mutex::new(epochs),
         })
     }

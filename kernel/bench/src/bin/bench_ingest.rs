@@ -42,8 +42,8 @@ fn load_fixed(path: &std::path::Path, threads: usize) -> (Vec<Vec<Fixed>>, usize
 fn main() {
     let args = Args::parse("bench_ingest");
     let tmp;
-    let (path, name) = match (&args.dataset, args.synthetic) {
-        (Some(dir), _) => {
+    let (path, name) = match &args.dataset {
+        Some(dir) => {
             let p = ["base.fvecs", "sift_base.fvecs"]
                 .iter()
                 .map(|n| dir.join(n))
@@ -54,17 +54,17 @@ fn main() {
                 });
             (p, dir.display().to_string())
         }
-        (None, Some(n)) => {
-            let v = synthetic(n, 128, 1);
+        None => {
+            let generated = load(&args).expect("generate the data set");
+            let v = generated.base;
             tmp = std::env::temp_dir()
                 .join(format!("valori-bench-ingest-{}.fvecs", std::process::id()));
             let rows: Vec<Vec<u32>> = (0..v.len())
                 .map(|i| v.row(i).iter().map(|x| x.to_bits()).collect())
                 .collect();
             write_vecs(&tmp, &rows.iter().map(Vec::as_slice).collect::<Vec<_>>()).expect("write");
-            (tmp.clone(), format!("synthetic SIFT-shaped {n} x 128"))
+            (tmp.clone(), generated.name)
         }
-        _ => unreachable!(),
     };
     // Warm the page cache so the figure is load+convert, not disk speed.
     let _ = std::fs::read(&path);
@@ -76,7 +76,7 @@ fn main() {
     let (mut base, dim) = load_fixed(&path, args.threads);
     let load_secs_par = t.elapsed().as_secs_f64();
     let loaded = base.len();
-    if args.synthetic.is_some() {
+    if args.dataset.is_none() {
         let _ = std::fs::remove_file(&path);
     }
     if let Some(limit) = args.limit {

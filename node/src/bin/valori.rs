@@ -1,0 +1,191 @@
+//! `valori`: audit a history. `verify` replays a data directory, a snapshot file or a live
+//! node's log and checks every chain hash, event and snapshot; `diff` finds where two
+//! histories part; `log` prints events for people. Exit status 0 when the history is good, 1
+//! when it is not, 2 for a usage error.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use valori_node::audit::{self, Source};
+
+#[derive(Parser)]
+#[command(
+    name = "valori",
+    version,
+    about = "Audit Valori histories: verify, diff, log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replays a history from its start and checks every chain hash, every event and every
+    /// snapshot; reports the first bad sequence number and why.
+    Verify {
+        /// A data directory (read-only: its node may be running), a snapshot file, or a node's
+        /// URL (`VALORI_API_KEY` for its key).
+        source: String,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Threads for rebuilding the index during the replay (the result does not depend on
+        /// it).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// The first sequence number at which two histories differ, the two events there and the
+    /// state hashes on each side.
+    Diff {
+        /// One history (directory, snapshot file or URL).
+        a: String,
+        /// The other.
+        b: String,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Threads for the replays.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// The events of a history, one a line: sequence number, epoch, what it did.
+    Log {
+        /// A data directory or a node's URL.
+        source: String,
+        /// First sequence number shown.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last sequence number shown.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only events on this collection.
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only events naming this record key.
+        #[arg(long)]
+        key: Option<String>,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn source(s: &str) -> Result<Source, ExitCode> {
+    Source::parse(s).map_err(|e| {
+        eprintln!("valori: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
+    match cli.command {
+        Command::Verify {
+            source: s,
+            json,
+            threads,
+        } => {
+            let src = source(&s)?;
+            let started = std::time::Instant::now();
+            let r = audit::verify(&src, threads);
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("serializable"));
+            } else {
+                println!("source        {}", r.source);
+                println!(
+                    "replayed from {}",
+                    if r.replayed_from == 0 {
+                        "the empty state".to_string()
+                    } else {
+                        format!("the snapshot at seq {}", r.replayed_from)
+                    }
+                );
+                println!(
+                    "events        {} ({:.0}/s)",
+                    r.events,
+                    r.events as f64 / secs.max(1e-9)
+                );
+                println!("snapshots     {:?}", r.snapshots);
+                println!("seq           {}", r.seq);
+                println!("chain hash    {}", r.chain_hash);
+                println!("state hash    {}", r.state_hash);
+                match &r.problem {
+                    None => println!("verdict       good"),
+                    Some(p) => println!("verdict       BAD: {p}"),
+                }
+            }
+            Ok(if r.problem.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Diff {
+            a,
+            b,
+            json,
+            threads,
+        } => {
+            let (a, b) = (source(&a)?, source(&b)?);
+            let d = audit::diff(&a, &b, threads).map_err(|p| {
+                eprintln!("valori: {p}");
+                ExitCode::from(1)
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&d).expect("serializable"));
+            } else {
+                match d.seq {
+                    None => println!("equal: both histories hold the same {} events", d.heads.0),
+                    Some(seq) => {
+                        println!("the histories differ from seq {seq}");
+                        let none = || "(none: the log ends before it)".to_string();
+                        println!("  {}: {}", d.a, d.event_a.clone().unwrap_or_else(none));
+                        println!("    state hash {}", d.state_a.clone().unwrap_or_default());
+                        println!("  {}: {}", d.b, d.event_b.clone().unwrap_or_else(none));
+                        println!("    state hash {}", d.state_b.clone().unwrap_or_default());
+                        println!("  heads: {} and {}", d.heads.0, d.heads.1);
+                    }
+                }
+                if let Some(p) = &d.problem {
+                    println!("  warning: {p}");
+                }
+            }
+            Ok(if d.seq.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Log {
+            source: s,
+            from,
+            to,
+            collection,
+            key,
+            json,
+        } => {
+            let src = source(&s)?;
+            let lines = audit::log_lines(&src, from, to, collection.as_deref(), key.as_deref())
+                .map_err(|p| {
+                    eprintln!("valori: {p}");
+                    ExitCode::from(1)
+                })?;
+            for (seq, epoch, text) in lines {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"seq": seq, "epoch": epoch, "event": text})
+                    );
+                } else {
+                    println!("{seq:>8}  epoch {epoch:<3} {text}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    run(Cli::parse()).unwrap_or_else(|code| code)
+}
