@@ -341,3 +341,16 @@ def test_bounded_soak_with_random_faults(sync_cluster):
         assert r["lost"] == 0, r
     finally:
         client.stop()
+
+
+def test_the_node_image_holds_the_audit_command():
+    """`valori` ships in the node's image: an auditor can run it beside a node or on a data
+    directory copied from a dead pod."""
+    from cluster import TAG, docker
+
+    out = docker("run", "--rm", "--entrypoint", "/usr/local/bin/valori", f"valori-node:{TAG}", "--help")
+    for sub in ("verify", "diff", "log"):
+        assert sub in out.stdout, out.stdout
+    bad = docker("run", "--rm", "--entrypoint", "/usr/local/bin/valori", f"valori-node:{TAG}",
+                 "verify", "/data/nothing", check=False)
+    assert bad.returncode == 2 and "no such directory" in bad.stderr, bad

@@ -323,3 +323,162 @@ fn diff_finds_where_two_nodes_diverged_and_log_reads_for_people() {
         "{out}"
     );
 }
+
+/// The README's audit section, run as written (the `valori` function pointing at this build's
+/// binary, the node's directory and URL in place of ./valori_data and localhost:3000).
+#[test]
+fn the_readme_audit_section_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = &readme[readme.find("### Audit").expect("the section")..];
+    let start = section.find("```sh\n").unwrap() + 6;
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let mut lines = block.lines();
+    assert!(lines.next().unwrap().starts_with("valori() {"), "{block}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("valori_data");
+    let node = Node::start(&dir, &[]);
+    let c = node.client();
+    c.post(
+        "/v1/collections",
+        json!({"name": "notes", "dimension": 3, "metric": "cosine"}),
+    );
+    c.post(
+        "/v1/collections/notes/records/upsert",
+        json!({"records": [{"key": "n1", "vector": [0.9, 0.1, 0], "document": "Alice likes tea"}]}),
+    );
+    let mut outputs = Vec::new();
+    for line in lines {
+        let cmd = line.split('#').next().unwrap().trim();
+        if cmd.is_empty() {
+            continue;
+        }
+        let cmd = cmd
+            .replace("./valori_data", dir.to_str().unwrap())
+            .replace("http://localhost:3000", &node.url);
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        assert_eq!(words[0], "valori", "{line}");
+        let (code, out) = valori(&words[1..]);
+        assert_eq!(code, 0, "{line}: {out}");
+        outputs.push(out);
+    }
+    assert_eq!(outputs.len(), 4);
+    assert!(outputs[0].contains("verdict       good"), "{}", outputs[0]);
+    assert!(outputs[1].contains(&c.state().2), "{}", outputs[1]);
+    assert!(
+        outputs[2].contains("\"n1\"") && outputs[2].lines().count() == 1,
+        "{}",
+        outputs[2]
+    );
+    assert!(outputs[3].contains("equal"), "{}", outputs[3]);
+}
+
+/// `valori at` answers as the state stood at a past seq: a record's payload before it changed,
+/// a search before an insert, a count before a delete; the same bytes from the directory (from
+/// a snapshot) and from the node's URL (from the log's start).
+#[test]
+fn at_answers_as_of_a_past_seq_identically_from_every_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    let node = Node::start(&dir, &["--prune-log", "false"]);
+    let c = node.client();
+    c.post(
+        "/v1/collections",
+        json!({"name": "notes", "dimension": 3, "metric": "cosine", "index": {"type": "flat"}}),
+    );
+    let (_, v) = c.post(
+        "/v1/collections/notes/records/upsert",
+        json!({"records": [
+            {"key": "n1", "vector": [1, 0, 0], "payload": {"v": 1}, "document": "first"},
+            {"key": "n2", "vector": [0, 1, 0], "payload": {"v": 1}}]}),
+    );
+    let s1 = v["seq"].as_u64().unwrap();
+    snapshot(&c);
+    let (_, v) = c.post(
+        "/v1/collections/notes/records/payload",
+        json!({"keys": ["n1"], "payload": {"v": 2}}),
+    );
+    let s2 = v["seq"].as_u64().unwrap();
+    c.post(
+        "/v1/collections/notes/records/upsert",
+        json!({"records": [{"key": "n3", "vector": [0.9, 0.1, 0]}]}),
+    );
+    let (_, v) = c.post(
+        "/v1/collections/notes/records/delete",
+        json!({"keys": ["n2"]}),
+    );
+    let s4 = v["seq"].as_u64().unwrap();
+
+    let at = |src: &str, seq: u64, query: &[&str]| -> (i32, String) {
+        let seq = seq.to_string();
+        let mut args = vec!["at", src, "--seq", seq.as_str()];
+        args.extend_from_slice(query);
+        valori(&args)
+    };
+    let d = dir.to_str().unwrap();
+    let get = ["get", "--collection", "notes", "--key", "n1", "--key", "n2"];
+    let (code, out) = at(d, s1, &get);
+    assert_eq!(code, 0, "{out}");
+    let a: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(a["seq"], s1);
+    assert_eq!(a["answer"]["records"][0]["payload"], json!({"v": 1}), "{a}");
+    assert_eq!(a["state_hash"].as_str().unwrap().len(), 64);
+    let (_, out2) = at(d, s2, &get);
+    let b: Value = serde_json::from_str(&out2).unwrap();
+    assert_eq!(b["answer"]["records"][0]["payload"], json!({"v": 2}), "{b}");
+    let (_, out4) = at(d, s4, &get);
+    let e: Value = serde_json::from_str(&out4).unwrap();
+    assert_eq!(e["answer"]["missing"], json!(["n2"]), "{e}");
+    assert_eq!(
+        e["state_hash"].as_str().unwrap(),
+        c.state().2,
+        "at the head, the node's own state"
+    );
+    // The same bytes from the node's URL, and a chain hash the node itself reports for s2.
+    assert_eq!(at(&node.url, s2, &get).1, out2);
+    let (_, v) = c.get(&format!("/v1/state?seq={s2}"));
+    assert_eq!(b["chain_hash"], v["chain_hash"]);
+
+    let search = [
+        "search",
+        "--collection",
+        "notes",
+        "--vector",
+        "1,0.05,0",
+        "--k",
+        "3",
+    ];
+    let keys = |out: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(out).unwrap();
+        v["answer"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(keys(&at(d, s2, &search).1), ["n1", "n2"]);
+    assert_eq!(keys(&at(d, s4, &search).1), ["n1", "n3"]);
+    let count = [
+        "count",
+        "--collection",
+        "notes",
+        "--filter",
+        r#"{"must": [{"key": "v", "match": {"value": 1}}]}"#,
+    ];
+    let (_, out) = at(d, s1, &count);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["answer"]["count"],
+        2
+    );
+    let (_, out) = at(d, s2, &count);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["answer"]["count"],
+        1
+    );
+
+    let (code, out) = at(d, s4 + 5, &get);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ends at seq"), "{out}");
+}

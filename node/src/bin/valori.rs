@@ -1,6 +1,7 @@
 //! `valori`: audit a history. `verify` replays a data directory, a snapshot file or a live
 //! node's log and checks every chain hash, event and snapshot; `diff` finds where two
-//! histories part; `log` prints events for people. Exit status 0 when the history is good, 1
+//! histories part; `log` prints events for people; `at` answers a search, get or count as
+//! the state stood at a past sequence number. Exit status 0 when the history is good, 1
 //! when it is not, 2 for a usage error.
 
 use std::process::ExitCode;
@@ -49,6 +50,20 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Answers a search, get or count as the state stood at a past sequence number (replayed
+    /// from the nearest snapshot at or before it), with that seq's chain and state hashes.
+    At {
+        /// A data directory, snapshot file or node URL.
+        source: String,
+        /// The sequence number.
+        #[arg(long)]
+        seq: u64,
+        /// Threads for rebuilding the index during the replay.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[command(subcommand)]
+        query: AtCommand,
+    },
     /// The events of a history, one a line: sequence number, epoch, what it did.
     Log {
         /// A data directory or a node's URL.
@@ -69,6 +84,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AtCommand {
+    /// The k nearest records.
+    Search {
+        /// Collection.
+        #[arg(long)]
+        collection: String,
+        /// The query's components, comma-separated.
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        vector: Vec<f64>,
+        /// Results wanted.
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        /// A filter in the API's JSON shape.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Candidate list of the graph walk.
+        #[arg(long)]
+        ef: Option<u32>,
+        /// Scan the matching records exactly.
+        #[arg(long)]
+        exact: bool,
+    },
+    /// Records by key.
+    Get {
+        /// Collection.
+        #[arg(long)]
+        collection: String,
+        /// Keys.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+    },
+    /// How many records match.
+    Count {
+        /// Collection.
+        #[arg(long)]
+        collection: String,
+        /// A filter in the API's JSON shape.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+fn json_arg(s: &Option<String>) -> Result<Option<serde_json::Value>, ExitCode> {
+    s.as_ref()
+        .map(|s| {
+            serde_json::from_str(s).map_err(|e| {
+                eprintln!("valori: --filter is not JSON: {e}");
+                ExitCode::from(2)
+            })
+        })
+        .transpose()
 }
 
 fn source(s: &str) -> Result<Source, ExitCode> {
@@ -156,6 +225,46 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::At {
+            source: s,
+            seq,
+            threads,
+            query,
+        } => {
+            let src = source(&s)?;
+            let q = match query {
+                AtCommand::Search {
+                    collection,
+                    vector,
+                    k,
+                    filter,
+                    ef,
+                    exact,
+                } => audit::AtQuery::Search {
+                    collection,
+                    vector,
+                    k,
+                    filter: json_arg(&filter)?,
+                    ef,
+                    exact,
+                },
+                AtCommand::Get { collection, keys } => audit::AtQuery::Get { collection, keys },
+                AtCommand::Count { collection, filter } => audit::AtQuery::Count {
+                    collection,
+                    filter: json_arg(&filter)?,
+                },
+            };
+            match audit::at(&src, seq, &q, threads) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(p) => {
+                    eprintln!("valori: {p}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Log {
             source: s,
