@@ -201,18 +201,24 @@ impl History {
     }
 }
 
-/// A node's log, page by page, through its HTTP API (`/v1/log`).
-fn remote_entries(url: String) -> Result<impl Iterator<Item = Result<Entry, Problem>>, Problem> {
+/// A client of the node at `url` (its key from `VALORI_API_KEY`) and a runtime to drive it.
+fn node_client(url: &str) -> Result<(tokio::runtime::Runtime, valori_client::Client), Problem> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| plain(format!("starting a runtime: {e}")))?;
     let client = valori_client::Client::new(
-        &url,
+        url,
         std::env::var("VALORI_API_KEY").ok(),
         &Default::default(),
     )
     .map_err(|e| plain(format!("{url}: {e}")))?;
+    Ok((runtime, client))
+}
+
+/// A node's log, page by page, through its HTTP API (`/v1/log`).
+fn remote_entries(url: String) -> Result<impl Iterator<Item = Result<Entry, Problem>>, Problem> {
+    let (runtime, client) = node_client(&url)?;
     let head = runtime
         .block_on(client.state(None))
         .map_err(|e| plain(format!("{url}: {e}")))?
@@ -290,6 +296,22 @@ pub struct Verified {
     pub problem: Option<Problem>,
 }
 
+impl Verified {
+    /// A report of nothing verified yet (or nothing verifiable, with its problem).
+    fn nothing(source: String, problem: Option<Problem>) -> Verified {
+        Verified {
+            source,
+            replayed_from: 0,
+            events: 0,
+            snapshots: Vec::new(),
+            seq: 0,
+            chain_hash: String::new(),
+            state_hash: String::new(),
+            problem,
+        }
+    }
+}
+
 fn snapshot_kernel(file: &SnapshotFile) -> Result<Kernel, Problem> {
     let name = file.path.display().to_string();
     let bytes = map_snapshot(&file.path).map_err(|e| Problem {
@@ -357,16 +379,7 @@ fn replay_from(
     mut on_entry: impl FnMut(&Kernel, &Entry),
 ) -> (Kernel, Verified) {
     let exec = Threads::new(threads.max(1));
-    let mut report = Verified {
-        source: history.name.clone(),
-        replayed_from: 0,
-        events: 0,
-        snapshots: Vec::new(),
-        seq: 0,
-        chain_hash: String::new(),
-        state_hash: String::new(),
-        problem: None,
-    };
+    let mut report = Verified::nothing(history.name.clone(), None);
     let first = history.first_seq();
     let snapshots = history.snapshots.clone();
     // Start: the empty state when the log begins at 1, else the snapshot at the log's start
@@ -488,18 +501,7 @@ fn replay_from(
 pub fn verify(source: &Source, threads: usize) -> Verified {
     let mut history = match History::open(source) {
         Ok(h) => h,
-        Err(p) => {
-            return Verified {
-                source: source.name(),
-                replayed_from: 0,
-                events: 0,
-                snapshots: Vec::new(),
-                seq: 0,
-                chain_hash: String::new(),
-                state_hash: String::new(),
-                problem: Some(p),
-            }
-        }
+        Err(p) => return Verified::nothing(source.name(), Some(p)),
     };
     let (_, mut report) = replay(&mut history, None, threads, |_, _| {});
     if let (Source::Url(url), None) = (source, &report.problem) {
@@ -510,18 +512,22 @@ pub fn verify(source: &Source, threads: usize) -> Verified {
     report
 }
 
+/// Whether the node reports the chain hash the replay reached (a node that cannot be asked is
+/// a problem too: the verdict would otherwise rest on nothing the node said).
 fn node_agrees(url: &str, report: &Verified) -> Option<Problem> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let client = valori_client::Client::new(
-        url,
-        std::env::var("VALORI_API_KEY").ok(),
-        &Default::default(),
-    )
-    .ok()?;
-    let state = runtime.block_on(client.state(Some(report.seq))).ok()?;
+    let (runtime, client) = match node_client(url) {
+        Ok(c) => c,
+        Err(p) => return Some(p),
+    };
+    let state = match runtime.block_on(client.state(Some(report.seq))) {
+        Ok(s) => s,
+        Err(e) => {
+            return Some(plain(format!(
+                "{url}: asking for the state at {}: {e}",
+                report.seq
+            )))
+        }
+    };
     (state.chain_hash != report.chain_hash).then(|| {
         at_seq(
             report.seq,

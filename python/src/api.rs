@@ -145,11 +145,12 @@ pub trait Api: Send + Sync {
         collection: String,
         req: wire::DeletePayloadKeys,
     ) -> Res<wire::Updated>;
+    /// Each search's hits, and the one sequence number they all read.
     fn search_batch(
         &self,
         collection: String,
         req: wire::SearchBatch,
-    ) -> Res<wire::SearchBatchResults>;
+    ) -> Res<(Vec<Vec<HitOut>>, u64)>;
     fn payload_indexes(&self, collection: String) -> Res<wire::PayloadIndexes>;
     fn create_payload_index(&self, collection: String, req: wire::PayloadIndex) -> Res<()>;
     fn drop_payload_index(&self, collection: String, field: String) -> Res<()>;

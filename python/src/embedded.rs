@@ -150,8 +150,9 @@ impl Api for Embedded {
         &self,
         collection: String,
         req: wire::SearchBatch,
-    ) -> Res<wire::SearchBatchResults> {
-        Ok(self.service.search_batch_blocking(&collection, &req)?)
+    ) -> Res<(Vec<Vec<HitOut>>, u64)> {
+        let found = self.service.search_batch_blocking(&collection, &req)?;
+        Ok((found.results, found.seq))
     }
 
     fn payload_indexes(&self, collection: String) -> Res<wire::PayloadIndexes> {

@@ -419,18 +419,18 @@ impl Valori {
         let found = self.run(py, move |a| {
             a.search_batch(collection.to_string(), wire::SearchBatch { searches: list })
         })?;
+        let (found, seq) = found;
         let results = PyList::empty(py);
-        for batch in found.results {
-            let hits = batch
-                .results
+        for hits in found {
+            let hits = hits
                 .into_iter()
-                .map(|h| wire_hit_py(py, h))
+                .map(|h| hit_py(py, h))
                 .collect::<PyResult<Vec<_>>>()?;
             results.append(PyList::new(py, hits)?)?;
         }
         let out = PyDict::new(py);
         out.set_item("results", results)?;
-        out.set_item("seq", found.seq)?;
+        out.set_item("seq", seq)?;
         Ok(out)
     }
 
@@ -1115,32 +1115,6 @@ fn hit_py(py: Python<'_>, h: valori_node::service::HitOut) -> PyResult<Bound<'_,
     module(py, &TYPES, "valori.types")?
         .getattr("SearchResult")?
         .call((), Some(&kw))
-}
-
-/// A `SearchResult` of a batch's answer.
-fn wire_hit_py(py: Python<'_>, h: wire::SearchHit) -> PyResult<Bound<'_, PyAny>> {
-    let metadata = match h.metadata {
-        None => None,
-        Some(m) => Some(
-            m.map(|m| valori_node::service::unb64("metadata", &m))
-                .transpose()
-                .map_err(|e| to_py(py, e.into()))?,
-        ),
-    };
-    hit_py(
-        py,
-        valori_node::service::HitOut {
-            id: h.id,
-            distance: h.distance,
-            similarity: h.similarity,
-            key: h.key,
-            tag: h.tag,
-            metadata,
-            payload: h.payload,
-            document: h.document,
-            vector: h.vector,
-        },
-    )
 }
 
 fn collection_py(py: Python<'_>, c: wire::CollectionInfo) -> PyResult<Bound<'_, PyAny>> {

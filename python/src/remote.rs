@@ -10,7 +10,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use valori_api as wire;
 use valori_client::{Client, Options};
-use valori_node::service::{record_vector, search_numbers, HitOut, RecordIn, RecordOut};
+use valori_node::service::{
+    hit_from_wire, record_vector, search_numbers, HitOut, RecordIn, RecordOut,
+};
 
 use crate::api::*;
 
@@ -112,6 +114,17 @@ impl Remote {
     }
 }
 
+/// A hit of the node's answer; metadata that is not base64 is the server's fault.
+fn hit_of(h: wire::SearchHit) -> Res<HitOut> {
+    hit_from_wire(h).map_err(|e| {
+        ApiError::new(
+            Kind::Other,
+            "bad_response",
+            format!("unexpected response from the server: {e}"),
+        )
+    })
+}
+
 fn record_json(r: RecordIn) -> wire::NewRecord {
     wire::NewRecord {
         vector: r.vector,
@@ -178,27 +191,8 @@ impl Api for Remote {
     fn search(&self, collection: String, query: wire::SearchRequest) -> Res<Vec<HitOut>> {
         search_numbers(&query)?;
         let out = self.run(self.client.search(&collection, &query))?;
-        out.results
-            .into_iter()
-            .map(|h| {
-                let metadata = match h.metadata {
-                    None if query.with_metadata => Some(None),
-                    None => None,
-                    Some(m) => Some(m.as_deref().map(unb64).transpose()?),
-                };
-                Ok(HitOut {
-                    id: h.id,
-                    distance: h.distance,
-                    similarity: h.similarity,
-                    key: h.key,
-                    tag: h.tag,
-                    metadata,
-                    payload: h.payload,
-                    document: h.document,
-                    vector: h.vector,
-                })
-            })
-            .collect()
+        // A hit the search asked metadata for carries it, or null (never absent).
+        out.results.into_iter().map(hit_of).collect()
     }
 
     fn upsert(&self, collection: String, req: wire::Upsert) -> Res<wire::Upserted> {
@@ -241,11 +235,17 @@ impl Api for Remote {
         &self,
         collection: String,
         req: wire::SearchBatch,
-    ) -> Res<wire::SearchBatchResults> {
+    ) -> Res<(Vec<Vec<HitOut>>, u64)> {
         for s in &req.searches {
             search_numbers(s)?;
         }
-        self.run(self.client.search_batch(&collection, &req))
+        let found = self.run(self.client.search_batch(&collection, &req))?;
+        let results = found
+            .results
+            .into_iter()
+            .map(|b| b.results.into_iter().map(hit_of).collect())
+            .collect::<Res<_>>()?;
+        Ok((results, found.seq))
     }
 
     fn payload_indexes(&self, collection: String) -> Res<wire::PayloadIndexes> {

@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
     ) from e
 
 from valori import AsyncValori, NotFoundError, SearchResult, Valori
+from valori._collections import ensure_collection, missing_collection
 from valori.filters import from_mongo_style
 
 __all__ = ["ValoriVectorStore"]
@@ -42,10 +43,6 @@ _PARTS = ["payload", "document"]
 
 def _to_filter(f: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     return None if f is None else from_mongo_style(f)
-
-
-def _missing_collection(e: NotFoundError) -> bool:
-    return e.code == "collection_not_found"
 
 
 def _document(hit: Any) -> Document:
@@ -98,23 +95,9 @@ class ValoriVectorStore(VectorStore):
     # -- writes ---------------------------------------------------------------------------
 
     def _ensure_collection(self, dimension: int) -> None:
-        if self._ready:
-            return
-        try:
-            info = self.client.collection(self.collection)
-        except NotFoundError as e:
-            if not _missing_collection(e):
-                raise
-            self.client.create_collection(
-                self.collection, dimension, metric=self.metric, index=self.index
-            )
-        else:
-            if info.dimension != dimension:
-                raise ValueError(
-                    f"collection {self.collection!r} holds {info.dimension}-dimensional "
-                    f"vectors; the embeddings give {dimension}"
-                )
-        self._ready = True
+        if not self._ready:
+            ensure_collection(self.client, self.collection, dimension, self.metric, self.index)
+            self._ready = True
 
     @staticmethod
     def _rows(
@@ -182,7 +165,7 @@ class ValoriVectorStore(VectorStore):
             elif ids:
                 self.client.delete_records(list(ids), collection=self.collection)
         except NotFoundError as e:
-            if not _missing_collection(e):
+            if not missing_collection(e):
                 raise
         return True
 
@@ -193,7 +176,7 @@ class ValoriVectorStore(VectorStore):
             elif ids:
                 await self.aclient.delete_records(list(ids), collection=self.collection)
         except NotFoundError as e:
-            if not _missing_collection(e):
+            if not missing_collection(e):
                 raise
         return True
 
@@ -204,7 +187,7 @@ class ValoriVectorStore(VectorStore):
         try:
             got = self.client.get_records(list(ids), collection=self.collection)
         except NotFoundError as e:
-            if _missing_collection(e):
+            if missing_collection(e):
                 return []
             raise
         return [_document(r) for r in got["records"]]
@@ -213,7 +196,7 @@ class ValoriVectorStore(VectorStore):
         try:
             got = await self.aclient.get_records(list(ids), collection=self.collection)
         except NotFoundError as e:
-            if _missing_collection(e):
+            if missing_collection(e):
                 return []
             raise
         return [_document(r) for r in got["records"]]
@@ -232,7 +215,7 @@ class ValoriVectorStore(VectorStore):
         try:
             return self.client.search(embedding, **kw)
         except NotFoundError as e:
-            if _missing_collection(e):
+            if missing_collection(e):
                 return []
             raise
 
@@ -240,7 +223,7 @@ class ValoriVectorStore(VectorStore):
         try:
             return await self.aclient.search(embedding, **kw)
         except NotFoundError as e:
-            if _missing_collection(e):
+            if missing_collection(e):
                 return []
             raise
 

@@ -42,6 +42,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
 
 from valori import AsyncValori, NotFoundError, Valori
 from valori import embed as _embed
+from valori._collections import ensure_collection, missing_collection
 
 __all__ = ["HashingEmbedding", "ValoriVectorStore", "to_valori_filter"]
 
@@ -183,21 +184,9 @@ class ValoriVectorStore(BasePydanticVectorStore):
     # -- helpers --------------------------------------------------------------------------
 
     def _ensure(self, dimension: int) -> None:
-        if self._ready:
-            return
-        try:
-            info = self._db.collection(self.collection)
-        except NotFoundError as e:
-            if e.code != "collection_not_found":
-                raise
-            self._db.create_collection(self.collection, dimension, metric=self.metric)
-        else:
-            if info.dimension != dimension:
-                raise ValueError(
-                    f"collection {self.collection!r} holds {info.dimension}-dimensional "
-                    f"vectors; these embeddings have {dimension}"
-                )
-        self._ready = True
+        if not self._ready:
+            ensure_collection(self._db, self.collection, dimension, self.metric)
+            self._ready = True
 
     def _rows(self, nodes: Sequence[BaseNode]) -> Dict[str, Any]:
         keys, vectors, payloads, documents = [], [], [], []
@@ -292,14 +281,14 @@ class ValoriVectorStore(BasePydanticVectorStore):
         try:
             self._db.delete_records(collection=self.collection, **target)
         except NotFoundError as e:
-            if e.code != "collection_not_found":
+            if not missing_collection(e):
                 raise
 
     async def _adelete(self, **target: Any) -> None:
         try:
             await self._adb.delete_records(collection=self.collection, **target)
         except NotFoundError as e:
-            if e.code != "collection_not_found":
+            if not missing_collection(e):
                 raise
 
     @staticmethod
@@ -361,7 +350,7 @@ class ValoriVectorStore(BasePydanticVectorStore):
                 if cursor is None:
                     return self._nodes(records)
         except NotFoundError as e:
-            if e.code != "collection_not_found":
+            if not missing_collection(e):
                 raise
             return []
 
@@ -382,7 +371,7 @@ class ValoriVectorStore(BasePydanticVectorStore):
         try:
             hits = self._db.search(vector, **search)
         except NotFoundError as e:
-            if e.code != "collection_not_found":
+            if not missing_collection(e):
                 raise
             hits = []
         return self._result(hits)
@@ -393,7 +382,7 @@ class ValoriVectorStore(BasePydanticVectorStore):
         try:
             hits = await self._adb.search(vector, **search)
         except NotFoundError as e:
-            if e.code != "collection_not_found":
+            if not missing_collection(e):
                 raise
             hits = []
         return self._result(hits)

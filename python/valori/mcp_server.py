@@ -39,6 +39,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
 import functools
 
 from valori import NotFoundError, Valori, ValoriError
+from valori._collections import ensure_collection, missing_collection
 from valori.embed import load
 from valori.filters import from_mongo_style
 
@@ -103,18 +104,9 @@ class Memory:
         return list(given) if given is not None else list(self.embed([text])[0])
 
     def ensure(self, dimension: int) -> None:
-        if self.ready:
-            return
-        try:
-            info = self.db.collection(self.collection)
-            if info.dimension != dimension:
-                raise ValueError(
-                    f"collection {self.collection!r} holds {info.dimension}-dimensional vectors; "
-                    f"this vector has {dimension}"
-                )
-        except NotFoundError:
-            self.db.create_collection(self.collection, dimension, metric="cosine")
-        self.ready = True
+        if not self.ready:
+            ensure_collection(self.db, self.collection, dimension, "cosine")
+            self.ready = True
 
     def store(
         self,
@@ -158,7 +150,7 @@ class Memory:
             answer = self.db.search_batch([search], collection=self.collection)
             hits, seq = answer["results"][0], answer["seq"]
         except NotFoundError as e:
-            if e.code != "collection_not_found":
+            if not missing_collection(e):
                 raise
             hits, seq = [], self.db.state().seq
         return {
@@ -178,7 +170,7 @@ class Memory:
         try:
             return self.db.delete_records([key], collection=self.collection)
         except NotFoundError as e:
-            if e.code != "collection_not_found":
+            if not missing_collection(e):
                 raise
             return {"deleted": 0, "seq": self.db.state().seq}
 

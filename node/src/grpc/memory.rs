@@ -270,25 +270,6 @@ pub fn hit_out(h: HitOut) -> pb::Hit {
     }
 }
 
-/// A hit of the wire's as its message.
-pub fn wire_hit_out(h: api::SearchHit) -> Result<pb::Hit, Status> {
-    let metadata = match h.metadata.flatten() {
-        None => None,
-        Some(m) => Some(crate::service::unb64("metadata", &m).map_err(Status::from)?),
-    };
-    Ok(hit_out(HitOut {
-        id: h.id,
-        distance: h.distance,
-        similarity: h.similarity,
-        key: h.key,
-        tag: h.tag,
-        metadata: Some(metadata),
-        payload: h.payload,
-        document: h.document,
-        vector: h.vector,
-    }))
-}
-
 /// A record of an answer as its message.
 pub fn record_out(r: api::MemoryRecord) -> Result<pb::MemoryRecord, Status> {
     let metadata = match r.metadata.flatten() {

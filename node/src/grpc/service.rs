@@ -13,7 +13,6 @@ use super::convert::{
 };
 use super::memory::{
     filter_in, hit_out, include_in, named, payload_in, records_out, search_in, target_in,
-    wire_hit_out,
 };
 use super::pb;
 use super::pb::valori_server::Valori;
@@ -375,16 +374,10 @@ impl Valori for Grpc {
             results: found
                 .results
                 .into_iter()
-                .map(|b| {
-                    Ok(pb::BatchHits {
-                        results: b
-                            .results
-                            .into_iter()
-                            .map(wire_hit_out)
-                            .collect::<Result<_, Status>>()?,
-                    })
+                .map(|hits| pb::BatchHits {
+                    results: hits.into_iter().map(hit_out).collect(),
                 })
-                .collect::<Result<_, Status>>()?,
+                .collect(),
             seq: found.seq,
         }))
     }

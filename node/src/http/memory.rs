@@ -7,6 +7,7 @@ use valori_api as api;
 
 use super::extract::{ApiJson, ApiPath};
 use super::{ApiResult, AppRef};
+use crate::service::hit_to_wire;
 
 pub async fn upsert(
     State(app): State<AppRef>,
@@ -71,7 +72,17 @@ pub async fn search_batch(
     ApiPath(collection): ApiPath<String>,
     ApiJson(body): ApiJson<api::SearchBatch>,
 ) -> ApiResult<api::SearchBatchResults> {
-    Ok(Json(app.service.search_batch(collection, body).await?))
+    let found = app.service.search_batch(collection, body).await?;
+    Ok(Json(api::SearchBatchResults {
+        results: found
+            .results
+            .into_iter()
+            .map(|hits| api::BatchHits {
+                results: hits.into_iter().map(hit_to_wire).collect(),
+            })
+            .collect(),
+        seq: found.seq,
+    }))
 }
 
 pub async fn list_payload_indexes(

@@ -466,7 +466,7 @@ impl Service {
         &self,
         collection: String,
         req: api::SearchBatch,
-    ) -> Result<api::SearchBatchResults, NodeError> {
+    ) -> Result<super::BatchHits, NodeError> {
         self.off_thread(move |s| s.search_batch_blocking(&collection, &req))
             .await
     }
@@ -476,7 +476,7 @@ impl Service {
         &self,
         collection: &str,
         req: &api::SearchBatch,
-    ) -> Result<api::SearchBatchResults, NodeError> {
+    ) -> Result<super::BatchHits, NodeError> {
         if req.searches.is_empty() || req.searches.len() > api::limits::MAX_SEARCH_BATCH {
             return Err(NodeError::Limit {
                 what: "searches in a batch",
@@ -494,11 +494,9 @@ impl Service {
                     NodeError::BadRequest(m) => bad(format!("searches[{i}]: {m}")),
                     other => other,
                 })?;
-            results.push(api::BatchHits {
-                results: hits.into_iter().map(super::records::hit_to_wire).collect(),
-            });
+            results.push(hits);
         }
-        Ok(api::SearchBatchResults {
+        Ok(super::BatchHits {
             results,
             seq: kernel.seq(),
         })

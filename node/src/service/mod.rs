@@ -27,7 +27,9 @@ pub use convert::{
 };
 pub use graph::NodeOut;
 pub use memory::{filter_of, Parts};
-pub use records::{hit_to_wire, search_numbers, HitOut, Hits, RecordIn, RecordOut};
+pub use records::{
+    hit_from_wire, hit_to_wire, search_numbers, BatchHits, HitOut, Hits, RecordIn, RecordOut,
+};
 
 use crate::engine::{Committed, Engine};
 use crate::error::NodeError;

@@ -76,6 +76,33 @@ pub fn hit_to_wire(h: HitOut) -> api::SearchHit {
     }
 }
 
+/// A hit of the wire's (a client's answer) as the service gives it: [`hit_to_wire`]'s inverse.
+pub fn hit_from_wire(h: api::SearchHit) -> Result<HitOut, NodeError> {
+    let metadata = h
+        .metadata
+        .map(|m| m.map(|m| super::unb64("metadata", &m)).transpose())
+        .transpose()?;
+    Ok(HitOut {
+        id: h.id,
+        distance: h.distance,
+        similarity: h.similarity,
+        key: h.key,
+        tag: h.tag,
+        metadata,
+        payload: h.payload,
+        document: h.document,
+        vector: h.vector,
+    })
+}
+
+/// The answers of a batch of searches, all read from the state at `seq`.
+pub struct BatchHits {
+    /// One list of hits per search, in order.
+    pub results: Vec<Vec<HitOut>>,
+    /// The one sequence number every search read.
+    pub seq: u64,
+}
+
 /// Search results and the sequence number of the state searched.
 pub struct Hits {
     /// Nearest first, ties by id.
