@@ -17,8 +17,59 @@ use valori_kernel::{chain_next, Event, Hash, Kernel, GENESIS_CHAIN};
 
 use crate::store::{map_snapshot, Entry, SnapshotFile, Store};
 
+/// Whether replays print their progress on standard error (the `valori` command sets it for
+/// people at a terminal; a node never does).
+pub static PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Progress lines of a replay, at most one a second, and a last one when it ends.
+struct Progress {
+    name: String,
+    started: std::time::Instant,
+    shown: std::time::Instant,
+    events: u64,
+}
+
+impl Progress {
+    fn new(name: &str) -> Option<Progress> {
+        PROGRESS
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| Progress {
+                name: name.to_string(),
+                started: std::time::Instant::now(),
+                shown: std::time::Instant::now(),
+                events: 0,
+            })
+    }
+
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    fn tick(&mut self, seq: u64) {
+        self.events += 1;
+        if self.events.is_multiple_of(1024) && self.shown.elapsed().as_secs() >= 1 {
+            self.shown = std::time::Instant::now();
+            eprintln!(
+                "valori: {}: replayed to seq {seq} ({:.0} events/s)",
+                self.name,
+                self.rate()
+            );
+        }
+    }
+
+    fn done(&self, seq: u64) {
+        eprintln!(
+            "valori: {}: replayed {} events to seq {seq} in {:.1} s ({:.0} events/s)",
+            self.name,
+            self.events,
+            self.started.elapsed().as_secs_f64(),
+            self.rate()
+        );
+    }
+}
+
 /// Log entries read at a time.
-const AUDIT_PAGE: usize = 1024;
+pub const AUDIT_PAGE: usize = 1024;
 
 /// Where a history is read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,23 +138,38 @@ fn at_seq(seq: u64, reason: impl Into<String>) -> Problem {
 }
 
 fn plain(reason: impl Into<String>) -> Problem {
-    Problem {
-        seq: None,
-        file: None,
-        reason: reason.into(),
+    Problem::plain(reason)
+}
+
+impl Problem {
+    /// A problem with no seq or file to name.
+    pub fn plain(reason: impl Into<String>) -> Problem {
+        Problem {
+            seq: None,
+            file: None,
+            reason: reason.into(),
+        }
     }
 }
 
-/// The entries and snapshots of a history, read into memory in order (entries stream from the
-/// store or the node page by page; snapshots are read when reached).
+/// A page of a history's entries from a sequence number on, in order (the first retained
+/// ones when it is older); empty past the end.
+type PageFn = Box<dyn FnMut(u64) -> Result<Vec<Entry>, Problem>>;
+
+/// The entries and snapshots of a history. Entries are read a page at a time from wherever
+/// the reading starts ([`History::seek`]), so memory stays bounded whatever the log's length;
+/// snapshots are read when reached.
 pub struct History {
     /// How reports name it.
     pub name: String,
     /// Its snapshots (for a directory or a snapshot file), by sequence number.
     pub snapshots: Vec<SnapshotFile>,
-    entries: Box<dyn Iterator<Item = Result<Entry, Problem>>>,
-    /// The first entry, read ahead.
-    peeked: Option<Result<Entry, Problem>>,
+    /// The first retained entry's sequence number (`None`: the log holds none).
+    first: Option<u64>,
+    read: PageFn,
+    page: std::vec::IntoIter<Entry>,
+    /// Where the next page starts; `None` after the end or an error.
+    next: Option<u64>,
 }
 
 impl History {
@@ -119,33 +185,21 @@ impl History {
                 } else {
                     Vec::new()
                 };
-                // Read a page at a time, so memory stays bounded whatever the log's length.
-                let mut next = 0u64;
-                let mut page: std::vec::IntoIter<Entry> = Vec::new().into_iter();
-                let mut done = false;
-                let entries = std::iter::from_fn(move || loop {
-                    if let Some(e) = page.next() {
-                        next = e.seq + 1;
-                        return Some(Ok(e));
-                    }
-                    if done {
-                        return None;
-                    }
-                    let got: Result<Vec<Entry>, _> =
-                        store.entries_from(next).take(AUDIT_PAGE).collect();
-                    match got {
-                        Err(e) => {
-                            done = true;
-                            return Some(Err(plain(format!("reading the log: {e}"))));
-                        }
-                        Ok(v) if v.is_empty() => return None,
-                        Ok(v) => {
-                            done = v.len() < AUDIT_PAGE;
-                            page = v.into_iter();
-                        }
-                    }
-                });
-                Ok(History::of(source.name(), snapshots, entries))
+                let first = store
+                    .first_seq()
+                    .map_err(|e| plain(format!("reading the log: {e}")))?;
+                Ok(History::paged(
+                    source.name(),
+                    snapshots,
+                    first,
+                    move |from| {
+                        store
+                            .entries_from(from)
+                            .take(AUDIT_PAGE)
+                            .collect::<Result<Vec<Entry>, _>>()
+                            .map_err(|e| plain(format!("reading the log: {e}")))
+                    },
+                ))
             }
             Source::Snapshot(path) => {
                 let bytes = map_snapshot(path)
@@ -160,44 +214,70 @@ impl History {
                     path: path.clone(),
                     bytes: bytes.len() as u64,
                 };
-                Ok(History::of(source.name(), vec![file], std::iter::empty()))
+                Ok(History::paged(source.name(), vec![file], None, |_| {
+                    Ok(Vec::new())
+                }))
             }
-            Source::Url(url) => Ok(History::of(
-                source.name(),
-                Vec::new(),
-                remote_entries(url.clone())?,
-            )),
+            Source::Url(url) => {
+                let mut read = remote_pages(url.clone())?;
+                // The node's first page tells where its retained log begins.
+                let first_page = read(0)?;
+                let first = first_page.first().map(|e| e.seq);
+                let mut h = History::paged(source.name(), Vec::new(), first, read);
+                h.next = first_page.last().map(|e| e.seq + 1);
+                h.page = first_page.into_iter();
+                Ok(h)
+            }
         }
     }
 
-    fn of(
+    /// A history whose entries `read` gives a page at a time (see [`PageFn`]), retained from
+    /// `first` on: how a node replays its own log.
+    pub fn paged(
         name: String,
         snapshots: Vec<SnapshotFile>,
-        entries: impl Iterator<Item = Result<Entry, Problem>> + 'static,
+        first: Option<u64>,
+        read: impl FnMut(u64) -> Result<Vec<Entry>, Problem> + 'static,
     ) -> History {
-        let mut entries: Box<dyn Iterator<Item = Result<Entry, Problem>>> = Box::new(entries);
-        let peeked = entries.next();
         History {
             name,
             snapshots,
-            entries,
-            peeked,
+            first,
+            read: Box::new(read),
+            page: Vec::new().into_iter(),
+            next: first.map(|_| 0),
         }
     }
 
     /// The first retained sequence number, if the log holds any entry.
     pub fn first_seq(&self) -> Option<u64> {
-        match &self.peeked {
-            Some(Ok(e)) => Some(e.seq),
-            _ => None,
-        }
+        self.first
+    }
+
+    /// Reads on from the entry at `seq` (or the first retained one after it).
+    pub fn seek(&mut self, seq: u64) {
+        self.page = Vec::new().into_iter();
+        self.next = self.first.map(|_| seq);
     }
 
     /// The next entry.
     pub fn next_entry(&mut self) -> Option<Result<Entry, Problem>> {
-        let next = self.peeked.take();
-        self.peeked = self.entries.next();
-        next
+        loop {
+            if let Some(e) = self.page.next() {
+                return Some(Ok(e));
+            }
+            let from = self.next?;
+            match (self.read)(from) {
+                Err(p) => {
+                    self.next = None;
+                    return Some(Err(p));
+                }
+                Ok(v) => {
+                    self.next = v.last().map(|e| e.seq + 1);
+                    self.page = v.into_iter();
+                }
+            }
+        }
     }
 }
 
@@ -216,42 +296,28 @@ fn node_client(url: &str) -> Result<(tokio::runtime::Runtime, valori_client::Cli
     Ok((runtime, client))
 }
 
-/// A node's log, page by page, through its HTTP API (`/v1/log`).
-fn remote_entries(url: String) -> Result<impl Iterator<Item = Result<Entry, Problem>>, Problem> {
+/// A node's log, a page at a time, through its HTTP API (`/v1/log`), up to the head it had
+/// when the history was opened.
+fn remote_pages(url: String) -> Result<PageFn, Problem> {
     let (runtime, client) = node_client(&url)?;
     let head = runtime
         .block_on(client.state(None))
         .map_err(|e| plain(format!("{url}: {e}")))?
         .seq;
-    let mut next = Some(0u64);
-    let mut page: std::vec::IntoIter<Entry> = Vec::new().into_iter();
-    Ok(std::iter::from_fn(move || loop {
-        if let Some(e) = page.next() {
-            return Some(Ok(e));
-        }
-        let from = next?;
+    Ok(Box::new(move |from| {
         if from > head {
-            return None;
+            return Ok(Vec::new());
         }
         let query = valori_api::LogQuery {
             from,
             limit: valori_api::limits::MAX_LOG_PAGE,
             wait_ms: 0,
         };
-        let got = runtime.block_on(client.log(&query, &valori_client::Hello::default()));
-        let got = match got {
-            Ok(p) => p,
-            Err(e) => {
-                next = None;
-                return Some(Err(plain(format!("{url}: reading the log: {e}"))));
-            }
-        };
-        next = got.next;
-        if got.entries.is_empty() {
-            return None;
-        }
+        let got = runtime
+            .block_on(client.log(&query, &valori_client::Hello::default()))
+            .map_err(|e| plain(format!("{url}: reading the log: {e}")))?;
         let mut entries = Vec::with_capacity(got.entries.len());
-        for e in got.entries {
+        for e in got.entries.into_iter().take_while(|e| e.seq <= head) {
             let chain = hex::decode(&e.chain_hash)
                 .ok()
                 .and_then(|c| <[u8; 32]>::try_from(c).ok());
@@ -265,13 +331,10 @@ fn remote_entries(url: String) -> Result<impl Iterator<Item = Result<Entry, Prob
                     event,
                     epoch: e.epoch,
                 }),
-                _ => {
-                    next = None;
-                    return Some(Err(at_seq(e.seq, "the node sent a malformed entry")));
-                }
+                _ => return Err(at_seq(e.seq, "the node sent a malformed entry")),
             }
         }
-        page = entries.into_iter();
+        Ok(entries)
     }))
 }
 
@@ -419,6 +482,8 @@ fn replay_from(
     } else {
         kernel.chain_hash()
     };
+    history.seek(kernel.seq() + 1);
+    let mut progress = Progress::new(&history.name);
     let mut pending: Vec<SnapshotFile> = snapshots
         .iter()
         .filter(|s| s.seq > kernel.seq())
@@ -447,6 +512,9 @@ fn replay_from(
             }
             prev_chain = e.chain;
             report.events += 1;
+            if let Some(p) = &mut progress {
+                p.tick(e.seq);
+            }
             on_entry(&kernel, &e);
             // A snapshot at this sequence number must hold exactly this state.
             while pending.first().is_some_and(|s| s.seq <= e.seq) {
@@ -490,10 +558,104 @@ fn replay_from(
             });
         }
     }
+    if let Some(p) = &progress {
+        p.done(kernel.seq());
+    }
     report.seq = kernel.seq();
     report.chain_hash = hex::encode(kernel.chain_hash());
     report.state_hash = hex::encode(kernel.state_hash());
     (kernel, report)
+}
+
+/// Why a past state cannot be answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// The history ends before it.
+    Future {
+        /// The last sequence number the history holds.
+        head: u64,
+    },
+    /// The entries that lead to it are no longer retained, and no snapshot at or before it
+    /// is followed by the rest.
+    Pruned {
+        /// The oldest sequence number the history can still answer (a snapshot's).
+        oldest: u64,
+    },
+    /// Reaching it takes more events than allowed.
+    TooLong {
+        /// The events it would take (from the nearest usable snapshot).
+        events: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// The history does not replay to it.
+    Bad(Problem),
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreachable::Future { head } => write!(f, "the history ends at seq {head}"),
+            Unreachable::Pruned { oldest } => write!(
+                f,
+                "the events before it are no longer retained: the oldest state this history can \
+                 answer is at seq {oldest}"
+            ),
+            Unreachable::TooLong { events, max } => write!(
+                f,
+                "reaching it takes {events} events from the nearest snapshot, the limit is {max}"
+            ),
+            Unreachable::Bad(p) => p.fmt(f),
+        }
+    }
+}
+
+/// The state as it stood at `seq`: replayed in memory from the nearest snapshot at or before
+/// it that the retained log continues (or from the empty state when the log begins at 1),
+/// every entry and snapshot checked on the way as [`verify`] checks them, replaying at most
+/// `max_events` events.
+pub fn state_at(
+    history: &mut History,
+    seq: u64,
+    threads: usize,
+    max_events: u64,
+) -> Result<Kernel, Unreachable> {
+    let first = history.first_seq();
+    let usable = |s: &&SnapshotFile| first.is_none_or(|f| s.seq + 1 >= f);
+    let start = history
+        .snapshots
+        .iter()
+        .filter(usable)
+        .rfind(|s| s.seq <= seq)
+        .cloned();
+    let base = match &start {
+        Some(s) => s.seq,
+        None if seq == 0 => return Ok(Kernel::new()),
+        None if first == Some(1) || (first.is_none() && history.snapshots.is_empty()) => 0,
+        None => {
+            return Err(match history.snapshots.iter().find(usable) {
+                Some(oldest) => Unreachable::Pruned { oldest: oldest.seq },
+                None => Unreachable::Bad(plain(format!(
+                    "the log begins at seq {} and no snapshot leads to it",
+                    first.unwrap_or(0)
+                ))),
+            })
+        }
+    };
+    if seq - base > max_events {
+        return Err(Unreachable::TooLong {
+            events: seq - base,
+            max: max_events,
+        });
+    }
+    let (kernel, report) = replay_from(history, start, Some(seq), threads, |_, _| {});
+    if let Some(p) = report.problem {
+        return Err(Unreachable::Bad(p));
+    }
+    if kernel.seq() != seq {
+        return Err(Unreachable::Future { head: kernel.seq() });
+    }
+    Ok(kernel)
 }
 
 /// Verifies a history completely (see [`replay`]); for a live node, also that the node reports
@@ -830,146 +992,193 @@ pub fn log_lines(
     Ok(out)
 }
 
-/// A read `valori at` answers as the state stood at a past sequence number.
+/// A read `valori at` answers as the state stood at a past sequence number: the API's own
+/// requests, answered by the functions that answer them on a node.
 #[derive(Clone, Debug)]
 pub enum AtQuery {
-    /// The `k` nearest records (exact scan when `exact`), optionally filtered.
-    Search {
-        /// Collection.
-        collection: String,
-        /// Query components.
-        vector: Vec<f64>,
-        /// Results wanted.
-        k: u32,
-        /// A filter in the API's JSON shape.
-        filter: Option<serde_json::Value>,
-        /// Candidate list of the walk.
-        ef: Option<u32>,
-        /// Scan the matches exactly.
-        exact: bool,
-    },
-    /// Records by key.
-    Get {
-        /// Collection.
-        collection: String,
-        /// Keys.
-        keys: Vec<String>,
-    },
-    /// How many records match.
-    Count {
-        /// Collection.
-        collection: String,
-        /// A filter in the API's JSON shape.
-        filter: Option<serde_json::Value>,
-    },
+    /// A search (`POST /v1/collections/{name}/search`).
+    Search(valori_api::SearchRequest),
+    /// Records by key or id (`.../records/get`).
+    Get(valori_api::GetRecords),
+    /// How many records match (`.../records/count`).
+    Count(valori_api::Count),
 }
 
-fn wire_filter(f: &Option<serde_json::Value>) -> Result<valori_kernel::Filter, Problem> {
-    match f {
-        None => Ok(valori_kernel::Filter::default()),
-        Some(j) => {
-            let wire: valori_api::memory::Filter =
-                serde_json::from_value(j.clone()).map_err(|e| plain(format!("filter: {e}")))?;
-            valori_api::memory::filter_from_wire(&wire).map_err(plain)
-        }
-    }
-}
-
-/// Answers `query` as the state stood at `seq`: replayed in memory from the nearest snapshot at
-/// or before it (or the log's start), every entry checked on the way. The answer names `seq`,
-/// the chain hash and the state hash there; the same query on any copy of the history gives
-/// the same bytes.
+/// Answers `query` on `collection` as the state stood at `seq` ([`state_at`], with no limit on
+/// the events replayed): the API's answer with the chain hash and the state hash at `seq`
+/// added (a search's is what the node answers to the same search with `at_seq`). The same
+/// query on any copy of the history gives the same bytes.
 pub fn at(
     source: &Source,
     seq: u64,
+    collection: &str,
     query: &AtQuery,
     threads: usize,
 ) -> Result<serde_json::Value, Problem> {
     let mut history = History::open(source)?;
-    let start = history
-        .snapshots
-        .iter()
-        .rfind(|s| s.seq <= seq && history.first_seq().is_none_or(|f| s.seq + 1 >= f))
-        .cloned();
-    let (kernel, report) = replay_from(&mut history, start, Some(seq), threads, |_, _| {});
-    if let Some(p) = report.problem {
-        return Err(p);
+    let kernel = state_at(&mut history, seq, threads, u64::MAX).map_err(|u| match u {
+        Unreachable::Bad(p) => p,
+        other => plain(format!("seq {seq}: {other}")),
+    })?;
+    answer(&kernel, collection, query)
+}
+
+/// `query`'s answer from `kernel`, with its hashes (see [`at`]).
+pub fn answer(
+    kernel: &Kernel,
+    collection: &str,
+    query: &AtQuery,
+) -> Result<serde_json::Value, Problem> {
+    use crate::service::{count_state, records_state, search_state, ResponseSize};
+    let refused = |e: crate::error::NodeError| plain(format!("{}: {e}", e.code()));
+    let chain_hash = hex::encode(kernel.chain_hash());
+    let state_hash = hex::encode(kernel.state_hash());
+    let mut answer = match query {
+        AtQuery::Search(req) => {
+            let hits = search_state(kernel, collection, req, &mut ResponseSize::new(usize::MAX))
+                .map_err(refused)?;
+            return Ok(serde_json::to_value(valori_api::SearchResults {
+                results: hits.into_iter().map(crate::service::hit_to_wire).collect(),
+                seq: kernel.seq(),
+                chain_hash: Some(chain_hash),
+                state_hash: Some(state_hash),
+            })
+            .expect("serializable"));
+        }
+        AtQuery::Get(req) => serde_json::to_value(
+            records_state(kernel, collection, req, usize::MAX).map_err(refused)?,
+        ),
+        AtQuery::Count(req) => {
+            serde_json::to_value(count_state(kernel, collection, req).map_err(refused)?)
+        }
     }
-    if kernel.seq() != seq {
+    .expect("serializable");
+    let object = answer.as_object_mut().expect("an answer is an object");
+    object.insert("chain_hash".into(), chain_hash.into());
+    object.insert("state_hash".into(), state_hash.into());
+    Ok(answer)
+}
+
+/// What a node answered to a search and the state it answered from: enough for anyone with a
+/// copy of the history to check the answer ([`verify_receipt`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// The receipt format's version (1).
+    pub receipt: u32,
+    /// The node that answered.
+    pub node: String,
+    /// The collection searched.
+    pub collection: String,
+    /// The search as asked (without `hashes`).
+    pub query: valori_api::SearchRequest,
+    /// The sequence number of the state searched.
+    pub seq: u64,
+    /// The chain hash at `seq`, hex.
+    pub chain_hash: String,
+    /// The state hash of the state searched, hex.
+    pub state_hash: String,
+    /// The answer, as the node gave it.
+    pub results: Vec<valori_api::SearchHit>,
+}
+
+/// The receipt format this build writes and reads.
+pub const RECEIPT_VERSION: u32 = 1;
+
+/// Asks the node at `url` for `query` on `collection` with the hashes of the state it searched,
+/// and returns the receipt of its answer.
+pub fn receipt(
+    url: &str,
+    collection: &str,
+    mut query: valori_api::SearchRequest,
+) -> Result<Receipt, Problem> {
+    let (runtime, client) = node_client(url)?;
+    query.hashes = true;
+    let answer = runtime
+        .block_on(client.search(collection, &query))
+        .map_err(|e| plain(format!("{url}: {e}")))?;
+    query.hashes = false;
+    let (Some(chain_hash), Some(state_hash)) = (answer.chain_hash, answer.state_hash) else {
         return Err(plain(format!(
-            "the history ends at seq {}, before seq {seq}",
-            kernel.seq()
+            "{url}: the node answered without the hashes of the state it searched (an older node?)"
+        )));
+    };
+    Ok(Receipt {
+        receipt: RECEIPT_VERSION,
+        node: url.to_string(),
+        collection: collection.to_string(),
+        query,
+        seq: answer.seq,
+        chain_hash,
+        state_hash,
+        results: answer.results,
+    })
+}
+
+/// Checks a receipt against a copy of the history: the state at the receipt's seq (replayed
+/// and checked as [`verify`] does) must have the receipt's chain and state hashes, and the
+/// receipt's search on it must give the receipt's answer, hit for hit. The first disagreement
+/// is the problem.
+pub fn verify_receipt(r: &Receipt, source: &Source, threads: usize) -> Result<(), Problem> {
+    if r.receipt != RECEIPT_VERSION {
+        return Err(plain(format!(
+            "receipt version {} is not one this build reads ({RECEIPT_VERSION})",
+            r.receipt
         )));
     }
-    let kerr = |e: valori_kernel::Error| plain(e.to_string());
-    let answer = match query {
-        AtQuery::Search {
-            collection,
-            vector,
-            k,
-            filter,
-            ef,
-            exact,
-        } => {
-            let q = crate::service::to_fixed(vector).map_err(|e| plain(e.to_string()))?;
-            let params = valori_kernel::SearchParams {
-                k: *k,
-                tag: None,
-                ef: *ef,
-            };
-            let mut scratch = valori_kernel::SearchScratch::new();
-            let hits = kernel
-                .search_filtered(
-                    collection,
-                    &q,
-                    &params,
-                    &wire_filter(filter)?,
-                    *exact,
-                    &mut scratch,
-                )
-                .map_err(kerr)?;
-            let c = kernel
-                .collection(collection)
-                .ok_or_else(|| plain("no such collection"))?;
-            let list: Vec<serde_json::Value> = hits
-                .iter()
-                .map(|h| {
-                    let key = c.get(h.id).and_then(|r| r.key.map(String::from));
-                    serde_json::json!({"id": h.id, "key": key, "distance": h.distance.to_string()})
-                })
-                .collect();
-            serde_json::json!({ "hits": list })
-        }
-        AtQuery::Get { collection, keys } => {
-            let c = kernel.collection(collection).ok_or_else(|| {
-                plain(format!(
-                    "collection {collection:?} does not exist at seq {seq}"
+    let mut history = History::open(source)?;
+    let kernel = state_at(&mut history, r.seq, threads, u64::MAX).map_err(|u| match u {
+        Unreachable::Bad(p) => p,
+        other => at_seq(r.seq, format!("{}: {other}", source.name())),
+    })?;
+    let chain = hex::encode(kernel.chain_hash());
+    if chain != r.chain_hash {
+        return Err(at_seq(
+            r.seq,
+            format!(
+                "the receipt's chain hash {} is not the history's ({chain}): the receipt was \
+                 not issued from this history",
+                r.chain_hash
+            ),
+        ));
+    }
+    let state = hex::encode(kernel.state_hash());
+    if state != r.state_hash {
+        return Err(at_seq(
+            r.seq,
+            format!(
+                "the receipt's state hash {} is not the state's ({state})",
+                r.state_hash
+            ),
+        ));
+    }
+    let mut query = r.query.clone();
+    query.at_seq = None;
+    query.hashes = false;
+    let hits = crate::service::search_state(
+        &kernel,
+        &r.collection,
+        &query,
+        &mut crate::service::ResponseSize::new(usize::MAX),
+    )
+    .map_err(|e| at_seq(r.seq, format!("the receipt's search is refused: {e}")))?;
+    let answer: Vec<valori_api::SearchHit> =
+        hits.into_iter().map(crate::service::hit_to_wire).collect();
+    let json = |h: &valori_api::SearchHit| serde_json::to_string(h).expect("serializable");
+    for i in 0..answer.len().max(r.results.len()) {
+        match (r.results.get(i), answer.get(i)) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => {
+                return Err(at_seq(
+                    r.seq,
+                    format!(
+                        "result {i} differs: the receipt says {}, the history answers {}",
+                        a.map_or("nothing".into(), json),
+                        b.map_or("nothing".into(), json)
+                    ),
                 ))
-            })?;
-            let mut records = Vec::new();
-            let mut missing = Vec::new();
-            for k in keys {
-                match c.id_of(k).and_then(|id| c.get(id)) {
-                    Some(r) => records.push(serde_json::json!({
-                        "id": r.id,
-                        "key": r.key,
-                        "tag": r.tag,
-                        "payload": r.payload.map(valori_api::memory::payload_to_json),
-                        "document": r.document,
-                    })),
-                    None => missing.push(k.clone()),
-                }
             }
-            serde_json::json!({"records": records, "missing": missing})
         }
-        AtQuery::Count { collection, filter } => {
-            serde_json::json!({"count": kernel.count(collection, &wire_filter(filter)?).map_err(kerr)?})
-        }
-    };
-    Ok(serde_json::json!({
-        "seq": seq,
-        "chain_hash": hex::encode(kernel.chain_hash()),
-        "state_hash": hex::encode(kernel.state_hash()),
-        "answer": answer,
-    }))
+    }
+    Ok(())
 }

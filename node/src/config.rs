@@ -101,6 +101,11 @@ pub struct Config {
     /// holds at least one entry, however large.
     #[arg(long, env = "VALORI_MAX_LOG_PAGE_BYTES", default_value_t = limits::DEFAULT_MAX_LOG_PAGE_BYTES)]
     pub max_log_page_bytes: usize,
+    /// Most events a search of a past state (`at_seq`) may replay from the nearest snapshot
+    /// at or before it (more are refused with 400 `limit_exceeded`). A replay runs on one
+    /// thread, one at a time; snapshots taken more often make more of the past answerable.
+    #[arg(long, env = "VALORI_MAX_REPLAY_EVENTS", default_value_t = limits::DEFAULT_MAX_REPLAY_EVENTS)]
+    pub max_replay_events: u64,
     /// Most client writes waiting for the disk at once; more are refused with 503 `busy` (a
     /// client should retry after a pause).
     #[arg(long, env = "VALORI_MAX_QUEUED_WRITES", default_value_t = limits::DEFAULT_MAX_QUEUED_WRITES)]

@@ -17,6 +17,9 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Default most event bytes in one page of `GET /v1/log` (`--max-log-page-bytes`); a page
 /// always holds at least one entry, however large.
 pub const DEFAULT_MAX_LOG_PAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Default most events a search of a past state (`at_seq`) may replay from the nearest
+/// snapshot (`--max-replay-events`).
+pub const DEFAULT_MAX_REPLAY_EVENTS: u64 = 100_000;
 /// Default most records in one batch insert (`--max-batch`).
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
 /// Largest snapshot upload to `POST /v1/snapshots/restore`, in bytes.

@@ -39,6 +39,7 @@ pub async fn serve(
                 count: config.min_replicas_to_write,
                 max_lag: Duration::from_millis(config.min_replicas_max_lag_ms),
             },
+            max_replay_events: config.max_replay_events,
         },
     );
     let gate = conn::Gate::new(config.max_connections, Arc::clone(engine.metrics()));

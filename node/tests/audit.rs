@@ -13,8 +13,13 @@ use common::{vector, Client, Node};
 use serde_json::{json, Value};
 
 fn valori(args: &[&str]) -> (i32, String) {
+    valori_in(Path::new("."), args)
+}
+
+fn valori_in(cwd: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_valori"))
         .args(args)
+        .current_dir(cwd)
         .output()
         .expect("run valori");
     let text =
@@ -359,11 +364,11 @@ fn the_readme_audit_section_runs_as_written() {
             .replace("http://localhost:3000", &node.url);
         let words: Vec<&str> = cmd.split_whitespace().collect();
         assert_eq!(words[0], "valori", "{line}");
-        let (code, out) = valori(&words[1..]);
+        let (code, out) = valori_in(tmp.path(), &words[1..]);
         assert_eq!(code, 0, "{line}: {out}");
         outputs.push(out);
     }
-    assert_eq!(outputs.len(), 4);
+    assert_eq!(outputs.len(), 6);
     assert!(outputs[0].contains("verdict       good"), "{}", outputs[0]);
     assert!(outputs[1].contains(&c.state().2), "{}", outputs[1]);
     assert!(
@@ -372,6 +377,10 @@ fn the_readme_audit_section_runs_as_written() {
         outputs[2]
     );
     assert!(outputs[3].contains("equal"), "{}", outputs[3]);
+    let receipt: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("receipt.json")).unwrap()).unwrap();
+    assert_eq!(receipt["results"][0]["key"], "n1", "{receipt}");
+    assert!(outputs[5].starts_with("good:"), "{}", outputs[5]);
 }
 
 /// `valori at` answers as the state stood at a past seq: a record's payload before it changed,
@@ -422,14 +431,14 @@ fn at_answers_as_of_a_past_seq_identically_from_every_copy() {
     assert_eq!(code, 0, "{out}");
     let a: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(a["seq"], s1);
-    assert_eq!(a["answer"]["records"][0]["payload"], json!({"v": 1}), "{a}");
+    assert_eq!(a["records"][0]["payload"], json!({"v": 1}), "{a}");
     assert_eq!(a["state_hash"].as_str().unwrap().len(), 64);
     let (_, out2) = at(d, s2, &get);
     let b: Value = serde_json::from_str(&out2).unwrap();
-    assert_eq!(b["answer"]["records"][0]["payload"], json!({"v": 2}), "{b}");
+    assert_eq!(b["records"][0]["payload"], json!({"v": 2}), "{b}");
     let (_, out4) = at(d, s4, &get);
     let e: Value = serde_json::from_str(&out4).unwrap();
-    assert_eq!(e["answer"]["missing"], json!(["n2"]), "{e}");
+    assert_eq!(e["missing"], json!(["n2"]), "{e}");
     assert_eq!(
         e["state_hash"].as_str().unwrap(),
         c.state().2,
@@ -451,7 +460,7 @@ fn at_answers_as_of_a_past_seq_identically_from_every_copy() {
     ];
     let keys = |out: &str| -> Vec<String> {
         let v: Value = serde_json::from_str(out).unwrap();
-        v["answer"]["hits"]
+        v["results"]
             .as_array()
             .unwrap()
             .iter()
@@ -468,17 +477,376 @@ fn at_answers_as_of_a_past_seq_identically_from_every_copy() {
         r#"{"must": [{"key": "v", "match": {"value": 1}}]}"#,
     ];
     let (_, out) = at(d, s1, &count);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["answer"]["count"],
-        2
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["count"], 2);
     let (_, out) = at(d, s2, &count);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["answer"]["count"],
-        1
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["count"], 1);
 
     let (code, out) = at(d, s4 + 5, &get);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("ends at seq"), "{out}");
+}
+
+/// The node answers a search with `at_seq` as `valori at` does (the same JSON, hashes
+/// included), over HTTP and gRPC; `hashes` returns the current state's hashes; a future seq, a
+/// pruned past, a replay longer than `--max-replay-events` and `at_seq` in a batch are
+/// refused with their codes and change nothing.
+#[test]
+fn at_seq_on_the_node_answers_as_the_command_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    let node = Node::start(&dir, &["--max-replay-events", "3", "--snapshot-keep", "1"]);
+    let c = node.client();
+    c.post(
+        "/v1/collections",
+        json!({"name": "notes", "dimension": 3, "metric": "cosine"}),
+    );
+    let (_, v) = c.post(
+        "/v1/collections/notes/records/upsert",
+        json!({"records": [
+            {"key": "n1", "vector": [1, 0, 0], "payload": {"v": 1}},
+            {"key": "n2", "vector": [0, 1, 0], "payload": {"v": 1}}]}),
+    );
+    let s1 = v["seq"].as_u64().unwrap();
+    let (_, v) = c.post(
+        "/v1/collections/notes/records/upsert",
+        json!({"records": [{"key": "n3", "vector": [0.9, 0.1, 0]}]}),
+    );
+    let s2 = v["seq"].as_u64().unwrap();
+    let query = json!({"vector": [1, 0.05, 0], "k": 3, "include": ["payload"]});
+    let with = |extra: Value| -> Value {
+        let mut q = query.clone();
+        q.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        q
+    };
+
+    // At s1 the node answers what the command answers from its directory, n3 not yet there.
+    let (s, past) = c.post("/v1/collections/notes/search", with(json!({"at_seq": s1})));
+    assert_eq!(s, 200, "{past}");
+    let keys: Vec<&str> = past["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["n1", "n2"]);
+    assert_eq!(past["seq"], s1);
+    let (code, out) = valori(&[
+        "at",
+        dir.to_str().unwrap(),
+        "--seq",
+        &s1.to_string(),
+        "search",
+        "--collection",
+        "notes",
+        "--vector",
+        "1,0.05,0",
+        "--k",
+        "3",
+        "--include",
+        "payload",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), past);
+    let (_, v) = c.get(&format!("/v1/state?seq={s1}"));
+    assert_eq!(past["chain_hash"], v["chain_hash"]);
+
+    // The same over gRPC.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reply = rt.block_on(async {
+        let mut g =
+            valori_node::grpc::pb::valori_client::ValoriClient::connect(node.grpc_url.clone())
+                .await
+                .unwrap();
+        g.search(valori_node::grpc::pb::SearchRequest {
+            collection: "notes".into(),
+            vector: vec![1.0, 0.05, 0.0],
+            k: Some(3),
+            at_seq: Some(s1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    });
+    assert_eq!(reply.seq, s1);
+    assert_eq!(
+        reply.results.iter().map(|h| h.id).collect::<Vec<_>>(),
+        past["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(reply.chain_hash.as_deref(), past["chain_hash"].as_str());
+    assert_eq!(reply.state_hash.as_deref(), past["state_hash"].as_str());
+
+    // `hashes` on a live search: the state the node reports.
+    let (s, now) = c.post(
+        "/v1/collections/notes/search",
+        with(json!({"hashes": true})),
+    );
+    assert_eq!(s, 200, "{now}");
+    let (seq, chain, state) = c.state();
+    assert_eq!(
+        (
+            now["seq"].as_u64().unwrap(),
+            now["chain_hash"].as_str().unwrap(),
+            now["state_hash"].as_str().unwrap()
+        ),
+        (seq, chain.as_str(), state.as_str())
+    );
+    assert_eq!(now["results"].as_array().unwrap().len(), 3);
+    let (_, plain) = c.post("/v1/collections/notes/search", query.clone());
+    assert!(plain.get("state_hash").is_none(), "{plain}");
+    assert_eq!(plain["results"], now["results"]);
+
+    // Refusals.
+    let refused = |body: Value, path: &str| -> (u16, String, String) {
+        let (s, v) = c.post(path, body);
+        (
+            s,
+            v["code"].as_str().unwrap_or_default().to_string(),
+            v["message"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (s, code, msg) = refused(
+        with(json!({"at_seq": s2 + 10})),
+        "/v1/collections/notes/search",
+    );
+    assert_eq!((s, code.as_str()), (404, "not_found"), "{msg}");
+    assert!(msg.contains("future"), "{msg}");
+    let (s, code, msg) = refused(
+        json!({"searches": [with(json!({"at_seq": s1}))]}),
+        "/v1/collections/notes/search/batch",
+    );
+    assert_eq!((s, code.as_str()), (400, "bad_request"), "{msg}");
+    assert!(msg.contains("searches[0]"), "{msg}");
+    for i in 0..4u64 {
+        c.post(
+            "/v1/collections/notes/records/upsert",
+            json!({"records": [{"key": format!("m{i}"), "vector": [0.5, 0.5, i]}]}),
+        );
+    }
+    let (head, _, _) = c.state();
+    // From the empty state to `head` is more than 3 events.
+    let (s, code, msg) = refused(
+        with(json!({"at_seq": head - 1})),
+        "/v1/collections/notes/search",
+    );
+    assert_eq!((s, code.as_str()), (400, "limit_exceeded"), "{msg}");
+    assert!(msg.contains("--max-replay-events"), "{msg}");
+    // A snapshot prunes the log behind it: the state before it is gone, the ones after it
+    // (within three events) are answered.
+    let snap = snapshot(&c);
+    for key in ["late", "later"] {
+        c.post(
+            "/v1/collections/notes/records/upsert",
+            json!({"records": [{"key": key, "vector": [0, 0, 1]}]}),
+        );
+    }
+    let (s, code, msg) = refused(with(json!({"at_seq": s2})), "/v1/collections/notes/search");
+    assert_eq!((s, code.as_str()), (404, "not_found"), "{msg}");
+    assert!(msg.contains(&format!("at seq {snap}")), "{msg}");
+    let (s, v) = c.post(
+        "/v1/collections/notes/search",
+        with(json!({"at_seq": snap, "k": 10})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 7, "{v}");
+    let (s, v) = c.post(
+        "/v1/collections/notes/search",
+        with(json!({"at_seq": snap + 1, "k": 10})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 8, "{v}");
+    // Nothing above changed the state.
+    assert_eq!(c.state().0, snap + 2);
+}
+
+/// A receipt of a live node's answer verifies against the node's directory (while it runs),
+/// its URL and a copy; it fails, naming why, once its answer, its state hash or the history
+/// is tampered with, and against a history that diverged before its seq.
+#[test]
+fn receipts_verify_and_fail_after_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    let node = Node::start(&dir, &["--prune-log", "false"]);
+    let c = node.client();
+    workload(&c, 1);
+    let receipt = tmp.path().join("receipt.json");
+    let (code, out) = valori(&[
+        "receipt",
+        &node.url,
+        "--collection",
+        "v",
+        "--vector",
+        "0.5,-1,2,0.25",
+        "--k",
+        "5",
+        "--include",
+        "payload,document",
+        "--out",
+        receipt.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&receipt).unwrap()).unwrap();
+    assert_eq!(r["results"].as_array().unwrap().len(), 5, "{r}");
+    let (seq, chain, state) = c.state();
+    assert_eq!(
+        (
+            r["seq"].as_u64().unwrap(),
+            r["chain_hash"].as_str().unwrap(),
+            r["state_hash"].as_str().unwrap()
+        ),
+        (seq, chain.as_str(), state.as_str())
+    );
+    // The node moves on; the receipt still verifies (it names its seq).
+    workload_more(&c);
+    let copy = tmp.path().join("copy");
+    copy_dir(&dir, &copy);
+    let check = |receipt: &Path, source: &str| -> (i32, Value) {
+        let (code, out) = valori(&[
+            "verify-receipt",
+            "--json",
+            receipt.to_str().unwrap(),
+            source,
+        ]);
+        (
+            code,
+            serde_json::from_str(out.lines().next().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}: {out}")),
+        )
+    };
+    for source in [
+        dir.to_str().unwrap(),
+        node.url.as_str(),
+        copy.to_str().unwrap(),
+    ] {
+        let (code, v) = check(&receipt, source);
+        assert_eq!((code, &v["good"]), (0, &json!(true)), "{source}: {v}");
+    }
+    let (code, out) = valori(&[
+        "verify-receipt",
+        receipt.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("good:"), "{out}");
+
+    // A changed answer, a changed state hash.
+    let edited = |edit: &dyn Fn(&mut Value)| -> std::path::PathBuf {
+        let mut v = r.clone();
+        edit(&mut v);
+        let p = tmp.path().join("edited.json");
+        std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+        p
+    };
+    let p = edited(&|v| {
+        v["results"][1]["distance"] = json!(v["results"][1]["distance"].as_i64().unwrap() + 1)
+    });
+    let (code, v) = check(&p, dir.to_str().unwrap());
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["problem"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("result 1 differs"),
+        "{v}"
+    );
+    let p = edited(&|v| {
+        v["results"]
+            .as_array_mut()
+            .unwrap()
+            .pop()
+            .map(drop)
+            .unwrap()
+    });
+    let (code, v) = check(&p, dir.to_str().unwrap());
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["problem"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("result 4 differs"),
+        "{v}"
+    );
+    let p = edited(&|v| v["state_hash"] = json!("00".repeat(32)));
+    let (code, v) = check(&p, dir.to_str().unwrap());
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["problem"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("state hash"),
+        "{v}"
+    );
+
+    // A tampered history: one byte of an event before the receipt's seq.
+    tamper(&copy, 3, |value| {
+        let last = value.len() - 1;
+        value[last] ^= 1;
+    });
+    let (code, v) = check(&receipt, copy.to_str().unwrap());
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["problem"]["seq"], 3, "{v}");
+
+    // Another history, diverged before the receipt's seq.
+    let other_dir = tmp.path().join("other");
+    let other = Node::start(&other_dir, &[]);
+    workload(&other.client(), 2);
+    workload_more(&other.client());
+    let (code, v) = check(&receipt, &other.url);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["problem"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("chain hash"),
+        "{v}"
+    );
+
+    // Not a receipt; a receipt of something other than a node.
+    let junk = tmp.path().join("junk.json");
+    std::fs::write(&junk, "{\"hello\": 1}").unwrap();
+    let (code, out) = valori(&[
+        "verify-receipt",
+        junk.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("is not a receipt"), "{out}");
+    let (code, out) = valori(&[
+        "receipt",
+        dir.to_str().unwrap(),
+        "--collection",
+        "v",
+        "--vector",
+        "1,0,0,0",
+    ]);
+    assert_eq!(code, 2, "{out}");
+}
+
+/// `--progress` reports the replay on standard error and leaves the answer on standard output
+/// as it is.
+#[test]
+fn progress_goes_to_standard_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    let node = Node::start(&dir, &[]);
+    workload(&node.client(), 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_valori"))
+        .args(["--progress", "verify", "--json", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("replayed") && err.contains("events/s"),
+        "{err}"
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["problem"].is_null(), "{json}");
 }

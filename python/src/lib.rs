@@ -352,8 +352,9 @@ impl Valori {
     /// records (strict: never a non-match, never fewer than min(k, matches)); `score_threshold`
     /// drops hits whose `similarity` is lower; `exact` scans the matches instead of walking the
     /// index; `include` names what each hit carries (`"payload"`, `"document"`, `"vector"`,
-    /// `"metadata"`).
-    #[pyo3(signature = (vector, k=10, tag=None, *, collection=DEFAULT_COLLECTION, ef=None, with_metadata=false, filter=None, score_threshold=None, exact=false, include=None))]
+    /// `"metadata"`); `at_seq` answers as the state stood at that past sequence number
+    /// (replayed from the nearest snapshot; a node bounds the events replayed).
+    #[pyo3(signature = (vector, k=10, tag=None, *, collection=DEFAULT_COLLECTION, ef=None, with_metadata=false, filter=None, score_threshold=None, exact=false, include=None, at_seq=None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -368,6 +369,7 @@ impl Valori {
         score_threshold: Option<f64>,
         exact: bool,
         include: Option<Vec<String>>,
+        at_seq: Option<u64>,
     ) -> PyResult<Bound<'py, PyList>> {
         let input = Input::vector(vector)?;
         let rows = input.rows();
@@ -386,6 +388,8 @@ impl Valori {
                     score_threshold,
                     exact,
                     include,
+                    at_seq,
+                    hashes: false,
                 },
             )
         })?;

@@ -160,6 +160,25 @@ def test_filters_count_scroll_and_search(db: Valori) -> None:
         db.search_batch([{"vector": [1, 0, 0], "nope": 1}], collection="mem")
 
 
+def test_search_at_a_past_seq(db: Valori) -> None:
+    seed(db)
+    before = db.state().seq
+    old = db.search([0.9, 0.1, 0], k=3, include=["payload"], collection="mem")
+    db.upsert(["d"], [[1, 0.05, 0]], payloads=[{"user_id": "u9"}], collection="mem")
+    db.delete_records(keys=["b"], collection="mem")
+    now = db.search([0.9, 0.1, 0], k=3, include=["payload"], collection="mem")
+    assert [h.key for h in now] == ["d", "a", "c"]
+    past = db.search([0.9, 0.1, 0], k=3, include=["payload"], collection="mem", at_seq=before)
+    assert past == old and [h.key for h in past] == ["a", "b", "c"]
+    assert db.search([0.9, 0.1, 0], k=3, collection="mem", at_seq=db.state().seq) == db.search(
+        [0.9, 0.1, 0], k=3, collection="mem"
+    )
+    with pytest.raises(NotFoundError, match="future"):
+        db.search([1, 0, 0], collection="mem", at_seq=db.state().seq + 1)
+    with pytest.raises(NotFoundError):
+        db.search([1, 0, 0], collection="mem", at_seq=0)  # the collection did not exist yet
+
+
 def test_writes_by_target_and_indexes(db: Valori) -> None:
     seed(db)
     db.create_payload_index("user_id", "keyword", collection="mem")

@@ -94,9 +94,12 @@ class Valori:
         score_threshold: Optional[float] = None,
         exact: bool = False,
         include: Optional[Sequence[Part]] = None,
+        at_seq: Optional[int] = None,
     ) -> List[SearchResult]:
         """The ``k`` nearest records (only those with ``tag`` and matching ``filter``, if given),
-        nearest first; strict: never a non-match, never fewer than min(k, matches)."""
+        nearest first; strict: never a non-match, never fewer than min(k, matches). With
+        ``at_seq``, as the state stood at that past sequence number (replayed from the nearest
+        snapshot; a node refuses more than its ``--max-replay-events``)."""
     def search_batch(
         self, searches: Sequence[Dict[str, Any]], *, collection: str = "default"
     ) -> Dict[str, Any]:

@@ -282,6 +282,15 @@ pub struct SearchRequest {
     /// absent; `with_metadata` adds the metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<crate::memory::Include>>,
+    /// Answer as the state stood at this past sequence number: the node replays its log in
+    /// memory from the nearest snapshot at or before it (at most `--max-replay-events` events)
+    /// and answers with that state's chain and state hashes. Not in a batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_seq: Option<u64>,
+    /// Answer with the chain hash and the state hash of the state searched, what a receipt
+    /// records (hashing the whole state takes time in proportion to its size). Not in a batch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hashes: bool,
 }
 
 /// One search result.
@@ -330,6 +339,14 @@ pub struct SearchResults {
     pub results: Vec<SearchHit>,
     /// The sequence number of the state searched: the results are a function of it.
     pub seq: u64,
+    /// With `at_seq` or `hashes`: the chain hash at `seq`, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub chain_hash: Option<String>,
+    /// With `at_seq` or `hashes`: the state hash of the state searched, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub state_hash: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 //! `valori`: audit a history. `verify` replays a data directory, a snapshot file or a live
 //! node's log and checks every chain hash, event and snapshot; `diff` finds where two
 //! histories part; `log` prints events for people; `at` answers a search, get or count as
-//! the state stood at a past sequence number. Exit status 0 when the history is good, 1
-//! when it is not, 2 for a usage error.
+//! the state stood at a past sequence number; `receipt` records a node's answer to a search
+//! with the state it came from, and `verify-receipt` checks one against any copy of the
+//! history. Exit status 0 when the history (or receipt) is good, 1 when it is not, 2 for a
+//! usage error.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -13,9 +16,15 @@ use valori_node::audit::{self, Source};
 #[command(
     name = "valori",
     version,
-    about = "Audit Valori histories: verify, diff, log"
+    about = "Audit Valori histories: verify, diff, log, at, receipt, verify-receipt"
 )]
 struct Cli {
+    /// Print a replay's progress on standard error (the default when it is a terminal).
+    #[arg(long, global = true)]
+    progress: bool,
+    /// Never print progress.
+    #[arg(long, global = true, conflicts_with = "progress")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,7 +60,8 @@ enum Command {
         threads: usize,
     },
     /// Answers a search, get or count as the state stood at a past sequence number (replayed
-    /// from the nearest snapshot at or before it), with that seq's chain and state hashes.
+    /// from the nearest snapshot at or before it), with that seq's chain and state hashes:
+    /// the API's answer, as JSON.
     At {
         /// A data directory, snapshot file or node URL.
         source: String,
@@ -63,6 +73,31 @@ enum Command {
         threads: usize,
         #[command(subcommand)]
         query: AtCommand,
+    },
+    /// Searches a live node and prints a receipt: the query, the answer, and the sequence
+    /// number, chain hash and state hash of the state it came from (JSON).
+    Receipt {
+        /// The node's URL (`VALORI_API_KEY` for its key).
+        url: String,
+        #[command(flatten)]
+        search: SearchArgs,
+        /// Write the receipt to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Checks a receipt against a copy of the history: the state at its seq must have its
+    /// hashes, and its search there must give its answer, hit for hit.
+    VerifyReceipt {
+        /// The receipt file (`-` for standard input).
+        receipt: String,
+        /// A data directory, snapshot file or node URL.
+        source: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Threads for rebuilding the index during the replay.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
     /// The events of a history, one a line: sequence number, epoch, what it did.
     Log {
@@ -86,29 +121,71 @@ enum Command {
     },
 }
 
+/// A search's arguments (the API's search request).
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// Collection.
+    #[arg(long)]
+    collection: String,
+    /// The query's components, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        required = true
+    )]
+    vector: Vec<f64>,
+    /// Results wanted.
+    #[arg(long, default_value_t = 10)]
+    k: u32,
+    /// A filter in the API's JSON shape.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Candidate list of the graph walk.
+    #[arg(long)]
+    ef: Option<u32>,
+    /// Scan the matching records exactly.
+    #[arg(long)]
+    exact: bool,
+    /// What each hit carries besides id, key, tag, distance and similarity (payload, document,
+    /// vector, metadata; comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    include: Vec<String>,
+}
+
+impl SearchArgs {
+    fn request(self) -> Result<valori_api::SearchRequest, ExitCode> {
+        let include = if self.include.is_empty() {
+            None
+        } else {
+            Some(
+                self.include
+                    .iter()
+                    .map(|i| serde_json::from_value(serde_json::Value::String(i.clone())))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| usage(format!("--include: {e}")))?,
+            )
+        };
+        Ok(valori_api::SearchRequest {
+            vector: self.vector,
+            k: self.k,
+            tag: None,
+            ef: self.ef,
+            with_metadata: false,
+            filter: json_arg("--filter", &self.filter)?,
+            score_threshold: None,
+            exact: self.exact,
+            include,
+            at_seq: None,
+            hashes: false,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum AtCommand {
     /// The k nearest records.
-    Search {
-        /// Collection.
-        #[arg(long)]
-        collection: String,
-        /// The query's components, comma-separated.
-        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-        vector: Vec<f64>,
-        /// Results wanted.
-        #[arg(long, default_value_t = 10)]
-        k: u32,
-        /// A filter in the API's JSON shape.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Candidate list of the graph walk.
-        #[arg(long)]
-        ef: Option<u32>,
-        /// Scan the matching records exactly.
-        #[arg(long)]
-        exact: bool,
-    },
+    Search(SearchArgs),
     /// Records by key.
     Get {
         /// Collection.
@@ -129,14 +206,17 @@ enum AtCommand {
     },
 }
 
-fn json_arg(s: &Option<String>) -> Result<Option<serde_json::Value>, ExitCode> {
+fn usage(message: String) -> ExitCode {
+    eprintln!("valori: {message}");
+    ExitCode::from(2)
+}
+
+fn json_arg<T: serde::de::DeserializeOwned>(
+    name: &str,
+    s: &Option<String>,
+) -> Result<Option<T>, ExitCode> {
     s.as_ref()
-        .map(|s| {
-            serde_json::from_str(s).map_err(|e| {
-                eprintln!("valori: --filter is not JSON: {e}");
-                ExitCode::from(2)
-            })
-        })
+        .map(|s| serde_json::from_str(s).map_err(|e| usage(format!("{name}: {e}"))))
         .transpose()
 }
 
@@ -233,29 +313,27 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
             query,
         } => {
             let src = source(&s)?;
-            let q = match query {
-                AtCommand::Search {
+            let (collection, q) = match query {
+                AtCommand::Search(args) => (
+                    args.collection.clone(),
+                    audit::AtQuery::Search(args.request()?),
+                ),
+                AtCommand::Get { collection, keys } => (
                     collection,
-                    vector,
-                    k,
-                    filter,
-                    ef,
-                    exact,
-                } => audit::AtQuery::Search {
+                    audit::AtQuery::Get(valori_api::GetRecords {
+                        keys: Some(keys),
+                        ids: None,
+                        include: None,
+                    }),
+                ),
+                AtCommand::Count { collection, filter } => (
                     collection,
-                    vector,
-                    k,
-                    filter: json_arg(&filter)?,
-                    ef,
-                    exact,
-                },
-                AtCommand::Get { collection, keys } => audit::AtQuery::Get { collection, keys },
-                AtCommand::Count { collection, filter } => audit::AtQuery::Count {
-                    collection,
-                    filter: json_arg(&filter)?,
-                },
+                    audit::AtQuery::Count(valori_api::Count {
+                        filter: json_arg("--filter", &filter)?,
+                    }),
+                ),
             };
-            match audit::at(&src, seq, &q, threads) {
+            match audit::at(&src, seq, &collection, &q, threads) {
                 Ok(answer) => {
                     println!("{answer}");
                     Ok(ExitCode::SUCCESS)
@@ -265,6 +343,74 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::Receipt { url, search, out } => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(usage(format!(
+                    "{url}: a receipt is of a live node's answer: give its http:// or https:// URL"
+                )));
+            }
+            let collection = search.collection.clone();
+            let r = audit::receipt(url.trim_end_matches('/'), &collection, search.request()?)
+                .map_err(|p| {
+                    eprintln!("valori: {p}");
+                    ExitCode::from(1)
+                })?;
+            let text = serde_json::to_string_pretty(&r).expect("serializable");
+            match out {
+                None => println!("{text}"),
+                Some(path) => std::fs::write(&path, text + "\n").map_err(|e| {
+                    eprintln!("valori: writing {}: {e}", path.display());
+                    ExitCode::from(1)
+                })?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyReceipt {
+            receipt,
+            source: s,
+            json,
+            threads,
+        } => {
+            let text = if receipt == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&receipt)
+            }
+            .map_err(|e| usage(format!("reading {receipt}: {e}")))?;
+            let r: audit::Receipt = serde_json::from_str(&text)
+                .map_err(|e| usage(format!("{receipt} is not a receipt: {e}")))?;
+            let src = source(&s)?;
+            let outcome = audit::verify_receipt(&r, &src, threads);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "receipt": receipt,
+                        "source": src.name(),
+                        "seq": r.seq,
+                        "good": outcome.is_ok(),
+                        "problem": outcome.as_ref().err(),
+                    })
+                );
+            } else {
+                match &outcome {
+                    Ok(()) => println!(
+                        "good: {} answered this search from seq {} (chain hash {}), and {} gives the same {} results there",
+                        r.node,
+                        r.seq,
+                        r.chain_hash,
+                        src.name(),
+                        r.results.len()
+                    ),
+                    Err(p) => println!("BAD: {p}"),
+                }
+            }
+            Ok(if outcome.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Log {
             source: s,
@@ -296,5 +442,8 @@ fn run(cli: Cli) -> Result<ExitCode, ExitCode> {
 }
 
 fn main() -> ExitCode {
-    run(Cli::parse()).unwrap_or_else(|code| code)
+    let cli = Cli::parse();
+    let progress = cli.progress || (!cli.quiet && std::io::stderr().is_terminal());
+    audit::PROGRESS.store(progress, std::sync::atomic::Ordering::Relaxed);
+    run(cli).unwrap_or_else(|code| code)
 }

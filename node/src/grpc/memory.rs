@@ -251,6 +251,8 @@ pub fn search_in(r: pb::SearchRequest) -> Result<api::SearchRequest, Status> {
         with_metadata: r.with_metadata,
         score_threshold: r.score_threshold,
         exact: r.exact,
+        at_seq: r.at_seq,
+        hashes: r.hashes,
     })
 }
 

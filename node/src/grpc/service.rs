@@ -154,6 +154,8 @@ impl Valori for Grpc {
         Ok(Response::new(pb::SearchReply {
             results: found.hits.into_iter().map(hit_out).collect(),
             seq: found.seq,
+            chain_hash: found.hashes.map(|(c, _)| hex::encode(c)),
+            state_hash: found.hashes.map(|(_, s)| hex::encode(s)),
         }))
     }
 

@@ -33,6 +33,8 @@ pub fn hits(h: Hits) -> api::SearchResults {
     api::SearchResults {
         results: h.hits.into_iter().map(hit_to_wire).collect(),
         seq: h.seq,
+        chain_hash: h.hashes.map(|(c, _)| hex::encode(c)),
+        state_hash: h.hashes.map(|(_, s)| hex::encode(s)),
     }
 }
 

@@ -144,13 +144,14 @@ pub fn collection_info(c: &valori_kernel::Collection) -> api::CollectionInfo {
 
 /// Counts the bytes of a response as it is built, and refuses it past the limit before it is
 /// built whole.
-pub(super) struct ResponseSize {
+pub struct ResponseSize {
     bytes: usize,
     max: usize,
 }
 
 impl ResponseSize {
-    pub(super) fn new(max: usize) -> ResponseSize {
+    /// A response of at most `max` bytes.
+    pub fn new(max: usize) -> ResponseSize {
         ResponseSize { bytes: 0, max }
     }
 

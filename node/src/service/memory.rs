@@ -10,6 +10,7 @@ use valori_kernel::{
 };
 
 use super::convert::{base64_len, record_vector, ResponseSize};
+use super::records::search_state;
 use super::Service;
 use crate::error::NodeError;
 
@@ -350,37 +351,8 @@ impl Service {
         collection: &str,
         req: &api::GetRecords,
     ) -> Result<api::Records, NodeError> {
-        let parts = Parts::of(req.include.as_deref(), api::memory::DEFAULT_INCLUDE);
         let kernel = self.engine.read()?;
-        let c = collection_of(&kernel, collection)?;
-        let mut size = ResponseSize::new(self.settings.max_response_bytes);
-        let mut records = Vec::new();
-        let mut missing = Vec::new();
-        match (&req.keys, &req.ids) {
-            (Some(keys), None) => {
-                for k in keys {
-                    match c.id_of(k) {
-                        Some(id) => records.push(memory_record(c, id, parts, &mut size)?),
-                        None => missing.push(api::Missing::Key(k.clone())),
-                    }
-                }
-            }
-            (None, Some(ids)) => {
-                for &id in ids {
-                    if c.contains(id) {
-                        records.push(memory_record(c, id, parts, &mut size)?);
-                    } else {
-                        missing.push(api::Missing::Id(id));
-                    }
-                }
-            }
-            _ => return Err(bad("name exactly one of keys and ids".into())),
-        }
-        Ok(api::Records {
-            records,
-            missing,
-            seq: kernel.seq(),
-        })
+        records_state(&kernel, collection, req, self.settings.max_response_bytes)
     }
 
     /// A page of records by ascending id.
@@ -452,13 +424,7 @@ impl Service {
         collection: &str,
         req: &api::Count,
     ) -> Result<api::Counted, NodeError> {
-        let filter = filter_of(req.filter.as_ref())?;
-        let kernel = self.engine.read()?;
-        let c = collection_of(&kernel, collection)?;
-        Ok(api::Counted {
-            count: c.count(&filter),
-            seq: kernel.seq(),
-        })
+        count_state(&*self.engine.read()?, collection, req)
     }
 
     /// Up to 256 searches, all from one state.
@@ -484,13 +450,21 @@ impl Service {
                 max: api::limits::MAX_SEARCH_BATCH as u64,
             });
         }
+        if let Some(i) = req
+            .searches
+            .iter()
+            .position(|s| s.at_seq.is_some() || s.hashes)
+        {
+            return Err(bad(format!(
+                "searches[{i}]: at_seq and hashes apply to a single search, not to a batch"
+            )));
+        }
         let kernel = self.engine.read()?;
         let mut size = ResponseSize::new(self.settings.max_response_bytes);
         let mut results = Vec::with_capacity(req.searches.len());
         for (i, search) in req.searches.iter().enumerate() {
-            let hits = self
-                .search_in(&kernel, collection, search, &mut size)
-                .map_err(|e| match e {
+            let hits =
+                search_state(&kernel, collection, search, &mut size).map_err(|e| match e {
                     NodeError::BadRequest(m) => bad(format!("searches[{i}]: {m}")),
                     other => other,
                 })?;
@@ -507,5 +481,58 @@ impl Service {
 pub fn collection_of<'k>(kernel: &'k Kernel, name: &str) -> Result<&'k Collection, NodeError> {
     kernel.collection(name).ok_or_else(|| {
         NodeError::Kernel(valori_kernel::Error::CollectionNotFound { name: name.into() })
+    })
+}
+
+/// Records of a state by keys or ids, in the order asked; the answer at most `max_bytes`.
+pub fn records_state(
+    kernel: &Kernel,
+    collection: &str,
+    req: &api::GetRecords,
+    max_bytes: usize,
+) -> Result<api::Records, NodeError> {
+    let parts = Parts::of(req.include.as_deref(), api::memory::DEFAULT_INCLUDE);
+    let c = collection_of(kernel, collection)?;
+    let mut size = ResponseSize::new(max_bytes);
+    let mut records = Vec::new();
+    let mut missing = Vec::new();
+    match (&req.keys, &req.ids) {
+        (Some(keys), None) => {
+            for k in keys {
+                match c.id_of(k) {
+                    Some(id) => records.push(memory_record(c, id, parts, &mut size)?),
+                    None => missing.push(api::Missing::Key(k.clone())),
+                }
+            }
+        }
+        (None, Some(ids)) => {
+            for &id in ids {
+                if c.contains(id) {
+                    records.push(memory_record(c, id, parts, &mut size)?);
+                } else {
+                    missing.push(api::Missing::Id(id));
+                }
+            }
+        }
+        _ => return Err(bad("name exactly one of keys and ids".into())),
+    }
+    Ok(api::Records {
+        records,
+        missing,
+        seq: kernel.seq(),
+    })
+}
+
+/// How many records of a state match a filter.
+pub fn count_state(
+    kernel: &Kernel,
+    collection: &str,
+    req: &api::Count,
+) -> Result<api::Counted, NodeError> {
+    let filter = filter_of(req.filter.as_ref())?;
+    let c = collection_of(kernel, collection)?;
+    Ok(api::Counted {
+        count: c.count(&filter),
+        seq: kernel.seq(),
     })
 }

@@ -13,6 +13,7 @@ mod admin;
 mod convert;
 mod graph;
 mod memory;
+mod past;
 mod records;
 
 use std::sync::Arc;
@@ -23,12 +24,13 @@ use valori_kernel::Event;
 pub use admin::{Heard, LogPageOut, Restored, StateAt};
 pub use convert::{
     b64, collection_info, metric_to_wire, parse_direction, parse_metric, record_vector, score,
-    similarity, to_fixed, to_new_records, unb64,
+    similarity, to_fixed, to_new_records, unb64, ResponseSize,
 };
 pub use graph::NodeOut;
-pub use memory::{filter_of, Parts};
+pub use memory::{count_state, filter_of, records_state, Parts};
 pub use records::{
-    hit_from_wire, hit_to_wire, search_numbers, BatchHits, HitOut, Hits, RecordIn, RecordOut,
+    hit_from_wire, hit_to_wire, search_numbers, search_state, BatchHits, HitOut, Hits, RecordIn,
+    RecordOut,
 };
 
 use crate::engine::{Committed, Engine};
@@ -118,6 +120,8 @@ pub struct Settings {
     pub sync: SyncPolicy,
     /// Writes refused while too few followers are in touch.
     pub min_replicas: MinReplicas,
+    /// Most events a read of a past state (`at_seq`) may replay from the nearest snapshot.
+    pub max_replay_events: u64,
 }
 
 impl Settings {
@@ -130,6 +134,7 @@ impl Settings {
             max_log_page_bytes: crate::limits::DEFAULT_MAX_LOG_PAGE_BYTES,
             sync: SyncPolicy::default(),
             min_replicas: MinReplicas::default(),
+            max_replay_events: u64::MAX,
         }
     }
 }
@@ -142,6 +147,8 @@ pub struct Service {
     settings: Settings,
     /// The followers that read this node's log (the leader's side of replication).
     followers: Arc<Followers>,
+    /// Held while a past state is replayed: one replay at a time.
+    replays: Arc<std::sync::Mutex<()>>,
 }
 
 pub use crate::blocking;
@@ -154,6 +161,7 @@ impl Service {
             keys,
             settings,
             followers: Default::default(),
+            replays: Default::default(),
         }
     }
 

@@ -109,6 +109,8 @@ pub struct Hits {
     pub hits: Vec<HitOut>,
     /// The results are a function of this sequence number.
     pub seq: u64,
+    /// The chain hash and state hash at `seq`, when asked for (`at_seq`, `hashes`).
+    pub hashes: Option<(valori_kernel::Hash, valori_kernel::Hash)>,
 }
 
 /// A search's query as Q16.16, with its `score_threshold` checked: the numbers JSON cannot
@@ -259,75 +261,24 @@ impl Service {
         collection: &str,
         req: &api::SearchRequest,
     ) -> Result<Hits, NodeError> {
-        let kernel = self.engine.read()?;
+        let now = self.engine.read()?;
+        let past;
+        let kernel = match req.at_seq {
+            Some(seq) if seq != now.seq() => {
+                past = self.state_at(seq)?;
+                &past
+            }
+            _ => &*now,
+        };
         let mut size = ResponseSize::new(self.settings.max_response_bytes);
-        let hits = self.search_in(&kernel, collection, req, &mut size)?;
+        let hits = search_state(kernel, collection, req, &mut size)?;
+        let hashes = (req.at_seq.is_some() || req.hashes)
+            .then(|| (kernel.chain_hash(), kernel.state_hash()));
         Ok(Hits {
             hits,
             seq: kernel.seq(),
+            hashes,
         })
-    }
-
-    /// One search of a state, its answer counted against `size`.
-    pub(super) fn search_in(
-        &self,
-        kernel: &Kernel,
-        collection: &str,
-        req: &api::SearchRequest,
-        size: &mut ResponseSize,
-    ) -> Result<Vec<HitOut>, NodeError> {
-        let query = search_numbers(req)?;
-        let params = SearchParams {
-            k: req.k,
-            tag: req.tag,
-            ef: req.ef,
-        };
-        let filter = filter_of(req.filter.as_ref())?;
-        let found = SCRATCH.with(|s| {
-            let scratch = &mut s.borrow_mut();
-            kernel.search_filtered(collection, &query, &params, &filter, req.exact, scratch)
-        })?;
-        let c = collection_of(kernel, collection)?;
-        let metric = c.spec().metric;
-        let parts = Parts::of(req.include.as_deref(), &[]);
-        let mut hits = Vec::with_capacity(found.len());
-        for h in found.iter() {
-            let similarity = similarity(metric, h.distance);
-            if req.score_threshold.is_some_and(|t| similarity < t) {
-                continue;
-            }
-            let r = c
-                .get(h.id)
-                .ok_or_else(|| NodeError::Internal(format!("hit {} is not live", h.id)))?;
-            let (payload, document, vector) = if parts.any() {
-                let m = record_parts(&r, parts, size)?;
-                (m.payload, m.document, m.vector)
-            } else {
-                (None, None, None)
-            };
-            // `with_metadata` and `include: ["metadata"]` ask for the same thing.
-            let metadata =
-                (req.with_metadata || parts.metadata).then(|| r.metadata.map(<[u8]>::to_vec));
-            size.add(
-                HIT_BYTES
-                    + r.key.map_or(0, str::len)
-                    + metadata
-                        .as_ref()
-                        .map_or(0, |m| base64_len(m.as_ref().map_or(0, Vec::len))),
-            )?;
-            hits.push(HitOut {
-                id: h.id,
-                distance: h.distance,
-                similarity,
-                key: r.key.map(String::from),
-                tag: r.tag,
-                metadata,
-                payload,
-                document,
-                vector,
-            });
-        }
-        Ok(hits)
     }
 
     /// [`Service::search_blocking`] off the async threads.
@@ -341,4 +292,66 @@ impl Service {
         let service = self.clone();
         blocking(move || service.search_blocking(&collection, &req)).await
     }
+}
+
+/// One search of a state, its answer counted against `size`: what every transport, a batch
+/// and an audit's past state answer.
+pub fn search_state(
+    kernel: &Kernel,
+    collection: &str,
+    req: &api::SearchRequest,
+    size: &mut ResponseSize,
+) -> Result<Vec<HitOut>, NodeError> {
+    let query = search_numbers(req)?;
+    let params = SearchParams {
+        k: req.k,
+        tag: req.tag,
+        ef: req.ef,
+    };
+    let filter = filter_of(req.filter.as_ref())?;
+    let found = SCRATCH.with(|s| {
+        let scratch = &mut s.borrow_mut();
+        kernel.search_filtered(collection, &query, &params, &filter, req.exact, scratch)
+    })?;
+    let c = collection_of(kernel, collection)?;
+    let metric = c.spec().metric;
+    let parts = Parts::of(req.include.as_deref(), &[]);
+    let mut hits = Vec::with_capacity(found.len());
+    for h in found.iter() {
+        let similarity = similarity(metric, h.distance);
+        if req.score_threshold.is_some_and(|t| similarity < t) {
+            continue;
+        }
+        let r = c
+            .get(h.id)
+            .ok_or_else(|| NodeError::Internal(format!("hit {} is not live", h.id)))?;
+        let (payload, document, vector) = if parts.any() {
+            let m = record_parts(&r, parts, size)?;
+            (m.payload, m.document, m.vector)
+        } else {
+            (None, None, None)
+        };
+        // `with_metadata` and `include: ["metadata"]` ask for the same thing.
+        let metadata =
+            (req.with_metadata || parts.metadata).then(|| r.metadata.map(<[u8]>::to_vec));
+        size.add(
+            HIT_BYTES
+                + r.key.map_or(0, str::len)
+                + metadata
+                    .as_ref()
+                    .map_or(0, |m| base64_len(m.as_ref().map_or(0, Vec::len))),
+        )?;
+        hits.push(HitOut {
+            id: h.id,
+            distance: h.distance,
+            similarity,
+            key: r.key.map(String::from),
+            tag: r.tag,
+            metadata,
+            payload,
+            document,
+            vector,
+        });
+    }
+    Ok(hits)
 }
