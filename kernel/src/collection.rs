@@ -78,6 +78,8 @@ pub struct Collection {
     pub(crate) magnitudes: [u64; 33],
     /// The compact copy the index walks (empty for flat collections): derived, never encoded.
     pub(crate) compact: CompactCopy,
+    /// Each narrow compact vector's norms ([`compact::Norms`]; empty for a wide copy): derived.
+    pub(crate) compact_norms: Vec<compact::Norms>,
     /// Slots whose vectors lie beyond the compact copy's range (saturated in it), ascending:
     /// derived, never encoded.
     pub(crate) saturated: Vec<u32>,
@@ -114,6 +116,7 @@ impl Collection {
             or_bits: 0,
             magnitudes: [0; 33],
             compact: CompactCopy::Wide(Vec::new()),
+            compact_norms: Vec::new(),
             saturated: Vec::new(),
             compact_params: compact::Params::EMPTY,
             extras: Extras::default(),
@@ -274,6 +277,7 @@ impl Collection {
                 compact::Width::Narrow => CompactCopy::Narrow(Vec::new()),
                 compact::Width::Wide => CompactCopy::Wide(Vec::new()),
             };
+            self.compact_norms.clear();
             0
         } else {
             first as usize * self.dim()
@@ -281,7 +285,11 @@ impl Collection {
         let rows = &self.vectors[from..];
         let limit_bits = match &mut self.compact {
             CompactCopy::Narrow(c) => {
+                let start = c.len();
                 compact::quantize_into(rows, params.shift, c);
+                let dim = self.spec.dimension as usize;
+                self.compact_norms
+                    .extend(c[start..].chunks_exact(dim.max(1)).map(compact::norms_of));
                 i8::LIMIT_BITS
             }
             CompactCopy::Wide(c) => {
@@ -302,13 +310,14 @@ impl Collection {
     }
 
     /// The index's distance context over a compact copy.
-    fn space<'a, C: Component>(&self, compact: &'a [C]) -> Space<'a, C> {
-        Space {
+    fn space<'a, C: Component>(&'a self, compact: &'a [C]) -> Space<'a, C> {
+        Space::new(
             compact,
-            dim: self.dim(),
-            metric: self.spec.metric,
-            kernels: compact::kernels_with(false),
-        }
+            &self.compact_norms,
+            self.dim(),
+            self.spec.metric,
+            compact::kernels_with(false),
+        )
     }
 
     /// Bytes held in memory by the records, the compact copy, the index and derived maps
@@ -321,6 +330,7 @@ impl Collection {
                 CompactCopy::Narrow(c) => c.len(),
                 CompactCopy::Wide(c) => c.len() * 2,
             }
+            + self.compact_norms.len() * 8
             + self.saturated.len() * 4
             + self.tags.len() * 8
             + self.live.len()
@@ -530,7 +540,7 @@ impl Collection {
                 .trailing_zeros()
                 >= shift;
         let space = self.space(compact);
-        let mut found = index.search(&space, &q, k, ef, accept, scratch);
+        let mut found = index.search(&space, &space.probe_query(&q), k, ef, accept, scratch);
         if found.len() < need {
             return None;
         }

@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::compact::{prefetch, CompactKernels, Component};
+use crate::compact::{prefetch, CompactKernels, Component, Norms};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
 
@@ -61,24 +61,94 @@ pub fn level_for(id: u64, m: u16) -> u8 {
 /// would (exactly, in the compact copy's exact mode).
 pub(crate) struct Space<'a, C> {
     pub compact: &'a [C],
+    /// Each compact vector's [`Norms`] (narrow copies measured by `flipped_dot`).
+    pub norms: &'a [Norms],
     pub dim: usize,
     pub metric: Metric,
     pub kernels: CompactKernels<C>,
 }
 
-impl<C: Component> Space<'_, C> {
+/// A vector a walk measures from: its compact components and, where the space measures with
+/// norms, its [`Norms`].
+#[derive(Clone, Copy)]
+pub(crate) struct Probe<'q, C> {
+    pub v: &'q [C],
+    pub norms: Norms,
+}
+
+impl<'a, C: Component> Space<'a, C> {
+    /// The space over `compact`; `norms` are used (with the kernels' `flipped_dot`) only when
+    /// they cover every vector.
+    pub fn new(
+        compact: &'a [C],
+        norms: &'a [Norms],
+        dim: usize,
+        metric: Metric,
+        mut kernels: CompactKernels<C>,
+    ) -> Self {
+        if norms.len() * dim != compact.len() {
+            kernels.flipped_dot = None;
+        }
+        Space {
+            compact,
+            norms,
+            dim,
+            metric,
+            kernels,
+        }
+    }
+
     #[inline]
-    pub fn vector(&self, slot: u32) -> &[C] {
+    pub fn vector(&self, slot: u32) -> &'a [C] {
         let start = slot as usize * self.dim;
         &self.compact[start..start + self.dim]
     }
 
+    /// A stored vector as a probe.
     #[inline]
-    pub fn dist(&self, q: &[C], slot: u32) -> WalkDistance {
+    pub fn probe(&self, slot: u32) -> Probe<'a, C> {
+        Probe {
+            v: self.vector(slot),
+            norms: if self.kernels.flipped_dot.is_some() {
+                self.norms[slot as usize]
+            } else {
+                Norms::default()
+            },
+        }
+    }
+
+    /// A query (quantised to the copy's width) as a probe.
+    pub fn probe_query<'q>(&self, q: &'q [C]) -> Probe<'q, C> {
+        Probe {
+            v: q,
+            norms: if self.kernels.flipped_dot.is_some() {
+                C::norms(q)
+            } else {
+                Norms::default()
+            },
+        }
+    }
+
+    /// The compact distance from `q` to `slot`. With `flipped_dot`, from the dot product and
+    /// the norms: `dot(a, b) = flipped_dot(a, b) - 128 * sum(b)` and
+    /// `l2(a, b) = |a|^2 + |b|^2 - 2 * dot(a, b)`, exact integer identities, so the value is
+    /// the direct kernels' to the bit.
+    #[inline]
+    pub fn dist(&self, q: &Probe<'_, C>, slot: u32) -> WalkDistance {
         let v = self.vector(slot);
+        if let Some(flipped_dot) = self.kernels.flipped_dot {
+            let n = self.norms[slot as usize];
+            let dot = flipped_dot(q.v, v) - 128 * i64::from(n.sum);
+            return match self.metric {
+                Metric::L2 | Metric::Cosine => {
+                    i64::from(q.norms.square) + i64::from(n.square) - 2 * dot
+                }
+                Metric::InnerProduct => -dot,
+            };
+        }
         match self.metric {
-            Metric::L2 | Metric::Cosine => (self.kernels.l2)(q, v),
-            Metric::InnerProduct => -(self.kernels.dot)(q, v),
+            Metric::L2 | Metric::Cosine => (self.kernels.l2)(q.v, v),
+            Metric::InnerProduct => -(self.kernels.dot)(q.v, v),
         }
     }
 }
@@ -234,7 +304,7 @@ fn offer(results: &mut BinaryHeap<(WalkDistance, u32)>, cand: (WalkDistance, u32
 
 /// What a best-first walk of one layer looks for (its state lives in a [`SearchScratch`]).
 struct Walk<'q, C> {
-    q: &'q [C],
+    q: Probe<'q, C>,
     ef: usize,
     layer: u8,
 }
@@ -382,7 +452,7 @@ impl Hnsw {
     fn descend<C: Component>(
         &self,
         space: &Space<'_, C>,
-        q: &[C],
+        q: &Probe<'_, C>,
         stop_layer: u8,
     ) -> Option<(WalkDistance, u32)> {
         let entry = self.entry?;
@@ -413,14 +483,14 @@ impl Hnsw {
     fn search_layer<C: Component>(
         &self,
         space: &Space<'_, C>,
-        q: &[C],
+        q: &Probe<'_, C>,
         entries: &[(WalkDistance, u32)],
         ef: usize,
         layer: u8,
         accept: Accept<'_>,
         scratch: &mut SearchScratch,
     ) -> Vec<(WalkDistance, u32)> {
-        let walk = Walk { q, ef, layer };
+        let walk = Walk { q: *q, ef, layer };
         self.walk_begin(&walk, entries, accept, scratch);
         while self.walk_step(space, &walk, accept, scratch) {}
         walk_finish(scratch)
@@ -480,13 +550,13 @@ impl Hnsw {
         let next = match accept {
             None => {
                 for &n in &fresh {
-                    scratch.pool.offer((space.dist(walk.q, n), n), ef);
+                    scratch.pool.offer((space.dist(&walk.q, n), n), ef);
                 }
                 scratch.pool.expand_next()
             }
             Some(accept) => {
                 for &n in &fresh {
-                    let cand = (space.dist(walk.q, n), n);
+                    let cand = (space.dist(&walk.q, n), n);
                     let full = scratch.results.len() >= ef;
                     if !full || scratch.results.peek().is_some_and(|w| cand < *w) {
                         scratch.candidates.push(Reverse(cand));
@@ -554,7 +624,7 @@ impl Hnsw {
     pub fn search<C: Component>(
         &self,
         space: &Space<'_, C>,
-        q: &[C],
+        q: &Probe<'_, C>,
         k: usize,
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
@@ -579,8 +649,8 @@ impl Hnsw {
             if kept.len() >= max {
                 break;
             }
-            let v = space.vector(c);
-            if kept.iter().all(|&s| space.dist(v, s) >= d) {
+            let v = space.probe(c);
+            if kept.iter().all(|&s| space.dist(&v, s) >= d) {
                 kept.push(c);
             }
         }
@@ -597,7 +667,7 @@ impl Hnsw {
         scratch: &mut SearchScratch,
     ) -> Option<(Vec<Candidates>, Candidates)> {
         let level = self.levels[slot as usize];
-        let q = space.vector(slot);
+        let q = &space.probe(slot);
         let entry = self.entry?;
         let top = level.min(self.max_level);
         let mut entries = vec![self
@@ -636,7 +706,7 @@ impl Hnsw {
         let ef = usize::from(self.params.ef_construction);
         let walks: Vec<Walk<'_, C>> = slots
             .map(|slot| Walk {
-                q: space.vector(slot),
+                q: space.probe(slot),
                 ef,
                 layer: 0,
             })
@@ -659,7 +729,7 @@ impl Hnsw {
     ) -> Vec<Vec<u32>> {
         let level = self.levels[slot as usize];
         layers.resize(usize::from(level) + 1, Vec::new());
-        let q = space.vector(slot);
+        let q = &space.probe(slot);
         for other in first..slot {
             let other_level = self.levels[other as usize];
             let d = space.dist(q, other);
@@ -768,7 +838,7 @@ impl Hnsw {
                 if current.len() + range.len() <= max {
                     return current.iter().copied().chain(incoming).collect();
                 }
-                let base = space.vector(target);
+                let base = &space.probe(target);
                 let mut candidates: Vec<(WalkDistance, u32)> = current
                     .iter()
                     .copied()
@@ -890,6 +960,43 @@ mod tests {
     use crate::compact::kernels_with;
     use crate::exec::Sequential;
 
+    /// Measuring with the flipped dot product and the norms gives the direct kernels'
+    /// distances to the bit, for every metric, at the range's extremes and at random.
+    #[test]
+    fn distances_by_norms_equal_direct_distances() {
+        use crate::compact::{dot_scalar, l2_scalar, norms_of, Isa};
+        let dim = 200usize;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rows: Vec<i8> = (0..30 * dim)
+            .map(|_| {
+                x = splitmix64(x);
+                x as i8
+            })
+            .collect();
+        rows.extend(core::iter::repeat_n(i8::MIN, dim));
+        rows.extend(core::iter::repeat_n(i8::MAX, dim));
+        let norms: Vec<Norms> = rows.chunks_exact(dim).map(norms_of).collect();
+        let n = (rows.len() / dim) as u32;
+        for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
+            for isa in [Isa::Scalar, Isa::Avx512Vnni] {
+                let space = Space::new(&rows, &norms, dim, metric, i8::kernels_for(isa));
+                for a in 0..n {
+                    let probe = space.probe(a);
+                    let query = space.probe_query(space.vector(a));
+                    for b in 0..n {
+                        let (va, vb) = (space.vector(a), space.vector(b));
+                        let direct = match metric {
+                            Metric::InnerProduct => -dot_scalar(va, vb),
+                            _ => l2_scalar(va, vb),
+                        };
+                        assert_eq!(space.dist(&probe, b), direct, "{metric:?} {isa:?}");
+                        assert_eq!(space.dist(&query, b), direct, "{metric:?} {isa:?}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Interleaving walks is only a schedule: each walk's result equals the same walk run
     /// alone, whatever its neighbours in the batch.
     #[test]
@@ -902,12 +1009,7 @@ mod tests {
                 (x % 2001) as i16 - 1000
             })
             .collect();
-        let space = Space {
-            compact: &compact,
-            dim,
-            metric: Metric::L2,
-            kernels: kernels_with(false),
-        };
+        let space = Space::new(&compact, &[], dim, Metric::L2, kernels_with(false));
         let mut h = Hnsw::new(HnswParams {
             m: 6,
             ef_construction: 40,
@@ -917,13 +1019,13 @@ mod tests {
         let queries: Vec<u32> = (0..7).map(|i| i * 211 % n).collect();
         let entries: Vec<Vec<(WalkDistance, u32)>> = queries
             .iter()
-            .map(|&q| vec![h.descend(&space, space.vector(q), 0).unwrap()])
+            .map(|&q| vec![h.descend(&space, &space.probe(q), 0).unwrap()])
             .collect();
         for ef in [1usize, 5, 40] {
             let walks: Vec<Walk<'_, i16>> = queries
                 .iter()
                 .map(|&q| Walk {
-                    q: space.vector(q),
+                    q: space.probe(q),
                     ef,
                     layer: 0,
                 })
@@ -935,7 +1037,7 @@ mod tests {
                 let alone = |accept: Accept<'_>| {
                     h.search_layer(
                         &space,
-                        space.vector(q),
+                        &space.probe(q),
                         &entries[i],
                         ef,
                         0,

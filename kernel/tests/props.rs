@@ -449,6 +449,22 @@ proptest! {
     }
 }
 
+/// Every instruction set a compact kernel is written for (a CPU without one runs the widest
+/// below it, so on this machine some may repeat).
+const ISAS: [compact::Isa; 3] = [
+    compact::Isa::Avx2,
+    compact::Isa::Avx512,
+    compact::Isa::Avx512Vnni,
+];
+
+/// `sum((a_i + 128) * b_i)`, the flipped dot product, by its definition.
+fn flipped_reference<C: Component>(a: &[C], b: &[C]) -> i64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x.into() + 128) * y.into())
+        .sum()
+}
+
 /// Every SIMD kernel of width `C` equals the scalar one on `a` and `b`, and the scalar squared
 /// L2 equals the full-width reference.
 fn compact_kernels_agree<C: Component + core::fmt::Debug>(
@@ -456,10 +472,13 @@ fn compact_kernels_agree<C: Component + core::fmt::Debug>(
     b: &[C],
 ) -> Result<(), TestCaseError> {
     let scalar = compact::kernels_with::<C>(true);
-    for isa in [compact::Isa::Avx2, compact::Isa::Avx512] {
+    for isa in ISAS {
         let simd = C::kernels_for(isa);
         prop_assert_eq!((simd.l2)(a, b), (scalar.l2)(a, b), "{:?}", isa);
         prop_assert_eq!((simd.dot)(a, b), (scalar.dot)(a, b), "{:?}", isa);
+        if let Some(flipped_dot) = simd.flipped_dot {
+            prop_assert_eq!(flipped_dot(a, b), flipped_reference(a, b), "{:?}", isa);
+        }
     }
     let wide = |v: &[C]| v.iter().map(|&x| x.into() as i32).collect::<Vec<i32>>();
     prop_assert_eq!(
@@ -518,8 +537,23 @@ fn extremes<C: Component>() {
         let mixed: Vec<C> = (0..dim)
             .map(|i| if i % 3 == 0 { C::HIGHEST } else { C::LOWEST })
             .collect();
-        for isa in [compact::Isa::Avx2, compact::Isa::Avx512] {
+        for isa in ISAS {
             let k = C::kernels_for(isa);
+            if let Some(flipped_dot) = k.flipped_dot {
+                for (a, b) in [
+                    (&lo, &hi),
+                    (&hi, &lo),
+                    (&lo, &lo),
+                    (&hi, &hi),
+                    (&mixed, &lo),
+                ] {
+                    assert_eq!(
+                        flipped_dot(a, b),
+                        flipped_reference(a, b),
+                        "{isa:?} flipped dot, dim {dim}"
+                    );
+                }
+            }
             for (a, b) in [
                 (&lo, &hi),
                 (&hi, &lo),
