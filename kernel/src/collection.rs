@@ -573,13 +573,23 @@ impl Collection {
                 .collect();
         }
         let bound = self.bound_for(query);
-        let mut hits: Vec<Hit> = found
-            .into_iter()
-            .map(|(_, slot)| Hit {
+        // Candidates lie at random places: each one's full vector is requested two candidates
+        // ahead of its distance, so the loads overlap the arithmetic.
+        let ahead = |i: usize| {
+            if let Some(&(_, slot)) = found.get(i) {
+                compact::prefetch_lines(self.slot(u64::from(slot)), usize::MAX);
+            }
+        };
+        ahead(0);
+        ahead(1);
+        let mut hits: Vec<Hit> = Vec::with_capacity(found.len());
+        for (i, &(_, slot)) in found.iter().enumerate() {
+            ahead(i + 2);
+            hits.push(Hit {
                 distance: distance::distance(metric, bound, query, self.slot(u64::from(slot))),
                 id: u64::from(slot),
-            })
-            .collect();
+            });
+        }
         hits.sort_unstable();
         hits.truncate(k);
         hits

@@ -395,12 +395,18 @@ pub fn kernels_with<C: Component>(force_scalar: bool) -> CompactKernels<C> {
 /// it, up to 512 bytes. Used for compact vectors and neighbour lists.
 #[inline(always)]
 pub fn prefetch<T>(v: &[T]) {
+    prefetch_lines(v, 8);
+}
+
+/// [`prefetch`] of up to `max` lines.
+#[inline(always)]
+pub fn prefetch_lines<T>(v: &[T], max: usize) {
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let start = v.as_ptr().cast::<i8>();
-        let lines = core::mem::size_of_val(v).div_ceil(64).min(8);
+        let lines = core::mem::size_of_val(v).div_ceil(64).min(max);
         for line in 0..lines {
             // SAFETY: prefetching is a hint with no architectural effect (an address outside
             // the slice would not fault either); SSE is baseline on x86-64.

@@ -486,6 +486,14 @@ fn at_answers_as_of_a_past_seq_identically_from_every_copy() {
     assert!(out.contains("ends at seq"), "{out}");
 }
 
+/// `answer` names the node's current seq, chain hash and state hash.
+fn names_the_current_state(c: &Client, answer: &Value) {
+    let (seq, chain, state) = c.state();
+    assert_eq!(answer["seq"], seq, "{answer}");
+    assert_eq!(answer["chain_hash"], chain.as_str(), "{answer}");
+    assert_eq!(answer["state_hash"], state.as_str(), "{answer}");
+}
+
 /// The node answers a search with `at_seq` as `valori at` does (the same JSON, hashes
 /// included), over HTTP and gRPC; `hashes` returns the current state's hashes; a future seq, a
 /// pruned past, a replay longer than `--max-replay-events` and `at_seq` in a batch are
@@ -589,15 +597,7 @@ fn at_seq_on_the_node_answers_as_the_command_does() {
         with(json!({"hashes": true})),
     );
     assert_eq!(s, 200, "{now}");
-    let (seq, chain, state) = c.state();
-    assert_eq!(
-        (
-            now["seq"].as_u64().unwrap(),
-            now["chain_hash"].as_str().unwrap(),
-            now["state_hash"].as_str().unwrap()
-        ),
-        (seq, chain.as_str(), state.as_str())
-    );
+    names_the_current_state(&c, &now);
     assert_eq!(now["results"].as_array().unwrap().len(), 3);
     let (_, plain) = c.post("/v1/collections/notes/search", query.clone());
     assert!(plain.get("state_hash").is_none(), "{plain}");
@@ -694,15 +694,7 @@ fn receipts_verify_and_fail_after_tampering() {
     assert_eq!(code, 0, "{out}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&receipt).unwrap()).unwrap();
     assert_eq!(r["results"].as_array().unwrap().len(), 5, "{r}");
-    let (seq, chain, state) = c.state();
-    assert_eq!(
-        (
-            r["seq"].as_u64().unwrap(),
-            r["chain_hash"].as_str().unwrap(),
-            r["state_hash"].as_str().unwrap()
-        ),
-        (seq, chain.as_str(), state.as_str())
-    );
+    names_the_current_state(&c, &r);
     // The node moves on; the receipt still verifies (it names its seq).
     workload_more(&c);
     let copy = tmp.path().join("copy");
