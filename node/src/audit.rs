@@ -170,6 +170,8 @@ pub struct History {
     page: std::vec::IntoIter<Entry>,
     /// Where the next page starts; `None` after the end or an error.
     next: Option<u64>,
+    /// Where snapshots downloaded from a node are kept while the history is read.
+    _downloads: Option<tempfile::TempDir>,
 }
 
 impl History {
@@ -223,7 +225,14 @@ impl History {
                 // The node's first page tells where its retained log begins.
                 let first_page = read(0)?;
                 let first = first_page.first().map(|e| e.seq);
-                let mut h = History::paged(source.name(), Vec::new(), first, read);
+                // A node that pruned its log is replayed from the snapshot the log continues
+                // (downloaded, then verified like any snapshot).
+                let (snapshots, downloads) = match first {
+                    Some(1) => (Vec::new(), None),
+                    _ => remote_base_snapshot(url, first)?,
+                };
+                let mut h = History::paged(source.name(), snapshots, first, read);
+                h._downloads = downloads;
                 h.next = first_page.last().map(|e| e.seq + 1);
                 h.page = first_page.into_iter();
                 Ok(h)
@@ -246,6 +255,7 @@ impl History {
             read: Box::new(read),
             page: Vec::new().into_iter(),
             next: first.map(|_| 0),
+            _downloads: None,
         }
     }
 
@@ -294,6 +304,49 @@ fn node_client(url: &str) -> Result<(tokio::runtime::Runtime, valori_client::Cli
     )
     .map_err(|e| plain(format!("{url}: {e}")))?;
     Ok((runtime, client))
+}
+
+/// The newest of a node's snapshots that its retained log (from `first`) continues, downloaded
+/// into a temporary directory; none when the node has no history at all.
+fn remote_base_snapshot(
+    url: &str,
+    first: Option<u64>,
+) -> Result<(Vec<SnapshotFile>, Option<tempfile::TempDir>), Problem> {
+    let (runtime, client) = node_client(url)?;
+    let list = runtime
+        .block_on(client.snapshots())
+        .map_err(|e| plain(format!("{url}: listing its snapshots: {e}")))?;
+    let Some(base) = list
+        .snapshots
+        .iter()
+        .rfind(|s| first.is_none_or(|f| s.seq + 1 >= f))
+    else {
+        return match first {
+            None => Ok((Vec::new(), None)),
+            Some(f) => Err(plain(format!(
+                "{url}: its log begins at seq {f} and it has no snapshot that the log continues"
+            ))),
+        };
+    };
+    let dir = tempfile::tempdir().map_err(|e| plain(format!("a temporary directory: {e}")))?;
+    let path = dir.path().join(format!("snapshot-{}.vsnap", base.seq));
+    let bytes = runtime
+        .block_on(async {
+            let mut out = tokio::fs::File::create(&path).await?;
+            client
+                .download_snapshot(base.id, &mut out)
+                .await
+                .map_err(std::io::Error::other)
+        })
+        .map_err(|e| plain(format!("{url}: downloading snapshot {}: {e}", base.id)))?;
+    Ok((
+        vec![SnapshotFile {
+            seq: base.seq,
+            path,
+            bytes,
+        }],
+        Some(dir),
+    ))
 }
 
 /// A node's log, a page at a time, through its HTTP API (`/v1/log`), up to the head it had

@@ -842,3 +842,38 @@ fn progress_goes_to_standard_error() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json["problem"].is_null(), "{json}");
 }
+
+/// A node that pruned its log is verified by URL from the snapshot its log continues
+/// (downloaded and checked), and answers `at` past it the same as its directory does.
+#[test]
+fn verify_a_pruned_node_by_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    let node = Node::start(&dir, &["--snapshot-keep", "1"]);
+    let c = node.client();
+    workload(&c, 1);
+    let snap = snapshot(&c);
+    workload_more(&c);
+    let (code, v) = verify_json(&node.url);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["replayed_from"], snap, "{v}");
+    assert_eq!(v["state_hash"], c.state().2.as_str(), "{v}");
+    let seq = (snap + 1).to_string();
+    let get = [
+        "--seq",
+        seq.as_str(),
+        "get",
+        "--collection",
+        "v",
+        "--key",
+        "bob",
+    ];
+    let (code, by_url) = valori(&[&["at", node.url.as_str()][..], &get[..]].concat());
+    assert_eq!(code, 0, "{by_url}");
+    let (_, by_dir) = valori(&[&["at", dir.to_str().unwrap()][..], &get[..]].concat());
+    assert_eq!(by_url, by_dir);
+    // Before the snapshot, the events are gone on both copies.
+    let (code, out) = valori(&["at", &node.url, "--seq", "2", "count", "--collection", "v"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("at seq {snap}")), "{out}");
+}
