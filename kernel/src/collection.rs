@@ -283,11 +283,11 @@ impl Collection {
             first as usize * self.dim()
         };
         let rows = &self.vectors[from..];
+        let dim = self.dim();
         let limit_bits = match &mut self.compact {
             CompactCopy::Narrow(c) => {
                 let start = c.len();
                 compact::quantize_into(rows, params.shift, c);
-                let dim = self.spec.dimension as usize;
                 self.compact_norms
                     .extend(c[start..].chunks_exact(dim.max(1)).map(compact::norms_of));
                 i8::LIMIT_BITS
@@ -297,7 +297,6 @@ impl Collection {
                 i16::LIMIT_BITS
             }
         };
-        let dim = self.dim();
         let first_slot = from / dim.max(1);
         if first_slot == 0 {
             self.saturated.clear();

@@ -137,18 +137,12 @@ fn at_seq(seq: u64, reason: impl Into<String>) -> Problem {
     }
 }
 
-fn plain(reason: impl Into<String>) -> Problem {
-    Problem::plain(reason)
-}
-
-impl Problem {
-    /// A problem with no seq or file to name.
-    pub fn plain(reason: impl Into<String>) -> Problem {
-        Problem {
-            seq: None,
-            file: None,
-            reason: reason.into(),
-        }
+/// A problem with no seq or file to name.
+pub(crate) fn plain(reason: impl Into<String>) -> Problem {
+    Problem {
+        seq: None,
+        file: None,
+        reason: reason.into(),
     }
 }
 
@@ -170,6 +164,9 @@ pub struct History {
     page: std::vec::IntoIter<Entry>,
     /// Where the next page starts; `None` after the end or an error.
     next: Option<u64>,
+    /// A node whose snapshot the log continues is still to be fetched, for a replay
+    /// ([`History::fetch_base`]); reading entries alone never downloads it.
+    remote: Option<String>,
     /// Where snapshots downloaded from a node are kept while the history is read.
     _downloads: Option<tempfile::TempDir>,
 }
@@ -225,14 +222,9 @@ impl History {
                 // The node's first page tells where its retained log begins.
                 let first_page = read(0)?;
                 let first = first_page.first().map(|e| e.seq);
-                // A node that pruned its log is replayed from the snapshot the log continues
-                // (downloaded, then verified like any snapshot).
-                let (snapshots, downloads) = match first {
-                    Some(1) => (Vec::new(), None),
-                    _ => remote_base_snapshot(url, first)?,
-                };
-                let mut h = History::paged(source.name(), snapshots, first, read);
-                h._downloads = downloads;
+                let mut h = History::paged(source.name(), Vec::new(), first, read);
+                // A node that pruned its log is replayed from the snapshot the log continues.
+                h.remote = (first != Some(1)).then(|| url.clone());
                 h.next = first_page.last().map(|e| e.seq + 1);
                 h.page = first_page.into_iter();
                 Ok(h)
@@ -255,8 +247,20 @@ impl History {
             read: Box::new(read),
             page: Vec::new().into_iter(),
             next: first.map(|_| 0),
+            remote: None,
             _downloads: None,
         }
+    }
+
+    /// For a node that pruned its log: downloads the snapshot the log continues (verified when
+    /// the replay loads it), so that a replay can start there.
+    fn fetch_base(&mut self) -> Result<(), Problem> {
+        if let Some(url) = self.remote.take() {
+            let (snapshots, downloads) = remote_base_snapshot(&url, self.first)?;
+            self.snapshots = snapshots;
+            self._downloads = downloads;
+        }
+        Ok(())
     }
 
     /// The first retained sequence number, if the log holds any entry.
@@ -496,6 +500,10 @@ fn replay_from(
 ) -> (Kernel, Verified) {
     let exec = Threads::new(threads.max(1));
     let mut report = Verified::nothing(history.name.clone(), None);
+    if let Err(p) = history.fetch_base() {
+        report.problem = Some(p);
+        return (Kernel::new(), report);
+    }
     let first = history.first_seq();
     let snapshots = history.snapshots.clone();
     // Start: the empty state when the log begins at 1, else the snapshot at the log's start
@@ -673,6 +681,7 @@ pub fn state_at(
     threads: usize,
     max_events: u64,
 ) -> Result<Kernel, Unreachable> {
+    history.fetch_base().map_err(Unreachable::Bad)?;
     let first = history.first_seq();
     let usable = |s: &&SnapshotFile| first.is_none_or(|f| s.seq + 1 >= f);
     let start = history

@@ -449,26 +449,9 @@ fn at_answers_as_of_a_past_seq_identically_from_every_copy() {
     let (_, v) = c.get(&format!("/v1/state?seq={s2}"));
     assert_eq!(b["chain_hash"], v["chain_hash"]);
 
-    let search = [
-        "search",
-        "--collection",
-        "notes",
-        "--vector",
-        "1,0.05,0",
-        "--k",
-        "3",
-    ];
-    let keys = |out: &str| -> Vec<String> {
-        let v: Value = serde_json::from_str(out).unwrap();
-        v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["key"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(keys(&at(d, s2, &search).1), ["n1", "n2"]);
-    assert_eq!(keys(&at(d, s4, &search).1), ["n1", "n3"]);
+    let keys = |out: &str| result_keys(&serde_json::from_str(out).unwrap());
+    assert_eq!(keys(&at(d, s2, &SEARCH_NOTES).1), ["n1", "n2"]);
+    assert_eq!(keys(&at(d, s4, &SEARCH_NOTES).1), ["n1", "n3"]);
     let count = [
         "count",
         "--collection",
@@ -484,6 +467,27 @@ fn at_answers_as_of_a_past_seq_identically_from_every_copy() {
     let (code, out) = at(d, s4 + 5, &get);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("ends at seq"), "{out}");
+}
+
+/// `valori at`'s search of the `notes` collections below, for the query `[1, 0.05, 0]`.
+const SEARCH_NOTES: [&str; 7] = [
+    "search",
+    "--collection",
+    "notes",
+    "--vector",
+    "1,0.05,0",
+    "--k",
+    "3",
+];
+
+/// The keys of a search answer's results, in order.
+fn result_keys(answer: &Value) -> Vec<String> {
+    answer["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {answer}"))
+        .iter()
+        .map(|h| h["key"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// `answer` names the node's current seq, chain hash and state hash.
@@ -532,29 +536,17 @@ fn at_seq_on_the_node_answers_as_the_command_does() {
     // At s1 the node answers what the command answers from its directory, n3 not yet there.
     let (s, past) = c.post("/v1/collections/notes/search", with(json!({"at_seq": s1})));
     assert_eq!(s, 200, "{past}");
-    let keys: Vec<&str> = past["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys, ["n1", "n2"]);
+    assert_eq!(result_keys(&past), ["n1", "n2"]);
     assert_eq!(past["seq"], s1);
-    let (code, out) = valori(&[
-        "at",
-        dir.to_str().unwrap(),
-        "--seq",
-        &s1.to_string(),
-        "search",
-        "--collection",
-        "notes",
-        "--vector",
-        "1,0.05,0",
-        "--k",
-        "3",
-        "--include",
-        "payload",
-    ]);
+    let seq = s1.to_string();
+    let (code, out) = valori(
+        &[
+            &["at", dir.to_str().unwrap(), "--seq", &seq][..],
+            &SEARCH_NOTES,
+            &["--include", "payload"],
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0, "{out}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), past);
     let (_, v) = c.get(&format!("/v1/state?seq={s1}"));

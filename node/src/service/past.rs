@@ -5,7 +5,7 @@
 use valori_kernel::Kernel;
 
 use super::Service;
-use crate::audit::{self, History, Problem, Unreachable};
+use crate::audit::{self, History, Unreachable};
 use crate::error::NodeError;
 
 /// Replays run on one thread: a past state's bytes do not depend on it, and a replay leaves
@@ -79,7 +79,7 @@ impl Service {
             move |from| {
                 engine
                     .entries(from, audit::AUDIT_PAGE, usize::MAX)
-                    .map_err(|e| Problem::plain(e.to_string()))
+                    .map_err(|e| audit::plain(e.to_string()))
             },
         ))
     }
