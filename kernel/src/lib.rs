@@ -54,6 +54,7 @@ pub mod kernel;
 pub mod keyed;
 pub mod limits;
 pub mod payload;
+pub mod rows;
 pub mod snapshot;
 
 pub use collection::{Collection, Hit, Record};

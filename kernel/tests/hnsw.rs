@@ -461,3 +461,87 @@ fn recorded_builds_replay_to_the_identical_state() {
         .is_err());
     assert_eq!(second, first);
 }
+
+/// A copy of a state shares all its rows (vectors, walk copy, tags, live flags, graph) until
+/// it is written; writes to the copy (inserts that relink the graph, deletes) copy only the
+/// chunks they touch and never show in the original; a state built apart comes to share the
+/// original's memory through `share_storage`, and every state stays what its log builds.
+#[test]
+fn copies_share_rows_and_writes_stay_private() {
+    let dim = 8;
+    let vectors = clustered(6000, dim, 21);
+    let mut events = vec![hnsw("h", dim as u32, Metric::L2)];
+    events.extend(insert_events(&vectors[..5000], 250, |i| (i % 7) as u64));
+    let original = build(&events, &Sequential);
+    let hash = original.state_hash();
+    let held = Kernel::held_bytes(&[&original]);
+    assert!(held > 5000 * dim as u64 * 4, "{held}");
+
+    let mut copy = original.clone();
+    assert_eq!(
+        Kernel::held_bytes(&[&original, &copy]),
+        held,
+        "a clone copies no rows"
+    );
+    // Deletes write a tag and a live flag each in place: they copy those small chunks alone.
+    for id in [10, 2000, 4000] {
+        copy.apply(&Event::Delete {
+            collection: "h".into(),
+            id,
+        })
+        .unwrap();
+    }
+    let own = Kernel::held_bytes(&[&original, &copy]) - held;
+    let small = valori_kernel::rows::SMALL_CHUNK_BYTES as u64;
+    assert!(own > 0 && own <= 6 * small, "{own}");
+    assert_eq!(original.state_hash(), hash);
+    let mut later: Vec<Event> = [10, 2000, 4000]
+        .into_iter()
+        .map(|id| Event::Delete {
+            collection: "h".into(),
+            id,
+        })
+        .collect();
+    later.extend(insert_events(&vectors[5000..5100], 50, |_| 3));
+    later.extend((1..40).map(|i| Event::Delete {
+        collection: "h".into(),
+        id: i * 97,
+    }));
+    for e in &later[3..] {
+        copy.apply(e).unwrap();
+    }
+    assert_eq!(
+        original.state_hash(),
+        hash,
+        "the original never sees the copy's writes"
+    );
+    assert_eq!(original, build(&events, &Sequential));
+    let mut all = events.clone();
+    all.extend(later.iter().cloned());
+    let rebuilt = build(&all, &Sequential);
+    assert_eq!(copy, rebuilt);
+    assert_eq!(copy.state_hash(), rebuilt.state_hash());
+    // Inserts relink the graph at random: at this size they touch most of its small chunks,
+    // but the full vector chunks they do not append to stay shared.
+    let own = Kernel::held_bytes(&[&original, &copy]) - held;
+    let chunk = valori_kernel::rows::CHUNK_BYTES as u64;
+    assert!(own > 100 * dim as u64 * 4, "{own}");
+    assert!(original.shared_bytes(&copy) >= chunk, "{own} of {held}");
+
+    // A state built apart holds its own rows until it adopts the copy's.
+    let mut apart = rebuilt;
+    assert_eq!(apart.shared_bytes(&copy), 0);
+    assert!(
+        !apart.share_storage(&original),
+        "only an equal state is shared"
+    );
+    assert!(apart.share_storage(&copy));
+    assert_eq!(apart.shared_bytes(&copy), Kernel::held_bytes(&[&copy]));
+    // Both go on writing without disturbing each other.
+    let next = insert_events(&vectors[5100..5200], 100, |_| 5);
+    apart.apply(&next[0]).unwrap();
+    assert_eq!(copy.state_hash(), build(&all, &Sequential).state_hash());
+    all.extend(next);
+    assert_eq!(apart, build(&all, &Sequential));
+    assert_eq!(original.state_hash(), hash);
+}

@@ -194,6 +194,33 @@ proptest! {
         prop_assert_eq!(&first, &run(&events).0);
     }
 
+    /// A clone, and a state built apart that adopts the clone's memory
+    /// (`share_storage`), each go on applying events exactly as a fresh state would, and
+    /// neither changes the state they share their rows with.
+    #[test]
+    fn shared_states_write_privately(
+        events in prop::collection::vec(event(), 0..60),
+        later in prop::collection::vec(event(), 0..30),
+    ) {
+        let (original, _) = run(&events);
+        let hash = original.state_hash();
+        let mut copy = original.clone();
+        let mut apart = run(&events).0;
+        prop_assert!(apart.share_storage(&original));
+        prop_assert_eq!(Kernel::held_bytes(&[&original, &copy, &apart]), Kernel::held_bytes(&[&original]));
+        for e in &later {
+            prop_assert_eq!(copy.apply(e), apart.apply(e));
+        }
+        let mut all = events.clone();
+        all.extend(later.iter().cloned());
+        let (expected, _) = run(&all);
+        prop_assert_eq!(&copy, &expected);
+        prop_assert_eq!(&apart, &expected);
+        prop_assert_eq!(copy.state_hash(), expected.state_hash());
+        prop_assert_eq!(original.state_hash(), hash);
+        prop_assert_eq!(&original, &run(&events).0);
+    }
+
     /// A snapshot restores to the identical state, hash, sequence number and chain.
     #[test]
     fn snapshot_round_trip(events in prop::collection::vec(event(), 0..60)) {

@@ -16,6 +16,25 @@ use valori_kernel::{
     CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, SearchScratch,
 };
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The global allocator these programs run with.
+pub fn allocator() -> &'static str {
+    if cfg!(feature = "mimalloc") {
+        "mimalloc"
+    } else if cfg!(feature = "jemalloc") {
+        "jemalloc"
+    } else {
+        "system (glibc malloc)"
+    }
+}
+
 /// Vectors stored row-major as f32, as read from a file or generated.
 pub struct Vectors {
     /// Components, `n * dim`.
@@ -705,9 +724,10 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!(
-        "{cpu}, {cores} cores, distance kernels: {}, graph walk kernels: {:?}",
+        "{cpu}, {cores} cores, distance kernels: {}, graph walk kernels: {:?}, allocator: {}",
         valori_kernel::distance::narrow_kernels().name,
-        valori_kernel::compact::best_isa()
+        valori_kernel::compact::best_isa(),
+        allocator()
     )
 }
 

@@ -102,6 +102,10 @@ fn main() {
         inproc_hash = kernel.state_hash();
     }
 
+    // Resident memory before the server starts (the reference builds above are dropped; what
+    // the allocator kept of them stays counted here, not in the server's growth).
+    let rss_before_server = valori_bench::rss_bytes();
+
     // The server, in this process, on loopback, with a real RocksDB in a temporary directory.
     let dir = std::env::temp_dir().join(format!("valori-bench-http-{}", std::process::id()));
     let mut config = valori_node::Config::for_data_dir(&dir);
@@ -152,6 +156,16 @@ fn main() {
         state.state_hash, inproc_hash,
         "server state differs from the in-process build"
     );
+
+    // Memory once the ingest is acknowledged: the process's resident set against the bytes the
+    // published state holds (the node keeps a second copy for its writer).
+    let rss_after_ingest = valori_bench::rss_bytes();
+    let state_bytes = engine
+        .read()
+        .unwrap()
+        .collection("bench")
+        .map_or(0, |c| c.memory_bytes());
+    let mib = |b: u64| b as f64 / 1048576.0;
 
     // Search latency under concurrent clients.
     let qdata = synthetic(queries, 128, 2);
@@ -298,6 +312,13 @@ fn main() {
     );
     let mixed_vps = (mixed_batches * batch) as f64 / mixed_secs;
     println!(
+        "memory after ingest: {:.1} MiB resident ({:.1} MiB grown since the server started), state {:.1} MiB: {:.2}x the state",
+        mib(rss_after_ingest),
+        mib(rss_after_ingest.saturating_sub(rss_before_server)),
+        mib(state_bytes),
+        rss_after_ingest as f64 / state_bytes as f64
+    );
+    println!(
         "search idle (1 search client): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         idle.len(),
         ipct(0.5),
@@ -342,6 +363,16 @@ fn main() {
                 .num("search_p50_ingest_ms", mpct(0.5))
                 .num("search_p99_ingest_ms", mpct(0.99))
                 .num("search_max_ingest_ms", mixed.last().copied().unwrap_or(0.0))
+                .num("rss_mib_after_ingest", mib(rss_after_ingest))
+                .num(
+                    "rss_mib_server_growth",
+                    mib(rss_after_ingest.saturating_sub(rss_before_server))
+                )
+                .num("state_bytes", state_bytes as f64)
+                .num(
+                    "rss_over_state",
+                    rss_after_ingest as f64 / state_bytes as f64
+                )
                 .num("healthz_p99_ingest_ms", hpct(0.99))
                 .num(
                     "healthz_max_ingest_ms",

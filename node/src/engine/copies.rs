@@ -4,6 +4,11 @@
 //! the replaced copy is brought up to date for the next group ([`reclaim`]): by replaying the
 //! group's recorded events once its last reader has let go, or by copying the published state
 //! if a reader holds it past [`RECLAIM_WAIT`].
+//!
+//! The two copies hold their rows (vectors, walk copy, norms, the graph's lists, tags and live
+//! flags) in the same memory: the replayed copy adopts the published copy's chunks
+//! ([`Kernel::share_storage`]), a copied one shares them from the start, and the writer's next
+//! group copies only the chunks it writes (copy on write). The maps are still held twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,8 +124,14 @@ pub(super) fn reclaim(
         }
     }
     match kernel {
-        Some(k) if k.seq() == fresh.seq() && k.chain_hash() == fresh.chain_hash() => k,
+        Some(mut k) if k.seq() == fresh.seq() && k.chain_hash() == fresh.chain_hash() => {
+            // The replay wrote its own copy of the chunks the group touched; from here on the
+            // two copies hold every row once, in the published copy's chunks.
+            k.share_storage(fresh);
+            k
+        }
         _ => {
+            // Copies the maps; the rows are shared.
             metrics.state_copies.inc();
             (**fresh).clone()
         }

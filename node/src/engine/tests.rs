@@ -65,6 +65,123 @@ fn both_copies_follow_the_log_whether_replayed_or_copied() {
     assert_eq!(Kernel::restore(&bytes).unwrap(), durable);
 }
 
+/// A collection of `dim`-wide vectors, HNSW-indexed, for the memory tests.
+fn create_wide(engine: &Engine, dim: u32) {
+    engine
+        .submit_blocking(Event::CreateCollection(valori_kernel::CollectionSpec {
+            name: "wide".into(),
+            dimension: dim,
+            metric: valori_kernel::Metric::L2,
+            index: valori_kernel::IndexSpec::Hnsw(valori_kernel::HnswParams {
+                m: 8,
+                ef_construction: 32,
+                ef_search: 32,
+            }),
+        }))
+        .unwrap();
+}
+
+fn insert_wide(engine: &Engine, dim: usize, n: usize, seed: u64) {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let records = (0..n)
+        .map(|_| valori_kernel::NewRecord {
+            vector: (0..dim)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    valori_kernel::Fixed(((x % 200) as i32 - 100) << 12)
+                })
+                .collect(),
+            tag: 0,
+            metadata: None,
+        })
+        .collect();
+    engine
+        .submit_blocking(Event::Insert {
+            collection: "wide".into(),
+            records,
+        })
+        .unwrap();
+}
+
+fn held_bytes(engine: &Engine, others: &[&Arc<Kernel>]) -> u64 {
+    let others = others.iter().map(|k| Arc::clone(k)).collect();
+    answer_blocking(engine.ask(|reply| Job::HeldBytes(others, reply)).unwrap()).unwrap()
+}
+
+/// The node's two copies hold each row once between them: the back copy, whether replayed
+/// or copied, shares every chunk of vectors, graph, tags and live flags with the published
+/// state, which stays what the log replays to.
+#[test]
+fn the_two_copies_hold_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::clone(&metrics)).unwrap();
+    create_wide(&engine, 128);
+    for seed in 0..6 {
+        insert_wide(&engine, 128, 400, seed);
+    }
+    let published = engine.read().unwrap();
+    let one = Kernel::held_bytes(&[&published]);
+    assert!(one >= 2400 * 128 * 4, "{one}");
+    assert_eq!(held_bytes(&engine, &[]), one, "replayed, then shared");
+    // A reader held the replaced copy past the wait: the writer copied the published state,
+    // and the copy shares all of it.
+    insert_wide(&engine, 128, 50, 9);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.state_copies.get() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(metrics.state_copies.get(), 1);
+    drop(published);
+    let published = engine.read().unwrap();
+    assert_eq!(held_bytes(&engine, &[]), Kernel::held_bytes(&[&published]));
+    let durable = recover(&engine.shared.store, &engine.shared.config).unwrap();
+    assert_eq!(*published, durable);
+    assert_eq!(
+        published.shared_bytes(&durable),
+        0,
+        "a recovered state is its own"
+    );
+}
+
+/// A reader that holds a published state for seconds while groups commit keeps that one
+/// version alive and no more: the node's memory is the versions actually held, which share
+/// every row the groups did not change, not a full copy for the reader.
+#[test]
+fn a_reader_holding_a_state_for_seconds_costs_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::new(Metrics::new())).unwrap();
+    let dim = 256;
+    create_wide(&engine, dim as u32);
+    for seed in 0..6 {
+        insert_wide(&engine, dim, 500, seed);
+    }
+    let held = engine.read().unwrap();
+    let hash = held.state_hash();
+    let one = Kernel::held_bytes(&[&held]);
+    let started = Instant::now();
+    let mut groups = 0;
+    while started.elapsed() < Duration::from_secs(2) || groups < 20 {
+        insert_wide(&engine, dim, 5, 100 + groups);
+        groups += 1;
+    }
+    let now = engine.read().unwrap();
+    let added = Kernel::held_bytes(&[&now]) - one;
+    let node = held_bytes(&engine, &[&held]);
+    // What the held version holds alone: the chunks the groups rewrote (the graph's lists
+    // they relinked, the last chunk of each appended row set), a fraction of it.
+    let held_alone = node - Kernel::held_bytes(&[&now]);
+    assert!(
+        held_alone < one / 3,
+        "{held_alone} bytes held for the reader, of {one} ({groups} groups, {added} bytes added)"
+    );
+    assert_eq!(held.state_hash(), hash, "a reader's state never changes");
+    drop(held);
+    assert_eq!(held_bytes(&engine, &[]), Kernel::held_bytes(&[&now]));
+}
+
 /// The whole state is hashed once per published state however many ask (the operator asks
 /// every pod each interval), and again once a commit publishes a new state.
 #[test]

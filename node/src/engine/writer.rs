@@ -51,6 +51,10 @@ pub(super) enum Job {
     /// Makes the writer panic (tests of what the node does when its writer dies).
     #[cfg(test)]
     Panic,
+    /// Bytes of rows that the back copy, the published copy and the given states hold between
+    /// them ([`Kernel::held_bytes`]; tests of the copies' memory).
+    #[cfg(test)]
+    HeldBytes(Vec<std::sync::Arc<Kernel>>, Reply<u64>),
 }
 
 /// Client writes of one group, with their replies.
@@ -128,6 +132,13 @@ fn between_groups(shared: &Shared, copies: &mut Copies, job: Job) {
         Job::Event(..) => unreachable!("events are grouped by the writer loop"),
         #[cfg(test)]
         Job::Panic => panic!("a test asked the writer to panic"),
+        #[cfg(test)]
+        Job::HeldBytes(others, reply) => {
+            let published = shared.published.get();
+            let mut states = vec![&copies.back, &*published];
+            states.extend(others.iter().map(|k| &**k));
+            let _ = reply.send(Ok(Kernel::held_bytes(&states)));
+        }
         Job::Replicate(entries, reply) => {
             let _ = reply.send(replicate(shared, copies, entries));
         }
