@@ -1,7 +1,7 @@
 //! A collection: records with dense ids, stored column-wise, and exact search over them.
 //!
 //! Ids are assigned consecutively from 0 and never reused, so a record's id is its slot: the
-//! vector of record `id` is `vectors[id * dim .. (id + 1) * dim]`. A deleted record loses its tag
+//! vector of record `id` is row `id` of `vectors`. A deleted record loses its tag
 //! and metadata and is marked dead, but keeps its vector: the HNSW index routes through it. It
 //! costs its vector's memory until the collection is dropped.
 
@@ -19,7 +19,7 @@ use crate::hnsw::{BuildLog, Hnsw, SearchScratch, Space};
 use crate::keyed::Extras;
 use crate::limits::*;
 use crate::payload::Payload;
-use crate::rows::{Rows, SMALL_CHUNK_BYTES};
+use crate::rows::Rows;
 use alloc::string::String;
 
 /// A tag filter with at most this many live records is answered by an exact scan of the tag
@@ -62,10 +62,8 @@ pub struct Collection {
     /// Full-precision vectors in stored form, one row per slot, in chunks that copies of the
     /// state share ([`Rows`]).
     pub(crate) vectors: Rows<i32>,
-    /// Each slot's tag (0 once deleted) and whether it is live, one-wide rows in small
-    /// shared chunks.
-    pub(crate) tags: Rows<u64>,
-    pub(crate) live: Rows<bool>,
+    pub(crate) tags: Vec<u64>,
+    pub(crate) live: Vec<bool>,
     pub(crate) metadata: BTreeMap<u64, Vec<u8>>,
     pub(crate) live_count: u64,
     /// Largest absolute component ever stored: only chooses the narrow distance kernels,
@@ -84,7 +82,7 @@ pub struct Collection {
     /// The compact copy the index walks (empty for flat collections): derived, never encoded.
     pub(crate) compact: CompactCopy,
     /// Each narrow compact vector's norms ([`compact::Norms`]; empty for a wide copy): derived.
-    pub(crate) compact_norms: Rows<compact::Norms>,
+    pub(crate) compact_norms: Vec<compact::Norms>,
     /// Slots whose vectors lie beyond the compact copy's range (saturated in it), ascending:
     /// derived, never encoded.
     pub(crate) saturated: Vec<u32>,
@@ -97,8 +95,8 @@ pub struct Collection {
 /// A collection's compact copy, at the width its parameters name.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum CompactCopy {
-    Narrow(Rows<i8>),
-    Wide(Rows<i16>),
+    Narrow(Vec<i8>),
+    Wide(Vec<i16>),
 }
 
 /// How an insert builds its part of the index.
@@ -115,22 +113,22 @@ impl Collection {
             IndexSpec::Flat => None,
             IndexSpec::Hnsw(p) => Some(Hnsw::new(p)),
         };
-        let spec_dim = spec.dimension as usize;
+        let dim = spec.dimension as usize;
         Collection {
             index,
             postings: BTreeMap::new(),
             or_bits: 0,
             magnitudes: [0; 33],
-            compact: CompactCopy::Wide(Rows::new(spec_dim)),
-            compact_norms: Rows::new(1),
+            compact: CompactCopy::Wide(Vec::new()),
+            compact_norms: Vec::new(),
             saturated: Vec::new(),
             compact_params: compact::Params::EMPTY,
             extras: Extras::default(),
             spec,
             next_id: 0,
-            vectors: Rows::new(spec_dim),
-            tags: Rows::with_chunk_bytes(1, SMALL_CHUNK_BYTES),
-            live: Rows::with_chunk_bytes(1, SMALL_CHUNK_BYTES),
+            vectors: Rows::new(dim),
+            tags: Vec::new(),
+            live: Vec::new(),
             metadata: BTreeMap::new(),
             live_count: 0,
             max_abs: 0,
@@ -163,7 +161,7 @@ impl Collection {
 
     /// Whether `id` names a live record.
     pub fn contains(&self, id: u64) -> bool {
-        id < self.next_id && self.live.value(id as usize)
+        id < self.next_id && self.live[id as usize]
     }
 
     /// A live record.
@@ -174,7 +172,7 @@ impl Collection {
         Some(Record {
             id,
             vector: self.slot(id),
-            tag: self.tags.value(id as usize),
+            tag: self.tags[id as usize],
             metadata: self.metadata.get(&id).map(|m| m.as_slice()),
             key: self.extras.key_of.get(&id).map(String::as_str),
             payload: self.extras.payloads.get(&id),
@@ -188,7 +186,7 @@ impl Collection {
 
     /// Live record ids in ascending order.
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        (0..self.next_id).filter(|&id| self.live.value(id as usize))
+        (0..self.next_id).filter(|&id| self.live[id as usize])
     }
 
     /// Checks a vector against the collection and returns its stored form (normalised for
@@ -278,32 +276,28 @@ impl Collection {
         let first_slot = if params != self.compact_params {
             self.compact_params = params;
             self.compact = match params.width {
-                compact::Width::Narrow => CompactCopy::Narrow(Rows::new(self.dim())),
-                compact::Width::Wide => CompactCopy::Wide(Rows::new(self.dim())),
+                compact::Width::Narrow => CompactCopy::Narrow(Vec::new()),
+                compact::Width::Wide => CompactCopy::Wide(Vec::new()),
             };
-            self.compact_norms = Rows::new(1);
+            self.compact_norms.clear();
             0
         } else {
             first as usize
         };
-        let rows = self.vectors.rows_from(first_slot);
+        let dim = self.dim();
         let limit_bits = match &mut self.compact {
             CompactCopy::Narrow(c) => {
-                let mut buf = Vec::with_capacity(self.spec.dimension as usize);
-                for row in rows {
-                    buf.clear();
-                    compact::quantize_into(row, params.shift, &mut buf);
-                    c.push(&buf);
-                    self.compact_norms.push(&[compact::norms_of(&buf)]);
+                let start = c.len();
+                for row in self.vectors.rows_from(first_slot) {
+                    compact::quantize_into(row, params.shift, c);
                 }
+                self.compact_norms
+                    .extend(c[start..].chunks_exact(dim.max(1)).map(compact::norms_of));
                 i8::LIMIT_BITS
             }
             CompactCopy::Wide(c) => {
-                let mut buf = Vec::with_capacity(self.spec.dimension as usize);
-                for row in rows {
-                    buf.clear();
-                    compact::quantize_into(row, params.shift, &mut buf);
-                    c.push(&buf);
+                for row in self.vectors.rows_from(first_slot) {
+                    compact::quantize_into(row, params.shift, c);
                 }
                 i16::LIMIT_BITS
             }
@@ -319,10 +313,11 @@ impl Collection {
     }
 
     /// The index's distance context over a compact copy.
-    fn space<'a, C: Component>(&'a self, compact: &'a Rows<C>) -> Space<'a, C> {
+    fn space<'a, C: Component>(&'a self, compact: &'a [C]) -> Space<'a, C> {
         Space::new(
             compact,
             &self.compact_norms,
+            self.dim(),
             self.spec.metric,
             compact::kernels_with(false),
         )
@@ -335,56 +330,30 @@ impl Collection {
         let postings: usize = self.postings.values().map(|p| p.capacity() * 4 + 48).sum();
         (self.vectors.bytes() as usize
             + match &self.compact {
-                CompactCopy::Narrow(c) => c.bytes() as usize,
-                CompactCopy::Wide(c) => c.bytes() as usize,
+                CompactCopy::Narrow(c) => c.len(),
+                CompactCopy::Wide(c) => c.len() * 2,
             }
-            + self.compact_norms.bytes() as usize
+            + self.compact_norms.len() * 8
             + self.saturated.len() * 4
-            + self.tags.bytes() as usize
-            + self.live.bytes() as usize
+            + self.tags.len() * 8
+            + self.live.len()
             + metadata
             + postings) as u64
             + self.index.as_ref().map_or(0, Hnsw::memory_bytes)
             + self.extras.memory_bytes()
     }
 
-    /// Adopts `other`'s chunks of vectors, walk copy, norms, tags, live flags and graph
-    /// wherever they hold the same rows ([`Rows::share_from`]); `other` must be this
-    /// collection in an equal state.
+    /// Adopts `other`'s chunks of full-precision vectors ([`Rows::share_from`]); `other` must
+    /// be this collection in an equal state.
     pub(crate) fn share_storage(&mut self, other: &Collection) {
         self.vectors.share_from(&other.vectors);
-        self.tags.share_from(&other.tags);
-        self.live.share_from(&other.live);
-        if let (Some(a), Some(b)) = (&mut self.index, &other.index) {
-            a.share_storage(b);
-        }
-        self.compact_norms.share_from(&other.compact_norms);
-        match (&mut self.compact, &other.compact) {
-            (CompactCopy::Narrow(a), CompactCopy::Narrow(b)) => {
-                a.share_from(b);
-            }
-            (CompactCopy::Wide(a), CompactCopy::Wide(b)) => {
-                a.share_from(b);
-            }
-            _ => {}
-        }
     }
 
-    /// Calls `f` with the address and bytes of each chunk of rows this collection holds
-    /// (vectors, walk copy, norms, tags, live flags, graph): chunks shared with another state
-    /// have the same address.
+    /// Calls `f` with the address and bytes of each chunk of full-precision vectors: chunks
+    /// shared with another state have the same address.
     pub(crate) fn visit_chunks(&self, f: &mut dyn FnMut(usize, u64)) {
-        let compact: &mut dyn Iterator<Item = (usize, u64)> = match &self.compact {
-            CompactCopy::Narrow(c) => &mut c.chunks(),
-            CompactCopy::Wide(c) => &mut c.chunks(),
-        };
-        let rows = self.vectors.chunks().chain(compact);
-        let rows = rows.chain(self.compact_norms.chunks());
-        for (at, bytes) in rows.chain(self.tags.chunks()).chain(self.live.chunks()) {
+        for (at, bytes) in self.vectors.chunks() {
             f(at, bytes);
-        }
-        if let Some(index) = &self.index {
-            index.visit_chunks(f);
         }
     }
 
@@ -409,8 +378,8 @@ impl Collection {
         self.or_bits |= stored.iter().fold(0, |acc, &x| acc | x as u32);
         self.magnitudes[compact::bit_length(max_abs)] += 1;
         self.vectors.push(stored);
-        self.tags.push(&[tag]);
-        self.live.push(&[true]);
+        self.tags.push(tag);
+        self.live.push(true);
         self.postings.entry(tag).or_default().push(id as u32);
         if let Some(m) = metadata {
             self.metadata.insert(id, m);
@@ -421,7 +390,7 @@ impl Collection {
 
     /// Deletes a live record. Its vector stays as a routing point of the index.
     pub(crate) fn remove(&mut self, id: u64) {
-        let tag = self.tags.value(id as usize);
+        let tag = self.tags[id as usize];
         if let Some(list) = self.postings.get_mut(&tag) {
             if let Ok(i) = list.binary_search(&(id as u32)) {
                 list.remove(i);
@@ -430,8 +399,8 @@ impl Collection {
                 self.postings.remove(&tag);
             }
         }
-        self.tags.row_mut(id as usize)[0] = 0;
-        self.live.row_mut(id as usize)[0] = false;
+        self.tags[id as usize] = 0;
+        self.live[id as usize] = false;
         self.metadata.remove(&id);
         self.extras.forget(id);
         self.live_count -= 1;
@@ -517,14 +486,14 @@ impl Collection {
     fn search_index<C: Component>(
         &self,
         index: &Hnsw,
-        compact: &Rows<C>,
+        compact: &[C],
         query: &[i32],
         k: usize,
         ef: usize,
         tag: Option<u64>,
         scratch: &mut SearchScratch,
     ) -> Vec<Hit> {
-        let live = |s: u32| self.live.value(s as usize);
+        let live = |s: u32| self.live[s as usize];
         match tag {
             None => self
                 .walk(index, compact, query, k, ef, &live, 0, scratch)
@@ -534,7 +503,7 @@ impl Collection {
                 if count <= FILTER_SCAN_MAX {
                     return self.search_exact(query, k, tag);
                 }
-                let accept = |s: u32| live(s) && self.tags.value(s as usize) == t;
+                let accept = |s: u32| live(s) && self.tags[s as usize] == t;
                 let need = count.min(k as u64) as usize;
                 self.walk(index, compact, query, k, ef, &accept, need, scratch)
                     .unwrap_or_else(|| self.search_exact(query, k, tag))
@@ -567,7 +536,7 @@ impl Collection {
     fn walk<C: Component>(
         &self,
         index: &Hnsw,
-        compact: &Rows<C>,
+        compact: &[C],
         query: &[i32],
         k: usize,
         ef: usize,
@@ -651,9 +620,9 @@ impl Collection {
         out.put_u64(self.next_id);
         let mut buf = Vec::with_capacity(self.dim() * 4);
         for id in 0..self.next_id {
-            if self.live.value(id as usize) {
+            if self.live[id as usize] {
                 out.put_u8(1);
-                out.put_u64(self.tags.value(id as usize));
+                out.put_u64(self.tags[id as usize]);
                 out.put_opt_bytes(self.metadata.get(&id).map(|m| m.as_slice()));
             } else {
                 out.put_u8(0);

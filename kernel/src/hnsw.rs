@@ -26,7 +26,6 @@ use crate::codec::{DecodeError, Reader, Sink};
 use crate::compact::{prefetch, CompactKernels, Component, Norms};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
-use crate::rows::{Rows, SMALL_CHUNK_BYTES};
 
 /// Highest layer a node can reach.
 pub const MAX_LEVEL: u8 = 16;
@@ -61,9 +60,10 @@ pub fn level_for(id: u64, m: u16) -> u8 {
 /// inner product the negated compact dot product: both order candidates as the full distance
 /// would (exactly, in the compact copy's exact mode).
 pub(crate) struct Space<'a, C> {
-    pub compact: &'a Rows<C>,
+    pub compact: &'a [C],
     /// Each compact vector's [`Norms`] (narrow copies measured by `flipped_dot`).
-    pub norms: &'a Rows<Norms>,
+    pub norms: &'a [Norms],
+    pub dim: usize,
     pub metric: Metric,
     pub kernels: CompactKernels<C>,
 }
@@ -80,17 +80,19 @@ impl<'a, C: Component> Space<'a, C> {
     /// The space over `compact`; `norms` are used (with the kernels' `flipped_dot`) only when
     /// they cover every vector.
     pub fn new(
-        compact: &'a Rows<C>,
-        norms: &'a Rows<Norms>,
+        compact: &'a [C],
+        norms: &'a [Norms],
+        dim: usize,
         metric: Metric,
         mut kernels: CompactKernels<C>,
     ) -> Self {
-        if norms.len() != compact.len() {
+        if norms.len() * dim != compact.len() {
             kernels.flipped_dot = None;
         }
         Space {
             compact,
             norms,
+            dim,
             metric,
             kernels,
         }
@@ -98,7 +100,8 @@ impl<'a, C: Component> Space<'a, C> {
 
     #[inline]
     pub fn vector(&self, slot: u32) -> &'a [C] {
-        self.compact.row(slot as usize)
+        let start = slot as usize * self.dim;
+        &self.compact[start..start + self.dim]
     }
 
     /// A stored vector as a probe.
@@ -107,7 +110,7 @@ impl<'a, C: Component> Space<'a, C> {
         Probe {
             v: self.vector(slot),
             norms: if self.kernels.flipped_dot.is_some() {
-                self.norms.row(slot as usize)[0]
+                self.norms[slot as usize]
             } else {
                 Norms::default()
             },
@@ -134,7 +137,7 @@ impl<'a, C: Component> Space<'a, C> {
     pub fn dist(&self, q: &Probe<'_, C>, slot: u32) -> WalkDistance {
         let v = self.vector(slot);
         if let Some(flipped_dot) = self.kernels.flipped_dot {
-            let n = self.norms.row(slot as usize)[0];
+            let n = self.norms[slot as usize];
             let dot = flipped_dot(q.v, v) - 128 * i64::from(n.sum);
             return match self.metric {
                 Metric::L2 | Metric::Cosine => {
@@ -353,17 +356,12 @@ impl BuildLog {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Hnsw {
     params: HnswParams,
-    /// Level of every slot. Like every part of the graph below, in shared chunks ([`Rows`]):
-    /// an insert rewrites the lists of the nodes it links to, and copies only their chunks
-    /// while the other copy of the state shares them.
-    levels: Rows<u8>,
+    /// Level of every slot.
+    levels: Vec<u8>,
     /// Layer 0: per slot `[count, n_0 .. n_(m0-1)]`.
-    layer0: Rows<u32>,
-    /// Per slot, the row of `upper` that holds its layer-1 list (its lists for layers 1 to
-    /// its level follow; meaningless at level 0).
-    upper_first: Rows<u32>,
-    /// Layers 1 and above: per slot and layer, one `[count, n_0 .. n_(m-1)]` row.
-    upper: Rows<u32>,
+    layer0: Vec<u32>,
+    /// Layers 1..=level: per slot, one `[count, n_0 .. n_(m-1)]` block per layer.
+    upper: Vec<Vec<u32>>,
     entry: Option<u32>,
     max_level: u8,
 }
@@ -372,10 +370,9 @@ impl Hnsw {
     pub fn new(params: HnswParams) -> Self {
         Hnsw {
             params,
-            levels: Rows::new(1),
-            layer0: Rows::with_chunk_bytes(2 * usize::from(params.m) + 1, SMALL_CHUNK_BYTES),
-            upper_first: Rows::new(1),
-            upper: Rows::with_chunk_bytes(usize::from(params.m) + 1, SMALL_CHUNK_BYTES),
+            levels: Vec::new(),
+            layer0: Vec::new(),
+            upper: Vec::new(),
             entry: None,
             max_level: 0,
         }
@@ -387,26 +384,8 @@ impl Hnsw {
 
     /// Bytes held by the graph.
     pub fn memory_bytes(&self) -> u64 {
-        self.levels.bytes() + self.layer0.bytes() + self.upper_first.bytes() + self.upper.bytes()
-    }
-
-    /// Adopts `other`'s chunks wherever they hold the same rows ([`Rows::share_from`]).
-    pub(crate) fn share_storage(&mut self, other: &Hnsw) {
-        self.levels.share_from(&other.levels);
-        self.layer0.share_from(&other.layer0);
-        self.upper_first.share_from(&other.upper_first);
-        self.upper.share_from(&other.upper);
-    }
-
-    /// Calls `f` with each chunk's address and bytes ([`Rows::chunks`]).
-    pub(crate) fn visit_chunks(&self, f: &mut dyn FnMut(usize, u64)) {
-        let chunks = self.levels.chunks().chain(self.layer0.chunks());
-        for (at, bytes) in chunks
-            .chain(self.upper_first.chunks())
-            .chain(self.upper.chunks())
-        {
-            f(at, bytes);
-        }
+        let upper: usize = self.upper.iter().map(|u| u.len() * 4 + 24).sum();
+        (self.levels.len() + self.layer0.len() * 4 + upper) as u64
     }
 
     fn m(&self) -> usize {
@@ -432,47 +411,41 @@ impl Hnsw {
     #[inline]
     fn neighbors(&self, slot: u32, layer: u8) -> &[u32] {
         if layer == 0 {
-            let row = self.layer0.row(slot as usize);
-            &row[1..1 + row[0] as usize]
+            let base = slot as usize * (self.m0() + 1);
+            let count = self.layer0[base] as usize;
+            &self.layer0[base + 1..base + 1 + count]
         } else {
-            let row = self.upper.row(self.upper_row(slot, layer));
-            &row[1..1 + row[0] as usize]
+            let base = (layer as usize - 1) * (self.m() + 1);
+            let block = &self.upper[slot as usize];
+            let count = block[base] as usize;
+            &block[base + 1..base + 1 + count]
         }
     }
 
-    /// The row of `upper` that holds `slot`'s list on `layer` (at least 1).
-    #[inline]
-    fn upper_row(&self, slot: u32, layer: u8) -> usize {
-        self.upper_first.value(slot as usize) as usize + usize::from(layer) - 1
-    }
-
-    #[inline]
-    fn level(&self, slot: u32) -> u8 {
-        self.levels.value(slot as usize)
-    }
-
     fn set_neighbors(&mut self, slot: u32, layer: u8, list: &[u32]) {
-        let row = if layer == 0 {
-            self.layer0.row_mut(slot as usize)
+        let (m, m0) = (self.m(), self.m0());
+        let (block, base) = if layer == 0 {
+            (&mut self.layer0, slot as usize * (m0 + 1))
         } else {
-            let at = self.upper_row(slot, layer);
-            self.upper.row_mut(at)
+            (
+                &mut self.upper[slot as usize],
+                (layer as usize - 1) * (m + 1),
+            )
         };
-        row[0] = list.len() as u32;
-        row[1..1 + list.len()].copy_from_slice(list);
+        let max = if layer == 0 { m0 } else { m };
+        block[base] = list.len() as u32;
+        block[base + 1..base + 1 + list.len()].copy_from_slice(list);
         // Keep unused entries zero so equal graphs are equal in memory too.
-        row[1 + list.len()..].fill(0);
+        block[base + 1 + list.len()..base + 1 + max].fill(0);
     }
 
     /// Adds an empty, unreachable node for the next slot.
     fn push_node(&mut self, id: u64) {
         let level = level_for(id, self.params.m);
-        self.levels.push(&[level]);
-        self.layer0.push_filled(0);
-        self.upper_first.push(&[self.upper.len() as u32]);
-        for _ in 0..level {
-            self.upper.push_filled(0);
-        }
+        self.levels.push(level);
+        self.layer0.extend(core::iter::repeat_n(0, self.m0() + 1));
+        self.upper
+            .push(vec![0; usize::from(level) * (self.m() + 1)]);
     }
 
     /// Greedy descent from the entry point to `stop_layer + 1`'s best node.
@@ -637,8 +610,12 @@ impl Hnsw {
     /// Hints the CPU to load `slot`'s neighbour list on `layer`.
     #[inline]
     fn prefetch_neighbors(&self, slot: u32, layer: u8) {
-        if layer == 0 && (slot as usize) < self.layer0.len() {
-            prefetch(self.layer0.row(slot as usize));
+        if layer == 0 {
+            let width = self.m0() + 1;
+            let base = slot as usize * width;
+            if let Some(list) = self.layer0.get(base..base + width) {
+                prefetch(list);
+            }
         }
     }
 
@@ -689,7 +666,7 @@ impl Hnsw {
         slot: u32,
         scratch: &mut SearchScratch,
     ) -> Option<(Vec<Candidates>, Candidates)> {
-        let level = self.level(slot);
+        let level = self.levels[slot as usize];
         let q = &space.probe(slot);
         let entry = self.entry?;
         let top = level.min(self.max_level);
@@ -750,11 +727,11 @@ impl Hnsw {
         slot: u32,
         mut layers: Vec<Vec<(WalkDistance, u32)>>,
     ) -> Vec<Vec<u32>> {
-        let level = self.level(slot);
+        let level = self.levels[slot as usize];
         layers.resize(usize::from(level) + 1, Vec::new());
         let q = &space.probe(slot);
         for other in first..slot {
-            let other_level = self.level(other);
+            let other_level = self.levels[other as usize];
             let d = space.dist(q, other);
             for layer in layers
                 .iter_mut()
@@ -836,7 +813,7 @@ impl Hnsw {
                     }
                     back.extend(list.iter().map(|&n| (n, layer as u8, slot)));
                 }
-                let level = self.level(slot);
+                let level = self.levels[slot as usize];
                 if self.entry.is_none() || level > self.max_level {
                     self.entry = Some(slot);
                     self.max_level = level;
@@ -916,7 +893,7 @@ impl Hnsw {
         }
         out.put_u8(self.max_level);
         for slot in 0..self.slots() as u32 {
-            let level = self.level(slot);
+            let level = self.levels[slot as usize];
             out.put_u8(level);
             for layer in 0..=level {
                 let list = self.neighbors(slot, layer);
@@ -943,7 +920,7 @@ impl Hnsw {
         let mut list = Vec::new();
         for slot in 0..slots as u32 {
             let level = r.u8()?;
-            if level != h.level(slot) {
+            if level != h.levels[slot as usize] {
                 return Err(DecodeError::Invalid(
                     "index level differs from the id's level",
                 ));
@@ -956,7 +933,7 @@ impl Hnsw {
                 list.clear();
                 for _ in 0..count {
                     let n = r.u32()?;
-                    if u64::from(n) >= slots || h.level(n) < layer || n == slot {
+                    if u64::from(n) >= slots || h.levels[n as usize] < layer || n == slot {
                         return Err(DecodeError::Invalid("index neighbour out of range"));
                     }
                     list.push(n);
@@ -964,10 +941,11 @@ impl Hnsw {
                 h.set_neighbors(slot, layer, &list);
             }
         }
-        let top = h.levels.rows_from(0).map(|l| l[0]).max();
+        let top = h.levels.iter().copied().max();
         match (entry, top) {
             (None, None) => {}
-            (Some(e), Some(t)) if u64::from(e) < slots && h.level(e) == t && max_level == t => {}
+            (Some(e), Some(t))
+                if u64::from(e) < slots && h.levels[e as usize] == t && max_level == t => {}
             _ => return Err(DecodeError::Invalid("index entry point")),
         }
         h.entry = entry;
@@ -999,10 +977,9 @@ mod tests {
         rows.extend(core::iter::repeat_n(i8::MAX, dim));
         let norms: Vec<Norms> = rows.chunks_exact(dim).map(norms_of).collect();
         let n = (rows.len() / dim) as u32;
-        let (rows, norms) = (Rows::from_flat(dim, &rows), Rows::from_flat(1, &norms));
         for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
             for isa in [Isa::Scalar, Isa::Avx512Vnni] {
-                let space = Space::new(&rows, &norms, metric, i8::kernels_for(isa));
+                let space = Space::new(&rows, &norms, dim, metric, i8::kernels_for(isa));
                 for a in 0..n {
                     let probe = space.probe(a);
                     let query = space.probe_query(space.vector(a));
@@ -1032,9 +1009,7 @@ mod tests {
                 (x % 2001) as i16 - 1000
             })
             .collect();
-        let compact = Rows::from_flat(dim, &compact);
-        let no_norms = Rows::new(1);
-        let space = Space::new(&compact, &no_norms, Metric::L2, kernels_with(false));
+        let space = Space::new(&compact, &[], dim, Metric::L2, kernels_with(false));
         let mut h = Hnsw::new(HnswParams {
             m: 6,
             ef_construction: 40,

@@ -356,12 +356,11 @@ impl Kernel {
         }
     }
 
-    /// Makes this state hold its vectors (full-precision and walk copies), tags, live flags and
-    /// graphs in `other`'s memory wherever the two hold the same ones, so that one copy serves
-    /// both from now on (a later write to either copies only the chunks it touches). Both must
-    /// be the same state (the same events applied: equal sequence number and chain hash), else
-    /// nothing changes and this returns false. Values, encodings and hashes are unaffected:
-    /// only where the bytes live.
+    /// Makes this state hold its full-precision vectors in `other`'s memory, so that one copy
+    /// serves both from now on (a later insert into either copies only the last chunk it
+    /// appends to). Both must be the same state (the same events applied: equal sequence number
+    /// and chain hash), else nothing changes and this returns false. Values, encodings and
+    /// hashes are unaffected: only where the bytes live.
     pub fn share_storage(&mut self, other: &Kernel) -> bool {
         if self.seq != other.seq || self.chain != other.chain {
             return false;
@@ -374,9 +373,9 @@ impl Kernel {
         true
     }
 
-    /// Bytes of rows (vectors, walk copies, tags, live flags, graphs) that `states` hold
-    /// between them, each chunk counted once however many of them share it
-    /// ([`Kernel::share_storage`]). For one state, the bytes of its rows.
+    /// Bytes of full-precision vectors that `states` hold between them, each chunk counted
+    /// once however many of them share it ([`Kernel::share_storage`]). For one state, the
+    /// bytes of its vectors.
     pub fn held_bytes(states: &[&Kernel]) -> u64 {
         let mut seen = alloc::collections::BTreeSet::new();
         let mut held = 0;
@@ -392,7 +391,7 @@ impl Kernel {
         held
     }
 
-    /// Bytes of rows this state and `other` hold in the same memory.
+    /// Bytes of vectors this state and `other` hold in the same memory.
     pub fn shared_bytes(&self, other: &Kernel) -> u64 {
         Kernel::held_bytes(&[self]) + Kernel::held_bytes(&[other])
             - Kernel::held_bytes(&[self, other])

@@ -4,11 +4,10 @@
 //! chunk behind its own reference count. Cloning [`Rows`] copies only the list of chunks, so a
 //! clone shares every byte with the original; a write copies the one chunk it touches, and only
 //! while that chunk is shared (copy on write). Vectors are only ever appended, so two states
-//! that share them differ at most in the last chunk; the graph's neighbour lists are also
-//! rewritten in place, in smaller chunks, so that a write copies little.
+//! that share them differ at most in the last chunk.
 //!
 //! This is what lets the node's two copies of the state (see `node/src/engine/copies.rs`) hold
-//! one copy of the vectors and of the graph between them: [`Rows::share_from`] makes one state
+//! one copy of the full-precision vectors between them: [`Rows::share_from`] makes one state
 //! use the other's chunks once both hold the same rows. Only the memory is shared; the values,
 //! the encoding and every hash are those of plain contiguous rows.
 
@@ -19,10 +18,6 @@ use core::fmt;
 /// Target size of a chunk in bytes: large enough that the list of chunks stays small (one
 /// pointer per 128 KiB), small enough that copying the last chunk on a write is cheap.
 pub const CHUNK_BYTES: usize = 128 * 1024;
-
-/// Target size of a chunk of rows that are rewritten in place at random (neighbour lists,
-/// tags, live flags): while another state shares a chunk, such a write copies all of it.
-pub const SMALL_CHUNK_BYTES: usize = 8 * 1024;
 
 /// Rows of `width` elements of `T`, appended one at a time, in shared chunks.
 #[derive(Clone)]
@@ -63,16 +58,9 @@ unsafe impl<T: Send + Sync> Sync for Start<T> {}
 impl<T: Copy> Rows<T> {
     /// No rows, each of `width` elements (at least one), in chunks of about [`CHUNK_BYTES`].
     pub(crate) fn new(width: usize) -> Self {
-        Self::with_chunk_bytes(width, CHUNK_BYTES)
-    }
-
-    /// No rows, each of `width` elements, in chunks of at most `chunk_bytes` (and at least one
-    /// row). Rows written in place at random want small chunks: a write copies its whole chunk
-    /// while another state shares it.
-    pub(crate) fn with_chunk_bytes(width: usize, chunk_bytes: usize) -> Self {
         let width = width.max(1);
         let row_bytes = width * core::mem::size_of::<T>().max(1);
-        let rows = (chunk_bytes / row_bytes).max(1);
+        let rows = (CHUNK_BYTES / row_bytes).max(1);
         Rows {
             width,
             shift: usize::BITS - 1 - rows.leading_zeros(),
@@ -80,23 +68,6 @@ impl<T: Copy> Rows<T> {
             chunks: Vec::new(),
             starts: Vec::new(),
         }
-    }
-
-    /// Rows of `width` elements taken in order from `flat` (whose length must be a multiple).
-    #[cfg(test)]
-    pub(crate) fn from_flat(width: usize, flat: &[T]) -> Self {
-        let mut rows = Rows::new(width);
-        for row in flat.chunks_exact(rows.width) {
-            rows.push(row);
-        }
-        assert_eq!(rows.len * rows.width, flat.len(), "whole rows");
-        rows
-    }
-
-    /// Number of rows.
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
 
     /// Row `i`. Panics if `i >= len`.
@@ -117,12 +88,6 @@ impl<T: Copy> Rows<T> {
     pub(crate) fn push(&mut self, row: &[T]) {
         assert_eq!(row.len(), self.width, "row width");
         self.append(|data| data.extend_from_slice(row));
-    }
-
-    /// Appends a row of `width` copies of `value`.
-    pub(crate) fn push_filled(&mut self, value: T) {
-        let width = self.width;
-        self.append(|data| data.resize(data.len() + width, value));
     }
 
     /// Appends one row that `fill` writes at the end of the last chunk.
@@ -149,24 +114,6 @@ impl<T: Copy> Rows<T> {
             None => self.starts.push(start),
         }
         self.len += 1;
-    }
-
-    /// Row `i`'s first element: the value of a one-wide row.
-    #[inline]
-    pub(crate) fn value(&self, i: usize) -> T {
-        self.row(i)[0]
-    }
-
-    /// Row `i` to write in place; copies its chunk first if another state shares it. Panics
-    /// if `i >= len`.
-    #[inline]
-    pub(crate) fn row_mut(&mut self, i: usize) -> &mut [T] {
-        assert!(i < self.len, "row {i} of {}", self.len);
-        let c = i >> self.shift;
-        let data = Arc::make_mut(&mut self.chunks[c]);
-        self.starts[c] = Start(data.as_ptr());
-        let at = (i & ((1 << self.shift) - 1)) * self.width;
-        &mut data[at..at + self.width]
     }
 
     /// Rows `from..`, in order.
@@ -201,16 +148,19 @@ impl<T: Copy> Rows<T> {
 }
 
 impl<T: Copy + PartialEq> Rows<T> {
-    /// Makes `self` use `other`'s chunks wherever the two hold the same rows, so that they
-    /// share that memory from now on. Returns false, changing nothing, unless both hold the
-    /// same number of rows of the same width; chunks whose contents differ are left alone.
+    /// Makes `self` use `other`'s chunks, which must hold the same rows (the caller knows the
+    /// two are the same state), so that they share that memory from now on. Returns false,
+    /// changing nothing, unless both hold the same number of rows of the same width. The
+    /// contents are not compared (that would read every chunk the last group wrote twice more)
+    /// except in debug builds, where a difference panics.
     pub(crate) fn share_from(&mut self, other: &Rows<T>) -> bool {
         if self.width != other.width || self.shift != other.shift || self.len != other.len {
             return false;
         }
         let pairs = self.chunks.iter_mut().zip(&other.chunks);
         for ((mine, theirs), start) in pairs.zip(&mut self.starts) {
-            if !Arc::ptr_eq(mine, theirs) && **mine == **theirs {
+            if !Arc::ptr_eq(mine, theirs) {
+                debug_assert!(**mine == **theirs, "rows shared from a different state");
                 *mine = Arc::clone(theirs);
                 *start = Start(mine.as_ptr());
             }
@@ -303,47 +253,22 @@ mod tests {
         assert!(a != b);
     }
 
-    /// Writing a row in place copies its chunk while shared, once, and leaves the other
-    /// state's rows as they were; small chunks keep that copy small.
+    /// Sharing rows from a state that is not the same is a bug the debug build catches.
     #[test]
-    fn writing_in_place_copies_the_shared_chunk_once() {
-        let mut a = Rows::with_chunk_bytes(4, 64);
-        for i in 0..40 {
-            a.push(&[i; 4]);
-        }
-        assert_eq!(a.shift, 2, "four rows of 16 bytes a chunk");
-        let b = a.clone();
-        a.row_mut(17)[1] = -1;
-        a.row_mut(18)[0] = -2;
-        assert_eq!(a.row(17), &[17, -1, 17, 17]);
-        assert_eq!(a.row(18), &[-2, 18, 18, 18]);
-        assert_eq!(b.row(17), &[17; 4]);
-        assert_eq!(b.row(18), &[18; 4]);
-        assert_eq!(
-            a.shared_bytes(&b),
-            b.bytes() - 64,
-            "only chunk 4 was copied"
-        );
-        let mut c = b.clone();
-        c.row_mut(17)[1] = -1;
-        c.row_mut(18)[0] = -2;
-        assert!(c.share_from(&a));
-        assert_eq!(c.shared_bytes(&a), a.bytes());
-        assert_eq!(c.shared_bytes(&b), b.bytes() - 64);
-        // A copied last chunk grows to a full chunk and no further.
-        let mut d = Rows::with_chunk_bytes(4, 64);
-        for i in 0..3 {
-            d.push(&[i; 4]);
-        }
-        let e = d.clone();
-        d.push(&[3; 4]);
-        assert_eq!(d.chunks[0].capacity(), 16);
-        assert_eq!(e.len(), 3);
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "rows shared from a different state")]
+    fn sharing_different_rows_panics_in_debug_builds() {
+        let mut c = filled(10, 3000);
+        c.push(&[1; 10]);
+        let mut d = filled(10, 3000);
+        d.push(&[2; 10]);
+        c.share_from(&d);
     }
 
-    /// Two equal rows built apart come to share every chunk; unequal ones do not.
+    /// Two equal rows built apart come to share every chunk; rows of another length are
+    /// refused.
     #[test]
-    fn share_from_shares_equal_rows_only() {
+    fn share_from_shares_equal_rows() {
         let mut a = filled(10, 3000);
         let b = filled(10, 3000);
         assert_eq!(a.shared_bytes(&b), 0);
@@ -351,19 +276,6 @@ mod tests {
         assert!(a.share_from(&b));
         assert_eq!(a.shared_bytes(&b), b.bytes());
         assert_eq!(a, b);
-
-        let mut c = filled(10, 3000);
-        c.push(&[1; 10]);
-        let mut d = filled(10, 3000);
-        d.push(&[2; 10]);
-        assert!(c.share_from(&d));
-        let last = (c.chunks.last().unwrap().len() * 4) as u64;
-        assert_eq!(
-            c.shared_bytes(&d),
-            d.bytes() - last,
-            "the differing chunk stays apart"
-        );
-        assert_eq!(c.row(3000), &[1; 10]);
 
         let mut shorter = filled(10, 2999);
         assert!(!shorter.share_from(&b));

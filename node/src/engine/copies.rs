@@ -5,10 +5,10 @@
 //! group's recorded events once its last reader has let go, or by copying the published state
 //! if a reader holds it past [`RECLAIM_WAIT`].
 //!
-//! The two copies hold their rows (vectors, walk copy, norms, the graph's lists, tags and live
-//! flags) in the same memory: the replayed copy adopts the published copy's chunks
-//! ([`Kernel::share_storage`]), a copied one shares them from the start, and the writer's next
-//! group copies only the chunks it writes (copy on write). The maps are still held twice.
+//! The two copies hold their full-precision vectors, the largest part of a state, in the same
+//! memory: the replayed copy adopts the published copy's chunks ([`Kernel::share_storage`]), a
+//! copied one shares them from the start, and the writer's next group copies only the last
+//! chunk it appends to (copy on write). The rest (walk copy, graph, tags, maps) is held twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -125,13 +125,13 @@ pub(super) fn reclaim(
     }
     match kernel {
         Some(mut k) if k.seq() == fresh.seq() && k.chain_hash() == fresh.chain_hash() => {
-            // The replay wrote its own copy of the chunks the group touched; from here on the
-            // two copies hold every row once, in the published copy's chunks.
+            // The replay appended its own copy of the group's vectors; from here on the two
+            // copies hold every vector once, in the published copy's chunks.
             k.share_storage(fresh);
             k
         }
         _ => {
-            // Copies the maps; the rows are shared.
+            // Copies all but the full-precision vectors, which are shared.
             metrics.state_copies.inc();
             (**fresh).clone()
         }

@@ -13,8 +13,8 @@
 //! group's records ([`Kernel::replay`]: no distance is computed) and is the next back copy; if
 //! a reader holds it longer than [`crate::limits::RECLAIM_WAIT`], the writer copies the
 //! published state instead. Readers therefore never wait for validation, index builds or the
-//! sync, and never see an event that is not durable. The price is memory, small: the two copies
-//! share every chunk of rows that neither has written since (`copies.rs`).
+//! sync, and never see an event that is not durable. The price is memory: two copies, but of the
+//! full-precision vectors, the largest part, one (`copies.rs`).
 //!
 //! If the append fails, the back copy is ahead of the disk: the engine latches into a failed
 //! state ([`health`]) that refuses every later write, rebuilds the state from what is durable

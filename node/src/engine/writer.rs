@@ -69,7 +69,22 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
         back: state,
         exec: Threads::with_start(shared.config.index_threads, move || lower_priority(nice)),
     };
-    while let Ok(first) = rx.recv() {
+    let mut worked = false;
+    loop {
+        let first = match rx.recv_timeout(IDLE_RELEASE) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if std::mem::take(&mut worked) {
+                    release_free_memory();
+                }
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        worked = true;
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut next = Some(first);
@@ -95,6 +110,21 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
         }
         commit(shared, &mut copies, events);
         maybe_snapshot(shared, &copies.back);
+    }
+}
+
+/// How long the writer waits idle after work before it hands freed memory back.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Hands the memory the allocator holds free (what index builds, replays and request bodies
+/// used and dropped) back to the system, so that the node's resident memory after a burst of
+/// writes is what the state holds. glibc keeps freed memory in each thread's arena until asked;
+/// other allocators need nothing here.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a plain call into the C library's allocator, which is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
