@@ -9,7 +9,7 @@ use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
 
 use crate::codec::{DecodeError, Reader, Sink};
-use crate::compact::{self, Component};
+use crate::compact::{self, Component, Lines};
 use crate::distance::{self, Bound, Distance};
 use crate::error::Error;
 use crate::event::{decode_spec, encode_spec, CollectionSpec, IndexSpec, Metric, NewRecord};
@@ -95,8 +95,8 @@ pub struct Collection {
 /// A collection's compact copy, at the width its parameters name.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum CompactCopy {
-    Narrow(Vec<i8>),
-    Wide(Vec<i16>),
+    Narrow(Lines<i8>),
+    Wide(Lines<i16>),
 }
 
 /// How an insert builds its part of the index.
@@ -119,7 +119,7 @@ impl Collection {
             postings: BTreeMap::new(),
             or_bits: 0,
             magnitudes: [0; 33],
-            compact: CompactCopy::Wide(Vec::new()),
+            compact: CompactCopy::Wide(Lines::new()),
             compact_norms: Vec::new(),
             saturated: Vec::new(),
             compact_params: compact::Params::EMPTY,
@@ -276,8 +276,8 @@ impl Collection {
         let first_slot = if params != self.compact_params {
             self.compact_params = params;
             self.compact = match params.width {
-                compact::Width::Narrow => CompactCopy::Narrow(Vec::new()),
-                compact::Width::Wide => CompactCopy::Wide(Vec::new()),
+                compact::Width::Narrow => CompactCopy::Narrow(Lines::new()),
+                compact::Width::Wide => CompactCopy::Wide(Lines::new()),
             };
             self.compact_norms.clear();
             0
@@ -545,7 +545,8 @@ impl Collection {
         scratch: &mut SearchScratch,
     ) -> Option<Vec<Hit>> {
         let compact::Params { shift, exact, .. } = self.compact_params;
-        let mut q = Vec::with_capacity(query.len());
+        // Aligned like the rows it is compared with.
+        let mut q = Lines::new();
         let in_range = compact::quantize_query(query, shift, &mut q);
         // A query beyond the stored range, or whose own low bits are not zero, cannot use the
         // exact conversion: its candidates are re-ranked by the full distance.

@@ -528,7 +528,7 @@ fn compact_quantises_in_range<C: Component + core::fmt::Display>(
     let bits = v.iter().fold(0u32, |a, &x| a | x as u32);
     let (shift, exact) = compact::choose::<C>(&magnitudes, bits);
     let mut out: Vec<C> = Vec::new();
-    compact::quantize_into(&v, shift, &mut out);
+    compact::quantize_into::<C>(&v, shift, &mut out);
     for (&c, &x) in out.iter().zip(&v) {
         prop_assert!(
             (C::LOWEST.into()..=C::HIGHEST.into()).contains(&c.into()),
