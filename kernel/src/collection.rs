@@ -95,8 +95,8 @@ pub struct Collection {
 /// A collection's compact copy, at the width its parameters name.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum CompactCopy {
-    Narrow(Lines<i8>),
-    Wide(Lines<i16>),
+    Narrow(Rows<i8>),
+    Wide(Rows<i16>),
 }
 
 /// How an insert builds its part of the index.
@@ -119,7 +119,7 @@ impl Collection {
             postings: BTreeMap::new(),
             or_bits: 0,
             magnitudes: [0; 33],
-            compact: CompactCopy::Wide(Lines::new()),
+            compact: CompactCopy::Wide(Rows::new(dim)),
             compact_norms: Vec::new(),
             saturated: Vec::new(),
             compact_params: compact::Params::EMPTY,
@@ -276,28 +276,27 @@ impl Collection {
         let first_slot = if params != self.compact_params {
             self.compact_params = params;
             self.compact = match params.width {
-                compact::Width::Narrow => CompactCopy::Narrow(Lines::new()),
-                compact::Width::Wide => CompactCopy::Wide(Lines::new()),
+                compact::Width::Narrow => CompactCopy::Narrow(Rows::new(self.dim())),
+                compact::Width::Wide => CompactCopy::Wide(Rows::new(self.dim())),
             };
             self.compact_norms.clear();
             0
         } else {
             first as usize
         };
-        let dim = self.dim();
         let limit_bits = match &mut self.compact {
             CompactCopy::Narrow(c) => {
                 let start = c.len();
                 for row in self.vectors.rows_from(first_slot) {
-                    compact::quantize_into(row, params.shift, c);
+                    c.push_with(|out| compact::quantize_row(row, params.shift, out));
                 }
                 self.compact_norms
-                    .extend(c[start..].chunks_exact(dim.max(1)).map(compact::norms_of));
+                    .extend(c.rows_from(start).map(compact::norms_of));
                 i8::LIMIT_BITS
             }
             CompactCopy::Wide(c) => {
                 for row in self.vectors.rows_from(first_slot) {
-                    compact::quantize_into(row, params.shift, c);
+                    c.push_with(|out| compact::quantize_row(row, params.shift, out));
                 }
                 i16::LIMIT_BITS
             }
@@ -313,11 +312,10 @@ impl Collection {
     }
 
     /// The index's distance context over a compact copy.
-    fn space<'a, C: Component>(&'a self, compact: &'a [C]) -> Space<'a, C> {
+    fn space<'a, C: Component>(&'a self, compact: &'a Rows<C>) -> Space<'a, C> {
         Space::new(
             compact,
             &self.compact_norms,
-            self.dim(),
             self.spec.metric,
             compact::kernels_with(false),
         )
@@ -330,8 +328,8 @@ impl Collection {
         let postings: usize = self.postings.values().map(|p| p.capacity() * 4 + 48).sum();
         (self.vectors.bytes() as usize
             + match &self.compact {
-                CompactCopy::Narrow(c) => c.len(),
-                CompactCopy::Wide(c) => c.len() * 2,
+                CompactCopy::Narrow(c) => c.bytes() as usize,
+                CompactCopy::Wide(c) => c.bytes() as usize,
             }
             + self.compact_norms.len() * 8
             + self.saturated.len() * 4
@@ -343,16 +341,29 @@ impl Collection {
             + self.extras.memory_bytes()
     }
 
-    /// Adopts `other`'s chunks of full-precision vectors ([`Rows::share_from`]); `other` must
-    /// be this collection in an equal state.
+    /// Adopts `other`'s chunks of full-precision vectors and of the walk copy
+    /// ([`Rows::share_from`]); `other` must be this collection in an equal state.
     pub(crate) fn share_storage(&mut self, other: &Collection) {
         self.vectors.share_from(&other.vectors);
+        match (&mut self.compact, &other.compact) {
+            (CompactCopy::Narrow(mine), CompactCopy::Narrow(theirs)) => {
+                mine.share_from(theirs);
+            }
+            (CompactCopy::Wide(mine), CompactCopy::Wide(theirs)) => {
+                mine.share_from(theirs);
+            }
+            _ => debug_assert!(false, "walk copies of different widths"),
+        }
     }
 
-    /// Calls `f` with the address and bytes of each chunk of full-precision vectors: chunks
-    /// shared with another state have the same address.
+    /// Calls `f` with the address and bytes of each chunk of full-precision vectors and of the
+    /// walk copy: chunks shared with another state have the same address.
     pub(crate) fn visit_chunks(&self, f: &mut dyn FnMut(usize, u64)) {
-        for (at, bytes) in self.vectors.chunks() {
+        let compact: alloc::vec::Vec<(usize, u64)> = match &self.compact {
+            CompactCopy::Narrow(c) => c.chunks().collect(),
+            CompactCopy::Wide(c) => c.chunks().collect(),
+        };
+        for (at, bytes) in self.vectors.chunks().chain(compact) {
             f(at, bytes);
         }
     }
@@ -486,7 +497,7 @@ impl Collection {
     fn search_index<C: Component>(
         &self,
         index: &Hnsw,
-        compact: &[C],
+        compact: &Rows<C>,
         query: &[i32],
         k: usize,
         ef: usize,
@@ -536,7 +547,7 @@ impl Collection {
     fn walk<C: Component>(
         &self,
         index: &Hnsw,
-        compact: &[C],
+        compact: &Rows<C>,
         query: &[i32],
         k: usize,
         ef: usize,

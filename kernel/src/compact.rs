@@ -36,8 +36,10 @@
 
 use alloc::vec::Vec;
 
+use crate::rows::Line;
+
 /// A compact component: `i8` (narrow) or `i16` (wide).
-pub trait Component: Copy + Default + Send + Sync + Into<i64> + 'static {
+pub trait Component: crate::rows::Plain + Default + Into<i64> {
     /// Components lie in `[-2^LIMIT_BITS, 2^LIMIT_BITS)`.
     const LIMIT_BITS: u32;
     /// The smallest component, `-2^LIMIT_BITS`.
@@ -246,6 +248,14 @@ pub fn bit_length(max_abs: u32) -> usize {
 pub fn quantize_into<C: Component>(v: &[i32], shift: u32, out: &mut impl Extend<C>) {
     let (lo, hi) = (C::LOWEST.into() as i32, C::HIGHEST.into() as i32);
     out.extend(v.iter().map(|&x| C::from_i32((x >> shift).clamp(lo, hi))));
+}
+
+/// Quantises a stored vector into `out` (of the same length), as [`quantize_into`] does.
+pub fn quantize_row<C: Component>(v: &[i32], shift: u32, out: &mut [C]) {
+    let (lo, hi) = (C::LOWEST.into() as i32, C::HIGHEST.into() as i32);
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = C::from_i32((x >> shift).clamp(lo, hi));
+    }
 }
 
 /// Quantises a query, whose components may lie beyond every stored one: they are clamped to
@@ -758,7 +768,8 @@ mod vnni_i8 {
 }
 
 /// A growable run of compact components whose first byte is aligned to a cache line (64
-/// bytes), so that every row of a dimension whose row length is a multiple of 64 bytes (128,
+/// bytes): a query's compact form, placed like the walk copy's rows ([`crate::rows::Rows`]), so
+/// that every row of a dimension whose row length is a multiple of 64 bytes (128,
 /// 384, 768, 1536 ... components, at either width) starts on a line of its own. A kernel's
 /// 32- or 64-byte loads then never straddle two lines; from a plain `Vec` whose data starts
 /// 16 bytes into a page, each row of 128 narrow components spans three lines instead of two.
@@ -769,11 +780,6 @@ pub(crate) struct Lines<C: Component> {
     len: usize,
     _component: core::marker::PhantomData<C>,
 }
-
-/// One cache line of storage.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
 
 impl<C: Component> Lines<C> {
     /// Empty. Panics unless `C` is `i8` or `i16`: plain integers for which every byte pattern,

@@ -26,6 +26,7 @@ use crate::codec::{DecodeError, Reader, Sink};
 use crate::compact::{prefetch, CompactKernels, Component, Norms};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
+use crate::rows::Rows;
 
 /// Highest layer a node can reach.
 pub const MAX_LEVEL: u8 = 16;
@@ -60,10 +61,9 @@ pub fn level_for(id: u64, m: u16) -> u8 {
 /// inner product the negated compact dot product: both order candidates as the full distance
 /// would (exactly, in the compact copy's exact mode).
 pub(crate) struct Space<'a, C> {
-    pub compact: &'a [C],
+    pub compact: &'a Rows<C>,
     /// Each compact vector's [`Norms`] (narrow copies measured by `flipped_dot`).
     pub norms: &'a [Norms],
-    pub dim: usize,
     pub metric: Metric,
     pub kernels: CompactKernels<C>,
 }
@@ -80,19 +80,17 @@ impl<'a, C: Component> Space<'a, C> {
     /// The space over `compact`; `norms` are used (with the kernels' `flipped_dot`) only when
     /// they cover every vector.
     pub fn new(
-        compact: &'a [C],
+        compact: &'a Rows<C>,
         norms: &'a [Norms],
-        dim: usize,
         metric: Metric,
         mut kernels: CompactKernels<C>,
     ) -> Self {
-        if norms.len() * dim != compact.len() {
+        if norms.len() != compact.len() {
             kernels.flipped_dot = None;
         }
         Space {
             compact,
             norms,
-            dim,
             metric,
             kernels,
         }
@@ -100,8 +98,7 @@ impl<'a, C: Component> Space<'a, C> {
 
     #[inline]
     pub fn vector(&self, slot: u32) -> &'a [C] {
-        let start = slot as usize * self.dim;
-        &self.compact[start..start + self.dim]
+        self.compact.row(slot as usize)
     }
 
     /// A stored vector as a probe.
@@ -977,9 +974,13 @@ mod tests {
         rows.extend(core::iter::repeat_n(i8::MAX, dim));
         let norms: Vec<Norms> = rows.chunks_exact(dim).map(norms_of).collect();
         let n = (rows.len() / dim) as u32;
+        let mut stored = Rows::new(dim);
+        for row in rows.chunks_exact(dim) {
+            stored.push(row);
+        }
         for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
             for isa in [Isa::Scalar, Isa::Avx512Vnni] {
-                let space = Space::new(&rows, &norms, dim, metric, i8::kernels_for(isa));
+                let space = Space::new(&stored, &norms, metric, i8::kernels_for(isa));
                 for a in 0..n {
                     let probe = space.probe(a);
                     let query = space.probe_query(space.vector(a));
@@ -1003,13 +1004,16 @@ mod tests {
     fn interleaved_walks_equal_single_walks() {
         let (dim, n) = (8usize, 1500u32);
         let mut x = 0x1234_5678_9abc_def0u64;
-        let compact: Vec<i16> = (0..n as usize * dim)
-            .map(|_| {
-                x = splitmix64(x);
-                (x % 2001) as i16 - 1000
-            })
-            .collect();
-        let space = Space::new(&compact, &[], dim, Metric::L2, kernels_with(false));
+        let mut compact = Rows::new(dim);
+        for _ in 0..n {
+            compact.push_with(|row: &mut [i16]| {
+                for c in row {
+                    x = splitmix64(x);
+                    *c = (x % 2001) as i16 - 1000;
+                }
+            });
+        }
+        let space = Space::new(&compact, &[], Metric::L2, kernels_with(false));
         let mut h = Hnsw::new(HnswParams {
             m: 6,
             ef_construction: 40,

@@ -356,9 +356,9 @@ impl Kernel {
         }
     }
 
-    /// Makes this state hold its full-precision vectors in `other`'s memory, so that one copy
-    /// serves both from now on (a later insert into either copies only the last chunk it
-    /// appends to). Both must be the same state (the same events applied: equal sequence number
+    /// Makes this state hold its full-precision vectors and its walk copy in `other`'s memory,
+    /// so that one copy serves both from now on (a later insert into either copies only the
+    /// last chunks it appends to). Both must be the same state (the same events applied: equal sequence number
     /// and chain hash), else nothing changes and this returns false. Values, encodings and
     /// hashes are unaffected: only where the bytes live.
     pub fn share_storage(&mut self, other: &Kernel) -> bool {
@@ -373,9 +373,9 @@ impl Kernel {
         true
     }
 
-    /// Bytes of full-precision vectors that `states` hold between them, each chunk counted
-    /// once however many of them share it ([`Kernel::share_storage`]). For one state, the
-    /// bytes of its vectors.
+    /// Bytes of full-precision vectors and walk copies that `states` hold between them, each
+    /// chunk counted once however many of them share it ([`Kernel::share_storage`]). For one
+    /// state, the bytes of its vectors and walk copy.
     pub fn held_bytes(states: &[&Kernel]) -> u64 {
         let mut seen = alloc::collections::BTreeSet::new();
         let mut held = 0;
@@ -391,7 +391,7 @@ impl Kernel {
         held
     }
 
-    /// Bytes of vectors this state and `other` hold in the same memory.
+    /// Bytes of vectors and walk copy this state and `other` hold in the same memory.
     pub fn shared_bytes(&self, other: &Kernel) -> u64 {
         Kernel::held_bytes(&[self]) + Kernel::held_bytes(&[other])
             - Kernel::held_bytes(&[self, other])

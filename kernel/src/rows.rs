@@ -1,23 +1,106 @@
-//! Fixed-width rows in shared chunks: how a collection holds its full-precision vectors.
+//! Fixed-width rows in shared chunks: how a collection holds its full-precision vectors and
+//! its compact walk copy.
 //!
-//! Rows live in chunks of a power-of-two number of rows (about [`CHUNK_BYTES`] each), every
-//! chunk behind its own reference count. Cloning [`Rows`] copies only the list of chunks, so a
-//! clone shares every byte with the original; a write copies the one chunk it touches, and only
-//! while that chunk is shared (copy on write). Vectors are only ever appended, so two states
-//! that share them differ at most in the last chunk.
+//! Rows live in chunks of a power-of-two number of rows ([`rows_per_chunk`]: a whole number of
+//! 2 MiB huge pages for the usual row sizes), every chunk behind its own reference count and
+//! starting on a cache line, so that rows whose size is a multiple of 64 bytes (those of the
+//! usual dimensions) never straddle two lines. Cloning
+//! [`Rows`] copies only the list of chunks, so a clone shares every byte with the original; a
+//! write copies the one chunk it touches, and only while that chunk is shared (copy on write).
+//! Rows are only ever appended, so two states that share them differ at most in the last chunk.
 //!
 //! This is what lets the node's two copies of the state (see `node/src/engine/copies.rs`) hold
-//! one copy of the full-precision vectors between them: [`Rows::share_from`] makes one state
-//! use the other's chunks once both hold the same rows. Only the memory is shared; the values,
-//! the encoding and every hash are those of plain contiguous rows.
+//! one copy of the vectors and of the walk copy between them: [`Rows::share_from`] makes one
+//! state use the other's chunks once both hold the same rows. Only the memory is shared; the
+//! values, the encoding and every hash are those of plain contiguous rows.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::marker::PhantomData;
 
-/// Target size of a chunk in bytes: large enough that the list of chunks stays small (one
-/// pointer per 128 KiB), small enough that copying the last chunk on a write is cheap.
-pub const CHUNK_BYTES: usize = 128 * 1024;
+/// A huge page: chunks are whole multiples of it where the row size allows, so that a program
+/// whose allocator places large blocks on huge pages (the node's does) reads them with few TLB
+/// entries.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Rows per chunk for rows of `row_bytes` bytes: a power of two, so that one shift finds a
+/// row's chunk. For a row of `2^a * b` bytes (`b` odd) up to 7, the fewest rows that fill whole
+/// huge pages (a chunk of `b` times 2 MiB); for other sizes as many as fit in 4 MiB. Large
+/// enough that the list of chunks stays small, small enough that copying the last chunk on a
+/// write is cheap (a few milliseconds at most).
+pub fn rows_per_chunk(row_bytes: usize) -> usize {
+    let row_bytes = row_bytes.max(1);
+    let a = row_bytes.trailing_zeros();
+    let huge = HUGE_PAGE.trailing_zeros();
+    if row_bytes >> a <= 7 {
+        1 << huge.saturating_sub(a)
+    } else {
+        let fit = ((2 * HUGE_PAGE) / row_bytes).max(1);
+        1 << (usize::BITS - 1 - fit.leading_zeros())
+    }
+}
+
+/// What rows may hold: plain integers, for which every byte pattern (zero included) is a value,
+/// whose size divides a cache line. Sealed: implemented for `i8`, `i16` and `i32` only.
+pub trait Plain: Copy + PartialEq + Send + Sync + 'static + sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for i8 {}
+    impl Sealed for i16 {}
+    impl Sealed for i32 {}
+}
+
+impl Plain for i8 {}
+impl Plain for i16 {}
+impl Plain for i32 {}
+
+/// One cache line of storage.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub(crate) [u8; 64]);
+
+/// A chunk: whole cache lines holding `len` elements of `T` from the first.
+struct Chunk<T> {
+    lines: Vec<Line>,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Plain> Chunk<T> {
+    const PER_LINE: usize = 64 / core::mem::size_of::<T>();
+
+    fn new() -> Self {
+        Chunk {
+            lines: Vec::new(),
+            len: 0,
+            _t: PhantomData,
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: the lines hold at least `len` elements of `T` (`Rows::append`), the storage
+        // is aligned for `T` (64 bytes) and every byte pattern is a `T` (`Plain`).
+        unsafe { core::slice::from_raw_parts(self.lines.as_ptr() as *const T, self.len) }
+    }
+
+    fn as_ptr(&self) -> *const T {
+        self.lines.as_ptr() as *const T
+    }
+}
+
+/// A copy has no spare room: a chunk copied while shared holds exactly its lines.
+impl<T> Clone for Chunk<T> {
+    fn clone(&self) -> Self {
+        Chunk {
+            lines: self.lines.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+}
 
 /// Rows of `width` elements of `T`, appended one at a time, in shared chunks.
 #[derive(Clone)]
@@ -27,13 +110,12 @@ pub(crate) struct Rows<T> {
     shift: u32,
     len: usize,
     /// Every chunk but the last holds exactly `1 << shift` rows.
-    chunks: Vec<Arc<Vec<T>>>,
+    chunks: Vec<Arc<Chunk<T>>>,
     /// Each chunk's first element, so that reading a row is one load from this table (reads
-    /// at random places, the exact rerank's, would otherwise wait on the chunk's header too).
-    /// Kept equal to `chunks[i].as_ptr()` by every method that changes `chunks`.
+    /// at random places, the walks' and the exact rerank's, would otherwise wait on the chunk's
+    /// header too). Kept equal to `chunks[i].as_ptr()` by every method that changes `chunks`.
     starts: Vec<Start<T>>,
 }
-
 /// A chunk's data pointer. The chunk it points into is owned by the same [`Rows`] (an `Arc`
 /// that only `&mut Rows` can change), so it lives as long as the table and is never written
 /// while a `&Rows` can read it.
@@ -55,12 +137,12 @@ unsafe impl<T: Send + Sync> Send for Start<T> {}
 #[allow(unsafe_code)]
 unsafe impl<T: Send + Sync> Sync for Start<T> {}
 
-impl<T: Copy> Rows<T> {
-    /// No rows, each of `width` elements (at least one), in chunks of about [`CHUNK_BYTES`].
+impl<T: Plain> Rows<T> {
+    /// No rows, each of `width` elements (at least one), in chunks of [`rows_per_chunk`].
     pub(crate) fn new(width: usize) -> Self {
         let width = width.max(1);
-        let row_bytes = width * core::mem::size_of::<T>().max(1);
-        let rows = (CHUNK_BYTES / row_bytes).max(1);
+        let row_bytes = width * core::mem::size_of::<T>();
+        let rows = rows_per_chunk(row_bytes);
         Rows {
             width,
             shift: usize::BITS - 1 - rows.leading_zeros(),
@@ -83,32 +165,57 @@ impl<T: Copy> Rows<T> {
         unsafe { core::slice::from_raw_parts(start.add(at), self.width) }
     }
 
+    /// Rows held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Appends a row of exactly `width` elements. Copies the last chunk first if another
     /// state shares it.
     pub(crate) fn push(&mut self, row: &[T]) {
         assert_eq!(row.len(), self.width, "row width");
-        self.append(|data| data.extend_from_slice(row));
+        self.push_with(|r| r.copy_from_slice(row));
     }
 
-    /// Appends one row that `fill` writes at the end of the last chunk.
-    fn append(&mut self, fill: impl FnOnce(&mut Vec<T>)) {
+    /// Appends one row that `fill` writes (it is handed zeros). Copies the last chunk first if
+    /// another state shares it.
+    #[allow(unsafe_code)]
+    pub(crate) fn push_with(&mut self, fill: impl FnOnce(&mut [T])) {
+        let per_line = Chunk::<T>::PER_LINE;
+        let full = (self.width << self.shift).div_ceil(per_line);
         if self.len & ((1 << self.shift) - 1) == 0 {
-            // A new chunk, grown by doubling as rows arrive: a full chunk's capacity is
-            // exactly its rows, and a small collection holds no more than it needs.
-            self.chunks.push(Arc::new(Vec::new()));
+            // The first chunk grows by doubling as rows arrive, so that a small collection
+            // holds no more than it needs; later ones are taken whole at once (pages of it
+            // that no row reached yet take no memory).
+            let mut chunk = Chunk::new();
+            if self.len > 0 {
+                chunk.lines.reserve_exact(full);
+            }
+            self.chunks.push(Arc::new(chunk));
         }
-        let full = self.width << self.shift;
         let last = self.chunks.last_mut().expect("a chunk was pushed");
-        let data = Arc::make_mut(last);
-        if data.capacity() - data.len() < self.width {
+        let chunk = Arc::make_mut(last);
+        let lines = (chunk.len + self.width).div_ceil(per_line);
+        if lines > chunk.lines.capacity() {
             // Doubling, but never past a full chunk: a chunk copied while shared has no spare
             // room, and plain doubling from there would overshoot.
-            let want = (data.capacity() * 2).clamp(data.len() + self.width, full);
-            data.reserve_exact(want - data.len());
+            let want = (chunk.lines.capacity() * 2).clamp(lines, full);
+            chunk.lines.reserve_exact(want - chunk.lines.len());
         }
-        fill(data);
-        debug_assert_eq!(data.len() % self.width, 0);
-        let start = Start(data.as_ptr());
+        if lines > chunk.lines.len() {
+            chunk.lines.resize(lines, Line([0; 64]));
+        }
+        // SAFETY: the lines hold `chunk.len + width` elements (just ensured), aligned for `T`,
+        // and every byte pattern is a `T` (`Plain`); the row is borrowed only during `fill`.
+        let row = unsafe {
+            core::slice::from_raw_parts_mut(
+                (chunk.lines.as_mut_ptr() as *mut T).add(chunk.len),
+                self.width,
+            )
+        };
+        fill(row);
+        chunk.len += self.width;
+        let start = Start(chunk.as_ptr());
         match self.starts.get_mut(self.chunks.len() - 1) {
             Some(s) => *s = start,
             None => self.starts.push(start),
@@ -125,7 +232,7 @@ impl<T: Copy> Rows<T> {
     /// the same address.
     pub(crate) fn chunks(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.chunks.iter().map(|c| {
-            let bytes = (c.len() * core::mem::size_of::<T>()) as u64;
+            let bytes = (c.len * core::mem::size_of::<T>()) as u64;
             (Arc::as_ptr(c) as *const u8 as usize, bytes)
         })
     }
@@ -137,7 +244,7 @@ impl<T: Copy> Rows<T> {
             .iter()
             .zip(&other.chunks)
             .filter(|(a, b)| Arc::ptr_eq(a, b))
-            .map(|(a, _)| (a.len() * core::mem::size_of::<T>()) as u64)
+            .map(|(a, _)| (a.len * core::mem::size_of::<T>()) as u64)
             .sum()
     }
 
@@ -145,9 +252,7 @@ impl<T: Copy> Rows<T> {
     pub(crate) fn bytes(&self) -> u64 {
         (self.len * self.width * core::mem::size_of::<T>()) as u64
     }
-}
 
-impl<T: Copy + PartialEq> Rows<T> {
     /// Makes `self` use `other`'s chunks, which must hold the same rows (the caller knows the
     /// two are the same state), so that they share that memory from now on. Returns false,
     /// changing nothing, unless both hold the same number of rows of the same width. The
@@ -160,7 +265,10 @@ impl<T: Copy + PartialEq> Rows<T> {
         let pairs = self.chunks.iter_mut().zip(&other.chunks);
         for ((mine, theirs), start) in pairs.zip(&mut self.starts) {
             if !Arc::ptr_eq(mine, theirs) {
-                debug_assert!(**mine == **theirs, "rows shared from a different state");
+                debug_assert!(
+                    mine.as_slice() == theirs.as_slice(),
+                    "rows shared from a different state"
+                );
                 *mine = Arc::clone(theirs);
                 *start = Start(mine.as_ptr());
             }
@@ -170,7 +278,7 @@ impl<T: Copy + PartialEq> Rows<T> {
 }
 
 /// Equal when they hold the same rows, however the chunks are shared.
-impl<T: Copy + PartialEq> PartialEq for Rows<T> {
+impl<T: Plain> PartialEq for Rows<T> {
     fn eq(&self, other: &Self) -> bool {
         self.width == other.width
             && self.len == other.len
@@ -178,11 +286,11 @@ impl<T: Copy + PartialEq> PartialEq for Rows<T> {
                 .chunks
                 .iter()
                 .zip(&other.chunks)
-                .all(|(a, b)| Arc::ptr_eq(a, b) || **a == **b)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a.as_slice() == b.as_slice())
     }
 }
 
-impl<T: Copy + Eq> Eq for Rows<T> {}
+impl<T: Plain + Eq> Eq for Rows<T> {}
 
 impl<T> fmt::Debug for Rows<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -207,24 +315,45 @@ mod tests {
         r
     }
 
-    /// Rows read back as pushed, across chunk boundaries, and chunks are about
-    /// [`CHUNK_BYTES`].
+    /// Chunks are whole huge pages for the usual row sizes, and about 4 MiB for others.
+    #[test]
+    fn chunks_fill_whole_huge_pages() {
+        let mib = 1 << 20;
+        for (row_bytes, rows, bytes) in [
+            (128, 16384, 2 * mib),   // 128 components, 8-bit
+            (256, 8192, 2 * mib),    // 128 components, 16-bit
+            (512, 4096, 2 * mib),    // 128 components, full precision
+            (768, 8192, 6 * mib),    // 768 components, 8-bit
+            (3072, 2048, 6 * mib),   // 768 components, full precision
+            (6144, 1024, 6 * mib),   // 1536 components, full precision
+            (400, 8192, 3_276_800),  // 100 components, full precision
+            (40, 262_144, 10 * mib), // 10 components, full precision
+            (8 * mib, 1, 8 * mib),   // a row larger than a huge page
+            (3 * mib + 4, 1, 3 * mib + 4),
+        ] {
+            assert_eq!(rows_per_chunk(row_bytes), rows, "{row_bytes}");
+            assert_eq!(rows * row_bytes, bytes, "{row_bytes}");
+        }
+    }
+
+    /// Rows read back as pushed, across chunk boundaries.
     #[test]
     fn rows_read_back_across_chunks() {
         let width = 100;
-        let r = filled(width, 2000);
-        assert_eq!(r.len, 2000);
+        let n = 20_000;
+        let r = filled(width, n);
+        assert_eq!(r.len, n);
         let per_chunk = 1usize << r.shift;
-        assert!(per_chunk * width * 4 <= CHUNK_BYTES && 2 * per_chunk * width * 4 > CHUNK_BYTES);
-        assert_eq!(r.chunks.len(), 2000usize.div_ceil(per_chunk));
-        for i in 0..2000 {
+        assert_eq!(per_chunk, 8192);
+        assert_eq!(r.chunks.len(), 3);
+        for i in 0..n {
             assert_eq!(r.row(i)[0], (i * 1000) as i32);
             assert_eq!(r.row(i)[width - 1], (i * 1000 + width - 1) as i32);
         }
-        let from: Vec<i32> = r.rows_from(1998).map(|row| row[1]).collect();
-        assert_eq!(from, [1_998_001, 1_999_001]);
-        // Wider than a chunk: one row per chunk.
-        let wide = filled(CHUNK_BYTES, 3);
+        let from: Vec<i32> = r.rows_from(n - 2).map(|row| row[1]).collect();
+        assert_eq!(from, [19_998_001, 19_999_001]);
+        // Wider than a huge page: one row per chunk.
+        let wide = filled(HUGE_PAGE, 3);
         assert_eq!((wide.shift, wide.chunks.len()), (0, 3));
         assert_eq!(wide.row(2)[7], 2007);
     }
@@ -239,18 +368,46 @@ mod tests {
     /// keeps its rows.
     #[test]
     fn writes_copy_only_the_chunk_they_touch() {
-        let a = filled(64, 1500);
-        let per_chunk = 1usize << a.shift;
-        assert!(1500 % per_chunk != 0, "the last chunk is partly filled");
+        let per_chunk = rows_per_chunk(256);
+        let n = per_chunk + 1500;
+        let a = filled(64, n);
         let mut b = a.clone();
         assert_eq!(b.shared_bytes(&a), a.bytes());
         b.push(&[7; 64]);
-        assert_eq!(a.len, 1500);
-        assert_eq!(b.len, 1501);
-        assert_eq!(b.row(1500), &[7; 64]);
-        let last = (1500 % per_chunk * 64 * 4) as u64;
-        assert_eq!(b.shared_bytes(&a), a.bytes() - last);
+        assert_eq!(a.len, n);
+        assert_eq!(b.len, n + 1);
+        assert_eq!(b.row(n), &[7; 64]);
+        // Rows of a multiple of 64 bytes start a cache line, in a copied chunk too.
+        for i in [0, 1, per_chunk, n - 1, n] {
+            assert_eq!(b.row(i).as_ptr() as usize % 64, 0, "row {i}");
+        }
+        assert_eq!(b.shared_bytes(&a), (per_chunk * 256) as u64);
         assert!(a != b);
+    }
+
+    /// Narrow rows: a chunk holds whole lines, and a row that ends mid-line leaves the rest
+    /// of the line for the next.
+    #[test]
+    fn narrow_rows_pack_their_lines() {
+        let mut r: Rows<i8> = Rows::new(40);
+        for i in 0..100i8 {
+            r.push_with(|row| {
+                assert!(row.iter().all(|&x| x == 0), "a new row is zeros");
+                row[0] = i;
+                row[39] = -i;
+            });
+        }
+        assert_eq!(r.len(), 100);
+        assert_eq!(r.bytes(), 4000);
+        for i in 0..100 {
+            assert_eq!(
+                (r.row(i)[0], r.row(i)[1], r.row(i)[39]),
+                (i as i8, 0, -(i as i8))
+            );
+        }
+        assert_eq!(r.chunks[0].lines.len(), 4000usize.div_ceil(64));
+        let copy = r.clone();
+        assert_eq!(copy, r);
     }
 
     /// Sharing rows from a state that is not the same is a bug the debug build catches.

@@ -462,20 +462,22 @@ fn recorded_builds_replay_to_the_identical_state() {
     assert_eq!(second, first);
 }
 
-/// A copy of a state shares its full-precision vectors until it is written; writes to the
-/// copy (inserts, deletes) copy at most the last chunk of vectors and never show in the
+/// A copy of a state shares its full-precision vectors and walk copy until it is written;
+/// writes to the copy (inserts, deletes) copy at most the last chunks and never show in the
 /// original; a state built apart comes to share the original's memory through
 /// `share_storage`, and every state stays what its log builds.
 #[test]
 fn copies_share_vectors_and_writes_stay_private() {
-    let dim = 8;
-    let vectors = clustered(6000, dim, 21);
+    // 128 components: full-precision rows of 512 bytes (4,096 to a 2 MiB chunk) and a 16-bit
+    // walk copy (the test's integers need it), rows of 256 bytes (8,192 to a chunk).
+    let (dim, n) = (128, 9000);
+    let vectors = clustered(n + 200, dim, 21);
     let mut events = vec![hnsw("h", dim as u32, Metric::L2)];
-    events.extend(insert_events(&vectors[..5000], 250, |i| (i % 7) as u64));
+    events.extend(insert_events(&vectors[..n], 500, |i| (i % 7) as u64));
     let original = build(&events, &Sequential);
     let hash = original.state_hash();
     let held = Kernel::held_bytes(&[&original]);
-    assert_eq!(held, 5000 * dim as u64 * 4);
+    assert_eq!(held, (n * dim * (4 + 2)) as u64);
 
     let mut copy = original.clone();
     assert_eq!(
@@ -497,7 +499,7 @@ fn copies_share_vectors_and_writes_stay_private() {
         held,
         "a delete keeps the vector"
     );
-    let inserts = insert_events(&vectors[5000..5100], 50, |_| 3);
+    let inserts = insert_events(&vectors[n..n + 100], 50, |_| 3);
     for e in &inserts {
         copy.apply(e).unwrap();
     }
@@ -513,10 +515,10 @@ fn copies_share_vectors_and_writes_stay_private() {
     let rebuilt = build(&all, &Sequential);
     assert_eq!(copy, rebuilt);
     assert_eq!(copy.state_hash(), rebuilt.state_hash());
-    // The copy's own vectors: the last chunk, which it appended to, and its new rows; the
-    // first chunk (4,096 vectors of 32 bytes) stays shared.
-    let chunk = valori_kernel::rows::CHUNK_BYTES as u64;
-    assert_eq!(original.shared_bytes(&copy), chunk);
+    // The copy's own rows: the last chunks, which it appended to; the full ones (two of
+    // vectors, one of the walk copy) stay shared.
+    let huge = valori_kernel::rows::HUGE_PAGE as u64;
+    assert_eq!(original.shared_bytes(&copy), 3 * huge);
 
     // A state built apart holds its own vectors until it adopts the copy's.
     let mut apart = rebuilt;
@@ -528,7 +530,7 @@ fn copies_share_vectors_and_writes_stay_private() {
     assert!(apart.share_storage(&copy));
     assert_eq!(apart.shared_bytes(&copy), Kernel::held_bytes(&[&copy]));
     // Both go on writing without disturbing each other.
-    let next = insert_events(&vectors[5100..5200], 100, |_| 5);
+    let next = insert_events(&vectors[n + 100..n + 200], 100, |_| 5);
     apart.apply(&next[0]).unwrap();
     assert_eq!(copy.state_hash(), build(&all, &Sequential).state_hash());
     all.extend(next);

@@ -6,6 +6,13 @@
 //! around [`serve`]; the Python package embeds a [`service::Service`] over an
 //! [`engine::Engine`].
 
+/// The allocator of every program built on the node (the server, the `valori` command, the
+/// benchmarks, the Python package): the system's, with large blocks (the state's vectors, walk
+/// copy and graph) on transparent huge pages, which makes the random reads of a search and of
+/// an index build cheaper (BENCHMARKS.md, "Huge pages").
+#[global_allocator]
+static ALLOCATOR: valori_alloc::HugePages = valori_alloc::HugePages;
+
 /// Makes rustls with the ring provider the process's TLS crypto provider. The node's servers
 /// name ring explicitly; HTTP clients built on reqwest's rustls backend (present whenever a
 /// crate in the same build enables it, such as the Python package's https client) look the

@@ -24,14 +24,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The node's own allocator (`valori-alloc`) unless another is chosen.
+#[cfg(not(any(feature = "mimalloc", feature = "jemalloc", feature = "system")))]
+#[global_allocator]
+static ALLOCATOR: valori_alloc::HugePages = valori_alloc::HugePages;
+
 /// The global allocator these programs run with.
-pub fn allocator() -> &'static str {
+pub fn allocator() -> String {
     if cfg!(feature = "mimalloc") {
-        "mimalloc"
+        "mimalloc".into()
     } else if cfg!(feature = "jemalloc") {
-        "jemalloc"
+        "jemalloc".into()
+    } else if cfg!(feature = "system") {
+        "system (glibc malloc)".into()
     } else {
-        "system (glibc malloc)"
+        format!("glibc malloc, {}", valori_alloc::describe())
     }
 }
 

@@ -5,10 +5,11 @@
 //! group's recorded events once its last reader has let go, or by copying the published state
 //! if a reader holds it past [`RECLAIM_WAIT`].
 //!
-//! The two copies hold their full-precision vectors, the largest part of a state, in the same
-//! memory: the replayed copy adopts the published copy's chunks ([`Kernel::share_storage`]), a
-//! copied one shares them from the start, and the writer's next group copies only the last
-//! chunk it appends to (copy on write). The rest (walk copy, graph, tags, maps) is held twice.
+//! The two copies hold their full-precision vectors and their walk copies, the largest part of
+//! a state, in the same memory: the replayed copy adopts the published copy's chunks
+//! ([`Kernel::share_storage`]), a copied one shares them from the start, and the writer's next
+//! group copies only the last chunks it appends to (copy on write). The rest (graph, norms,
+//! tags, maps) is held twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -131,7 +132,7 @@ pub(super) fn reclaim(
             k
         }
         _ => {
-            // Copies all but the full-precision vectors, which are shared.
+            // Copies all but the vectors and the walk copy, which are shared.
             metrics.state_copies.inc();
             (**fresh).clone()
         }

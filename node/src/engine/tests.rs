@@ -109,8 +109,8 @@ fn held_bytes(engine: &Engine, others: &[&Arc<Kernel>]) -> u64 {
     answer_blocking(engine.ask(|reply| Job::HeldBytes(others, reply)).unwrap()).unwrap()
 }
 
-/// The node's two copies hold each full-precision vector once between them: the back copy,
-/// whether replayed or copied, shares every chunk of vectors with the published state, which
+/// The node's two copies hold each vector once between them: the back copy, whether replayed
+/// or copied, shares every chunk of vectors and of the walk copy with the published state, which
 /// stays what the log replays to.
 #[test]
 fn the_two_copies_hold_each_vector_once() {
@@ -146,8 +146,8 @@ fn the_two_copies_hold_each_vector_once() {
 }
 
 /// A reader that holds a published state for seconds while groups commit keeps that one
-/// version alive and no more: the versions held share every vector, but for the last chunk
-/// the groups appended to, rather than the reader costing a full copy of them.
+/// version alive and no more: the versions held share every vector and walk-copy row, but
+/// for the last chunks the groups appended to, rather than the reader costing a full copy.
 #[test]
 fn a_reader_holding_a_state_for_seconds_costs_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,11 +169,11 @@ fn a_reader_holding_a_state_for_seconds_costs_only_what_changed() {
     let now = engine.read().unwrap();
     let added = Kernel::held_bytes(&[&now]) - one;
     let node = held_bytes(&engine, &[&held]);
-    // What the held version holds alone: the last chunk of vectors, which the groups appended
-    // to.
+    // What the held version holds alone: the last chunks of vectors and of the walk copy,
+    // which the groups appended to.
     let held_alone = node - Kernel::held_bytes(&[&now]);
     assert!(
-        held_alone <= valori_kernel::rows::CHUNK_BYTES as u64,
+        held_alone <= 2 * valori_kernel::rows::HUGE_PAGE as u64,
         "{held_alone} bytes held for the reader, of {one} ({groups} groups, {added} bytes added)"
     );
     assert_eq!(held.state_hash(), hash, "a reader's state never changes");
