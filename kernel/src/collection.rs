@@ -581,12 +581,63 @@ impl Collection {
                 found.push((0, slot));
             }
         }
-        Some(self.finish(query, found, k, exact))
+        Some(self.finish(query, found, k, exact, in_range))
+    }
+
+    /// Drops from `found` (a walk's candidates, ascending by compact distance, then any
+    /// saturated slots) those whose exact distance exceeds that of `k` others for certain, so
+    /// that the re-rank reads fewer full vectors and returns the same hits. For L2 and cosine
+    /// (squared L2 of unit vectors), and only for a query the compact range holds: then each
+    /// component of a stored vector and of the query is its compact value times `2^shift` plus
+    /// a remainder in `[0, 2^shift)`, so the exact difference vector is the compact one scaled
+    /// (`sqrt(U)`, `U = d * 4^shift` for compact distance `d`) plus a vector of norm at most
+    /// `W = (2^shift - 1) * sqrt(dim)`. The `k`-th candidate whose compact value is exact (not
+    /// saturated) bounds the `k` nearest: each of the first `k` lies within
+    /// `(ceil(sqrt(U_k)) + W)^2`. A candidate with `sqrt(U) > 2W + ceil(sqrt(U_k))` lies beyond
+    /// that, farther than all `k` of them, and cannot be a hit. Integer arithmetic throughout.
+    fn prune(&self, found: &mut Vec<(i64, u32)>, k: usize) {
+        if !matches!(self.spec.metric, Metric::L2 | Metric::Cosine) || k == 0 || found.len() <= k {
+            return;
+        }
+        let saturated = |slot: u32| self.saturated.binary_search(&slot).is_ok();
+        let Some(kth) = found
+            .iter()
+            .filter(|&&(_, slot)| !saturated(slot))
+            .nth(k - 1)
+            .and_then(|&(d, _)| u128::try_from(d).ok())
+        else {
+            return;
+        };
+        let ceil_sqrt = |x: u128| {
+            let r = x.isqrt();
+            if r * r < x {
+                r + 1
+            } else {
+                r
+            }
+        };
+        let shift = 2 * self.compact_params.shift;
+        let step = (1u128 << self.compact_params.shift) - 1;
+        let w = ceil_sqrt(step * step * self.dim() as u128);
+        let reach = 2 * w + ceil_sqrt(kth << shift);
+        let limit = (reach + 1) * (reach + 1);
+        found.retain(|&(d, slot)| {
+            saturated(slot) || u128::try_from(d).map_or(true, |d| (d << shift) < limit)
+        });
     }
 
     /// Turns compact results into exact hits: by scaling when the compact copy is exact for
     /// this query, else by re-ranking every candidate with the full-width distance.
-    fn finish(&self, query: &[i32], found: Vec<(i64, u32)>, k: usize, exact: bool) -> Vec<Hit> {
+    /// `bounded`: the query lies in the compact range, so candidates may be pruned first
+    /// ([`Collection::prune`]).
+    fn finish(
+        &self,
+        query: &[i32],
+        mut found: Vec<(i64, u32)>,
+        k: usize,
+        exact: bool,
+        bounded: bool,
+    ) -> Vec<Hit> {
         let metric = self.spec.metric;
         if exact {
             // Compact distances are the exact ones divided by 2^(2 * shift) (squared L2 for L2
@@ -600,6 +651,9 @@ impl Collection {
                     id: u64::from(slot),
                 })
                 .collect();
+        }
+        if bounded {
+            self.prune(&mut found, k);
         }
         let bound = self.bound_for(query);
         // Candidates lie at random places: each one's full vector is requested two candidates
@@ -768,5 +822,113 @@ pub(crate) fn check_metadata(metadata: Option<&[u8]>) -> Result<(), Error> {
             max: u64::from(MAX_METADATA_BYTES),
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::HnswParams;
+    use crate::exec::Sequential;
+
+    /// A walk's candidates for `query` as [`Collection::walk`] gathers them, and whether the
+    /// query lies in the compact range.
+    fn candidates(c: &Collection, query: &[i32], ef: usize) -> (Vec<(i64, u32)>, bool) {
+        let CompactCopy::Narrow(rows) = &c.compact else {
+            panic!("a narrow walk copy was expected");
+        };
+        let mut q = Lines::new();
+        let in_range = compact::quantize_query(query, c.compact_params.shift, &mut q);
+        let space = c.space(rows);
+        let index = c.index.as_ref().expect("an index");
+        let mut scratch = SearchScratch::new();
+        let probe = space.probe_query(&q);
+        let mut found = index.search(&space, &probe, ef, ef, &|_| true, &mut scratch);
+        for &slot in &c.saturated {
+            if !found.iter().any(|&(_, s)| s == slot) {
+                found.push((0, slot));
+            }
+        }
+        (found, in_range)
+    }
+
+    /// Pruning before the re-rank returns exactly the hits of re-ranking every candidate, for
+    /// L2 and cosine, on a narrow walk copy that is not exact and holds saturated vectors, for
+    /// k from 1 to past the number of candidates; and it does prune.
+    #[test]
+    fn pruning_keeps_the_hits_of_a_full_rerank() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x = crate::hnsw::splitmix64(x);
+            x
+        };
+        for metric in [Metric::L2, Metric::Cosine] {
+            let dim = 96usize;
+            let mut c = Collection::new(CollectionSpec {
+                name: "p".into(),
+                dimension: dim as u32,
+                metric,
+                index: IndexSpec::Hnsw(HnswParams {
+                    m: 8,
+                    ef_construction: 48,
+                    ef_search: 32,
+                }),
+            });
+            // Clusters, and two vectors far larger than the rest (the most that 2,048 vectors
+            // may saturate).
+            let centres: Vec<Vec<i32>> = (0..8)
+                .map(|_| {
+                    (0..dim)
+                        .map(|_| (next() % 40_001) as i32 - 20_000)
+                        .collect()
+                })
+                .collect();
+            // Each point at its own spread around its centre, so that candidates lie at
+            // distances far apart.
+            let point = |centre: &[i32], next: &mut dyn FnMut() -> u64| -> Vec<Fixed> {
+                let spread = 100 + next() % 6_000;
+                centre
+                    .iter()
+                    .map(|&v| Fixed(v + (next() % (2 * spread + 1)) as i32 - spread as i32))
+                    .collect()
+            };
+            let mut records: Vec<NewRecord> = (0..2048)
+                .map(|i| NewRecord {
+                    vector: point(&centres[i % 8], &mut next),
+                    tag: 0,
+                    metadata: None,
+                })
+                .collect();
+            for (i, r) in records[..2].iter_mut().enumerate() {
+                // A spike: one component, far beyond the others' range (also once scaled to
+                // unit length).
+                r.vector = (0..dim).map(|j| Fixed(i32::from(j == i) << 28)).collect();
+            }
+            c.check_insert(&records).unwrap();
+            c.insert(&records, Build::Run(&Sequential, None));
+            assert!(!c.compact_params.exact);
+            assert_eq!(c.compact_params.width, compact::Width::Narrow);
+            assert_eq!(c.saturated.len(), 2, "{metric:?}");
+            let (mut checked, mut pruned) = (0, 0);
+            for qi in 0..30 {
+                let raw = point(&centres[qi % 8], &mut next);
+                let query = c.stored_form(&raw, 0).unwrap();
+                for ef in [16, 64] {
+                    let (found, in_range) = candidates(&c, &query, ef);
+                    assert!(in_range);
+                    for k in [1, 3, 10, 40, 100] {
+                        let mut kept = found.clone();
+                        c.prune(&mut kept, k);
+                        pruned += found.len() - kept.len();
+                        let full = c.finish(&query, found.clone(), k, false, false);
+                        let fast = c.finish(&query, found.clone(), k, false, true);
+                        assert_eq!(fast, full, "{metric:?} query {qi} ef {ef} k {k}");
+                        checked += 1;
+                    }
+                }
+            }
+            assert_eq!(checked, 300);
+            assert!(pruned > 0, "{metric:?}: nothing was pruned");
+        }
     }
 }

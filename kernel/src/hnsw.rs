@@ -36,7 +36,7 @@ pub const BUILD_CHUNK: usize = 64;
 
 const LEVEL_SEED: u64 = 0x5641_4c4f_5249_4c56; // "VALORILV"
 
-fn splitmix64(mut x: u64) -> u64 {
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -16,18 +16,35 @@ use valori_kernel::{
     CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, SearchScratch,
 };
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Declares the global allocator of a benchmark program: the node's own (`valori-alloc`: glibc
+/// with large blocks on huge pages) unless the `mimalloc`, `jemalloc` or `system` feature
+/// chooses another. Each program declares it (not this library, which the node's benchmark
+/// programs also link, beside the node's own allocator).
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[cfg(feature = "mimalloc")]
+        #[global_allocator]
+        static ALLOCATOR: $crate::allocators::MiMalloc = $crate::allocators::MiMalloc;
 
-#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+        #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+        #[global_allocator]
+        static ALLOCATOR: $crate::allocators::Jemalloc = $crate::allocators::Jemalloc;
 
-/// The node's own allocator (`valori-alloc`) unless another is chosen.
-#[cfg(not(any(feature = "mimalloc", feature = "jemalloc", feature = "system")))]
-#[global_allocator]
-static ALLOCATOR: valori_alloc::HugePages = valori_alloc::HugePages;
+        #[cfg(not(any(feature = "mimalloc", feature = "jemalloc", feature = "system")))]
+        #[global_allocator]
+        static ALLOCATOR: $crate::allocators::HugePages = $crate::allocators::HugePages;
+    };
+}
+
+/// The allocators [`global_allocator!`] chooses from.
+pub mod allocators {
+    #[cfg(feature = "mimalloc")]
+    pub use mimalloc::MiMalloc;
+    #[cfg(feature = "jemalloc")]
+    pub use tikv_jemallocator::Jemalloc;
+    pub use valori_alloc::HugePages;
+}
 
 /// The global allocator these programs run with.
 pub fn allocator() -> String {

@@ -6,6 +6,8 @@
 //!
 //! `cargo run --release --bin bench_filter -- --synthetic 100000 [--json]`
 
+valori_bench::global_allocator!();
+
 use valori_bench::*;
 
 fn main() {

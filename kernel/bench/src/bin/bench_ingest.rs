@@ -4,6 +4,8 @@
 //! `cargo run --release --bin bench_ingest -- --synthetic 1000000 [--json]`
 //! (a synthetic set is written to a temporary `.fvecs` file first, outside the timing)
 
+valori_bench::global_allocator!();
+
 use std::time::Instant;
 
 use valori_bench::*;

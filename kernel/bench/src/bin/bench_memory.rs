@@ -12,6 +12,8 @@
 //!
 //! `cargo run --release -p valori-bench --bin bench_memory -- --synthetic 100000 --ef 64,128`
 
+valori_bench::global_allocator!();
+
 use std::time::Instant;
 
 use valori_bench::*;

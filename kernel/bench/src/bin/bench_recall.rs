@@ -3,6 +3,8 @@
 //! `cargo run --release --bin bench_recall -- --synthetic 100000 [--json]`
 //! `cargo run --release --bin bench_recall -- /path/to/dataset_dir [--json]`
 
+valori_bench::global_allocator!();
+
 use std::time::Instant;
 
 use valori_bench::*;
