@@ -359,9 +359,9 @@ impl Collection {
     /// Calls `f` with the address and bytes of each chunk of full-precision vectors and of the
     /// walk copy: chunks shared with another state have the same address.
     pub(crate) fn visit_chunks(&self, f: &mut dyn FnMut(usize, u64)) {
-        let compact: alloc::vec::Vec<(usize, u64)> = match &self.compact {
-            CompactCopy::Narrow(c) => c.chunks().collect(),
-            CompactCopy::Wide(c) => c.chunks().collect(),
+        let compact: &mut dyn Iterator<Item = (usize, u64)> = match &self.compact {
+            CompactCopy::Narrow(c) => &mut c.chunks(),
+            CompactCopy::Wide(c) => &mut c.chunks(),
         };
         for (at, bytes) in self.vectors.chunks().chain(compact) {
             f(at, bytes);
@@ -909,7 +909,7 @@ mod tests {
             assert!(!c.compact_params.exact);
             assert_eq!(c.compact_params.width, compact::Width::Narrow);
             assert_eq!(c.saturated.len(), 2, "{metric:?}");
-            let (mut checked, mut pruned) = (0, 0);
+            let mut pruned = 0;
             for qi in 0..30 {
                 let raw = point(&centres[qi % 8], &mut next);
                 let query = c.stored_form(&raw, 0).unwrap();
@@ -923,11 +923,9 @@ mod tests {
                         let full = c.finish(&query, found.clone(), k, false, false);
                         let fast = c.finish(&query, found.clone(), k, false, true);
                         assert_eq!(fast, full, "{metric:?} query {qi} ef {ef} k {k}");
-                        checked += 1;
                     }
                 }
             }
-            assert_eq!(checked, 300);
             assert!(pruned > 0, "{metric:?}: nothing was pruned");
         }
     }
