@@ -16,6 +16,7 @@ use crate::event::{decode_spec, encode_spec, CollectionSpec, IndexSpec, Metric, 
 use crate::exec::Executor;
 use crate::fixed::Fixed;
 use crate::hnsw::{BuildLog, Hnsw, SearchScratch, Space};
+use crate::kernel::Share;
 use crate::keyed::Extras;
 use crate::limits::*;
 use crate::payload::Payload;
@@ -341,10 +342,14 @@ impl Collection {
             + self.extras.memory_bytes()
     }
 
-    /// Adopts `other`'s chunks of full-precision vectors and of the walk copy
-    /// ([`Rows::share_from`]); `other` must be this collection in an equal state.
-    pub(crate) fn share_storage(&mut self, other: &Collection) {
+    /// Adopts `other`'s chunks of full-precision vectors and of the walk copy, and with
+    /// [`Share::All`] of the graph's layer-0 neighbour lists ([`Rows::share_from`]); `other`
+    /// must be this collection in an equal state.
+    pub(crate) fn share_storage(&mut self, other: &Collection, parts: Share) {
         self.vectors.share_from(&other.vectors);
+        if let (Share::All, Some(mine), Some(theirs)) = (parts, &mut self.index, &other.index) {
+            mine.share_from(theirs);
+        }
         match (&mut self.compact, &other.compact) {
             (CompactCopy::Narrow(mine), CompactCopy::Narrow(theirs)) => {
                 mine.share_from(theirs);
@@ -356,14 +361,16 @@ impl Collection {
         }
     }
 
-    /// Calls `f` with the address and bytes of each chunk of full-precision vectors and of the
-    /// walk copy: chunks shared with another state have the same address.
+    /// Calls `f` with the address and bytes of each chunk of full-precision vectors, of the
+    /// walk copy and of the graph's layer-0 lists: chunks shared with another state have the
+    /// same address.
     pub(crate) fn visit_chunks(&self, f: &mut dyn FnMut(usize, u64)) {
         let compact: &mut dyn Iterator<Item = (usize, u64)> = match &self.compact {
             CompactCopy::Narrow(c) => &mut c.chunks(),
             CompactCopy::Wide(c) => &mut c.chunks(),
         };
-        for (at, bytes) in self.vectors.chunks().chain(compact) {
+        let graph = self.index.iter().flat_map(Hnsw::chunks);
+        for (at, bytes) in self.vectors.chunks().chain(compact).chain(graph) {
             f(at, bytes);
         }
     }

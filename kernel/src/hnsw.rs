@@ -355,8 +355,13 @@ pub(crate) struct Hnsw {
     params: HnswParams,
     /// Level of every slot.
     levels: Vec<u8>,
-    /// Layer 0: per slot `[count, n_0 .. n_(m0-1)]`.
-    layer0: Vec<u32>,
+    /// Layer 0: per slot its neighbours `n_0 .. n_(m0-1)`, unused entries zero, in chunks
+    /// that copies of the state share ([`Rows`]; a write copies the chunk it touches).
+    layer0: Rows<u32>,
+    /// Layer 0: per slot how many of its entries in `layer0` are neighbours. Apart from the
+    /// lists so that a list of the usual `m` is a whole number of cache lines and its chunks
+    /// whole huge pages.
+    counts0: Vec<u16>,
     /// Layers 1..=level: per slot, one `[count, n_0 .. n_(m-1)]` block per layer.
     upper: Vec<Vec<u32>>,
     entry: Option<u32>,
@@ -368,7 +373,8 @@ impl Hnsw {
         Hnsw {
             params,
             levels: Vec::new(),
-            layer0: Vec::new(),
+            layer0: Rows::new(2 * usize::from(params.m)),
+            counts0: Vec::new(),
             upper: Vec::new(),
             entry: None,
             max_level: 0,
@@ -382,7 +388,22 @@ impl Hnsw {
     /// Bytes held by the graph.
     pub fn memory_bytes(&self) -> u64 {
         let upper: usize = self.upper.iter().map(|u| u.len() * 4 + 24).sum();
-        (self.levels.len() + self.layer0.len() * 4 + upper) as u64
+        (self.levels.len() + self.counts0.len() * 2 + upper) as u64 + self.layer0.bytes()
+    }
+
+    /// Adopts `other`'s chunks of layer-0 neighbour lists ([`Rows::share_from`]); `other`
+    /// must be this graph in an equal state.
+    pub(crate) fn share_from(&mut self, other: &Hnsw) -> bool {
+        debug_assert!(
+            self.counts0 == other.counts0,
+            "graph shared from a different state"
+        );
+        self.layer0.share_from(&other.layer0)
+    }
+
+    /// Each chunk of layer-0 neighbour lists: its address and bytes ([`Rows::chunks`]).
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.layer0.chunks()
     }
 
     fn m(&self) -> usize {
@@ -408,9 +429,8 @@ impl Hnsw {
     #[inline]
     fn neighbors(&self, slot: u32, layer: u8) -> &[u32] {
         if layer == 0 {
-            let base = slot as usize * (self.m0() + 1);
-            let count = self.layer0[base] as usize;
-            &self.layer0[base + 1..base + 1 + count]
+            let count = usize::from(self.counts0[slot as usize]);
+            &self.layer0.row(slot as usize)[..count]
         } else {
             let base = (layer as usize - 1) * (self.m() + 1);
             let block = &self.upper[slot as usize];
@@ -420,27 +440,28 @@ impl Hnsw {
     }
 
     fn set_neighbors(&mut self, slot: u32, layer: u8, list: &[u32]) {
-        let (m, m0) = (self.m(), self.m0());
-        let (block, base) = if layer == 0 {
-            (&mut self.layer0, slot as usize * (m0 + 1))
-        } else {
-            (
-                &mut self.upper[slot as usize],
-                (layer as usize - 1) * (m + 1),
-            )
-        };
-        let max = if layer == 0 { m0 } else { m };
-        block[base] = list.len() as u32;
-        block[base + 1..base + 1 + list.len()].copy_from_slice(list);
-        // Keep unused entries zero so equal graphs are equal in memory too.
-        block[base + 1 + list.len()..base + 1 + max].fill(0);
+        if layer == 0 {
+            self.counts0[slot as usize] = list.len() as u16;
+            let row = self.layer0.row_mut(slot as usize);
+            row[..list.len()].copy_from_slice(list);
+            // Keep unused entries zero so equal graphs are equal in memory too.
+            row[list.len()..].fill(0);
+            return;
+        }
+        let m = self.m();
+        let base = (layer as usize - 1) * (m + 1);
+        let block = &mut self.upper[slot as usize][base..base + 1 + m];
+        block[0] = list.len() as u32;
+        block[1..1 + list.len()].copy_from_slice(list);
+        block[1 + list.len()..].fill(0);
     }
 
     /// Adds an empty, unreachable node for the next slot.
     fn push_node(&mut self, id: u64) {
         let level = level_for(id, self.params.m);
         self.levels.push(level);
-        self.layer0.extend(core::iter::repeat_n(0, self.m0() + 1));
+        self.layer0.push_with(|_| {});
+        self.counts0.push(0);
         self.upper
             .push(vec![0; usize::from(level) * (self.m() + 1)]);
     }
@@ -604,15 +625,12 @@ impl Hnsw {
             .collect()
     }
 
-    /// Hints the CPU to load `slot`'s neighbour list on `layer`.
+    /// Hints the CPU to load `slot`'s neighbour list on `layer` (on layer 0 its count too).
     #[inline]
     fn prefetch_neighbors(&self, slot: u32, layer: u8) {
-        if layer == 0 {
-            let width = self.m0() + 1;
-            let base = slot as usize * width;
-            if let Some(list) = self.layer0.get(base..base + width) {
-                prefetch(list);
-            }
+        if layer == 0 && (slot as usize) < self.layer0.len() {
+            prefetch(self.layer0.row(slot as usize));
+            prefetch(&self.counts0[slot as usize..=slot as usize]);
         }
     }
 

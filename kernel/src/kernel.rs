@@ -65,6 +65,17 @@ pub enum Applied {
     Affected(u64),
 }
 
+/// Which parts of a state's storage [`Kernel::share_storage`] shares.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Share {
+    /// The full-precision vectors and the walk copy. Writes only append to them, so two states
+    /// that share them and go on writing copy only their last chunks.
+    Appended,
+    /// Those and the graph's layer-0 neighbour lists. Every insert rewrites lists all over the
+    /// graph, so the first group written after sharing them copies most of their chunks.
+    All,
+}
+
 /// How to repeat one applied event on an equal state cheaply ([`Kernel::replay`]): for an
 /// insert into an indexed collection, the lists its index build wrote; for any other event,
 /// nothing (applying it again is cheap).
@@ -356,26 +367,26 @@ impl Kernel {
         }
     }
 
-    /// Makes this state hold its full-precision vectors and its walk copy in `other`'s memory,
-    /// so that one copy serves both from now on (a later insert into either copies only the
-    /// last chunks it appends to). Both must be the same state (the same events applied: equal sequence number
+    /// Makes this state hold the parts of its storage that `parts` names in `other`'s memory,
+    /// so that one copy serves both from now on (a later write to either copies only the chunks
+    /// it touches). Both must be the same state (the same events applied: equal sequence number
     /// and chain hash), else nothing changes and this returns false. Values, encodings and
     /// hashes are unaffected: only where the bytes live.
-    pub fn share_storage(&mut self, other: &Kernel) -> bool {
+    pub fn share_storage(&mut self, other: &Kernel, parts: Share) -> bool {
         if self.seq != other.seq || self.chain != other.chain {
             return false;
         }
         for (name, c) in &mut self.collections {
             if let Some(o) = other.collections.get(name) {
-                c.share_storage(o);
+                c.share_storage(o, parts);
             }
         }
         true
     }
 
-    /// Bytes of full-precision vectors and walk copies that `states` hold between them, each
-    /// chunk counted once however many of them share it ([`Kernel::share_storage`]). For one
-    /// state, the bytes of its vectors and walk copy.
+    /// Bytes of full-precision vectors, walk copies and layer-0 neighbour lists that `states`
+    /// hold between them, each chunk counted once however many of them share it
+    /// ([`Kernel::share_storage`]). For one state, the bytes of those parts.
     pub fn held_bytes(states: &[&Kernel]) -> u64 {
         let mut seen = alloc::collections::BTreeSet::new();
         let mut held = 0;
@@ -391,7 +402,8 @@ impl Kernel {
         held
     }
 
-    /// Bytes of vectors and walk copy this state and `other` hold in the same memory.
+    /// Bytes of the parts [`Kernel::held_bytes`] counts that this state and `other` hold in the
+    /// same memory.
     pub fn shared_bytes(&self, other: &Kernel) -> u64 {
         Kernel::held_bytes(&[self]) + Kernel::held_bytes(&[other])
             - Kernel::held_bytes(&[self, other])

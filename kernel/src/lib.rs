@@ -68,6 +68,6 @@ pub use filter::{Condition, Filter, Match, Range};
 pub use fixed::{Fixed, FixedError};
 pub use graph::{Direction, Neighbor, Traversal};
 pub use hnsw::SearchScratch;
-pub use kernel::{chain_next, Applied, Hash, Kernel, Replay, SearchParams, GENESIS_CHAIN};
+pub use kernel::{chain_next, Applied, Hash, Kernel, Replay, SearchParams, Share, GENESIS_CHAIN};
 pub use payload::{Number, Payload, Value};
 pub use snapshot::{SnapshotError, SnapshotInfo};

@@ -1,5 +1,5 @@
-//! Fixed-width rows in shared chunks: how a collection holds its full-precision vectors and
-//! its compact walk copy.
+//! Fixed-width rows in shared chunks: how a collection holds its full-precision vectors, its
+//! compact walk copy and its graph's layer-0 neighbour lists.
 //!
 //! Rows live in chunks of a power-of-two number of rows ([`rows_per_chunk`]: a whole number of
 //! 2 MiB huge pages for the usual row sizes), every chunk behind its own reference count and
@@ -7,11 +7,14 @@
 //! usual dimensions) never straddle two lines. Cloning
 //! [`Rows`] copies only the list of chunks, so a clone shares every byte with the original; a
 //! write copies the one chunk it touches, and only while that chunk is shared (copy on write).
-//! Rows are only ever appended, so two states that share them differ at most in the last chunk.
+//! Vectors are only ever appended, so two states that share them differ at most in the last
+//! chunk; neighbour lists are also rewritten in place ([`Rows::row_mut`]), which copies the
+//! chunks a group touches.
 //!
 //! This is what lets the node's two copies of the state (see `node/src/engine/copies.rs`) hold
-//! one copy of the vectors and of the walk copy between them: [`Rows::share_from`] makes one
-//! state use the other's chunks once both hold the same rows. Only the memory is shared; the
+//! one copy of the vectors, of the walk copy and (while the writer is idle) of the graph's
+//! lists between them: [`Rows::share_from`] makes one state use the other's chunks once both
+//! hold the same rows. Only the memory is shared; the
 //! values, the encoding and every hash are those of plain contiguous rows.
 
 use alloc::sync::Arc;
@@ -42,7 +45,7 @@ pub fn rows_per_chunk(row_bytes: usize) -> usize {
 }
 
 /// What rows may hold: plain integers, for which every byte pattern (zero included) is a value,
-/// whose size divides a cache line. Sealed: implemented for `i8`, `i16` and `i32` only.
+/// whose size divides a cache line. Sealed: implemented for `i8`, `i16`, `i32` and `u32` only.
 pub trait Plain: Copy + PartialEq + Send + Sync + 'static + sealed::Sealed {}
 
 mod sealed {
@@ -50,11 +53,13 @@ mod sealed {
     impl Sealed for i8 {}
     impl Sealed for i16 {}
     impl Sealed for i32 {}
+    impl Sealed for u32 {}
 }
 
 impl Plain for i8 {}
 impl Plain for i16 {}
 impl Plain for i32 {}
+impl Plain for u32 {}
 
 /// One cache line of storage.
 #[derive(Clone, Copy)]
@@ -163,6 +168,28 @@ impl<T: Plain> Rows<T> {
         // every row below `len` in it, `width` elements each (`push`); nothing writes it while
         // `&self` is borrowed.
         unsafe { core::slice::from_raw_parts(start.add(at), self.width) }
+    }
+
+    /// Row `i`, to write in place. Copies its chunk first if another state shares it (copy
+    /// on write), so a write never shows in a state that shares these rows. Panics if
+    /// `i >= len`.
+    #[allow(unsafe_code)]
+    pub(crate) fn row_mut(&mut self, i: usize) -> &mut [T] {
+        assert!(i < self.len, "row {i} of {}", self.len);
+        let c = i >> self.shift;
+        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        self.starts[c] = Start(chunk.as_ptr());
+        let at = (i & ((1 << self.shift) - 1)) * self.width;
+        debug_assert!(at + self.width <= chunk.len);
+        // SAFETY: the chunk is now this state's alone and holds every row of it below `len`,
+        // `width` elements each, aligned for `T` (every byte pattern is a `T`); the row is
+        // borrowed through `&mut self`, so nothing reads it meanwhile.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                (chunk.lines.as_mut_ptr() as *mut T).add(at),
+                self.width,
+            )
+        }
     }
 
     /// Rows held.

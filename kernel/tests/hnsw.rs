@@ -4,7 +4,7 @@
 use valori_kernel::exec::Threads;
 use valori_kernel::{
     CollectionSpec, Event, Executor, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord,
-    SearchParams, SearchScratch, Sequential,
+    SearchParams, SearchScratch, Sequential, Share,
 };
 
 /// A small deterministic generator (splitmix64), so tests need no randomness crate state.
@@ -462,14 +462,16 @@ fn recorded_builds_replay_to_the_identical_state() {
     assert_eq!(second, first);
 }
 
-/// A copy of a state shares its full-precision vectors and walk copy until it is written;
-/// writes to the copy (inserts, deletes) copy at most the last chunks and never show in the
-/// original; a state built apart comes to share the original's memory through
-/// `share_storage`, and every state stays what its log builds.
+/// A copy of a state shares its full-precision vectors, walk copy and layer-0 neighbour lists
+/// until it is written; writes to the copy (inserts, deletes) copy only the chunks they touch
+/// (the last ones of vectors, those of the lists they link) and never show in the original; a
+/// state built apart comes to share the original's memory through `share_storage`, and every
+/// state stays what its log builds.
 #[test]
 fn copies_share_vectors_and_writes_stay_private() {
     // 128 components: full-precision rows of 512 bytes (4,096 to a 2 MiB chunk) and a 16-bit
-    // walk copy (the test's integers need it), rows of 256 bytes (8,192 to a chunk).
+    // walk copy (the test's integers need it), rows of 256 bytes (8,192 to a chunk); layer-0
+    // lists of 2 * 8 neighbours, 64 bytes (32,768 to a chunk: here one).
     let (dim, n) = (128, 9000);
     let vectors = clustered(n + 200, dim, 21);
     let mut events = vec![hnsw("h", dim as u32, Metric::L2)];
@@ -477,7 +479,7 @@ fn copies_share_vectors_and_writes_stay_private() {
     let original = build(&events, &Sequential);
     let hash = original.state_hash();
     let held = Kernel::held_bytes(&[&original]);
-    assert_eq!(held, (n * dim * (4 + 2)) as u64);
+    assert_eq!(held, (n * dim * (4 + 2) + n * 16 * 4) as u64);
 
     let mut copy = original.clone();
     assert_eq!(
@@ -497,7 +499,7 @@ fn copies_share_vectors_and_writes_stay_private() {
     assert_eq!(
         Kernel::held_bytes(&[&original, &copy]),
         held,
-        "a delete keeps the vector"
+        "a delete keeps the vector and the links"
     );
     let inserts = insert_events(&vectors[n..n + 100], 50, |_| 3);
     for e in &inserts {
@@ -515,8 +517,9 @@ fn copies_share_vectors_and_writes_stay_private() {
     let rebuilt = build(&all, &Sequential);
     assert_eq!(copy, rebuilt);
     assert_eq!(copy.state_hash(), rebuilt.state_hash());
-    // The copy's own rows: the last chunks, which it appended to; the full ones (two of
-    // vectors, one of the walk copy) stay shared.
+    // The copy's own rows: the last chunks, which it appended to, and the one chunk of lists
+    // (the inserts linked into it); the full ones (two of vectors, one of the walk copy) stay
+    // shared.
     let huge = valori_kernel::rows::HUGE_PAGE as u64;
     assert_eq!(original.shared_bytes(&copy), 3 * huge);
 
@@ -524,10 +527,17 @@ fn copies_share_vectors_and_writes_stay_private() {
     let mut apart = rebuilt;
     assert_eq!(apart.shared_bytes(&copy), 0);
     assert!(
-        !apart.share_storage(&original),
+        !apart.share_storage(&original, Share::All),
         "only an equal state is shared"
     );
-    assert!(apart.share_storage(&copy));
+    // The appended parts first: the graph's lists stay apart.
+    assert!(apart.share_storage(&copy, Share::Appended));
+    let lists = ((n + 100) * 16 * 4) as u64;
+    assert_eq!(
+        apart.shared_bytes(&copy),
+        Kernel::held_bytes(&[&copy]) - lists
+    );
+    assert!(apart.share_storage(&copy, Share::All));
     assert_eq!(apart.shared_bytes(&copy), Kernel::held_bytes(&[&copy]));
     // Both go on writing without disturbing each other.
     let next = insert_events(&vectors[n + 100..n + 200], 100, |_| 5);

@@ -6,7 +6,7 @@ use valori_kernel::distance::{self, Bound};
 use valori_kernel::fixed::FixedError;
 use valori_kernel::{
     CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, RecordRef,
-    SearchParams,
+    SearchParams, Share,
 };
 
 const NAMES: [&str; 3] = ["a", "b", "default"];
@@ -206,7 +206,7 @@ proptest! {
         let hash = original.state_hash();
         let mut copy = original.clone();
         let mut apart = run(&events).0;
-        prop_assert!(apart.share_storage(&original));
+        prop_assert!(apart.share_storage(&original, Share::All));
         prop_assert_eq!(Kernel::held_bytes(&[&original, &copy, &apart]), Kernel::held_bytes(&[&original]));
         for e in &later {
             prop_assert_eq!(copy.apply(e), apart.apply(e));

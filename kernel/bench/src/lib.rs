@@ -725,7 +725,12 @@ pub fn run_queries(
 
 /// Resident memory of this process in bytes (Linux), for memory figures.
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_bytes_of("/proc/self/status")
+}
+
+/// The resident set a `/proc/<pid>/status` file gives, in bytes (0 where there is none).
+pub fn rss_bytes_of(status: &str) -> u64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -1,9 +1,12 @@
 //! Durable ingest over HTTP and search latency under concurrent clients, against a real
-//! server on 127.0.0.1 with a real RocksDB in a temporary directory, compared with the
-//! in-process index build of the same data; then one client's search latency idle and while
-//! ingest runs at full rate, with a health probe's latency meanwhile.
+//! server (the `valori-node` binary beside this one, a process of its own) on 127.0.0.1 with a
+//! real RocksDB in a temporary directory, compared with the in-process index build of the same
+//! data; the node's resident memory against the bytes its state holds; single writes after
+//! idle; then one client's search latency idle and while ingest runs at full rate, with a
+//! health probe's latency meanwhile.
 //!
-//! `cargo run --release -p valori-node --bin bench_http -- --synthetic 100000 [--json]`
+//! `cargo build --release -p valori-node --bins &&
+//!  $CARGO_TARGET_DIR/release/bench_http --synthetic 100000 [--json]`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -70,6 +73,64 @@ impl Conn {
     }
 }
 
+/// A `valori-node` process serving a temporary data directory; killed and its directory
+/// removed when dropped.
+struct Node {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: String,
+}
+
+impl Node {
+    fn start(bin: &std::path::Path) -> Node {
+        let dir = std::env::temp_dir().join(format!("valori-bench-http-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut child = std::process::Command::new(bin)
+            .args(["--http-addr", "127.0.0.1", "--http-port", "0", "--no-grpc"])
+            .args([
+                "--snapshot-every",
+                "0",
+                "--index-threads",
+                "2",
+                "--log",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start valori-node");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("valori-node listening on http://")
+                    .map(str::to_owned)
+            })
+            .expect("valori-node printed no address");
+        // Keep reading its output, so that the node never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Node { child, dir, addr }
+    }
+
+    /// The node's resident set, from `/proc`.
+    fn rss_bytes(&self) -> u64 {
+        valori_bench::rss_bytes_of(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Single writes timed after the ingest.
+const SINGLES: usize = 10;
+
 fn main() {
     valori_bench::only_flags(
         &[
@@ -79,10 +140,11 @@ fn main() {
             "--queries",
             "--mixed-batches",
             "--mixed-qps",
+            "--node",
         ],
         &["--json"],
         "usage: bench_http [--synthetic N] [--batch N] [--clients N] [--queries N] \
-         [--mixed-batches N] [--mixed-qps QPS] [--json]",
+         [--mixed-batches N] [--mixed-qps QPS] [--node PATH] [--json]",
     );
     let n: usize = flag("--synthetic", 100_000);
     let batch: usize = flag("--batch", 1000);
@@ -96,10 +158,14 @@ fn main() {
     // runs, so the server is compared with the kernel at its fastest.
     let mut inproc_secs = f64::INFINITY;
     let mut inproc_hash = [0u8; 32];
+    // What the state holds (`Collection::memory_bytes`): the server's state is the same, hash
+    // for hash.
+    let mut state_bytes = 0;
     for _ in 0..2 {
         let (kernel, secs) = build_with(&fixed, None, batch, 2, 16, 200);
         inproc_secs = inproc_secs.min(secs);
         inproc_hash = kernel.state_hash();
+        state_bytes = kernel.collection("bench").map_or(0, |c| c.memory_bytes());
     }
 
     // The client's request bodies, serialised before the server starts and before the clock:
@@ -109,42 +175,25 @@ fn main() {
         .map(|start| data.json_batch(start..(start + batch).min(n)))
         .collect();
 
-    // Resident memory before the server starts: the reference builds above are dropped, and
-    // what the allocator kept of them is handed back first, so that the server's growth is
-    // measured from a clean start.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: a plain call into the C library's allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    let rss_before_server = valori_bench::rss_bytes();
-
-    // The server, in this process, on loopback, with a real RocksDB in a temporary directory.
-    let dir = std::env::temp_dir().join(format!("valori-bench-http-{}", std::process::id()));
-    let mut config = valori_node::Config::for_data_dir(&dir);
-    config.snapshot_every = 0;
-    config.index_threads = Some(2);
-    let engine = valori_node::open_engine(&config).expect("engine");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = {
-        let config = config.clone();
-        let engine = engine.clone();
-        rt.spawn(async move {
-            valori_node::serve(&config, engine, listener, None, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
+    // The server: the `valori-node` binary beside this one (or `--node`), as a process of its
+    // own (so that its resident memory is its own), on loopback, with a real RocksDB in a
+    // temporary directory.
+    let node_bin = match flag("--node", String::new()) {
+        named if !named.is_empty() => std::path::PathBuf::from(named),
+        _ => std::env::current_exe()
+            .unwrap()
+            .with_file_name("valori-node"),
     };
+    if !node_bin.exists() {
+        eprintln!(
+            "bench_http: {} not found: build it first (cargo build --release -p valori-node --bins) or name one with --node",
+            node_bin.display()
+        );
+        std::process::exit(2);
+    }
+    let node = Node::start(&node_bin);
+    let addr = node.addr.clone();
+    let rss_at_start = node.rss_bytes();
     let mut conn = Conn::new(&addr);
     let (s, _) = conn.post(
         "/v1/collections",
@@ -159,24 +208,39 @@ fn main() {
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&resp));
     }
     let http_secs = t.elapsed().as_secs_f64();
-    let state = engine.state().unwrap();
+    // Memory once the ingest is acknowledged, before the writer goes idle: the node's resident
+    // set against the bytes the state holds (the node keeps a second copy for its writer).
+    let rss_after_ingest = node.rss_bytes();
+    let (s, state) = conn.get("/v1/state");
+    assert_eq!(s, 200);
+    let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
     assert_eq!(
-        state.state_hash, inproc_hash,
+        state["state_hash"].as_str(),
+        Some(hex::encode(inproc_hash).as_str()),
         "server state differs from the in-process build"
     );
 
-    // Memory once the ingest is acknowledged: the process's resident set against the bytes the
-    // published state holds (the node keeps a second copy for its writer).
-    let rss_after_ingest = valori_bench::rss_bytes();
-    // And once the writer has been idle long enough to hand freed memory back.
+    // And once the writer has been idle long enough to share what it can with the published
+    // copy and hand freed memory back.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let rss_idle = valori_bench::rss_bytes();
-    let state_bytes = engine
-        .read()
-        .unwrap()
-        .collection("bench")
-        .map_or(0, |c| c.memory_bytes());
+    let rss_idle = node.rss_bytes();
     let mib = |b: u64| b as f64 / 1048576.0;
+
+    // Single writes, each after the writer has gone idle: the first group after idle pays for
+    // copying what the copies shared while idle.
+    let singles = synthetic(SINGLES, 128, 4);
+    let mut single_ms: Vec<f64> = (0..SINGLES)
+        .map(|i| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let body = singles.json_batch(i..i + 1);
+            let t = Instant::now();
+            let (s, resp) = conn.post("/v1/collections/bench/records/batch", &body);
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&resp));
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    single_ms.sort_by(f64::total_cmp);
+    let spct = |p: f64| single_ms[((single_ms.len() as f64 * p) as usize).min(single_ms.len() - 1)];
 
     // Search latency under concurrent clients.
     let qdata = synthetic(queries, 128, 2);
@@ -302,9 +366,8 @@ fn main() {
     health.sort_by(f64::total_cmp);
     let hpct = |p: f64| health[((health.len() as f64 * p) as usize).min(health.len() - 1)];
     let mpct = |p: f64| mixed[((mixed.len() as f64 * p) as usize).min(mixed.len() - 1)];
-    let _ = stop_tx.send(());
-    rt.block_on(server).unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let rss_end = node.rss_bytes();
+    drop(node);
 
     let inproc_vps = n as f64 / inproc_secs;
     let http_vps = n as f64 / http_secs;
@@ -322,15 +385,21 @@ fn main() {
         pct(0.99)
     );
     let mixed_vps = (mixed_batches * batch) as f64 / mixed_secs;
-    let growth = |rss: u64| rss.saturating_sub(rss_before_server);
+    let over = |rss: u64| rss as f64 / state_bytes as f64;
     println!(
-        "memory after ingest: {:.1} MiB resident, {:.1} MiB grown since the server started ({:.1} MiB after 1 s idle), state {:.1} MiB: growth {:.2}x the state ({:.2}x idle)",
+        "node memory (a process of its own): {:.1} MiB resident at start, {:.1} MiB after ingest, {:.1} MiB after 1 s idle, {:.1} MiB at the end; state {:.1} MiB: resident {:.2}x the state after ingest, {:.2}x idle",
+        mib(rss_at_start),
         mib(rss_after_ingest),
-        mib(growth(rss_after_ingest)),
-        mib(growth(rss_idle)),
+        mib(rss_idle),
+        mib(rss_end),
         mib(state_bytes),
-        growth(rss_after_ingest) as f64 / state_bytes as f64,
-        growth(rss_idle) as f64 / state_bytes as f64
+        over(rss_after_ingest),
+        over(rss_idle)
+    );
+    println!(
+        "single writes, each after 0.5 s idle: {SINGLES}, p50 {:.3} ms, max {:.3} ms",
+        spct(0.5),
+        single_ms.last().copied().unwrap_or(0.0)
     );
     println!(
         "search idle (1 search client): {} queries, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -377,17 +446,17 @@ fn main() {
                 .num("search_p50_ingest_ms", mpct(0.5))
                 .num("search_p99_ingest_ms", mpct(0.99))
                 .num("search_max_ingest_ms", mixed.last().copied().unwrap_or(0.0))
+                .num("rss_mib_at_start", mib(rss_at_start))
                 .num("rss_mib_after_ingest", mib(rss_after_ingest))
-                .num("rss_mib_server_growth", mib(growth(rss_after_ingest)))
-                .num("rss_mib_server_growth_idle", mib(growth(rss_idle)))
+                .num("rss_mib_idle", mib(rss_idle))
+                .num("rss_mib_end", mib(rss_end))
                 .num("state_bytes", state_bytes as f64)
+                .num("rss_over_state", over(rss_after_ingest))
+                .num("rss_idle_over_state", over(rss_idle))
+                .num("single_write_p50_ms", spct(0.5))
                 .num(
-                    "growth_over_state",
-                    growth(rss_after_ingest) as f64 / state_bytes as f64
-                )
-                .num(
-                    "growth_idle_over_state",
-                    growth(rss_idle) as f64 / state_bytes as f64
+                    "single_write_max_ms",
+                    single_ms.last().copied().unwrap_or(0.0)
                 )
                 .num("healthz_p99_ingest_ms", hpct(0.99))
                 .num(

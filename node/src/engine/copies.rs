@@ -5,18 +5,21 @@
 //! group's recorded events once its last reader has let go, or by copying the published state
 //! if a reader holds it past [`RECLAIM_WAIT`].
 //!
-//! The two copies hold their full-precision vectors and their walk copies, the largest part of
-//! a state, in the same memory: the replayed copy adopts the published copy's chunks
-//! ([`Kernel::share_storage`]), a copied one shares them from the start, and the writer's next
-//! group copies only the last chunks it appends to (copy on write). The rest (graph, norms,
-//! tags, maps) is held twice.
+//! The two copies hold their full-precision vectors and their walk copies, the largest parts
+//! of a state, in the same memory: the replayed copy adopts the published copy's chunks
+//! ([`Kernel::share_storage`], [`Share::Appended`]), a copied one shares them from the start,
+//! and the writer's next group copies only the last chunks it appends to (copy on write). The
+//! graphs' layer-0 neighbour lists, which every group rewrites all over the graph, are shared
+//! once the writer goes idle ([`Copies::share_all`]): an idle node holds them once, and a burst
+//! of writes copies them once, at its first group. The rest (upper graph layers, norms, tags,
+//! maps) is held twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use valori_kernel::exec::Threads;
-use valori_kernel::{Event, Kernel, Replay};
+use valori_kernel::{Event, Kernel, Replay, Share};
 
 use crate::limits::RECLAIM_WAIT;
 use crate::metrics::Metrics;
@@ -86,6 +89,19 @@ impl Copies {
         (old, fresh)
     }
 
+    /// Makes the back copy, equal to the published one between commits, hold its graph's lists
+    /// in the published copy's memory too ([`Share::All`]), so that an idle node holds one copy
+    /// of them. Done when the writer goes idle, not after every group: the next group copies
+    /// the chunks of lists it links into, most of them at once, which a burst of writes would
+    /// otherwise pay for every group.
+    pub(super) fn share_all(&mut self, published: &Published) {
+        let shared = self.back.share_storage(&published.get(), Share::All);
+        debug_assert!(
+            shared,
+            "the back copy is the published state between commits"
+        );
+    }
+
     /// Replaces both copies with `state` (a restore or a rebuild from the disk).
     pub(super) fn install(&mut self, published: &Published, metrics: &Metrics, state: Kernel) {
         published.replace(metrics, Arc::new(state.clone()));
@@ -128,7 +144,7 @@ pub(super) fn reclaim(
         Some(mut k) if k.seq() == fresh.seq() && k.chain_hash() == fresh.chain_hash() => {
             // The replay appended its own copy of the group's vectors; from here on the two
             // copies hold every vector once, in the published copy's chunks.
-            k.share_storage(fresh);
+            k.share_storage(fresh, Share::Appended);
             k
         }
         _ => {

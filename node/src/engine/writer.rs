@@ -75,6 +75,7 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if std::mem::take(&mut worked) {
+                    copies.share_all(&shared.published);
                     release_free_memory();
                 }
                 match rx.recv() {
@@ -113,8 +114,9 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// How long the writer waits idle after work before it hands freed memory back.
-const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long the writer waits idle after work before the two copies share all they can
+/// ([`Copies::share_all`]) and it hands freed memory back.
+pub(super) const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Hands the memory the allocator holds free (what index builds, replays and request bodies
 /// used and dropped) back to the system, so that the node's resident memory after a burst of
