@@ -131,6 +131,12 @@ pub struct Config {
     /// a read gets a core at once while a batch is indexed, and writes take what reads leave.
     #[arg(long, env = "VALORI_INDEX_NICE", default_value_t = limits::DEFAULT_INDEX_NICE)]
     pub index_nice: i32,
+    /// After this many milliseconds without a write, the node's two copies of the state share
+    /// the graph's neighbour lists, which every write otherwise keeps apart (0: never). The
+    /// first write after that copies the lists it links into again: less memory while idle,
+    /// for a slower first write after a pause.
+    #[arg(long, env = "VALORI_GRAPH_SHARE_IDLE_MS", default_value_t = limits::DEFAULT_GRAPH_SHARE_IDLE_MS)]
+    pub graph_share_idle_ms: u64,
     /// Threads for index construction (default: all cores).
     #[arg(long, env = "VALORI_INDEX_THREADS")]
     pub index_threads: Option<usize>,

@@ -68,6 +68,8 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.follow = config.follower_of().map(String::from);
     ec.max_queued_writes = config.max_queued_writes.max(1);
     ec.index_nice = config.index_nice.clamp(0, 19);
+    ec.graph_share_idle = (config.graph_share_idle_ms > 0)
+        .then(|| std::time::Duration::from_millis(config.graph_share_idle_ms));
     ec.commit_gate = config.test_commit_gate.clone();
     ec.crash_at = config.test_crash_at;
     if let Some(t) = config.index_threads {

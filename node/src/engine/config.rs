@@ -21,6 +21,8 @@ pub struct EngineConfig {
     pub index_threads: usize,
     /// Niceness of the writer and index threads (0: unchanged).
     pub index_nice: i32,
+    /// Idle time after which the two copies share the graph's lists (`None`: never).
+    pub graph_share_idle: Option<std::time::Duration>,
     /// The leader to follow when no role is persisted (a follower's flags); `None`: a leader.
     pub follow: Option<String>,
     /// Most client writes waiting for the writer; more are refused with 503 `busy`.
@@ -48,6 +50,9 @@ impl EngineConfig {
             prune_log: true,
             index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             index_nice: 0,
+            graph_share_idle: Some(std::time::Duration::from_millis(
+                crate::limits::DEFAULT_GRAPH_SHARE_IDLE_MS,
+            )),
             follow: None,
             max_queued_writes: DEFAULT_MAX_QUEUED_WRITES,
             max_group_bytes: MAX_GROUP_BYTES,

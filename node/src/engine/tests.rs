@@ -109,14 +109,23 @@ fn held_bytes(engine: &Engine, others: &[&Arc<Kernel>]) -> u64 {
     answer_blocking(engine.ask(|reply| Job::HeldBytes(others, reply)).unwrap()).unwrap()
 }
 
+/// Engine settings whose copies share the graph's lists after 300 ms idle.
+fn sharing_soon(dir: &std::path::Path) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
+    config.graph_share_idle = Some(SHARE_IDLE);
+    config
+}
+
+const SHARE_IDLE: Duration = Duration::from_millis(300);
+
 /// The bytes of chunked rows the node's copies hold, once the writer has gone idle and shared
-/// all it can with the published copy ([`Copies::share_all`]): asked until it is `expected` or
-/// ten seconds have passed, each time after longer than the writer waits to call itself idle
-/// (asking is a job for the writer too).
+/// all it can with the published copy ([`Copies::share_all`], after [`SHARE_IDLE`]): asked
+/// until it is `expected` or ten seconds have passed, each time after longer than the writer
+/// waits to share (asking is a job for the writer too).
 fn held_bytes_when_idle(engine: &Engine, expected: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        std::thread::sleep(super::writer::IDLE_RELEASE + Duration::from_millis(100));
+        std::thread::sleep(SHARE_IDLE + Duration::from_millis(100));
         let held = held_bytes(engine, &[]);
         if held == expected || Instant::now() > deadline {
             return held;
@@ -132,7 +141,7 @@ fn held_bytes_when_idle(engine: &Engine, expected: u64) -> u64 {
 fn the_two_copies_hold_each_vector_once() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::new());
-    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::clone(&metrics)).unwrap();
+    let engine = Engine::open(sharing_soon(dir.path()), Arc::clone(&metrics)).unwrap();
     create_wide(&engine, 128);
     for seed in 0..6 {
         insert_wide(&engine, 128, 400, seed);
@@ -175,7 +184,7 @@ fn the_two_copies_hold_each_vector_once() {
 #[test]
 fn a_reader_holding_a_state_for_seconds_costs_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::new(Metrics::new())).unwrap();
+    let engine = Engine::open(sharing_soon(dir.path()), Arc::new(Metrics::new())).unwrap();
     let dim = 256;
     create_wide(&engine, dim as u32);
     for seed in 0..6 {

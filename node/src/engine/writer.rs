@@ -69,23 +69,23 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
         back: state,
         exec: Threads::with_start(shared.config.index_threads, move || lower_priority(nice)),
     };
-    let mut worked = false;
+    // Work since the writer last handed memory back; since the copies last shared the lists.
+    let (mut worked, mut apart) = (false, false);
     loop {
         let first = match rx.recv_timeout(IDLE_RELEASE) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if std::mem::take(&mut worked) {
-                    copies.share_all(&shared.published);
                     release_free_memory();
                 }
-                match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
+                match wait_idle(shared, &mut copies, &rx, &mut apart) {
+                    Some(job) => job,
+                    None => break,
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        worked = true;
+        (worked, apart) = (true, true);
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut next = Some(first);
@@ -114,9 +114,30 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// How long the writer waits idle after work before the two copies share all they can
-/// ([`Copies::share_all`]) and it hands freed memory back.
-pub(super) const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long the writer waits idle after work before it hands freed memory back.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The next job for an idle writer (`None` once every sender is gone). Once it has been idle
+/// for the configured time in all (`graph_share_idle`), the two copies first share what the
+/// writes kept apart ([`Copies::share_all`]): the graph's lists.
+fn wait_idle(
+    shared: &Shared,
+    copies: &mut Copies,
+    rx: &mpsc::Receiver<Job>,
+    apart: &mut bool,
+) -> Option<Job> {
+    if let (true, Some(after)) = (*apart, shared.config.graph_share_idle) {
+        match rx.recv_timeout(after.saturating_sub(IDLE_RELEASE)) {
+            Ok(job) => return Some(job),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                copies.share_all(&shared.published);
+                *apart = false;
+            }
+        }
+    }
+    rx.recv().ok()
+}
 
 /// Hands the memory the allocator holds free (what index builds, replays and request bodies
 /// used and dropped) back to the system, so that the node's resident memory after a burst of
