@@ -50,9 +50,7 @@ impl EngineConfig {
             prune_log: true,
             index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             index_nice: 0,
-            graph_share_idle: Some(std::time::Duration::from_millis(
-                crate::limits::DEFAULT_GRAPH_SHARE_IDLE_MS,
-            )),
+            graph_share_idle: None,
             follow: None,
             max_queued_writes: DEFAULT_MAX_QUEUED_WRITES,
             max_group_bytes: MAX_GROUP_BYTES,

@@ -10,9 +10,10 @@
 //! ([`Kernel::share_storage`], [`Share::Appended`]), a copied one shares them from the start,
 //! and the writer's next group copies only the last chunks it appends to (copy on write). The
 //! graphs' layer-0 neighbour lists, which every group rewrites all over the graph, are shared
-//! once the writer goes idle ([`Copies::share_all`]): an idle node holds them once, and a burst
-//! of writes copies them once, at its first group. The rest (upper graph layers, norms, tags,
-//! maps) is held twice.
+//! only once the writer has been idle for `graph_share_idle` (off by default;
+//! [`Copies::share_all`]): an idle node then holds them once, and the first group after the
+//! pause copies the chunks it links into. The rest (upper graph layers, norms, tags, maps) is
+//! held twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
