@@ -134,8 +134,8 @@ pub struct Config {
     /// After this many milliseconds without a write, the node's two copies of the state share
     /// the graph's neighbour lists, which writes keep apart (0, the default: never). The first
     /// write after that copies the lists it links into again: less memory while idle (at
-    /// 1M x 128, 1.16x the state's size instead of 1.30x), for a slower first write after a
-    /// pause (12-55 ms instead of 2 ms at the median there).
+    /// 1M x 128, 0.14x the state's size less), for a slower first write after a pause (12-55
+    /// ms instead of 2 ms at the median there).
     #[arg(long, env = "VALORI_GRAPH_SHARE_IDLE_MS", default_value_t = limits::DEFAULT_GRAPH_SHARE_IDLE_MS)]
     pub graph_share_idle_ms: u64,
     /// Threads for index construction (default: all cores).
