@@ -154,9 +154,9 @@ fn main() {
     let clients: usize = flag("--clients", 2);
     let queries: usize = flag("--queries", 2000);
     let json_out = std::env::args().any(|a| a == "--json");
-    // The node's `--graph-share-idle-ms`: shorter than its default, so that the idle figures
-    // and the single writes below see the lists shared.
-    let share_idle_ms: u64 = flag("--share-idle-ms", 1000);
+    // The node's `--graph-share-idle-ms` (0, its default: never); with N, the idle figures and
+    // the single writes below come after pauses of N ms, so they see the lists shared.
+    let share_idle_ms: u64 = flag("--share-idle-ms", 0);
     let data = synthetic(n, 128, 1);
     let fixed: Vec<Vec<Fixed>> = valori_bench::to_fixed(&data);
 
