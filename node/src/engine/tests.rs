@@ -178,6 +178,19 @@ fn the_two_copies_hold_each_vector_once() {
     );
 }
 
+/// Without `graph_share_idle` (the default) the copies keep their graph's lists apart however
+/// long the writer is idle, so no write ever pays for copying them back.
+#[test]
+fn by_default_the_graph_lists_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::new(Metrics::new())).unwrap();
+    create_wide(&engine, 128);
+    insert_wide(&engine, 128, 400, 0);
+    let one = Kernel::held_bytes(&[&engine.read().unwrap()]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(held_bytes(&engine, &[]), one + 400 * 16 * 4);
+}
+
 /// A reader that holds a published state for seconds while groups commit keeps that one
 /// version alive and no more: the versions held share every vector and walk-copy row, but
 /// for the last chunks the groups appended to, rather than the reader costing a full copy.
