@@ -44,6 +44,42 @@ pub struct Config {
     /// Start an empty data directory from this snapshot file.
     #[arg(long, env = "VALORI_RESTORE_FROM")]
     pub restore_from: Option<PathBuf>,
+    /// Back up to this destination: `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` or `file:///directory` (credentials from the environment, as
+    /// each store documents them: `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, ...). The leader uploads
+    /// snapshots and ships its log; `POST /v1/backups` backs up now.
+    #[arg(long, env = "VALORI_BACKUP_TO")]
+    pub backup_to: Option<String>,
+    /// Ship the log to the backup destination every this many seconds (0: no log shipping,
+    /// snapshots only). A restore can reach any sequence number that is shipped.
+    #[arg(long, env = "VALORI_BACKUP_SHIP_INTERVAL_S", default_value_t = 10)]
+    pub backup_ship_interval_s: u64,
+    /// Upload every snapshot the node takes (`--snapshot-every`) to the backup destination.
+    #[arg(long, env = "VALORI_BACKUP_SNAPSHOTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub backup_snapshots: bool,
+    /// Snapshots to keep in the backup destination (older ones and the log segments before
+    /// the oldest kept are removed).
+    #[arg(long, env = "VALORI_BACKUP_RETAIN_COUNT", default_value_t = 7)]
+    pub backup_retain_count: usize,
+    /// Remove backed-up snapshots older than this (`30d`, `12h`; the newest is always kept).
+    #[arg(long, env = "VALORI_BACKUP_RETAIN_AGE", value_parser = humantime::parse_duration)]
+    pub backup_retain_age: Option<std::time::Duration>,
+    /// Start an empty data directory from the backup at this destination (as `--backup-to`
+    /// names one): its newest state, or `--restore-target-seq`. Ignored when the data
+    /// directory already holds state.
+    #[arg(
+        long,
+        env = "VALORI_RESTORE_FROM_BACKUP",
+        conflicts_with = "restore_from"
+    )]
+    pub restore_from_backup: Option<String>,
+    /// With `--restore-from-backup`: restore exactly this sequence number.
+    #[arg(
+        long,
+        env = "VALORI_RESTORE_TARGET_SEQ",
+        requires = "restore_from_backup"
+    )]
+    pub restore_target_seq: Option<u64>,
     /// PEM certificate chain: serve HTTP and gRPC over TLS (needs --tls-key).
     #[arg(long, env = "VALORI_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

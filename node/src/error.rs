@@ -121,6 +121,13 @@ pub enum NodeError {
         /// How recently each must have confirmed.
         max_lag_ms: u64,
     },
+    /// The backup destination refused or failed (unreachable, credentials refused, damaged
+    /// objects).
+    #[error("backup failed: {0}")]
+    Backup(String),
+    /// A backup asked of a node started without `--backup-to`.
+    #[error("this node has no backup destination (start it with --backup-to)")]
+    BackupNotConfigured,
     /// A write sent to a follower.
     #[error("this node is a read-only follower; send writes to the leader at {leader}")]
     ReadOnlyFollower {
@@ -154,7 +161,8 @@ impl NodeError {
             NodeError::Fenced { .. }
             | NodeError::ReplicationTimeout { .. }
             | NodeError::NotEnoughReplicas { .. } => 503,
-            NodeError::LeaderUnreachable(_) => 502,
+            NodeError::LeaderUnreachable(_) | NodeError::Backup(_) => 502,
+            NodeError::BackupNotConfigured => 409,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
         }
     }
@@ -187,6 +195,8 @@ impl NodeError {
             NodeError::Fenced { .. } => "fenced",
             NodeError::ReplicationTimeout { .. } => "replication_timeout",
             NodeError::NotEnoughReplicas { .. } => "not_enough_replicas",
+            NodeError::Backup(_) => "backup_failed",
+            NodeError::BackupNotConfigured => "backup_not_configured",
         }
     }
 }
@@ -242,6 +252,10 @@ pub enum OpenError {
         /// The files and why each was refused.
         files: String,
     },
+    /// A restore from a backup was interrupted (a crash, a kill) and left part of a history:
+    /// starting on it would serve a state that is neither the backup's nor empty.
+    #[error("an interrupted restore from a backup left this data directory incomplete; run the restore again (valori-node restore, or --restore-from-backup), which starts over")]
+    InterruptedBackupRestore,
     /// A snapshot given to start from does not verify.
     #[error("snapshot {path}: {error}")]
     Snapshot {

@@ -22,6 +22,7 @@ pub fn use_ring_for_tls() {
 }
 
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod conn;
 pub mod engine;
@@ -53,8 +54,39 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Internal(format!("worker task failed: {e}")))?
 }
 
+/// `--restore-from-backup`: restores the backup at `url` into the data directory when it holds
+/// no state.
+fn restore_from_backup(config: &Config, url: &str, threads: usize) -> anyhow::Result<()> {
+    let dir = config.data_dir();
+    let dest = backup::Destination::open(url)?;
+    {
+        let store = store::Store::open(&dir)?;
+        if backup::restore::has_state(&store)? {
+            tracing::info!("--restore-from-backup ignored: the data directory already has state");
+            return Ok(());
+        }
+    }
+    let target = match config.restore_target_seq {
+        Some(n) => backup::RestoreTarget::Seq(n),
+        None => backup::RestoreTarget::Latest,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt
+        .block_on(backup::restore_into(&dest, &dir, target, threads))
+        .map_err(|e| anyhow::anyhow!("--restore-from-backup {url}: {e}"))?;
+    println!(
+        "valori-node restored seq {} (state hash {}) from {url}",
+        report.seq,
+        hex::encode(report.state_hash)
+    );
+    Ok(())
+}
+
 /// Opens the engine for `config`: recovers the data directory, restores from
-/// `--restore-from` into an empty one, and creates the default collection when
+/// `--restore-from` or `--restore-from-backup` into an empty one, and creates the default collection when
 /// `--default-dimension` asks for it.
 pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     anyhow::ensure!(
@@ -74,6 +106,17 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.crash_at = config.test_crash_at;
     if let Some(t) = config.index_threads {
         ec.index_threads = t.max(1);
+    }
+    if let Some(url) = &config.backup_to {
+        // A destination that cannot be used stops the node before it listens.
+        backup::Destination::open(url)?;
+    }
+    if config.backup_to.is_some() && config.backup_ship_interval_s > 0 {
+        // Nothing is pruned until the backup task knows what the destination holds.
+        ec.log_hold = Some(Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    }
+    if let Some(url) = &config.restore_from_backup {
+        restore_from_backup(config, url, ec.index_threads)?;
     }
     let engine = Engine::open(ec, Arc::new(metrics::Metrics::new()))?;
     if let Some(path) = &config.restore_from {

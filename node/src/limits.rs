@@ -97,3 +97,7 @@ pub const DEFAULT_MIN_REPLICAS_MAX_LAG_MS: u64 = 10_000;
 pub const MAX_FOLLOWERS: usize = 64;
 /// Longest follower name, in bytes.
 pub const MAX_FOLLOWER_NAME_BYTES: usize = 128;
+
+/// How long a stopping node waits for the backup task's last round (shipping what was written
+/// before the stop).
+pub const BACKUP_LAST_ROUND: std::time::Duration = std::time::Duration::from_secs(30);

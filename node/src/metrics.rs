@@ -65,6 +65,18 @@ pub struct Metrics {
     /// `valori_replication_discarded_events_total`: events a follower dropped when it
     /// re-bootstrapped because its history went past its leader's.
     pub discarded_events: IntCounter,
+    /// `valori_backup_last_success_timestamp_seconds`: when the last snapshot backup to the
+    /// destination finished (Unix time; 0: none since the node started).
+    pub backup_last_success: IntGauge,
+    /// `valori_backup_failures_total`: snapshot backups that failed.
+    pub backup_failures: IntCounter,
+    /// `valori_backup_shipped_sequence_number`: the sequence number up to which the log is
+    /// shipped to the destination.
+    pub backup_shipped_seq: IntGauge,
+    /// `valori_backup_ship_lag_events`: events durable here and not yet shipped.
+    pub backup_ship_lag_events: IntGauge,
+    /// `valori_backup_ship_failures_total`: log-shipping rounds that failed.
+    pub backup_ship_failures: IntCounter,
     /// `valori_http_requests_total{route,method,status}`.
     pub http_requests: IntCounterVec,
     /// `valori_http_request_duration_seconds{route,method}`.
@@ -210,6 +222,31 @@ impl Metrics {
             &["route", "method"],
         )
         .unwrap();
+        let backup_last_success = IntGauge::new(
+            "valori_backup_last_success_timestamp_seconds",
+            "Unix time the last snapshot backup finished (0: none since start)",
+        )
+        .unwrap();
+        let backup_failures = IntCounter::new(
+            "valori_backup_failures_total",
+            "Snapshot backups that failed",
+        )
+        .unwrap();
+        let backup_shipped_seq = IntGauge::new(
+            "valori_backup_shipped_sequence_number",
+            "Sequence number up to which the log is shipped to the backup destination",
+        )
+        .unwrap();
+        let backup_ship_lag_events = IntGauge::new(
+            "valori_backup_ship_lag_events",
+            "Events durable on the node and not yet shipped to the backup destination",
+        )
+        .unwrap();
+        let backup_ship_failures = IntCounter::new(
+            "valori_backup_ship_failures_total",
+            "Log-shipping rounds that failed",
+        )
+        .unwrap();
         for c in [
             Box::new(events_committed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(commit_seconds.clone()),
@@ -235,6 +272,11 @@ impl Metrics {
             Box::new(requests_refused_busy.clone()),
             Box::new(requests_in_progress.clone()),
             Box::new(discarded_events.clone()),
+            Box::new(backup_last_success.clone()),
+            Box::new(backup_failures.clone()),
+            Box::new(backup_shipped_seq.clone()),
+            Box::new(backup_ship_lag_events.clone()),
+            Box::new(backup_ship_failures.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
         ] {
@@ -266,6 +308,11 @@ impl Metrics {
             requests_refused_busy,
             requests_in_progress,
             discarded_events,
+            backup_last_success,
+            backup_failures,
+            backup_shipped_seq,
+            backup_ship_lag_events,
+            backup_ship_failures,
             http_requests,
             http_seconds,
         }

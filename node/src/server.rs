@@ -42,9 +42,33 @@ pub async fn serve(
             max_replay_events: config.max_replay_events,
         },
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (service, backup_task) = match &config.backup_to {
+        Some(url) => {
+            let dest = crate::backup::Destination::open(url)?;
+            let settings = crate::backup::BackupSettings {
+                ship_interval: (config.backup_ship_interval_s > 0)
+                    .then(|| Duration::from_secs(config.backup_ship_interval_s)),
+                upload_snapshots: config.backup_snapshots,
+                retain_count: config.backup_retain_count.max(1),
+                retain_age: config.backup_retain_age,
+            };
+            let hold = engine
+                .log_hold()
+                .unwrap_or_else(|| Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)));
+            let backup = Arc::new(crate::backup::Backup::new(
+                dest,
+                engine.clone(),
+                settings,
+                hold,
+            ));
+            let task = tokio::spawn(Arc::clone(&backup).run(stop_rx.clone()));
+            (service.with_backup(backup), Some(task))
+        }
+        None => (service, None),
+    };
     let gate = conn::Gate::new(config.max_connections, Arc::clone(engine.metrics()));
     let header_timeout = Duration::from_millis(config.header_timeout_ms.max(1));
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -78,6 +102,15 @@ pub async fn serve(
         t.await??;
     }
     follower_task.await?;
+    if let Some(t) = backup_task {
+        // Its last round ships what was written before the stop, within a bound.
+        if tokio::time::timeout(limits::BACKUP_LAST_ROUND, t)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the backup task's last round did not finish in time");
+        }
+    }
     tokio::task::spawn_blocking(move || engine.shutdown()).await?;
     Ok(())
 }

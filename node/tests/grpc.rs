@@ -179,7 +179,10 @@ async fn grpc_and_http_agree() {
 
     // Identical state.
     let st = gc
-        .get_state(pb::StateRequest { seq: None })
+        .get_state(pb::StateRequest {
+            seq: None,
+            state_hash: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -407,7 +410,10 @@ async fn grpc_errors_match_http() {
         (tonic::Code::NotFound, "record_not_found")
     );
     // Nothing above changed the state beyond the one collection.
-    let mut req = tonic::Request::new(pb::StateRequest { seq: None });
+    let mut req = tonic::Request::new(pb::StateRequest {
+        seq: None,
+        state_hash: false,
+    });
     req.metadata_mut().insert("x-api-key", "r".parse().unwrap());
     assert_eq!(c.get_state(req).await.unwrap().into_inner().seq, 1);
 }
@@ -552,7 +558,10 @@ async fn grpc_streams_the_log_and_snapshots_as_http_serves_them() {
         (tonic::Code::InvalidArgument, "invalid_snapshot")
     );
     let st = oc
-        .get_state(pb::StateRequest { seq: None })
+        .get_state(pb::StateRequest {
+            seq: None,
+            state_hash: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -1078,7 +1087,10 @@ async fn grpc_agent_memory_matches_http() {
 
     // The same state, to the byte.
     let st = gc
-        .get_state(pb::StateRequest { seq: None })
+        .get_state(pb::StateRequest {
+            seq: None,
+            state_hash: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -1168,9 +1180,88 @@ async fn grpc_agent_memory_matches_http() {
         .unwrap_err();
     assert_eq!(code(&too_many), "too_many_affected");
     let after = gc
-        .get_state(pb::StateRequest { seq: None })
+        .get_state(pb::StateRequest {
+            seq: None,
+            state_hash: false,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(after.state_hash, st.state_hash);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_and_past_state_hashes_over_grpc_are_the_http_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tmp.path().join("backup").display());
+    let node = Node::start(
+        &tmp.path().join("n"),
+        &[
+            "--snapshot-every",
+            "0",
+            "--backup-to",
+            &url,
+            "--backup-ship-interval-s",
+            "1",
+        ],
+    );
+    let mut gc = client(&node).await;
+    // The blocking HTTP client lives only inside `block_in_place`.
+    let http = |f: &dyn Fn(&common::Client) -> serde_json::Value| {
+        tokio::task::block_in_place(|| f(&node.client()))
+    };
+    http(&|h| {
+        h.post("/v1/collections", json!({"name": "v", "dimension": 2}));
+        for i in 0..3 {
+            h.post("/v1/collections/v/records", json!({"vector": vector(i, 2)}));
+        }
+        serde_json::Value::Null
+    });
+    let b = gc.create_backup(pb::Empty {}).await.unwrap().into_inner();
+    let s = http(&|h| json!(h.state()));
+    let (seq, chain, state) = (
+        s[0].as_u64().unwrap(),
+        s[1].as_str().unwrap().to_string(),
+        s[2].as_str().unwrap().to_string(),
+    );
+    assert_eq!((b.seq, b.chain_hash, b.state_hash), (seq, chain, state));
+    let list = gc.list_backups(pb::Empty {}).await.unwrap().into_inner();
+    let over_http = http(&|h| h.get("/v1/backups").1);
+    assert_eq!(list.destination, url);
+    assert_eq!(list.backups.len(), 1);
+    assert_eq!(list.backups[0].seq, seq);
+    assert_eq!(Some(list.reaches), over_http["reaches"].as_u64());
+
+    // A past sequence number's state hash, replayed, over both transports.
+    let past = gc
+        .get_state(pb::StateRequest {
+            seq: Some(2),
+            state_hash: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v = http(&|h| h.get("/v1/state?seq=2&state_hash=true").1);
+    assert_eq!(past.seq, 2);
+    assert_eq!(Some(past.chain_hash.as_str()), v["chain_hash"].as_str());
+    assert_eq!(Some(past.state_hash.as_str()), v["state_hash"].as_str());
+    assert_eq!(past.state_hash.len(), 64);
+    let plain = gc
+        .get_state(pb::StateRequest {
+            seq: Some(2),
+            state_hash: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.state_hash, "");
+
+    // Without a destination: refused with the same code as over HTTP.
+    let bare = Node::start(&tmp.path().join("bare"), &["--snapshot-every", "0"]);
+    let e = client(&bare)
+        .await
+        .create_backup(pb::Empty {})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "backup_not_configured");
 }

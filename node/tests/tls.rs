@@ -144,7 +144,10 @@ async fn http_and_grpc_over_tls() {
         .expect("gRPC over TLS connects");
     let mut c = pb::valori_client::ValoriClient::new(channel);
     let st = c
-        .get_state(pb::StateRequest { seq: None })
+        .get_state(pb::StateRequest {
+            seq: None,
+            state_hash: false,
+        })
         .await
         .unwrap()
         .into_inner();

@@ -104,6 +104,9 @@ pub struct ValoriClusterSpec {
     /// Serve HTTP and gRPC over TLS with a certificate from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Backups to object storage: the leader uploads snapshots and ships its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
 }
 
 fn default_image() -> String {
@@ -320,6 +323,103 @@ pub struct TlsSpec {
     pub secret_name: String,
 }
 
+/// Backups to object storage (the nodes' `--backup-*` flags): the leader uploads the snapshots
+/// it takes and ships its log every `shipIntervalSeconds`, so a restore can reach any sequence
+/// number shipped.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Where: `s3://bucket/prefix` (S3 and S3-compatible stores), `gs://bucket/prefix` or
+    /// `az://container/prefix`. Give each cluster a prefix of its own: a node never writes into
+    /// a prefix that holds another history.
+    #[schemars(regex(pattern = r"^(s3|s3a|gs|az|azure|abfs|abfss|file)://[^?#]+$"))]
+    pub destination: String,
+    /// A Secret whose keys the nodes receive as environment variables: the store's settings and
+    /// credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
+    /// `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_KEY`, ...). Without one, the pods'
+    /// workload identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Seconds between log-shipping rounds: how far the backup may be behind (0: snapshots only).
+    #[serde(default = "default_ship_interval_seconds")]
+    #[schemars(range(max = 86400))]
+    pub ship_interval_seconds: u32,
+    /// Upload every snapshot the nodes take (`snapshots.every`).
+    #[serde(default = "default_true")]
+    pub upload_snapshots: bool,
+    /// Also take a snapshot backup on this schedule: a five-field cron expression in UTC
+    /// (`0 3 * * *`: every day at 03:00).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How many backed-up snapshots to keep and for how long.
+    #[serde(default)]
+    pub retention: BackupRetention,
+}
+
+fn default_ship_interval_seconds() -> u32 {
+    10
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Retention of backed-up snapshots; once one goes, so do the log segments before the oldest
+/// kept.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRetention {
+    /// Snapshots to keep.
+    #[schemars(range(min = 1, max = 10000))]
+    pub count: u32,
+    /// Remove snapshots older than this (`30d`, `12h`, `90m`); the newest is always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]*(s|m|h|d)$"))]
+    pub max_age: Option<String>,
+}
+
+impl Default for BackupRetention {
+    fn default() -> Self {
+        BackupRetention {
+            count: 7,
+            max_age: None,
+        }
+    }
+}
+
+/// Backups as the leader last reported them.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The sequence number of the newest snapshot in the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_seq: Option<u64>,
+    /// When its upload finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<String>,
+    /// Its state hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_state_hash: Option<String>,
+    /// Snapshots in the destination.
+    #[serde(default)]
+    pub backups: u32,
+    /// The highest sequence number a restore can reach.
+    #[serde(default)]
+    pub reaches: u64,
+    /// The sequence number up to which the leader has shipped its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_through: Option<u64>,
+    /// Events the leader has not shipped yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_lag_events: Option<u64>,
+    /// When the schedule last asked for a backup (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled: Option<String>,
+    /// Why backing up fails, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// What the operator observed and did.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -377,7 +477,10 @@ pub struct ValoriClusterStatus {
     /// One entry per pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances_status: Vec<InstanceStatus>,
-    /// `Ready`, `Progressing`, `Converged`, `Diverged`, `Degraded`.
+    /// Backups, when `spec.backup` asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+    /// `Ready`, `Progressing`, `Converged`, `Diverged`, `Degraded`, and `BackedUp` with backups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

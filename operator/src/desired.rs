@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -146,7 +146,7 @@ pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
         .map(|r| (r.synchronous_replicas, r.timeout_ms))
         .unwrap_or((0, 5000));
     let (min_replicas, min_lag_s) = crate::crd::min_replicas(spec);
-    let data = BTreeMap::from([
+    let mut data = BTreeMap::from([
         ("VALORI_HTTP_PORT".into(), HTTP_PORT.to_string()),
         ("VALORI_GRPC_PORT".into(), GRPC_PORT.to_string()),
         ("VALORI_DATA_DIR".into(), DATA_DIR.into()),
@@ -175,6 +175,26 @@ pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
         ),
         ("VALORI_LOG".into(), "info".into()),
     ]);
+    if let Some(b) = &spec.backup {
+        data.extend([
+            ("VALORI_BACKUP_TO".into(), b.destination.clone()),
+            (
+                "VALORI_BACKUP_SHIP_INTERVAL_S".into(),
+                b.ship_interval_seconds.to_string(),
+            ),
+            (
+                "VALORI_BACKUP_SNAPSHOTS".into(),
+                b.upload_snapshots.to_string(),
+            ),
+            (
+                "VALORI_BACKUP_RETAIN_COUNT".into(),
+                b.retention.count.to_string(),
+            ),
+        ]);
+        if let Some(age) = &b.retention.max_age {
+            data.insert("VALORI_BACKUP_RETAIN_AGE".into(), age.clone());
+        }
+    }
     ConfigMap {
         metadata: meta(vc, names.config()),
         data: Some(data),
@@ -323,6 +343,27 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
             ..Volume::default()
         });
     }
+    let mut env_from = vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: names.config(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }];
+    // The backup store's credentials and settings, every key of the Secret as a variable.
+    if let Some(secret) = spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.credentials_secret.clone())
+    {
+        env_from.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: secret,
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        });
+    }
     let container = Container {
         name: "valori-node".into(),
         image: Some(spec.image.clone()),
@@ -330,13 +371,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
             .image_pull_policy
             .map(|p| format!("{p:?}"))
             .or(Some("IfNotPresent".into())),
-        env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: names.config(),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]),
+        env_from: Some(env_from),
         env: Some(env),
         ports: Some(vec![
             ContainerPort {
@@ -729,6 +764,53 @@ resources: {requests: {cpu: "1", memory: 2Gi}}
             pod_url(&v, "memory-1"),
             "https://memory-1.memory-nodes.agents.svc:3000"
         );
+    }
+
+    #[test]
+    fn backups_reach_the_nodes_as_flags_and_their_credentials_from_a_secret() {
+        let none = vc("instances: 3");
+        let d = config_map(&none).data.unwrap();
+        assert!(d.keys().all(|k| !k.starts_with("VALORI_BACKUP")), "{d:?}");
+        assert_eq!(
+            container(&stateful_set(&none))
+                .env_from
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let v = vc(r#"
+instances: 3
+backup:
+  destination: s3://backups/memory
+  credentialsSecret: backup-creds
+  shipIntervalSeconds: 30
+  uploadSnapshots: false
+  retention: {count: 14, maxAge: 30d}
+"#);
+        let d = config_map(&v).data.unwrap();
+        assert_eq!(d["VALORI_BACKUP_TO"], "s3://backups/memory");
+        assert_eq!(d["VALORI_BACKUP_SHIP_INTERVAL_S"], "30");
+        assert_eq!(d["VALORI_BACKUP_SNAPSHOTS"], "false");
+        assert_eq!(d["VALORI_BACKUP_RETAIN_COUNT"], "14");
+        assert_eq!(d["VALORI_BACKUP_RETAIN_AGE"], "30d");
+        let sts = stateful_set(&v);
+        let from = container(&sts).env_from.as_ref().unwrap();
+        assert_eq!(from.len(), 2);
+        let secret = from[1].secret_ref.as_ref().unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.optional),
+            ("backup-creds", Some(false))
+        );
+        // Defaults: every 10 s, snapshots uploaded, 7 kept, no age limit, no Secret.
+        let d = config_map(&vc("instances: 1\nbackup: {destination: gs://b/p}"))
+            .data
+            .unwrap();
+        assert_eq!(d["VALORI_BACKUP_SHIP_INTERVAL_S"], "10");
+        assert_eq!(d["VALORI_BACKUP_SNAPSHOTS"], "true");
+        assert_eq!(d["VALORI_BACKUP_RETAIN_COUNT"], "7");
+        assert!(!d.contains_key("VALORI_BACKUP_RETAIN_AGE"));
     }
 
     #[test]

@@ -308,6 +308,18 @@ impl Nodes {
         r.map_err(|e| CallError::of(node, e))
     }
 
+    /// `GET /v1/backups`: the node's backup destination and log shipping.
+    pub async fn backups(&self, node: &NodeRef) -> Result<api::BackupList, CallError> {
+        let r = self.client(node)?.backups().await;
+        r.map_err(|e| CallError::of(node, e))
+    }
+
+    /// `POST /v1/backups`: a snapshot uploaded to the backup destination now.
+    pub async fn create_backup(&self, node: &NodeRef) -> Result<api::BackupInfo, CallError> {
+        let r = self.client(node)?.create_backup().await;
+        r.map_err(|e| CallError::of(node, e))
+    }
+
     /// `PUT /v1/role`.
     pub async fn set_role(
         &self,

@@ -2,11 +2,12 @@
 //!
 //! The Kubernetes operator of Valori. This crate holds the `ValoriCluster` resource ([`crd`]),
 //! the reconcile loop ([`controller`]: observe, decide, act), the decisions it takes as pure
-//! functions ([`desired`] objects, [`plan`], [`status`], the arbiter's [`failover`]) and the
+//! functions ([`desired`] objects, [`plan`], [`status`], [`backup`], the arbiter's [`failover`]) and the
 //! node-facing calls that carry them out through the nodes' role API. It speaks to nodes only
 //! through the typed client of their HTTP API (`valori-client`, over `valori-api`'s wire
 //! types), never touches their data, and depends on no RocksDB.
 
+pub mod backup;
 pub mod controller;
 pub mod crd;
 pub mod desired;

@@ -115,4 +115,17 @@ fn the_example_cluster_is_valid() {
         serde_json::to_value(&vc.spec).unwrap()["resources"],
         raw["spec"]["resources"]
     );
+    assert_eq!(
+        serde_json::to_value(&vc.spec).unwrap()["backup"],
+        raw["spec"]["backup"]
+    );
+    let schedule = vc
+        .spec
+        .backup
+        .as_ref()
+        .unwrap()
+        .schedule
+        .as_deref()
+        .unwrap();
+    valori_operator::backup::parse_schedule(schedule).unwrap();
 }

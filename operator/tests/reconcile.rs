@@ -546,3 +546,86 @@ async fn a_scale_down_moves_the_leadership_off_the_ordinals_it_removes() {
     );
     c.assert_permitted();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_shipped_scheduled_and_reported_and_another_history_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = format!("file://{}", dir.path().join("backups").display());
+    let spec = |schedule: &str| {
+        format!(
+            r#"
+instances: 1
+crossCheck: {{intervalSeconds: 1, heal: true}}
+backup:
+  destination: "{dest}"
+  shipIntervalSeconds: 1
+  {schedule}
+  retention: {{count: 3}}
+"#
+        )
+    };
+    // Every two seconds (a sixth field, seconds, first).
+    let c = Cluster::new("bk", &spec(r#"schedule: "*/2 * * * * *""#));
+    c.until("a leader", 60, |st| st.current_leader.is_some())
+        .await;
+    let config = c
+        .api
+        .get(&format!("/api/v1/namespaces/{NS}/configmaps/bk-config"))
+        .unwrap();
+    assert_eq!(config["data"]["VALORI_BACKUP_TO"], dest.as_str());
+    assert_eq!(config["data"]["VALORI_BACKUP_SHIP_INTERVAL_S"], "1");
+    assert_eq!(config["data"]["VALORI_BACKUP_RETAIN_COUNT"], "3");
+    let leader = c.status().current_leader.unwrap();
+    c.write(&leader, 0, 5);
+    let head = c.states()[&leader].0;
+    c.until("the log shipped and a scheduled backup taken", 60, |st| {
+        st.backup
+            .as_ref()
+            .is_some_and(|b| b.shipped_through >= Some(head) && b.backups >= 1)
+            && condition(st, "BackedUp").as_deref() == Some("True")
+    })
+    .await;
+    let st = c.status();
+    let b = st.backup.as_ref().unwrap();
+    assert!(b.reaches >= head, "{b:?}");
+    assert!(b.last_scheduled.is_some() && b.error.is_none(), "{b:?}");
+    assert!(
+        c.events()
+            .iter()
+            .any(|(r, n)| r == "BackupTaken" && n.contains(&leader)),
+        "{:?}",
+        c.events()
+    );
+
+    // Another cluster pointed at the same destination writes another history: its leader
+    // refuses to ship there, and the operator says so.
+    let other = Cluster::new("other", &spec(""));
+    other
+        .until("a leader", 60, |st| st.current_leader.is_some())
+        .await;
+    let other_leader = other.status().current_leader.unwrap();
+    other.write(&other_leader, 100, 2);
+    other
+        .until("the backup to be reported failing", 60, |st| {
+            condition(st, "BackedUp").as_deref() == Some("False")
+                && st
+                    .backup
+                    .as_ref()
+                    .and_then(|b| b.error.as_deref())
+                    .is_some_and(|e| e.contains("another history"))
+        })
+        .await;
+    assert!(
+        other
+            .events()
+            .iter()
+            .any(|(r, n)| r == "BackupFailing" && n.contains("another history")),
+        "{:?}",
+        other.events()
+    );
+    // The first cluster's backup is untouched and still current.
+    c.until("the first cluster still backed up", 30, |st| {
+        condition(st, "BackedUp").as_deref() == Some("True")
+    })
+    .await;
+}

@@ -423,7 +423,10 @@ pub const ROUTES: &[Route] = &[
     route(Get, "/v1/state", "get_state", "Sequence number, chain hash and state hash (with seq: the chain hash at a past sequence number)", Read)
         .query(schema::<StateQuery>)
         .gives(200, Body::Json(schema::<State>))
-        .refuses(&[refusal(404, "not_found", "seq is in the future, or no longer retained (neither in the log nor a snapshot)")]),
+        .refuses(&[
+            refusal(404, "not_found", "seq is in the future, or no longer retained (neither in the log nor a snapshot)"),
+            refusal(400, "limit_exceeded", "with state_hash: seq is more than --max-replay-events events past the nearest snapshot at or before it"),
+        ]),
     route(Get, "/v1/replication", "replication_status", "On a leader: each follower's confirmed sequence number and lag", Read)
         .gives(200, Body::Json(schema::<ReplicationStatus>)),
     route(Get, "/v1/log", "read_log", "Retained log entries with their chain hashes, for replication, audits and replay", Read)
@@ -448,6 +451,18 @@ pub const ROUTES: &[Route] = &[
         .refuses(&[
             refusal(400, "invalid_snapshot", "the file is not a snapshot that verifies (magic, version, checksum, hashes)"),
             refusal(413, "payload_too_large", "the file is larger than 8 GiB"),
+        ]),
+    route(Post, "/v1/backups", "create_backup", "Take a snapshot and upload it to the backup destination now (on the leader)", Write)
+        .gives(201, Body::Json(schema::<BackupInfo>))
+        .refuses(&[
+            refusal(409, "backup_not_configured", "the node was started without --backup-to"),
+            refusal(502, "backup_failed", "the destination refused or failed the upload (unreachable, credentials refused)"),
+        ]),
+    route(Get, "/v1/backups", "list_backups", "The backup destination's snapshots, how far a restore reaches, and log shipping", Read)
+        .gives(200, Body::Json(schema::<BackupList>))
+        .refuses(&[
+            refusal(409, "backup_not_configured", "the node was started without --backup-to"),
+            refusal(502, "backup_failed", "the destination could not be listed"),
         ]),
     route(Get, "/healthz", "healthz", "Liveness: the process answers", Public)
         .gives(200, Body::Text),

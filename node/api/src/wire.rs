@@ -561,6 +561,11 @@ pub struct StateQuery {
     /// A past sequence number: answer its chain hash (when retained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// With a past `seq`: answer its state hash too, from the state replayed in memory from
+    /// the nearest snapshot at or before it (at most `--max-replay-events` events, as a search's
+    /// `at_seq`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_hash: bool,
 }
 
 /// Sequence number and hashes.
@@ -571,7 +576,8 @@ pub struct State {
     /// Chain hash at `seq`, hex.
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub chain_hash: String,
-    /// State hash, hex: present for the current state, absent for a past sequence number.
+    /// State hash, hex: present for the current state, and for a past sequence number when
+    /// asked (`state_hash=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub state_hash: Option<String>,
@@ -686,6 +692,58 @@ pub struct Restored {
     pub state_hash: String,
     /// The installed snapshot.
     pub snapshot: SnapshotInfo,
+}
+
+/// A snapshot in the backup destination (`POST /v1/backups`, `GET /v1/backups`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// The sequence number it captures.
+    pub seq: u64,
+    /// Chain hash at `seq`, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub chain_hash: String,
+    /// State hash at `seq`, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub state_hash: String,
+    /// Size of the snapshot file.
+    pub bytes: u64,
+    /// When its upload started (RFC 3339, UTC).
+    pub started: String,
+    /// When its upload finished (RFC 3339, UTC).
+    pub finished: String,
+}
+
+/// How the log is shipped to the backup destination.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct LogShipping {
+    /// Whether the node ships its log (`--backup-ship-interval-s` above 0).
+    pub enabled: bool,
+    /// Seconds between shipping rounds.
+    pub interval_s: u64,
+    /// The sequence number up to which the log is shipped, once this node has shipped (a
+    /// follower does not: its leader does).
+    pub shipped_through: Option<u64>,
+    /// Events durable here and not yet shipped.
+    pub lag_events: Option<u64>,
+    /// When the last round that reached the node's head finished (RFC 3339, UTC).
+    pub shipped_at: Option<String>,
+    /// Why the last round failed, if it did.
+    pub error: Option<String>,
+}
+
+/// `GET /v1/backups`: the destination, what it holds, and how backing up goes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct BackupList {
+    /// The destination's URL.
+    pub destination: String,
+    /// Complete snapshots in the destination, oldest first.
+    pub backups: Vec<BackupInfo>,
+    /// The highest sequence number a restore can reach from the destination.
+    pub reaches: u64,
+    /// Log shipping.
+    pub shipping: LogShipping,
+    /// Why the last snapshot backup failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// A follower as its leader sees it.

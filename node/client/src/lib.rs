@@ -634,6 +634,17 @@ impl Client {
         self.get(self.at(&["v1", "snapshots"])).await
     }
 
+    /// `POST /v1/backups`: a snapshot uploaded to the node's backup destination now.
+    pub async fn create_backup(&self) -> Result<api::BackupInfo> {
+        self.call::<_, ()>(Method::POST, &["v1", "backups"], None)
+            .await
+    }
+
+    /// `GET /v1/backups`.
+    pub async fn backups(&self) -> Result<api::BackupList> {
+        self.get(self.at(&["v1", "backups"])).await
+    }
+
     /// `GET /v1/snapshots/{id}`, streamed into `out` as it arrives (never held whole);
     /// returns the bytes written. `out` is flushed, not synced.
     pub async fn download_snapshot(

@@ -17,6 +17,10 @@ pub struct EngineConfig {
     pub snapshot_keep: usize,
     /// Delete log entries up to the oldest kept snapshot (otherwise the whole log is kept).
     pub prune_log: bool,
+    /// When set, the log is never pruned past this sequence number, whatever `prune_log` says:
+    /// the position up to which backups have shipped the log (entries after it are still to be
+    /// shipped).
+    pub log_hold: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// Threads used to build the index for large inserts.
     pub index_threads: usize,
     /// Niceness of the writer and index threads (0: unchanged).
@@ -48,6 +52,7 @@ impl EngineConfig {
             snapshot_every: 100_000,
             snapshot_keep: 2,
             prune_log: true,
+            log_hold: None,
             index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             index_nice: 0,
             graph_share_idle: None,

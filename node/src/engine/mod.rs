@@ -176,6 +176,9 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir)
             .doing(|| format!("creating {}", config.data_dir.display()))?;
         let store = Store::open(&config.data_dir)?;
+        if crate::backup::restore::interrupted(&store)? {
+            return Err(OpenError::InterruptedBackupRestore);
+        }
         if let Some((file, _)) = restore::finish_restore(&store, &config)? {
             tracing::warn!(path = %file.path.display(), "finished a restore a crash interrupted");
         }
@@ -589,6 +592,11 @@ impl Engine {
                 .snapshots()
                 .map(|s| s.iter().map(|f| f.bytes).sum::<u64>())
                 .unwrap_or(0)
+    }
+
+    /// The position the log is not pruned past ([`EngineConfig::log_hold`]), if set.
+    pub fn log_hold(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.shared.config.log_hold.clone()
     }
 
     /// The metrics this engine updates.

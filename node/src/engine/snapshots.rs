@@ -45,7 +45,7 @@ pub(super) fn take_snapshot(shared: &Shared, kernel: &Kernel) -> Result<Snapshot
 }
 
 /// Keeps the newest `snapshot_keep` snapshots and, when `prune_log` is set, deletes log entries
-/// up to the oldest kept one.
+/// up to the oldest kept one (but none that backups have yet to ship: `log_hold`).
 fn apply_retention(shared: &Shared) {
     let Ok(snaps) = shared.store.snapshots() else {
         return;
@@ -61,7 +61,13 @@ fn apply_retention(shared: &Shared) {
     if !shared.config.prune_log {
         return;
     }
-    let oldest_kept = snaps[snaps.len().saturating_sub(keep)].seq;
+    let mut oldest_kept = snaps[snaps.len().saturating_sub(keep)].seq;
+    if let Some(hold) = &shared.config.log_hold {
+        oldest_kept = oldest_kept.min(hold.load(std::sync::atomic::Ordering::Acquire));
+    }
+    if oldest_kept == 0 {
+        return;
+    }
     if let Err(e) = shared.store.prune_through(oldest_kept) {
         tracing::warn!(error = %e, "pruning the log");
     }

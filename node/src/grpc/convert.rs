@@ -62,6 +62,19 @@ pub fn collection_info(c: api::CollectionInfo) -> pb::CollectionInfo {
     }
 }
 
+/// A backed-up snapshot as the gRPC API gives it.
+pub fn backup_info(b: valori_api::BackupInfo) -> pb::BackupInfo {
+    pb::BackupInfo {
+        seq: b.seq,
+        chain_hash: b.chain_hash,
+        state_hash: b.state_hash,
+        bytes: b.bytes,
+        started: b.started,
+        finished: b.finished,
+    }
+}
+
+/// A snapshot file as the gRPC API gives it.
 pub fn snapshot_info(f: SnapshotFile) -> pb::SnapshotInfo {
     pb::SnapshotInfo {
         id: f.seq,

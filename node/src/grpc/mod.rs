@@ -77,6 +77,8 @@ pub const HTTP_ROUTES: &[(&str, Result<&str, &str>)] = &[
     ("list_snapshots", Ok("ListSnapshots")),
     ("download_snapshot", Ok("DownloadSnapshot")),
     ("restore_snapshot", Ok("RestoreSnapshot")),
+    ("create_backup", Ok("CreateBackup")),
+    ("list_backups", Ok("ListBackups")),
     ("healthz", Ok("Health")),
     ("readyz", Ok("Health")),
     ("metrics", Err("Prometheus scrapes metrics over HTTP")),

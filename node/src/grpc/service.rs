@@ -8,8 +8,8 @@ use valori_api as api;
 use valori_api::memory::Named;
 
 use super::convert::{
-    collection, collection_info, record_in, replication_reply, restore_reply, role_reply,
-    snapshot_info, state_reply, u16_param,
+    backup_info, collection, collection_info, record_in, replication_reply, restore_reply,
+    role_reply, snapshot_info, state_reply, u16_param,
 };
 use super::memory::{
     filter_in, hit_out, include_in, named, payload_in, records_out, search_in, target_in,
@@ -562,7 +562,8 @@ impl Valori for Grpc {
     }
 
     async fn get_state(&self, req: Request<pb::StateRequest>) -> GrpcResult<pb::StateReply> {
-        let s = self.service.state(req.into_inner().seq).await?;
+        let r = req.into_inner();
+        let s = self.service.state_with(r.seq, r.state_hash).await?;
         Ok(Response::new(state_reply(s)))
     }
 
@@ -631,6 +632,30 @@ impl Valori for Grpc {
         Ok(Response::new(snapshot_info(
             self.service.create_snapshot().await?,
         )))
+    }
+
+    async fn create_backup(&self, _: Request<pb::Empty>) -> GrpcResult<pb::BackupInfo> {
+        Ok(Response::new(backup_info(
+            self.service.create_backup().await?,
+        )))
+    }
+
+    async fn list_backups(&self, _: Request<pb::Empty>) -> GrpcResult<pb::ListBackupsReply> {
+        let b = self.service.backups().await?;
+        Ok(Response::new(pb::ListBackupsReply {
+            destination: b.destination,
+            backups: b.backups.into_iter().map(backup_info).collect(),
+            reaches: b.reaches,
+            shipping: Some(pb::LogShipping {
+                enabled: b.shipping.enabled,
+                interval_s: b.shipping.interval_s,
+                shipped_through: b.shipping.shipped_through,
+                lag_events: b.shipping.lag_events,
+                shipped_at: b.shipping.shipped_at,
+                error: b.shipping.error,
+            }),
+            last_error: b.last_error,
+        }))
     }
 
     async fn list_snapshots(&self, _: Request<pb::Empty>) -> GrpcResult<pb::ListSnapshotsReply> {

@@ -22,7 +22,9 @@ pub async fn state(
     State(app): State<AppRef>,
     ApiQuery(q): ApiQuery<api::StateQuery>,
 ) -> ApiResult<api::State> {
-    Ok(Json(state_json(app.service.state(q.seq).await?)))
+    Ok(Json(state_json(
+        app.service.state_with(q.seq, q.state_hash).await?,
+    )))
 }
 
 pub async fn log(
@@ -60,6 +62,19 @@ pub async fn create_snapshot(
 ) -> Result<(StatusCode, Json<api::SnapshotInfo>), NodeError> {
     let f = app.service.create_snapshot().await?;
     Ok((StatusCode::CREATED, Json(snapshot(f))))
+}
+
+pub async fn create_backup(
+    State(app): State<AppRef>,
+) -> Result<(StatusCode, Json<api::BackupInfo>), NodeError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(app.service.create_backup().await?),
+    ))
+}
+
+pub async fn list_backups(State(app): State<AppRef>) -> ApiResult<api::BackupList> {
+    Ok(Json(app.service.backups().await?))
 }
 
 pub async fn list_snapshots(State(app): State<AppRef>) -> ApiResult<api::SnapshotList> {

@@ -239,6 +239,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/snapshots/{id}", get(download_snapshot))
         // The body streams to a file; `Service::restore` enforces its own limit.
         .route("/v1/snapshots/restore", post(restore_snapshot))
+        .route("/v1/backups", post(create_backup).get(list_backups))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

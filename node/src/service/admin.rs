@@ -248,6 +248,35 @@ impl Service {
         self.engine.snapshot_blocking()
     }
 
+    /// Takes a snapshot and uploads it to the backup destination (on the leader).
+    pub async fn create_backup(&self) -> Result<api::BackupInfo, NodeError> {
+        let backup = self.backup.as_ref().ok_or(NodeError::BackupNotConfigured)?;
+        Ok(backup_info(backup.backup_now().await?))
+    }
+
+    /// What the backup destination holds, and how backing up goes.
+    pub async fn backups(&self) -> Result<api::BackupList, NodeError> {
+        let backup = self.backup.as_ref().ok_or(NodeError::BackupNotConfigured)?;
+        let listing = backup.list().await?;
+        let status = backup.status();
+        let interval = backup.settings().ship_interval;
+        let head = self.engine.seq()?;
+        Ok(api::BackupList {
+            destination: backup.destination().url().to_string(),
+            reaches: listing.reaches(),
+            backups: listing.snapshots.into_iter().map(backup_info).collect(),
+            shipping: api::LogShipping {
+                enabled: interval.is_some(),
+                interval_s: interval.map_or(0, |d| d.as_secs()),
+                shipped_through: status.shipped_through,
+                lag_events: status.shipped_through.map(|s| head.saturating_sub(s)),
+                shipped_at: status.shipped_at.map(crate::backup::rfc3339),
+                error: status.ship_error,
+            },
+            last_error: status.backup_error,
+        })
+    }
+
     /// The retained snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotFile>, NodeError> {
         self.engine.snapshots()
@@ -307,6 +336,30 @@ impl Service {
     /// [`Service::state_blocking`] off the async threads.
     pub async fn state(&self, seq: Option<u64>) -> Result<StateAt, NodeError> {
         self.off_thread(move |s| s.state_blocking(seq)).await
+    }
+
+    /// [`Service::state`], with the state hash of a past sequence number too when
+    /// `state_hash` is set: the state is replayed in memory ([`Service::state_at`]).
+    pub async fn state_with(
+        &self,
+        seq: Option<u64>,
+        state_hash: bool,
+    ) -> Result<StateAt, NodeError> {
+        self.off_thread(move |s| {
+            let mut at = s.state_blocking(seq)?;
+            if state_hash && at.state_hash.is_none() {
+                let past = s.state_at(at.seq)?;
+                if past.chain_hash() != at.chain_hash {
+                    return Err(NodeError::Internal(format!(
+                        "the state replayed to seq {} has another chain hash than the log's",
+                        at.seq
+                    )));
+                }
+                at.state_hash = Some(past.state_hash());
+            }
+            Ok(at)
+        })
+        .await
     }
 
     /// The sequence number and chain hash at `seq` (the current one when `None`), and the
@@ -397,4 +450,16 @@ async fn receive<B: AsRef<[u8]>>(
         file.write_all(data).await.doing(receiving)?;
     }
     Ok(file.flush().await.doing(receiving)?)
+}
+
+/// A backed-up snapshot as the API gives it.
+fn backup_info(m: crate::backup::SnapshotManifest) -> api::BackupInfo {
+    api::BackupInfo {
+        seq: m.seq,
+        chain_hash: m.chain_hash,
+        state_hash: m.state_hash,
+        bytes: m.bytes,
+        started: m.started,
+        finished: m.finished,
+    }
 }

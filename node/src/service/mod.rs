@@ -149,6 +149,8 @@ pub struct Service {
     followers: Arc<Followers>,
     /// Held while a past state is replayed: one replay at a time.
     replays: Arc<std::sync::Mutex<()>>,
+    /// Backups, when the node has a destination (`--backup-to`).
+    backup: Option<Arc<crate::backup::Backup>>,
 }
 
 pub use crate::blocking;
@@ -162,7 +164,14 @@ impl Service {
             settings,
             followers: Default::default(),
             replays: Default::default(),
+            backup: None,
         }
+    }
+
+    /// This service with backups to a destination (`POST /v1/backups`, `GET /v1/backups`).
+    pub fn with_backup(mut self, backup: Arc<crate::backup::Backup>) -> Service {
+        self.backup = Some(backup);
+        self
     }
 
     /// The service of an engine embedded in a process: no keys, [`Settings::embedded`].

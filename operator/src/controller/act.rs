@@ -13,7 +13,7 @@ use valori_api as api;
 
 use super::observe::{apply, World};
 use super::{rfc3339, seconds, Context, Pass};
-use crate::crd::ValoriCluster;
+use crate::crd::{BackupStatus, ValoriCluster};
 use crate::desired::{self, Names, ROLE_LABEL};
 use crate::error::Error;
 use crate::failover::{self, NodeRef};
@@ -477,4 +477,81 @@ async fn record_epoch(
     write_epoch(vc, ctx, &pass.status, epoch).await?;
     pass.status.epoch = epoch;
     Ok(())
+}
+
+/// Backups (`spec.backup`): a snapshot backup on the leader when the schedule is due, then the
+/// leader's report in the status with the `BackedUp` condition, and a Warning Event when
+/// backing up starts failing. Without a leader the last status stays.
+pub(super) async fn backups(
+    vc: &ValoriCluster,
+    world: &World,
+    pass: &mut Pass,
+    leader: Option<&str>,
+) {
+    let Some(spec) = &vc.spec.backup else {
+        pass.status.backup = None;
+        pass.status.conditions.retain(|c| c.type_ != "BackedUp");
+        return;
+    };
+    let Some(leader) = leader else { return };
+    let node = &world.refs[leader];
+    let before = pass.status.backup.clone().unwrap_or_default();
+    let mut last_scheduled = before.last_scheduled.clone();
+    let mut trouble = None;
+    if let Some(schedule) = &spec.schedule {
+        let last = last_scheduled
+            .as_deref()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok());
+        match last.map(|l| crate::backup::schedule_due(schedule, l, pass.now.0)) {
+            // First seen: the schedule counts from now.
+            None => last_scheduled = Some(rfc3339(&pass.now)),
+            Some(Ok(false)) => {}
+            Some(Ok(true)) => {
+                last_scheduled = Some(rfc3339(&pass.now));
+                match world.nodes.create_backup(node).await {
+                    Ok(b) => pass.event(
+                        EventType::Normal,
+                        "BackupTaken",
+                        "Backup",
+                        format!("scheduled backup of {leader} at sequence number {}", b.seq),
+                    ),
+                    Err(e) => {
+                        pass.event(
+                            EventType::Warning,
+                            "BackupFailed",
+                            "Backup",
+                            format!("scheduled backup of {leader}: {e}"),
+                        );
+                        trouble = Some(e.to_string());
+                    }
+                }
+            }
+            Some(Err(e)) => trouble = Some(e),
+        }
+    }
+    let mut st = match world.nodes.backups(node).await {
+        Ok(list) => crate::backup::status_of(&list, last_scheduled),
+        Err(e) => BackupStatus {
+            error: Some(format!("asking {leader} for its backups: {e}")),
+            last_scheduled,
+            ..before.clone()
+        },
+    };
+    if st.error.is_none() {
+        st.error = trouble;
+    }
+    if let (Some(e), None) = (&st.error, &before.error) {
+        pass.event(EventType::Warning, "BackupFailing", "Backup", e.clone());
+    }
+    let (ok, reason, message) = crate::backup::condition(&st, spec.ship_interval_seconds > 0);
+    plan::set_condition(
+        &mut pass.status.conditions,
+        "BackedUp",
+        ok,
+        reason,
+        &message,
+        vc.metadata.generation,
+        &pass.now,
+    );
+    pass.status.backup = Some(st);
 }

@@ -193,6 +193,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         Step::Wait("healing".into())
     };
     act::roll_out(vc, ctx, &mut world, &mut pass, leader.as_deref(), &step).await?;
+    act::backups(vc, &world, &mut pass, leader.as_deref()).await;
     if let Step::Wait(why) | Step::Restart(why) | Step::Switchover(why) = &step {
         pass.progressing = pass.progressing.take().or(Some(match &step {
             Step::Wait(_) => format!("rollout waits: {why}"),
