@@ -58,6 +58,13 @@ fn wait_shipped(c: &Client) -> Value {
     last
 }
 
+/// A node in `dir` backing up to `url` (snapshots only on request), with `extra` flags.
+fn backing_up(dir: &Path, url: &str, extra: &[&str]) -> Node {
+    let mut args = vec!["--snapshot-every", "0", "--backup-to", url];
+    args.extend_from_slice(extra);
+    Node::start(dir, &args)
+}
+
 fn file_url(dir: &Path) -> String {
     format!("file://{}", dir.display())
 }
@@ -98,16 +105,10 @@ fn holds_nothing(dir: &Path) -> bool {
 fn a_directory_backup_restores_to_the_newest_state_and_to_any_shipped_seq() {
     let tmp = tempfile::tempdir().unwrap();
     let url = file_url(&tmp.path().join("backup"));
-    let source = Node::start(
+    let source = backing_up(
         &tmp.path().join("a"),
-        &[
-            "--snapshot-every",
-            "0",
-            "--backup-to",
-            &url,
-            "--backup-ship-interval-s",
-            "1",
-        ],
+        &url,
+        &["--backup-ship-interval-s", "1"],
     );
     let c = source.client();
     fill(&c, 0, 30, 10);
@@ -195,16 +196,10 @@ fn a_missing_or_damaged_object_stops_a_restore_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let backup = tmp.path().join("backup");
     let url = file_url(&backup);
-    let source = Node::start(
+    let source = backing_up(
         &tmp.path().join("a"),
-        &[
-            "--snapshot-every",
-            "0",
-            "--backup-to",
-            &url,
-            "--backup-ship-interval-s",
-            "1",
-        ],
+        &url,
+        &["--backup-ship-interval-s", "1"],
     );
     let c = source.client();
     fill(&c, 0, 10, 5);
@@ -295,13 +290,10 @@ fn retention_keeps_the_newest_snapshots_and_the_log_after_the_oldest() {
     let tmp = tempfile::tempdir().unwrap();
     let backup = tmp.path().join("backup");
     let url = file_url(&backup);
-    let source = Node::start(
+    let source = backing_up(
         &tmp.path().join("a"),
+        &url,
         &[
-            "--snapshot-every",
-            "0",
-            "--backup-to",
-            &url,
             "--backup-ship-interval-s",
             "1",
             "--backup-retain-count",
@@ -353,18 +345,10 @@ fn retention_keeps_the_newest_snapshots_and_the_log_after_the_oldest() {
 fn retention_by_age_keeps_the_newest_however_old() {
     let tmp = tempfile::tempdir().unwrap();
     let url = file_url(&tmp.path().join("backup"));
-    let source = Node::start(
+    let source = backing_up(
         &tmp.path().join("a"),
-        &[
-            "--snapshot-every",
-            "0",
-            "--backup-to",
-            &url,
-            "--backup-ship-interval-s",
-            "0",
-            "--backup-retain-age",
-            "1s",
-        ],
+        &url,
+        &["--backup-ship-interval-s", "0", "--backup-retain-age", "1s"],
     );
     let c = source.client();
     fill(&c, 0, 5, 5);

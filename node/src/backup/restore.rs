@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use valori_kernel::exec::Threads;
-use valori_kernel::{Event, Kernel, GENESIS_CHAIN};
+use valori_kernel::{Kernel, GENESIS_CHAIN};
 
 use super::dest::Destination;
 use super::segment::{self, SegmentName};
@@ -230,21 +230,9 @@ async fn restore_steps(
             .into_iter()
             .filter(|e| e.seq >= next && e.seq <= want)
         {
-            let corrupt = |why: String| {
+            crate::engine::apply_entry(&mut kernel, &entry, &exec).map_err(|why| {
                 BackupError::Corrupt(format!("{object}, sequence number {}: {why}", entry.seq))
-            };
-            let event = Event::decode(&entry.event)
-                .map_err(|e| corrupt(format!("the event does not decode: {e}")))?;
-            kernel
-                .apply_with(&event, &entry.event, &exec)
-                .map_err(|e| corrupt(format!("the event does not apply: {e}")))?;
-            if kernel.chain_hash() != entry.chain {
-                return Err(corrupt(format!(
-                    "chain hash mismatch: recorded {}, recomputed {}",
-                    hex::encode(entry.chain),
-                    hex::encode(kernel.chain_hash())
-                )));
-            }
+            })?;
             replayed += 1;
             batch.push(entry);
         }

@@ -43,6 +43,7 @@ use tokio::sync::{oneshot, watch};
 use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
 
 pub use config::{EngineConfig, RestoreStep};
+pub(crate) use recover::apply_entry;
 pub use restore::InstallMode;
 
 use crate::error::{Doing, Failure, NodeError, OpenError, StorageError};

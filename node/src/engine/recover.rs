@@ -7,7 +7,7 @@ use valori_kernel::{Event, Kernel};
 
 use super::EngineConfig;
 use crate::error::{Doing, OpenError};
-use crate::store::Store;
+use crate::store::{Entry, Store};
 
 /// The state the store holds: what a start recovers, and what a failed append is rebuilt from.
 pub(super) fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, OpenError> {
@@ -65,22 +65,10 @@ pub(super) fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, Op
                 found: entry.seq,
             });
         }
-        let corrupt = |why: String| OpenError::CorruptLog {
+        apply_entry(&mut kernel, &entry, &exec).map_err(|why| OpenError::CorruptLog {
             seq: entry.seq,
             why,
-        };
-        let event =
-            Event::decode(&entry.event).map_err(|e| corrupt(format!("does not decode: {e}")))?;
-        kernel
-            .apply_with(&event, &entry.event, &exec)
-            .map_err(|e| corrupt(format!("does not apply: {e}")))?;
-        if kernel.chain_hash() != entry.chain {
-            return Err(corrupt(format!(
-                "chain hash mismatch: stored {}, recomputed {}",
-                hex::encode(entry.chain),
-                hex::encode(kernel.chain_hash())
-            )));
-        }
+        })?;
     }
     if kernel.seq() == 0 {
         if let Some(first) = first_seq()? {
@@ -91,4 +79,25 @@ pub(super) fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, Op
         }
     }
     Ok(kernel)
+}
+
+/// Applies a stored log entry (a recovery's, a restore's from a backup): decodes its event,
+/// applies it and compares the chain hash with the stored one. `Err` says why it is refused.
+pub(crate) fn apply_entry(
+    kernel: &mut Kernel,
+    entry: &Entry,
+    exec: &Threads,
+) -> Result<(), String> {
+    let event = Event::decode(&entry.event).map_err(|e| format!("does not decode: {e}"))?;
+    kernel
+        .apply_with(&event, &entry.event, exec)
+        .map_err(|e| format!("does not apply: {e}"))?;
+    if kernel.chain_hash() != entry.chain {
+        return Err(format!(
+            "chain hash mismatch: stored {}, recomputed {}",
+            hex::encode(entry.chain),
+            hex::encode(kernel.chain_hash())
+        ));
+    }
+    Ok(())
 }
