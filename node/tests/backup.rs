@@ -614,3 +614,62 @@ fn an_s3_backup_uploads_large_snapshots_in_parts_and_refuses_wrong_credentials()
     assert!(err.contains("403"), "{err}");
     assert!(holds_nothing(&dir));
 }
+
+#[test]
+fn after_a_failover_the_new_leader_ships_on_into_the_same_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = file_url(&tmp.path().join("backup"));
+    let mut leader = backing_up(
+        &tmp.path().join("a"),
+        &url,
+        &["--backup-ship-interval-s", "1"],
+    );
+    let follower = common::follower(
+        &tmp.path().join("b"),
+        &leader.url,
+        &[
+            "--snapshot-every",
+            "0",
+            "--backup-to",
+            &url,
+            "--backup-ship-interval-s",
+            "1",
+        ],
+    );
+    let (a, b) = (leader.client(), follower.client());
+    fill(&a, 0, 10, 5);
+    ok(a.post("/v1/backups", json!({})));
+    fill(&a, 10, 5, 5);
+    wait_shipped(&a);
+    let before = a.state();
+    wait_until(30, "the follower to catch up", || b.state() == before);
+    // A follower ships nothing: its leader does.
+    let listing = ok(b.get("/v1/backups"));
+    assert!(
+        listing["shipping"]["shipped_through"].is_null(),
+        "{listing}"
+    );
+    assert_eq!(listing["reaches"].as_u64(), Some(before.0), "{listing}");
+    let (s, v) = b.post("/v1/backups", json!({}));
+    assert_eq!(s, 403, "{v}");
+
+    leader.kill();
+    let (s, v) = b.call(
+        "PUT",
+        "/v1/role",
+        Some(&json!({"role": "leader", "epoch": 2})),
+    );
+    assert_eq!(s, 200, "{v}");
+    fill(&b, 15, 10, 5);
+    let listing = wait_shipped(&b);
+    let after = b.state();
+    assert_eq!(listing["reaches"].as_u64(), Some(after.0), "{listing}");
+    assert!(listing["shipping"]["error"].is_null(), "{listing}");
+
+    // One backup holds both leaders' history: restored to its end, and to the old leader's.
+    let node = restore(&tmp.path().join("r1"), &url, None, &[]).unwrap();
+    assert_eq!(node.client().state(), after);
+    drop(node);
+    let node = restore(&tmp.path().join("r2"), &url, Some(before.0), &[]).unwrap();
+    assert_eq!(node.client().state(), before);
+}
