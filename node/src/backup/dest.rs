@@ -213,11 +213,12 @@ impl Destination {
     }
 
     /// Uploads the snapshot file `file` (its bytes `map`, already verified) in parts, never
-    /// whole in memory, then its manifest: the snapshot counts only once both are there.
+    /// whole in memory, then its manifest, whose `finished` it sets once the file is complete:
+    /// the snapshot counts only once both are there.
     pub async fn put_snapshot(
         &self,
         map: &[u8],
-        manifest: &SnapshotManifest,
+        manifest: &mut SnapshotManifest,
     ) -> Result<(), BackupError> {
         let name = snapshot_name(manifest.seq);
         let doing = || format!("uploading {name}");
@@ -235,6 +236,7 @@ impl Destination {
             w.write(part);
         }
         w.finish().await.map_err(|e| self.err(doing(), e))?;
+        manifest.finished = super::rfc3339(std::time::SystemTime::now());
         let json = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
         let name = manifest_name(manifest.seq);
         self.store

@@ -259,9 +259,7 @@ impl Backup {
             started: rfc3339(started),
             finished: String::new(),
         };
-        // The manifest's finish is the upload's: written after the file.
-        manifest.finished = rfc3339(SystemTime::now());
-        self.dest.put_snapshot(&map, &manifest).await?;
+        self.dest.put_snapshot(&map, &mut manifest).await?;
         tracing::info!(
             seq = manifest.seq,
             bytes = manifest.bytes,
