@@ -58,16 +58,25 @@ def test_rendered_objects_match_the_kubernetes_schemas(values):
         kubernetes_validate.validate(o, KUBE, strict=True)
 
 
-def test_the_crd_in_the_chart_matches_the_schemas_and_the_generated_one():
-    chart_crd = (CHART / "crds" / "valoricluster.yaml").read_text()
-    assert chart_crd == (CHART.parent.parent / "crds" / "valoricluster.yaml").read_text()
+@pytest.mark.parametrize("name", ["valoricluster.yaml", "valoribackup.yaml"])
+def test_the_crds_in_the_chart_match_the_schemas_and_the_generated_ones(name):
+    chart_crd = (CHART / "crds" / name).read_text()
+    assert chart_crd == (CHART.parent.parent / "crds" / name).read_text()
     kubernetes_validate.validate(yaml.safe_load(chart_crd), KUBE, strict=True)
 
 
-def test_the_example_cluster_is_a_valoricluster():
-    example = yaml.safe_load((CHART.parent / "examples" / "valoricluster.yaml").read_text())
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("valoricluster.yaml", "ValoriCluster"),
+        ("valoricluster-clone.yaml", "ValoriCluster"),
+        ("valoribackup.yaml", "ValoriBackup"),
+    ],
+)
+def test_the_examples_are_valori_resources(name, kind):
+    example = yaml.safe_load((CHART.parent / "examples" / name).read_text())
     assert example["apiVersion"] == "valori.dev/v1alpha1"
-    assert example["kind"] == "ValoriCluster"
+    assert example["kind"] == kind
 
 
 def test_values_outside_the_schema_are_refused():

@@ -80,6 +80,16 @@ pub struct Config {
         requires = "restore_from_backup"
     )]
     pub restore_target_seq: Option<u64>,
+    /// With `--restore-from-backup`: restore the newest sequence number the backup held at this
+    /// time (RFC 3339), within one shipping interval of the writes.
+    #[arg(
+        long,
+        env = "VALORI_RESTORE_TARGET_TIME",
+        requires = "restore_from_backup",
+        conflicts_with = "restore_target_seq",
+        value_parser = crate::backup::restore::parse_time
+    )]
+    pub restore_target_time: Option<i64>,
     /// PEM certificate chain: serve HTTP and gRPC over TLS (needs --tls-key).
     #[arg(long, env = "VALORI_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

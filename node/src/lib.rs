@@ -66,10 +66,8 @@ fn restore_from_backup(config: &Config, url: &str, threads: usize) -> anyhow::Re
             return Ok(());
         }
     }
-    let target = match config.restore_target_seq {
-        Some(n) => backup::RestoreTarget::Seq(n),
-        None => backup::RestoreTarget::Latest,
-    };
+    let target =
+        backup::RestoreTarget::from_flags(config.restore_target_seq, config.restore_target_time);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -85,6 +85,20 @@ struct RestoreArgs {
     /// Restore exactly this sequence number (default: the newest the backup holds).
     #[arg(long, env = "VALORI_RESTORE_TARGET_SEQ")]
     target_seq: Option<u64>,
+    /// Restore the newest sequence number the backup held at this time (RFC 3339,
+    /// `2026-12-07T03:00:00Z`): what had been shipped by then, so within one shipping interval
+    /// of the writes.
+    #[arg(
+        long,
+        env = "VALORI_RESTORE_TARGET_TIME",
+        conflicts_with = "target_seq",
+        value_parser = valori_node::backup::restore::parse_time
+    )]
+    target_time: Option<i64>,
+    /// Also write the JSON line (`{"error": ...}` on failure) to this file, such as a
+    /// container's termination-message file.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
     /// Threads that rebuild the index while replaying.
     #[arg(long, env = "VALORI_INDEX_THREADS")]
     index_threads: Option<usize>,
@@ -95,10 +109,8 @@ struct RestoreArgs {
 fn restore(args: RestoreArgs) -> i32 {
     let run = || -> anyhow::Result<valori_node::backup::RestoreReport> {
         let dest = valori_node::backup::Destination::open(&args.from)?;
-        let target = match args.target_seq {
-            Some(n) => valori_node::backup::RestoreTarget::Seq(n),
-            None => valori_node::backup::RestoreTarget::Latest,
-        };
+        let target =
+            valori_node::backup::RestoreTarget::from_flags(args.target_seq, args.target_time);
         let threads = args
             .index_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -113,26 +125,33 @@ fn restore(args: RestoreArgs) -> i32 {
             threads,
         ))?)
     };
-    match run() {
+    let (line, code) = match run() {
         Ok(r) => {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "seq": r.seq,
-                    "chain_hash": hex::encode(r.chain_hash),
-                    "state_hash": hex::encode(r.state_hash),
-                    "snapshot_seq": r.snapshot_seq,
-                    "replayed": r.replayed,
-                    "segments": r.segments,
-                })
-            );
-            0
+            let line = serde_json::json!({
+                "seq": r.seq,
+                "chain_hash": hex::encode(r.chain_hash),
+                "state_hash": hex::encode(r.state_hash),
+                "snapshot_seq": r.snapshot_seq,
+                "replayed": r.replayed,
+                "segments": r.segments,
+            });
+            println!("{line}");
+            (line, 0)
         }
         Err(e) => {
             eprintln!("valori-node restore: {e:#}");
-            1
+            (serde_json::json!({ "error": format!("{e:#}") }), 1)
+        }
+    };
+    if let Some(path) = &args.report {
+        if let Err(e) = std::fs::write(path, format!("{line}\n")) {
+            eprintln!(
+                "valori-node restore: writing the report to {}: {e}",
+                path.display()
+            );
         }
     }
+    code
 }
 
 /// Exit status 0 when the node on this host answers `GET /healthz` with 200. With TLS

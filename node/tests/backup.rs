@@ -191,6 +191,125 @@ fn a_directory_backup_restores_to_the_newest_state_and_to_any_shipped_seq() {
     assert!(holds_nothing(&beyond));
 }
 
+/// Now, as RFC 3339 with milliseconds.
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[test]
+fn a_restore_to_a_time_takes_what_the_backup_held_then_and_reports_to_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = file_url(&tmp.path().join("backup"));
+    let before_anything = now_rfc3339();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let source = backing_up(
+        &tmp.path().join("a"),
+        &url,
+        &["--backup-ship-interval-s", "1"],
+    );
+    let c = source.client();
+    fill(&c, 0, 12, 4);
+    wait_shipped(&c);
+    let first = c.state();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let between = now_rfc3339();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fill(&c, 12, 12, 4);
+    wait_shipped(&c);
+    let head = c.state();
+    assert!(head.0 > first.0);
+    drop(source);
+
+    // The time between the two rounds: the state the first had shipped, and nothing later.
+    let dir = tmp.path().join("between");
+    let report_file = tmp.path().join("between.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_valori-node"))
+        .args([
+            "restore",
+            "--from",
+            &url,
+            "--target-time",
+            &between,
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .arg("--report")
+        .arg(&report_file)
+        .env("VALORI_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        report,
+        "the file holds the line standard output prints"
+    );
+    assert_eq!(report["seq"].as_u64(), Some(first.0), "{report}");
+    assert_eq!(report["state_hash"].as_str(), Some(first.2.as_str()));
+    let node = Node::start(&dir, &["--snapshot-every", "0"]);
+    assert_eq!(node.client().state(), first);
+    drop(node);
+
+    // Now: the newest. The same through the node's own flag.
+    let dir = tmp.path().join("now");
+    let node = Node::start(
+        &dir,
+        &[
+            "--snapshot-every",
+            "0",
+            "--restore-from-backup",
+            &url,
+            "--restore-target-time",
+            &now_rfc3339(),
+        ],
+    );
+    assert_eq!(node.client().state(), head);
+    drop(node);
+
+    // Before the backup held anything: refused, naming the time, into the report too.
+    let dir = tmp.path().join("before");
+    let out = Command::new(env!("CARGO_BIN_EXE_valori-node"))
+        .args(["restore", "--from", &url, "--target-time", &before_anything])
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--report")
+        .arg(&report_file)
+        .env("VALORI_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    let err = report["error"].as_str().unwrap();
+    assert!(err.contains("held nothing at"), "{err}");
+    assert!(holds_nothing(&dir));
+
+    // A time that is not one, or both targets at once: refused before anything is read.
+    for args in [
+        vec!["--target-time", "yesterday"],
+        vec!["--target-time", &between, "--target-seq", "3"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_valori-node"))
+            .args(["restore", "--from", &url, "--data-dir"])
+            .arg(tmp.path().join("bad"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("RFC 3339") || err.contains("cannot be used with"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn a_missing_or_damaged_object_stops_a_restore_naming_it() {
     let tmp = tempfile::tempdir().unwrap();

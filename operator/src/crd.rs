@@ -107,6 +107,11 @@ pub struct ValoriClusterSpec {
     /// Backups to object storage: the leader uploads snapshots and ships its log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+    /// How a new cluster starts: empty, or restored from a backup. Read once, when the
+    /// cluster is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("bootstrap is read when the cluster is created and cannot change"))]
+    pub bootstrap: Option<BootstrapSpec>,
 }
 
 fn default_image() -> String {
@@ -387,6 +392,144 @@ impl Default for BackupRetention {
     }
 }
 
+/// How a new cluster starts.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Restore (or clone) the cluster from a backup: before any pod starts, a Job restores the
+    /// first pod's volume; that pod becomes the leader only once its node serves exactly the
+    /// restored sequence number, and the followers bootstrap from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to restore from, and how far.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    cel,
+    validation = kube::core::Rule::new("!has(self.targetSeq) || !has(self.targetTime)")
+        .message("give targetSeq or targetTime, not both")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// The backup (another cluster's `spec.backup.destination`): `s3://bucket/prefix`,
+    /// `gs://...`, `az://...`.
+    #[schemars(regex(pattern = r"^(s3|s3a|gs|az|azure|abfs|abfss|file)://[^?#]+$"))]
+    pub destination: String,
+    /// A Secret whose keys the restore receives as environment variables (as
+    /// `spec.backup.credentialsSecret`). Without one, the workload identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Restore exactly this sequence number (default: the newest the backup holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_seq: Option<u64>,
+    /// Restore the newest sequence number the backup held at this time, RFC 3339 in UTC
+    /// (`2026-12-07T03:00:00Z`): what had been shipped by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
+    ))]
+    pub target_time: Option<String>,
+}
+
+/// The restore of a cluster bootstrapped from a backup.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `Restoring`, `Restored` or `Failed`.
+    pub phase: String,
+    /// The backup.
+    pub destination: String,
+    /// The sequence number restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The chain hash at `seq`, verified event by event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_hash: Option<String>,
+    /// The state hash at `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_hash: Option<String>,
+    /// The snapshot it started from (0: the first event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_seq: Option<u64>,
+    /// Events replayed from the shipped log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<u64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// An on-demand backup of a ValoriCluster: its leader uploads a snapshot to the cluster's
+/// `spec.backup.destination` now.
+// Each printer column repeats `type_`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "valori.dev",
+    version = "v1alpha1",
+    kind = "ValoriBackup",
+    namespaced,
+    shortname = "vb",
+    status = "ValoriBackupStatus",
+    doc = "An on-demand backup of a ValoriCluster: its leader uploads a snapshot to the cluster's backup destination",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Seq", type_ = "integer", json_path = ".status.seq"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    cel,
+    validation = kube::core::Rule::new("self == oldSelf").message("a ValoriBackup's spec cannot change")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ValoriBackupSpec {
+    /// The ValoriCluster in this namespace to back up; it must have `spec.backup`.
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+}
+
+/// What became of an on-demand backup.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ValoriBackupStatus {
+    /// `Pending` (waiting for the cluster or its leader), `Running`, `Completed` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Why it waits or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The destination it went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// The pod that took it (the leader then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The sequence number the snapshot captures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The chain hash at `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_hash: Option<String>,
+    /// The state hash at `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_hash: Option<String>,
+    /// The snapshot's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// When the operator asked for it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// When its upload finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+}
+
 /// Backups as the leader last reported them.
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -480,7 +623,11 @@ pub struct ValoriClusterStatus {
     /// Backups, when `spec.backup` asks for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
-    /// `Ready`, `Progressing`, `Converged`, `Diverged`, `Degraded`, and `BackedUp` with backups.
+    /// The restore of a cluster bootstrapped from a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+    /// `Ready`, `Progressing`, `Converged`, `Diverged`, `Degraded`, `BackedUp` with backups and
+    /// `Restored` when bootstrapped from one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -11,13 +11,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -90,6 +91,10 @@ impl Names {
     /// Pod `ordinal`.
     pub fn pod(&self, ordinal: u32) -> String {
         format!("{}-{ordinal}", self.cluster)
+    }
+    /// The Job that restores the first pod's claim from a backup.
+    pub fn restore_job(&self) -> String {
+        format!("{}-restore", self.cluster)
     }
     /// Pod `pod`'s data claim (the StatefulSet's claim template is named `data`).
     pub fn claim(&self, pod: &str) -> String {
@@ -367,10 +372,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
     let container = Container {
         name: "valori-node".into(),
         image: Some(spec.image.clone()),
-        image_pull_policy: spec
-            .image_pull_policy
-            .map(|p| format!("{p:?}"))
-            .or(Some("IfNotPresent".into())),
+        image_pull_policy: Some(pull_policy(vc)),
         env_from: Some(env_from),
         env: Some(env),
         ports: Some(vec![
@@ -392,16 +394,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
         liveness_probe: Some(probe("/healthz", tls, 10, 6)),
         readiness_probe: Some(probe("/readyz", tls, 5, 3)),
         resources: spec.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
@@ -419,17 +412,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
         ),
         topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
             .then(|| sched.topology_spread_constraints.clone()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(pod_security_context()),
         termination_grace_period_seconds: Some(30),
         ..PodSpec::default()
     };
@@ -439,18 +422,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
             labels: Some(labels(vc)),
             ..ObjectMeta::default()
         },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: spec.storage.storage_class.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".into(),
-                    Quantity(spec.storage.size.clone()),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
+        spec: Some(claim_spec(vc)),
         ..PersistentVolumeClaim::default()
     };
     StatefulSet {
@@ -485,6 +457,172 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
         }),
         ..StatefulSet::default()
     }
+}
+
+/// Each pod's data claim: the StatefulSet's claim template, and the first pod's claim that a
+/// restore fills before the StatefulSet exists.
+fn claim_spec(vc: &ValoriCluster) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: vc.spec.storage.storage_class.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".into(),
+                Quantity(vc.spec.storage.size.clone()),
+            )])),
+            ..VolumeResourceRequirements::default()
+        }),
+        ..PersistentVolumeClaimSpec::default()
+    }
+}
+
+fn pull_policy(vc: &ValoriCluster) -> String {
+    vc.spec
+        .image_pull_policy
+        .map_or_else(|| "IfNotPresent".into(), |p| format!("{p:?}"))
+}
+
+/// The nodes' (and the restore's) container: no privileges, a read-only root.
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The pods' user, group and seccomp profile.
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The first pod's claim (`data-<cluster>-0`), created before the StatefulSet when the
+/// cluster is restored from a backup: the StatefulSet adopts it by its name. Not owned by the
+/// cluster, as the StatefulSet's claims are not.
+pub fn restore_claim(vc: &ValoriCluster) -> PersistentVolumeClaim {
+    let names = Names::of(vc);
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(names.claim(&names.pod(0))),
+            namespace: vc.namespace(),
+            labels: Some(labels(vc)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(claim_spec(vc)),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The label of the restore Job's pod (it carries the cluster's name and application labels,
+/// not the managed-by label, so that neither the StatefulSet nor the operator's pod lists
+/// select it).
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+
+/// Where the restore writes its one-line JSON report, which Kubernetes keeps as the
+/// container's termination message.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The Job that restores `spec.bootstrap.fromBackup` into the first pod's claim
+/// (`valori-node restore`), or `None` without one. Its report is the container's termination
+/// message. A failed attempt leaves the claim empty, so Kubernetes may retry it.
+pub fn restore_job(vc: &ValoriCluster) -> Option<Job> {
+    let from = vc.spec.bootstrap.as_ref()?.from_backup.as_ref()?;
+    let names = Names::of(vc);
+    let mut args = vec![
+        "restore".to_string(),
+        "--from".into(),
+        from.destination.clone(),
+        "--data-dir".into(),
+        DATA_DIR.into(),
+        "--report".into(),
+        TERMINATION_LOG.into(),
+    ];
+    if let Some(n) = from.target_seq {
+        args.extend(["--target-seq".into(), n.to_string()]);
+    }
+    if let Some(t) = &from.target_time {
+        args.extend(["--target-time".into(), t.clone()]);
+    }
+    let env_from = from.credentials_secret.as_ref().map(|secret| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: secret.clone(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]
+    });
+    let mut pod_labels = labels(vc);
+    pod_labels.remove(MANAGED_BY_LABEL);
+    pod_labels.insert(COMPONENT_LABEL.into(), "restore".into());
+    let sched = &vc.spec.scheduling;
+    Some(Job {
+        metadata: meta(vc, names.restore_job()),
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![Container {
+                        name: "restore".into(),
+                        image: Some(vc.spec.image.clone()),
+                        image_pull_policy: Some(pull_policy(vc)),
+                        args: Some(args),
+                        env: Some(vec![EnvVar {
+                            name: "VALORI_LOG".into(),
+                            value: Some("info".into()),
+                            ..EnvVar::default()
+                        }]),
+                        env_from,
+                        resources: vc.spec.resources.clone(),
+                        security_context: Some(container_security_context()),
+                        termination_message_path: Some(TERMINATION_LOG.into()),
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "data".into(),
+                            mount_path: DATA_DIR.into(),
+                            ..VolumeMount::default()
+                        }]),
+                        ..Container::default()
+                    }],
+                    volumes: Some(vec![Volume {
+                        name: "data".into(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: names.claim(&names.pod(0)),
+                            read_only: Some(false),
+                        }),
+                        ..Volume::default()
+                    }]),
+                    node_selector: (!sched.node_selector.is_empty())
+                        .then(|| sched.node_selector.clone()),
+                    tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
+                    security_context: Some(pod_security_context()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
 }
 
 fn service(
@@ -943,5 +1081,81 @@ scheduling:
         assert_eq!(set["VALORI_MIN_REPLICAS_MAX_LAG_MS"], "4000");
         let off = d("instances: 3\nreplication: {minReplicasToWrite: 0}");
         assert_eq!(off["VALORI_MIN_REPLICAS_TO_WRITE"], "0");
+    }
+
+    #[test]
+    fn a_restore_job_fills_the_first_claim_and_its_pod_is_no_cluster_pod() {
+        assert!(restore_job(&vc("instances: 3")).is_none());
+        let c = vc(r#"
+instances: 3
+storage: {size: 20Gi, storageClass: fast}
+bootstrap:
+  fromBackup: {destination: "s3://b/memory", credentialsSecret: creds, targetTime: "2026-12-07T03:00:00Z"}
+"#);
+        let claim = restore_claim(&c);
+        assert_eq!(claim.metadata.name.as_deref(), Some("data-memory-0"));
+        // The claim the StatefulSet's template would make for pod 0, so that it adopts it.
+        let sts = stateful_set(&c);
+        let template = &sts
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_claim_templates
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(claim.spec, template.spec);
+        assert!(claim.metadata.owner_references.is_none());
+        let job = restore_job(&c).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("memory-restore"));
+        assert!(job.metadata.owner_references.is_some());
+        let spec = job.spec.unwrap();
+        let pod = spec.template.spec.unwrap();
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert!(
+            !labels.contains_key(MANAGED_BY_LABEL),
+            "the cluster's selector must not select the Job's pod"
+        );
+        assert_eq!(labels[COMPONENT_LABEL], "restore");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let ctr = &pod.containers[0];
+        assert_eq!(
+            ctr.args.clone().unwrap(),
+            [
+                "restore",
+                "--from",
+                "s3://b/memory",
+                "--data-dir",
+                DATA_DIR,
+                "--report",
+                TERMINATION_LOG,
+                "--target-time",
+                "2026-12-07T03:00:00Z"
+            ]
+        );
+        assert_eq!(
+            ctr.termination_message_path.as_deref(),
+            Some(TERMINATION_LOG)
+        );
+        assert_eq!(
+            ctr.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let from = ctr.env_from.as_ref().unwrap();
+        assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "creds");
+        assert_eq!(
+            pod.volumes.unwrap()[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "data-memory-0"
+        );
+        assert_eq!(
+            ctr.security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
     }
 }

@@ -17,6 +17,8 @@ pub const REQUEUE_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// A reconcile that failed on the spec itself (a missing Secret, a bad CA) is retried after
 /// this: it needs someone to change something.
 pub const REQUEUE_INVALID: Duration = Duration::from_secs(60);
+/// A `ValoriBackup` waiting for its cluster or the cluster's leader looks again after this.
+pub const PENDING_RETRY: Duration = Duration::from_secs(5);
 /// A follower this many events or fewer behind the leader counts as caught up for a rollout.
 pub const CAUGHT_UP_EVENTS: u64 = 1000;
 /// Default lifetime of the leader-election Lease without renewal (`--lease-seconds`).

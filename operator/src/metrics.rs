@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// The operator's metrics.
@@ -26,6 +27,19 @@ pub struct Metrics {
     pub heals: IntCounter,
     /// 1 while this replica holds the leader-election Lease and runs the controller.
     pub leading: IntGauge,
+    /// On-demand backups (`ValoriBackup`) that ended, by result (`completed`, `failed`).
+    pub on_demand: IntCounterVec,
+    /// Restores of clusters bootstrapped from a backup that ended, by result.
+    pub restores: IntCounterVec,
+    /// Per cluster (`namespace`, `cluster`): when its newest backed-up snapshot finished
+    /// uploading (Unix seconds).
+    pub backup_last_success: IntGaugeVec,
+    /// Per cluster: the sequence number a restore from its backup reaches.
+    pub backup_reaches: IntGaugeVec,
+    /// Per cluster: events its leader has not shipped yet.
+    pub backup_ship_lag: IntGaugeVec,
+    /// Per cluster: 1 while backing up fails (the `BackedUp` condition is False).
+    pub backup_failing: IntGaugeVec,
     /// Whether the process is serving (for `/healthz`).
     pub healthy: AtomicBool,
 }
@@ -73,7 +87,48 @@ impl Metrics {
         registry
             .register(Box::new(leading.clone()))
             .expect("registers once");
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("a valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registers once");
+            c
+        };
+        let per_cluster = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["namespace", "cluster"])
+                .expect("a valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registers once");
+            g
+        };
         Arc::new(Metrics {
+            on_demand: counter_vec(
+                "valori_operator_backups_total",
+                "On-demand backups (ValoriBackup) that ended, by result",
+                "result",
+            ),
+            restores: counter_vec(
+                "valori_operator_restores_total",
+                "Restores of clusters bootstrapped from a backup that ended, by result",
+                "result",
+            ),
+            backup_last_success: per_cluster(
+                "valori_operator_backup_last_success_timestamp_seconds",
+                "When the cluster's newest backed-up snapshot finished uploading",
+            ),
+            backup_reaches: per_cluster(
+                "valori_operator_backup_reaches_sequence_number",
+                "The sequence number a restore from the cluster's backup reaches",
+            ),
+            backup_ship_lag: per_cluster(
+                "valori_operator_backup_ship_lag_events",
+                "Events the cluster's leader has not shipped to its backup yet",
+            ),
+            backup_failing: per_cluster(
+                "valori_operator_backup_failing",
+                "1 while the cluster's backups fail (its BackedUp condition is False)",
+            ),
             reconciles: counter("valori_operator_reconciles_total", "Reconciles run"),
             failovers: counter("valori_operator_failovers_total", "Failovers carried out"),
             divergences: counter(
@@ -98,6 +153,42 @@ impl Metrics {
         self.duration.observe(took.as_secs_f64());
         if let Some(e) = err {
             self.failures.with_label_values(&[e.kind()]).inc();
+        }
+    }
+
+    /// Records a cluster's backups as the leader reported them.
+    pub fn observe_backup(&self, ns: &str, cluster: &str, st: &crate::crd::BackupStatus, ok: bool) {
+        let l = [ns, cluster];
+        if let Some(t) = st
+            .last_backup_time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        {
+            self.backup_last_success
+                .with_label_values(&l)
+                .set(t.as_second());
+        }
+        self.backup_reaches
+            .with_label_values(&l)
+            .set(st.reaches as i64);
+        if let Some(lag) = st.ship_lag_events {
+            self.backup_ship_lag.with_label_values(&l).set(lag as i64);
+        }
+        self.backup_failing
+            .with_label_values(&l)
+            .set(i64::from(!ok));
+    }
+
+    /// Forgets a cluster's backup series (its `spec.backup` was removed).
+    pub fn forget_backup(&self, ns: &str, cluster: &str) {
+        let l = [ns, cluster];
+        for g in [
+            &self.backup_last_success,
+            &self.backup_reaches,
+            &self.backup_ship_lag,
+            &self.backup_failing,
+        ] {
+            let _ = g.remove_label_values(&l);
         }
     }
 

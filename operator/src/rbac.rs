@@ -21,8 +21,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         group: "valori.dev",
         resource: "valoriclusters",
-        verbs: &["list", "watch"],
-        why: "the resources it reconciles",
+        verbs: &["get", "list", "watch"],
+        why: "the resources it reconciles (get: the cluster a ValoriBackup names)",
     },
     Rule {
         group: "valori.dev",
@@ -37,10 +37,28 @@ pub const CLUSTER_RULES: &[Rule] = &[
         why: "owner references that block the owner's deletion need it where the OwnerReferencesPermissionEnforcement admission plugin runs",
     },
     Rule {
+        group: "valori.dev",
+        resource: "valoribackups",
+        verbs: &["list", "watch"],
+        why: "on-demand backups",
+    },
+    Rule {
+        group: "valori.dev",
+        resource: "valoribackups/status",
+        verbs: &["patch"],
+        why: "their status, by server-side apply",
+    },
+    Rule {
         group: "apps",
         resource: "statefulsets",
-        verbs: &["list", "watch", "create", "patch"],
-        why: "the pods' StatefulSet: watched, and server-side applied (an apply that creates is authorized as create too)",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "the pods' StatefulSet: watched, and server-side applied (an apply that creates is authorized as create too); get: whether a restored cluster's exists yet",
+    },
+    Rule {
+        group: "batch",
+        resource: "jobs",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "the Job that restores a cluster bootstrapped from a backup, and its end",
     },
     Rule {
         group: "",
@@ -64,13 +82,13 @@ pub const CLUSTER_RULES: &[Rule] = &[
         group: "",
         resource: "pods",
         verbs: &["list", "watch", "patch", "delete"],
-        why: "observing pods, their role labels, restarting one for a rollout or a heal",
+        why: "observing pods (and the restore Job's, for its report), their role labels, restarting one for a rollout or a heal",
     },
     Rule {
         group: "",
         resource: "persistentvolumeclaims",
-        verbs: &["delete"],
-        why: "re-bootstrapping a diverged follower from an empty volume",
+        verbs: &["create", "patch", "delete"],
+        why: "the first pod's claim, restored before the StatefulSet exists; deleted to re-bootstrap a diverged follower from an empty volume",
     },
     Rule {
         group: "",

@@ -211,13 +211,19 @@ fn the_deployment_runs_the_operator_hardened_and_as_configured() {
 }
 
 #[test]
-fn the_chart_carries_the_generated_crd() {
+fn the_chart_carries_the_generated_crds() {
+    for file in valori_operator::CRD_FILES {
+        let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+        assert_eq!(
+            text,
+            valori_operator::crd_yaml_of(file).unwrap(),
+            "charts/valori-operator/crds/{file} is stale: copy crds/{file} into it"
+        );
+    }
     let text = std::fs::read_to_string(chart_dir().join("crds/valoricluster.yaml")).unwrap();
-    assert_eq!(
-        text,
-        valori_operator::crd_yaml(),
-        "charts/valori-operator/crds/valoricluster.yaml is stale: copy crds/valoricluster.yaml into it"
-    );
     let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
     assert_eq!(crd, ValoriCluster::crd());
+    let text = std::fs::read_to_string(chart_dir().join("crds/valoribackup.yaml")).unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(crd, valori_operator::crd::ValoriBackup::crd());
 }

@@ -2,17 +2,75 @@
 //! nonsense (checked with the CEL rules the apiserver runs, evaluated here without one).
 
 use serde_json::json;
-use valori_operator::crd::{StorageSpec, ValoriClusterSpec};
+use valori_operator::crd::{FromBackup, StorageSpec, ValoriBackupSpec, ValoriClusterSpec};
 
 #[test]
-fn the_committed_crd_is_the_generated_one() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/valoricluster.yaml");
-    let committed = std::fs::read_to_string(path).expect("crds/valoricluster.yaml exists");
-    assert!(
-        committed == valori_operator::crd_yaml(),
-        "crds/valoricluster.yaml differs from the Rust types: run \
-         `cargo run -p valori-operator --bin crdgen > crds/valoricluster.yaml`"
-    );
+fn the_committed_crds_are_the_generated_ones() {
+    for file in valori_operator::CRD_FILES {
+        let path = format!("{}/../crds/{file}", env!("CARGO_MANIFEST_DIR"));
+        let committed = std::fs::read_to_string(&path).expect("the CRD is committed");
+        assert!(
+            committed == valori_operator::crd_yaml_of(file).unwrap(),
+            "crds/{file} differs from the Rust types: run \
+             `cargo run -p valori-operator --bin crdgen {file} > crds/{file}`"
+        );
+    }
+}
+
+#[test]
+fn the_backup_crd_has_its_names_and_columns_and_a_fixed_spec() {
+    let crd: serde_json::Value =
+        serde_yaml::from_str(&valori_operator::crd_yaml_of("valoribackup.yaml").unwrap()).unwrap();
+    assert_eq!(crd["spec"]["names"]["kind"], "ValoriBackup");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["vb"]));
+    let v = &crd["spec"]["versions"][0];
+    let columns: Vec<&str> = v["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Cluster", "Phase", "Seq", "Age"]);
+    assert!(v["subresources"]["status"].is_object());
+    let b = |c: &str| json!({ "cluster": c });
+    assert!(ValoriBackupSpec::validate_cel(&b("memory"), None).is_ok());
+    assert!(ValoriBackupSpec::validate_cel(&b("memory"), Some(&b("memory"))).is_ok());
+    assert!(ValoriBackupSpec::validate_cel(&b("other"), Some(&b("memory"))).is_err());
+}
+
+#[test]
+fn a_restore_takes_one_target_and_bootstrap_never_changes() {
+    let from = |v: serde_json::Value| {
+        let mut f = json!({"destination": "s3://backups/memory"});
+        for (k, x) in v.as_object().unwrap() {
+            f[k] = x.clone();
+        }
+        f
+    };
+    let ok = |v| FromBackup::validate_cel(&from(v), None).is_ok();
+    assert!(ok(json!({})));
+    assert!(ok(json!({"targetSeq": 42})));
+    assert!(ok(json!({"targetTime": "2026-12-07T03:00:00Z"})));
+    assert!(!ok(
+        json!({"targetSeq": 42, "targetTime": "2026-12-07T03:00:00Z"})
+    ));
+    let with = |b: serde_json::Value| spec(json!({ "bootstrap": b }));
+    let a = with(json!({"fromBackup": from(json!({"targetSeq": 42}))}));
+    let b = with(json!({"fromBackup": from(json!({"targetSeq": 43}))}));
+    assert!(ValoriClusterSpec::validate_cel(&a, Some(&a)).is_ok());
+    let err = ValoriClusterSpec::validate_cel(&b, Some(&a)).unwrap_err();
+    assert!(format!("{err:?}").contains("cannot change"), "{err:?}");
+    // The schema refuses a time that is not RFC 3339 in UTC.
+    let crd: serde_json::Value = serde_yaml::from_str(&valori_operator::crd_yaml()).unwrap();
+    let pattern = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["bootstrap"]["properties"]["fromBackup"]["properties"]["targetTime"]
+        ["pattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let re = |s: &str| regex::Regex::new(&pattern).unwrap().is_match(s);
+    assert!(re("2026-12-07T03:00:00Z") && re("2026-12-07T03:00:00.250Z"));
+    assert!(!re("2026-12-07 03:00") && !re("yesterday") && !re("2026-12-07T03:00:00+01:00"));
 }
 
 #[test]
@@ -128,4 +186,32 @@ fn the_example_cluster_is_valid() {
         .as_deref()
         .unwrap();
     valori_operator::backup::parse_schedule(schedule).unwrap();
+}
+
+#[test]
+fn the_example_clone_and_on_demand_backup_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/examples");
+    let text = std::fs::read_to_string(format!("{dir}/valoricluster-clone.yaml")).unwrap();
+    let vc: valori_operator::crd::ValoriCluster = serde_yaml::from_str(&text).unwrap();
+    let raw: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert!(ValoriClusterSpec::validate_cel(&raw["spec"], None).is_ok());
+    assert_eq!(
+        serde_json::to_value(&vc.spec).unwrap()["bootstrap"],
+        raw["spec"]["bootstrap"]
+    );
+    let from = vc.spec.bootstrap.unwrap().from_backup.unwrap();
+    // It clones the example cluster's backup, and backs up to a prefix of its own.
+    let source: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{dir}/valoricluster.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(from.destination, source["spec"]["backup"]["destination"]);
+    assert_ne!(
+        vc.spec.backup.unwrap().destination,
+        from.destination,
+        "a clone writes its own history elsewhere"
+    );
+    let text = std::fs::read_to_string(format!("{dir}/valoribackup.yaml")).unwrap();
+    let vb: valori_operator::crd::ValoriBackup = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(vb.spec.cluster, source["metadata"]["name"]);
 }

@@ -629,3 +629,252 @@ backup:
     })
     .await;
 }
+
+/// `(seq, chain hash, state hash)` of `url`'s node at `seq` (its past state, replayed).
+fn state_at(url: &str, seq: u64) -> (u64, String, String) {
+    let v: Value = tokio::task::block_in_place(|| {
+        common::node::http()
+            .get(format!("{url}/v1/state?seq={seq}&state_hash=true"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    });
+    assert!(v["seq"].is_u64(), "{v}");
+    (
+        v["seq"].as_u64().unwrap(),
+        v["chain_hash"].as_str().unwrap().into(),
+        v["state_hash"].as_str().unwrap().into(),
+    )
+}
+
+/// Puts a `ValoriBackup` of `cluster` into `c`'s API server and runs its reconcile once.
+async fn on_demand(c: &Cluster, name: &str, cluster: &str) -> valori_operator::crd::ValoriBackup {
+    let path = format!("/apis/valori.dev/v1alpha1/namespaces/{NS}/valoribackups/{name}");
+    if c.api.get(&path).is_none() {
+        c.api.put(
+            &path,
+            json!({"apiVersion": "valori.dev/v1alpha1", "kind": "ValoriBackup",
+                   "metadata": {"name": name, "namespace": NS}, "spec": {"cluster": cluster}}),
+        );
+    }
+    let vb = serde_json::from_value(c.api.get(&path).unwrap()).unwrap();
+    controller::on_demand::reconcile(Arc::new(vb), c.ctx.clone())
+        .await
+        .unwrap();
+    serde_json::from_value(c.api.get(&path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_backups_complete_and_a_clone_restores_its_first_claim_before_it_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = format!("file://{}", dir.path().join("backups").display());
+    let src = Cluster::new(
+        "src",
+        &format!(
+            r#"
+instances: 1
+crossCheck: {{intervalSeconds: 1, heal: true}}
+backup: {{destination: "{dest}", shipIntervalSeconds: 1}}
+"#
+        ),
+    );
+    // Asked for before the cluster has a leader: it waits, and says why.
+    let vb = on_demand(&src, "early", "src").await;
+    let st = vb.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Pending"), "{st:?}");
+    assert!(st.message.unwrap().contains("no leader yet"));
+    src.until("a leader", 60, |st| st.current_leader.is_some())
+        .await;
+    let leader = src.status().current_leader.unwrap();
+    src.write(&leader, 0, 12);
+    let mid = src.states()[&leader].0;
+    // Shipped before the next writes: the log is in at least two segments.
+    src.until("the first writes shipped", 60, |st| {
+        st.backup
+            .as_ref()
+            .is_some_and(|b| b.shipped_through >= Some(mid))
+    })
+    .await;
+    src.write(&leader, 12, 12);
+    let head = src.states()[&leader].0;
+    // What a restore to `mid` must reach (asked now: the snapshot below lets the node prune it).
+    let want = state_at(&src.url(&leader), mid);
+
+    // On demand: the leader uploads a snapshot now, and the resource says what it holds.
+    let vb = on_demand(&src, "early", "src").await;
+    let st = vb.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Completed"), "{st:?}");
+    let now = state_at(&src.url(&leader), head);
+    assert_eq!(st.seq, Some(head));
+    assert_eq!(st.chain_hash.as_deref(), Some(now.1.as_str()));
+    assert_eq!(st.state_hash.as_deref(), Some(now.2.as_str()));
+    assert!(st.bytes.unwrap() > 0 && st.started.is_some() && st.finished.is_some());
+    assert_eq!(
+        (st.pod.as_deref(), st.destination.as_deref()),
+        (Some(leader.as_str()), Some(dest.as_str()))
+    );
+    assert!(
+        src.events()
+            .iter()
+            .any(|(r, n)| r == "BackupTaken" && n.contains(&format!("sequence number {head}"))),
+        "{:?}",
+        src.events()
+    );
+    // A completed backup is never taken again.
+    let again = on_demand(&src, "early", "src").await;
+    assert_eq!(again.status.unwrap().finished, st.finished);
+    // A cluster that does not exist: pending; one without spec.backup: failed, saying why.
+    let missing = on_demand(&src, "typo", "srcc").await.status.unwrap();
+    assert_eq!(missing.phase.as_deref(), Some("Pending"));
+    assert!(missing.message.unwrap().contains("no ValoriCluster srcc"));
+    let plain = Cluster::new("plain", "instances: 1");
+    let failed = on_demand(&plain, "b", "plain").await.status.unwrap();
+    assert_eq!(failed.phase.as_deref(), Some("Failed"));
+    assert!(failed.message.unwrap().contains("has no spec.backup"));
+    let metrics = src.ctx.metrics.render();
+    assert!(
+        metrics.contains(r#"valori_operator_backups_total{result="completed"} 1"#),
+        "{metrics}"
+    );
+    src.until("the log shipped", 60, |st| {
+        st.backup
+            .as_ref()
+            .is_some_and(|b| b.shipped_through >= Some(head))
+    })
+    .await;
+    let metrics = src.ctx.metrics.render();
+    assert!(
+        metrics.contains(&format!(
+            r#"valori_operator_backup_reaches_sequence_number{{cluster="src",namespace="{NS}"}} {head}"#
+        )),
+        "{metrics}"
+    );
+
+    // A clone at an earlier seq: the first pass creates the first pod's claim and the restore
+    // Job, and no StatefulSet.
+    let clone = Cluster::new(
+        "clone",
+        &format!(
+            r#"
+instances: 2
+crossCheck: {{intervalSeconds: 1, heal: true}}
+bootstrap: {{fromBackup: {{destination: "{dest}", targetSeq: {mid}}}}}
+"#
+        ),
+    );
+    controller::reconcile(Arc::new(clone.vc()), clone.ctx.clone())
+        .await
+        .unwrap();
+    assert!(clone.api.get(&clone.sts_path()).is_none());
+    assert!(clone.api.get(&clone.claim_path("clone-0")).is_some());
+    let job = clone.api.get(&clone.job_path()).expect("the restore Job");
+    let args = job["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert_eq!(args[0], "restore");
+    assert!(args
+        .as_array()
+        .unwrap()
+        .windows(2)
+        .any(|w| w[0] == "--target-seq" && w[1] == mid.to_string().as_str()));
+    let st = clone.status();
+    assert_eq!(st.phase.as_deref(), Some("Creating"));
+    assert_eq!(st.restore.as_ref().unwrap().phase, "Restoring");
+    assert_eq!(condition(&st, "Restored").as_deref(), Some("False"));
+
+    // The Job runs; the restored pod leads at exactly the restored seq, the other follows.
+    clone
+        .until("the clone to be healthy", 90, |st| healthy(st, 2))
+        .await;
+    let st = clone.status();
+    let r = st.restore.as_ref().unwrap();
+    assert_eq!(r.phase, "Restored");
+    assert_eq!(
+        (r.seq, r.chain_hash.as_deref(), r.state_hash.as_deref()),
+        (Some(mid), Some(want.1.as_str()), Some(want.2.as_str()))
+    );
+    assert_eq!(st.current_leader.as_deref(), Some("clone-0"));
+    assert_eq!(condition(&st, "Restored").as_deref(), Some("True"));
+    for (pod, (seq, chain)) in clone.states() {
+        assert_eq!((seq, chain.as_str()), (mid, want.1.as_str()), "{pod}");
+    }
+    assert_eq!(state_at(&clone.url("clone-0"), mid), want);
+    let reasons: Vec<String> = clone.events().into_iter().map(|(r, _)| r).collect();
+    for r in ["RestoreStarted", "Restored", "LeaderElected"] {
+        assert!(reasons.iter().any(|x| x == r), "{r}: {reasons:?}");
+    }
+    // The clone takes writes on from there.
+    clone.write("clone-0", 500, 3);
+    assert_eq!(clone.states()["clone-0"].0, mid + 3);
+
+    // A backup with a gap: the restore stops, the condition names the seq, and no pod starts.
+    let gap_dir = dir.path().join("gap");
+    copy_dir(&dir.path().join("backups"), &gap_dir);
+    let mut segments: Vec<_> = std::fs::read_dir(gap_dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 2, "{segments:?}");
+    std::fs::remove_file(&segments[0]).unwrap();
+    let broken = Cluster::new(
+        "broken",
+        &format!(
+            "instances: 1\nbootstrap: {{fromBackup: {{destination: \"file://{}\", targetSeq: {mid}}}}}\n",
+            gap_dir.display()
+        ),
+    );
+    broken
+        .until("the restore to fail", 30, |st| {
+            st.phase.as_deref() == Some("RestoreFailed")
+        })
+        .await;
+    let st = broken.status();
+    let message = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Restored")
+        .map(|c| c.message.clone())
+        .unwrap();
+    assert!(
+        message.contains("sequence number 1 is in no segment"),
+        "{message}"
+    );
+    assert!(
+        message.contains("delete the Job broken-restore"),
+        "{message}"
+    );
+    assert_eq!(st.restore.as_ref().unwrap().phase, "Failed");
+    assert!(broken.api.get(&broken.sts_path()).is_none());
+    assert!(
+        broken
+            .events()
+            .iter()
+            .any(|(r, n)| r == "RestoreFailed" && n.contains("in no segment")),
+        "{:?}",
+        broken.events()
+    );
+    // Another pass changes nothing and says it once.
+    broken.step().await.unwrap();
+    let failed_events = broken
+        .events()
+        .iter()
+        .filter(|(r, _)| r == "RestoreFailed")
+        .count();
+    assert_eq!(failed_events, 1);
+    for c in [&src, &clone, &broken, &plain] {
+        c.assert_permitted();
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

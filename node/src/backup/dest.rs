@@ -60,6 +60,9 @@ pub struct Listing {
     pub unfinished: Vec<u64>,
     /// Segments, by first sequence number.
     pub segments: Vec<SegmentName>,
+    /// When each segment was written (milliseconds since the Unix epoch, as the store reports
+    /// its objects' last modification).
+    pub shipped_ms: std::collections::BTreeMap<SegmentName, i64>,
 }
 
 impl Listing {
@@ -67,6 +70,30 @@ impl Listing {
     pub fn reaches(&self) -> u64 {
         let snap = self.snapshots.last().map_or(0, |s| s.seq);
         let seg = self.segments.iter().map(|s| s.last).max().unwrap_or(0);
+        snap.max(seg)
+    }
+
+    /// The highest sequence number the backup reached at `ms` (milliseconds since the Unix
+    /// epoch): by the snapshots whose upload had finished and the segments written by then.
+    /// `None` when nothing had been.
+    pub fn reached_at(&self, ms: i64) -> Option<u64> {
+        let snap = self
+            .snapshots
+            .iter()
+            .filter(|s| {
+                humantime::parse_rfc3339_weak(&s.finished).is_ok_and(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .is_ok_and(|d| d.as_millis() as i64 <= ms)
+                })
+            })
+            .map(|s| s.seq)
+            .max();
+        let seg = self
+            .shipped_ms
+            .iter()
+            .filter(|(_, &t)| t <= ms)
+            .map(|(s, _)| s.last)
+            .max();
         snap.max(seg)
     }
 }
@@ -173,6 +200,8 @@ impl Destination {
                 };
                 if dir == "log" {
                     if let Some(s) = SegmentName::parse(name) {
+                        out.shipped_ms
+                            .insert(s, meta.last_modified.timestamp_millis());
                         out.segments.push(s);
                     }
                 } else if let Some(seq) = name.strip_suffix(".vsnap").and_then(|n| n.parse().ok()) {

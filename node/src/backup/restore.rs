@@ -24,6 +24,31 @@ pub enum RestoreTarget {
     Latest,
     /// Exactly this sequence number.
     Seq(u64),
+    /// The newest sequence number the backup held at this time (milliseconds since the Unix
+    /// epoch): what had been shipped or uploaded by then, so within one shipping interval of
+    /// the writes.
+    Time(i64),
+}
+
+impl RestoreTarget {
+    /// The target the flags give: `--target-seq`, `--target-time` (at most one), or the newest.
+    pub fn from_flags(seq: Option<u64>, time_ms: Option<i64>) -> RestoreTarget {
+        match (seq, time_ms) {
+            (Some(n), _) => RestoreTarget::Seq(n),
+            (None, Some(t)) => RestoreTarget::Time(t),
+            (None, None) => RestoreTarget::Latest,
+        }
+    }
+}
+
+/// Parses a target time, RFC 3339 (`2026-12-07T03:00:00Z`), into milliseconds since the Unix
+/// epoch (a clap value parser).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (2026-12-07T03:00:00Z): {e}"))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| format!("{s:?} is before 1970"))
 }
 
 /// What a restore did.
@@ -143,6 +168,16 @@ async fn restore_steps(
     let want = match target {
         RestoreTarget::Latest => reaches,
         RestoreTarget::Seq(n) => n,
+        RestoreTarget::Time(ms) => match listing.reached_at(ms) {
+            Some(n) => n,
+            None => {
+                return Err(BackupError::Missing(format!(
+                    "{} held nothing at {}: its first object was written later",
+                    dest.url(),
+                    format_ms(ms)
+                )))
+            }
+        },
     };
     if reaches == 0 {
         return Err(BackupError::Missing(format!(
@@ -253,4 +288,10 @@ async fn restore_steps(
         replayed,
         segments,
     })
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC).
+fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -38,6 +38,16 @@ pub(super) async fn lead(
             Ok(None)
         }
         Leadership::Bootstrap { pod, epoch } => {
+            // A restored cluster: only the restored pod, serving what was restored, leads first.
+            if let Some(seq) = pass.status.restore.as_ref().and_then(|r| r.seq) {
+                let first = world.names.pod(0);
+                if let Err(why) =
+                    crate::backup::restored_leader(&pod, world.seq_of(&pod), &first, seq)
+                {
+                    pass.progressing = Some(why);
+                    return Ok(None);
+                }
+            }
             // Recorded before it is used: a second arbiter that read the same status loses.
             record_epoch(vc, ctx, pass, epoch).await?;
             world
@@ -487,9 +497,12 @@ pub(super) async fn backups(
     world: &World,
     pass: &mut Pass,
     leader: Option<&str>,
+    metrics: &crate::metrics::Metrics,
 ) {
     let Some(spec) = &vc.spec.backup else {
-        pass.status.backup = None;
+        if pass.status.backup.take().is_some() {
+            metrics.forget_backup(&pass.namespace, &vc.name_any());
+        }
         pass.status.conditions.retain(|c| c.type_ != "BackedUp");
         return;
     };
@@ -544,6 +557,7 @@ pub(super) async fn backups(
         pass.event(EventType::Warning, "BackupFailing", "Backup", e.clone());
     }
     let (ok, reason, message) = crate::backup::condition(&st, spec.ship_interval_seconds > 0);
+    metrics.observe_backup(&pass.namespace, &vc.name_any(), &st, ok);
     plan::set_condition(
         &mut pass.status.conditions,
         "BackedUp",

@@ -11,12 +11,15 @@
 
 mod act;
 mod observe;
+pub mod on_demand;
+mod restore;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -26,7 +29,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{ValoriCluster, ValoriClusterStatus};
+use crate::crd::{ValoriBackup, ValoriCluster, ValoriClusterStatus};
 use crate::desired::{self, FIELD_MANAGER, INSTANCE_LABEL};
 use crate::error::Error;
 use crate::limits::{
@@ -141,6 +144,12 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         degraded: None,
         heal: spec.cross_check.heal,
     };
+    // A cluster bootstrapped from a backup: its StatefulSet waits for the restore.
+    match restore::restore(vc, ctx, &mut pass).await? {
+        restore::Restore::Proceed => {}
+        restore::Restore::Running(why) => return waiting(vc, ctx, pass, why, false).await,
+        restore::Restore::Failed(why) => return waiting(vc, ctx, pass, why, true).await,
+    }
     let mut world = observe::observe(vc, ctx, &ns).await?;
 
     let leader = act::lead(vc, ctx, &mut world, &mut pass).await?;
@@ -193,7 +202,7 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         Step::Wait("healing".into())
     };
     act::roll_out(vc, ctx, &mut world, &mut pass, leader.as_deref(), &step).await?;
-    act::backups(vc, &world, &mut pass, leader.as_deref()).await;
+    act::backups(vc, &world, &mut pass, leader.as_deref(), &ctx.metrics).await;
     if let Step::Wait(why) | Step::Restart(why) | Step::Switchover(why) = &step {
         pass.progressing = pass.progressing.take().or(Some(match &step {
             Step::Wait(_) => format!("rollout waits: {why}"),
@@ -226,6 +235,46 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         REQUEUE_IN_MOTION
     } else {
         Duration::from_secs(u64::from(spec.cross_check.interval_seconds))
+    }))
+}
+
+/// Reports a cluster whose pods wait for its restore: `Creating` while the restore runs,
+/// `RestoreFailed` once it failed (retried only when the Job is deleted, which the watch on
+/// Jobs notices).
+async fn waiting(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    mut pass: Pass,
+    why: String,
+    failed: bool,
+) -> Result<Action, Error> {
+    let none = std::collections::BTreeMap::new();
+    let mut next = status::next(
+        std::mem::take(&mut pass.status),
+        &status::Observed {
+            views: &[],
+            leader: None,
+            chains: &none,
+            state_hashes: &none,
+            diverged: &[],
+            update_revision: None,
+            progressing: (!failed).then_some(why.as_str()),
+            degraded: None,
+            instances: vc.spec.instances,
+            generation: vc.metadata.generation,
+            now: &pass.now,
+            selector: desired::selector_string(vc),
+        },
+    );
+    if failed {
+        next.phase = Some("RestoreFailed".into());
+        next.phase_reason = Some(why);
+    }
+    report(vc, ctx, &next, &pass.events).await?;
+    Ok(Action::requeue(if failed {
+        REQUEUE_INVALID
+    } else {
+        REQUEUE_IN_MOTION
     }))
 }
 
@@ -269,16 +318,18 @@ pub fn error_policy(_vc: Arc<ValoriCluster>, err: &Error, _ctx: Arc<Context>) ->
     })
 }
 
-/// Runs the controller until `shutdown` resolves: watches ValoriClusters, the objects they own,
-/// and their pods.
+/// Runs the controllers until `shutdown` resolves: one watches ValoriClusters, the objects
+/// they own and their pods; the other ValoriBackups.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    use futures::FutureExt;
+    let shutdown = shutdown.boxed().shared();
     let client = ctx.client.clone();
     let clusters: Api<ValoriCluster> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    Controller::new(clusters, watcher::Config::default().any_semantic())
+    let cluster_controller = Controller::new(clusters, watcher::Config::default().any_semantic())
         .owns(
             Api::<StatefulSet>::all(client.clone()),
             watcher::Config::default(),
@@ -287,6 +338,7 @@ pub async fn run(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
         )
+        .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
         .watches(
             pods,
             watcher::Config::default().labels(&format!(
@@ -300,12 +352,23 @@ pub async fn run(
                 Some(kube::runtime::reflector::ObjectRef::new(&name).within(&ns))
             },
         )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "controller");
             }
-        })
-        .await;
+        });
+    let backup_controller = Controller::new(
+        Api::<ValoriBackup>::all(client),
+        watcher::Config::default().any_semantic(),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(on_demand::reconcile, on_demand::error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "backup controller");
+        }
+    });
+    futures::join!(cluster_controller, backup_controller);
 }

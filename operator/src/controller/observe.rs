@@ -142,7 +142,7 @@ async fn apply_objects(
 /// The client of the cluster's nodes: its read-write key from `spec.auth`, and for nodes
 /// serving TLS with a private CA the TLS Secret's `ca.crt` (as cert-manager writes it) trusted
 /// besides the system's roots.
-async fn nodes_client(
+pub(super) async fn nodes_client(
     vc: &ValoriCluster,
     ctx: &Context,
     client: &Client,

@@ -188,6 +188,7 @@ impl Cluster {
     /// the current template, remove pods above the replica count, run each pod's node, and
     /// report readiness.
     pub fn sync(&self) {
+        self.run_jobs();
         let Some(sts) = self.api.get(&self.sts_path()) else {
             return;
         };
@@ -206,22 +207,25 @@ impl Cluster {
                 self.name
             ))
             .expect("the operator applies the ConfigMap before the StatefulSet");
+        // The StatefulSet's pods (not a Job's): `<cluster>-<ordinal>`.
+        let ordinal =
+            |pod: &str| valori_operator::desired::ordinal(&self.name, pod).unwrap_or(u32::MAX);
+        let sts_pods = || -> Vec<String> {
+            self.api
+                .list(&format!("/api/v1/namespaces/{NS}/pods"))
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+                .filter(|p| valori_operator::desired::ordinal(&self.name, p).is_some())
+                .collect()
+        };
         // Pods above the count go.
-        let pods = self.api.list(&format!("/api/v1/namespaces/{NS}/pods"));
-        for p in &pods {
-            let name = p["metadata"]["name"].as_str().unwrap().to_string();
-            let ord: u32 = name.rsplit('-').next().unwrap().parse().unwrap();
-            if ord >= replicas {
+        for name in sts_pods() {
+            if ordinal(&name) >= replicas {
                 self.api.remove(&self.pod_path(&name));
             }
         }
         // Processes of pods that no longer exist stop (a deleted pod's containers).
-        let existing: BTreeSet<String> = self
-            .api
-            .list(&format!("/api/v1/namespaces/{NS}/pods"))
-            .iter()
-            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-            .collect();
+        let existing: BTreeSet<String> = sts_pods().into_iter().collect();
         self.procs
             .lock()
             .unwrap()
@@ -233,10 +237,7 @@ impl Cluster {
             }
         }
         // Readiness, as the probe on /readyz reports it.
-        for pod in existing
-            .iter()
-            .filter(|p| p.rsplit('-').next().unwrap().parse::<u32>().unwrap() < replicas)
-        {
+        for pod in existing.iter().filter(|p| ordinal(p) < replicas) {
             let ready = self.procs.lock().unwrap().contains_key(pod)
                 && http()
                     .get(format!("{}/readyz", self.url(pod)))
@@ -245,6 +246,103 @@ impl Cluster {
                     .is_ok_and(|r| r.status().is_success());
             self.set_ready(pod, ready);
         }
+    }
+
+    /// The restore Job's path.
+    pub fn job_path(&self) -> String {
+        format!("/apis/batch/v1/namespaces/{NS}/jobs/{}-restore", self.name)
+    }
+
+    /// What the Job controller and the kubelet do with a Job that has not run: run its one
+    /// container (the real `valori-node` with the Job's arguments, its claim mounted as the
+    /// claim's directory, its Secrets' keys as variables), then record its pod with the
+    /// termination message (the report file, or with `FallbackToLogsOnError` the end of its
+    /// log when it failed without one) and the Job's `Complete` or `Failed` condition.
+    fn run_jobs(&self) {
+        let Some(job) = self.api.get(&self.job_path()) else {
+            return;
+        };
+        if job["status"]["conditions"].is_array() {
+            return;
+        }
+        let pod_spec = &job["spec"]["template"]["spec"];
+        let container = &pod_spec["containers"][0];
+        let claim = pod_spec["volumes"][0]["persistentVolumeClaim"]["claimName"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            self.api
+                .get(&format!(
+                    "/api/v1/namespaces/{NS}/persistentvolumeclaims/{claim}"
+                ))
+                .is_some(),
+            "the Job's claim exists before the Job"
+        );
+        let data_dir = self.dir.path().join(&claim);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let report = self.dir.path().join(format!("{claim}.termination-log"));
+        let _ = std::fs::remove_file(&report);
+        let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+        let term = container["terminationMessagePath"].as_str().unwrap();
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let a = a.as_str().unwrap();
+                if a == mount {
+                    data_dir.display().to_string()
+                } else if a == term {
+                    report.display().to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for from in container["envFrom"].as_array().into_iter().flatten() {
+            let name = from["secretRef"]["name"].as_str().unwrap();
+            let secret = self
+                .api
+                .get(&format!("/api/v1/namespaces/{NS}/secrets/{name}"))
+                .expect("the Job's Secret exists");
+            for (k, v) in secret["data"].as_object().unwrap() {
+                let value = String::from_utf8(B64.decode(v.as_str().unwrap()).unwrap()).unwrap();
+                env.push((k.clone(), value));
+            }
+        }
+        let out = std::process::Command::new(super::node::node_binary())
+            .args(&args)
+            .envs(env)
+            .env("VALORI_LOG", "warn")
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let mut message = std::fs::read_to_string(&report).unwrap_or_default();
+        if message.is_empty() && code != 0 {
+            message = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        let job_name = job["metadata"]["name"].as_str().unwrap();
+        let pod = format!("{job_name}-x7k2p");
+        self.api.put(
+            &format!("/api/v1/namespaces/{NS}/pods/{pod}"),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": pod, "namespace": NS,
+                                "labels": {"job-name": job_name}},
+                   "spec": pod_spec.clone(),
+                   "status": {"phase": if code == 0 { "Succeeded" } else { "Failed" },
+                              "containerStatuses": [{"name": "restore", "ready": false,
+                                  "restartCount": 0, "image": "", "imageID": "",
+                                  "state": {"terminated": {"exitCode": code,
+                                                           "message": message}}}]}}),
+        );
+        let condition = if code == 0 { "Complete" } else { "Failed" };
+        self.api.patch(
+            &self.job_path(),
+            json!({"status": {"conditions": [{"type": condition, "status": "True"}],
+                              "succeeded": i32::from(code == 0), "failed": i32::from(code != 0)}}),
+        );
     }
 
     fn set_ready(&self, pod: &str, ready: bool) {
