@@ -124,6 +124,9 @@ def test_the_chart_runs_a_cluster_that_survives_losing_pods():
         example = (REPO / "charts" / "examples" / "valoricluster.yaml").read_text()
         example = example.replace("imagePullPolicy: IfNotPresent", "imagePullPolicy: Never")
         example = example.replace("delaySeconds: 30", "delaySeconds: 10").replace("intervalSeconds: 30", "intervalSeconds: 5")
+        # The example's backup needs an object store and its credentials Secret, which a test
+        # cluster lacks: the block (the last of the spec) is left out.
+        example = example[: example.index("  # Backups to object storage")]
         kubectl("-n", NS, "apply", "-f", "-", input=example)
         st = wait_for("Ready and Converged", ready_and_converged)
         print(kubectl("-n", NS, "get", "vc"))
