@@ -1,5 +1,6 @@
 //! The status a pass reports, as a pure function of what it observed and did: the per-pod
-//! rows, the counts, the phase and its reason, and the five conditions. The controller
+//! rows, the counts, the phase and its reason, and the conditions; [`failed`], the status of a
+//! pass that failed. The controller
 //! computes it with [`next`] and writes it; nothing here does I/O.
 
 use std::collections::BTreeMap;
@@ -38,7 +39,8 @@ pub struct Observed<'a> {
 }
 
 /// The phase and its reason, the first that applies of: `Creating` (no leader ever),
-/// `FailingOver`, `Diverged`, `Upgrading`, `Degraded` (pods not ready), `Healthy`.
+/// `FailingOver`, `Diverged`, `Upgrading`, `Degraded` (pods not ready), `Healthy`. (A failed
+/// pass reports `ReconcileFailed`, [`failed`]; a failed restore `RestoreFailed`.)
 pub fn phase(o: &Observed<'_>, epoch: u64, ready: u32, all_ready: bool) -> (&'static str, String) {
     if o.leader.is_none() && epoch == 0 {
         (
@@ -170,7 +172,48 @@ pub fn next(mut st: ValoriClusterStatus, o: &Observed<'_>) -> ValoriClusterStatu
         gen,
         now,
     );
+    plan::set_condition(
+        c,
+        "Reconciled",
+        true,
+        "Reconciled",
+        "the last pass succeeded",
+        gen,
+        now,
+    );
     st
+}
+
+/// The status after a failed pass: the last one's, with phase `ReconcileFailed`, the error as
+/// its reason, and the `Reconciled` condition False (its reason the error's kind); and whether
+/// the condition just turned False. `None` for an error that is no failure (a pass that lost a
+/// race to a newer one).
+pub fn failed(
+    st: Option<ValoriClusterStatus>,
+    e: &crate::Error,
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<(ValoriClusterStatus, bool)> {
+    let reason = match e {
+        crate::Error::Superseded(_) => return None,
+        crate::Error::Invalid(_) => "InvalidSpec",
+        crate::Error::Kube(_) => "KubernetesError",
+        crate::Error::Node(_) => "NodeError",
+    };
+    let mut st = st.unwrap_or_default();
+    let message = e.to_string();
+    st.phase = Some("ReconcileFailed".into());
+    st.phase_reason = Some(message.clone());
+    let transition = plan::set_condition(
+        &mut st.conditions,
+        "Reconciled",
+        false,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    Some((st, transition))
 }
 
 #[cfg(test)]
@@ -426,5 +469,39 @@ mod tests {
         assert_eq!(row.chain_hash.as_deref(), Some("c1"));
         assert_eq!(row.state_hash.as_deref(), Some("s1"));
         assert_eq!(st.instances_status[0].pod, "vc-0", "rows in ordinal order");
+    }
+
+    #[test]
+    fn a_failed_pass_shows_in_the_phase_and_the_reconciled_condition() {
+        let now = Time(jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let healthy = ValoriClusterStatus {
+            phase: Some("Healthy".into()),
+            epoch: 2,
+            ..ValoriClusterStatus::default()
+        };
+        let e = crate::Error::Invalid("the Secret keys does not exist".into());
+        let (st, turned) = failed(Some(healthy), &e, Some(3), &now).unwrap();
+        assert!(turned);
+        assert_eq!(st.phase.as_deref(), Some("ReconcileFailed"));
+        assert!(st
+            .phase_reason
+            .as_deref()
+            .unwrap()
+            .contains("keys does not exist"));
+        assert_eq!(st.epoch, 2, "the rest of the status stays");
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciled")
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.observed_generation),
+            ("False", "InvalidSpec", Some(3))
+        );
+        // Failing again: no new transition (one Event, not one per pass).
+        let (_, again) = failed(Some(st.clone()), &e, Some(3), &now).unwrap();
+        assert!(!again);
+        // Losing a race to a newer pass is no failure.
+        assert!(failed(Some(st), &crate::Error::Superseded("x".into()), None, &now).is_none());
     }
 }

@@ -275,6 +275,50 @@ async fn a_pod_with_a_foreign_history_is_reported_and_healed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_reconcile_shows_in_the_phase_and_a_condition_until_it_passes() {
+    let c = Cluster::new(
+        "sec",
+        "instances: 1\nauth: {secretName: keys, writeKey: api-key}\n",
+    );
+    // The Secret the spec names does not exist: the pass fails, and the status says so.
+    for _ in 0..2 {
+        let err = c.step().await.unwrap_err();
+        assert!(err.to_string().contains("keys does not exist"), "{err}");
+    }
+    let st = c.status();
+    assert_eq!(st.phase.as_deref(), Some("ReconcileFailed"));
+    assert!(st
+        .phase_reason
+        .as_deref()
+        .unwrap()
+        .contains("keys does not exist"));
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciled")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    let failed = |c: &Cluster| {
+        c.events()
+            .iter()
+            .filter(|(r, n)| r == "ReconcileFailed" && n.contains("keys does not exist"))
+            .count()
+    };
+    assert_eq!(failed(&c), 1, "one Event when it starts failing");
+    // Once the Secret is there, the cluster comes up and the condition turns True.
+    c.secret("keys", "api-key", "s3cret-key");
+    c.until("a healthy cluster", 60, |st| {
+        healthy(st, 1) && condition(st, "Reconciled").as_deref() == Some("True")
+    })
+    .await;
+    assert_eq!(failed(&c), 1);
+    c.assert_permitted();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_leader_is_failed_over_and_rejoins_as_a_follower() {
     // With API keys: the operator reads the write key from the cluster's Secret to call the
     // nodes' role API, and the pods get theirs from it.

@@ -91,7 +91,37 @@ pub async fn reconcile(vc: Arc<ValoriCluster>, ctx: Arc<Context>) -> Result<Acti
     let result = reconcile_inner(&vc, &ctx).await;
     ctx.metrics
         .observe_reconcile(started.elapsed(), result.as_ref().err());
+    if let Err(e) = &result {
+        report_failure(&vc, &ctx, e).await;
+    }
     result
+}
+
+/// Makes a failed pass visible: phase `ReconcileFailed` with the error, the `Reconciled`
+/// condition False, and a Warning Event when it starts failing. A pass that lost a race to a
+/// newer one (`Superseded`) is not a failure. Best effort: when the API server itself fails,
+/// this fails too, and the log says so.
+async fn report_failure(vc: &ValoriCluster, ctx: &Context, e: &Error) {
+    let Some((mut st, transition)) =
+        status::failed(vc.status.clone(), e, vc.metadata.generation, &now())
+    else {
+        return;
+    };
+    let events = if transition {
+        vec![Event {
+            type_: EventType::Warning,
+            reason: "ReconcileFailed".into(),
+            note: Some(e.to_string()),
+            action: "Reconcile".into(),
+            secondary: None,
+        }]
+    } else {
+        Vec::new()
+    };
+    st.observed_generation = vc.metadata.generation;
+    if let Err(err) = report(vc, ctx, &st, &events).await {
+        tracing::warn!(error = %err, "could not report a failed reconcile in the status");
+    }
 }
 
 /// What happened in a pass, for Events and the status.

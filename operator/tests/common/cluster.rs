@@ -234,6 +234,11 @@ impl Cluster {
             let pod = self.pod(ord);
             if !existing.contains(&pod) {
                 self.create_pod(&pod, &rev, &sts, &config);
+            } else if !self.procs.lock().unwrap().contains_key(&pod)
+                && !self.down.lock().unwrap().contains(&pod)
+            {
+                // A container that could not start yet (its Secret was missing): retried.
+                self.start_node(&pod, &config);
             }
         }
         // Readiness, as the probe on /readyz reports it.
@@ -421,13 +426,13 @@ impl Cluster {
         {
             let r = &e["valueFrom"]["secretKeyRef"];
             if r.is_object() {
-                let secret = self
-                    .api
-                    .get(&format!(
-                        "/api/v1/namespaces/{NS}/secrets/{}",
-                        r["name"].as_str().unwrap()
-                    ))
-                    .expect("the pod's Secret exists");
+                // Without its Secret a container does not start (the kubelet retries).
+                let Some(secret) = self.api.get(&format!(
+                    "/api/v1/namespaces/{NS}/secrets/{}",
+                    r["name"].as_str().unwrap()
+                )) else {
+                    return;
+                };
                 let b64 = secret["data"][r["key"].as_str().unwrap()].as_str().unwrap();
                 let value = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
                 env.push((e["name"].as_str().unwrap().to_string(), value));
