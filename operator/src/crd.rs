@@ -131,14 +131,22 @@ pub enum PullPolicy {
 
 /// A pod's data volume (a PersistentVolumeClaim per pod).
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
-#[x_kube(cel)]
+#[x_kube(
+    cel,
+    validation = kube::core::Rule::new(
+        "has(self.storageClass) == has(oldSelf.storageClass) && (!has(self.storageClass) || self.storageClass == oldSelf.storageClass)"
+    )
+    .message("storageClass cannot change: the claims keep the class they were made with")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size, as a Kubernetes quantity (`10Gi`). It may grow, never shrink.
+    /// Size, as a Kubernetes quantity (`10Gi`). It may grow, never shrink: the operator grows
+    /// the claims when their StorageClass allows volume expansion (`StorageResized` says how
+    /// far it has come, or why not).
     #[x_kube(validation = kube::core::Rule::new("quantity(self).compareTo(quantity(oldSelf)) >= 0").message("storage size may grow but never shrink"))]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
     pub size: String,
-    /// StorageClass (the cluster's default when absent).
+    /// StorageClass (the cluster's default when absent). Fixed once the cluster exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod plan;
 pub mod rbac;
 pub mod status;
+pub mod storage;
 
 pub use error::Error;
 

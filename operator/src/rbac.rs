@@ -51,8 +51,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         group: "apps",
         resource: "statefulsets",
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "the pods' StatefulSet: watched, and server-side applied (an apply that creates is authorized as create too); get: whether a restored cluster's exists yet",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "the pods' StatefulSet: watched, and server-side applied (an apply that creates is authorized as create too); get: whether a restored cluster's exists yet; delete (orphaning its pods) to create it again with larger claim templates",
     },
     Rule {
         group: "batch",
@@ -87,8 +87,14 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         group: "",
         resource: "persistentvolumeclaims",
-        verbs: &["create", "patch", "delete"],
-        why: "the first pod's claim, restored before the StatefulSet exists; deleted to re-bootstrap a diverged follower from an empty volume",
+        verbs: &["list", "create", "patch", "delete"],
+        why: "the first pod's claim, restored before the StatefulSet exists; grown when spec.storage.size grows; deleted to re-bootstrap a diverged follower from an empty volume",
+    },
+    Rule {
+        group: "storage.k8s.io",
+        resource: "storageclasses",
+        verbs: &["get"],
+        why: "whether the claims' StorageClass allows volume expansion",
     },
     Rule {
         group: "",

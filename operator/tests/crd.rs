@@ -143,6 +143,21 @@ fn validation_refuses_a_storage_size_that_shrinks() {
 }
 
 #[test]
+fn validation_refuses_a_storage_class_that_changes() {
+    let s = |class: Option<&str>| match class {
+        Some(c) => json!({"size": "10Gi", "storageClass": c}),
+        None => json!({"size": "10Gi"}),
+    };
+    let check = |new, old| StorageSpec::validate_cel(&s(new), Some(&s(old))).is_ok();
+    assert!(check(Some("fast"), Some("fast")));
+    assert!(check(None, None));
+    assert!(!check(Some("slow"), Some("fast")));
+    assert!(!check(Some("fast"), None));
+    assert!(!check(None, Some("fast")));
+    assert!(StorageSpec::validate_cel(&s(Some("fast")), None).is_ok());
+}
+
+#[test]
 fn zero_instances_are_refused_by_the_schema() {
     let crd: serde_json::Value = serde_yaml::from_str(&valori_operator::crd_yaml()).unwrap();
     let instances = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]

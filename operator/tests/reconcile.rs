@@ -922,3 +922,92 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_larger_storage_size_grows_the_claims_without_restarting_a_pod() {
+    let c = Cluster::new(
+        "grow",
+        "instances: 2\nstorage: {size: 10Gi}\ncrossCheck: {intervalSeconds: 1, heal: true}\n",
+    );
+    c.storage_class(common::cluster::DEFAULT_STORAGE_CLASS, true);
+    c.until("a healthy cluster", 60, |st| healthy(st, 2)).await;
+    c.write("grow-0", 0, 5);
+    let leader = c.status().current_leader.unwrap();
+    let uids = |c: &Cluster| -> Vec<Value> {
+        ["grow-0", "grow-1"]
+            .iter()
+            .map(|p| c.api.get(&c.pod_path(p)).unwrap()["metadata"]["uid"].clone())
+            .collect()
+    };
+    let before = uids(&c);
+
+    // The StatefulSet's claim templates cannot change: the claims grow, and the StatefulSet is
+    // created again around the same pods.
+    c.edit(json!({"storage": {"size": "20Gi"}}));
+    c.until("the claims grown", 60, |st| {
+        healthy(st, 2) && condition(st, "StorageResized").as_deref() == Some("True")
+    })
+    .await;
+    for pod in ["grow-0", "grow-1"] {
+        let claim = c.api.get(&c.claim_path(pod)).unwrap();
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+        assert_eq!(claim["status"]["capacity"]["storage"], "20Gi");
+    }
+    let sts = c.api.get(&c.sts_path()).unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "20Gi"
+    );
+    assert_eq!(uids(&c), before, "no pod was replaced");
+    assert!(c.deleted_pods().is_empty(), "{:?}", c.deleted_pods());
+    assert_eq!(c.status().current_leader.unwrap(), leader);
+    assert_eq!(c.states()["grow-1"].0, 6, "the data stayed");
+    let calls = c.api.calls();
+    let deletes: Vec<_> = calls
+        .iter()
+        .filter(|x| x.method == "DELETE" && x.path.ends_with("/statefulsets/grow"))
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].body["propagationPolicy"], "Orphan");
+    c.assert_permitted();
+
+    // A class that does not expand: the cluster stays as it is and says why, and passes go on.
+    let f = Cluster::new(
+        "fixed",
+        "instances: 1\nstorage: {size: 10Gi, storageClass: slow}\ncrossCheck: {intervalSeconds: 1, heal: true}\n",
+    );
+    f.storage_class("slow", false);
+    f.until("a healthy cluster", 60, |st| healthy(st, 1)).await;
+    f.edit(json!({"storage": {"size": "20Gi", "storageClass": "slow"}}));
+    f.until("the expansion refused", 30, |st| {
+        condition(st, "StorageResized").as_deref() == Some("False")
+    })
+    .await;
+    for _ in 0..3 {
+        f.step().await.unwrap();
+    }
+    let st = f.status();
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "StorageResized")
+        .unwrap();
+    assert_eq!(cond.reason, "ExpansionNotPossible");
+    assert!(
+        cond.message
+            .contains("slow does not allow volume expansion"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(condition(&st, "Reconciled").as_deref(), Some("True"));
+    let sts = f.api.get(&f.sts_path()).unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "10Gi"
+    );
+    assert_eq!(
+        f.api.get(&f.claim_path("fixed-0")).unwrap()["spec"]["resources"]["requests"]["storage"],
+        "10Gi"
+    );
+    f.assert_permitted();
+}

@@ -13,6 +13,7 @@ mod act;
 mod observe;
 pub mod on_demand;
 mod restore;
+mod storage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,6 +183,20 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     }
     let mut world = observe::observe(vc, ctx, &ns).await?;
 
+    if let Some((ok, reason, message)) = world.storage.take() {
+        if !ok {
+            pass.progressing = Some(message.clone());
+        }
+        plan::set_condition(
+            &mut pass.status.conditions,
+            "StorageResized",
+            ok,
+            reason,
+            &message,
+            vc.metadata.generation,
+            &pass.now,
+        );
+    }
     let leader = act::lead(vc, ctx, &mut world, &mut pass).await?;
     let mut diverged = match &leader {
         Some(l) => act::repoint(vc, ctx, &mut world, &mut pass, l).await?,

@@ -35,7 +35,12 @@ pub(super) struct World {
     pub nodes: Nodes,
     /// The StatefulSet's template revision, once its controller has observed it.
     pub update_revision: Option<String>,
+    /// The `StorageResized` condition, while the volumes' size is or was changing.
+    pub storage: StorageCondition,
 }
+
+/// A condition to set: (status, reason, message).
+pub(super) type StorageCondition = Option<(bool, &'static str, String)>;
 
 /// Server-side apply of `obj` by the operator's field manager.
 pub(super) async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
@@ -55,7 +60,7 @@ where
 /// Applies what does not depend on who leads and observes the cluster.
 pub(super) async fn observe(vc: &ValoriCluster, ctx: &Context, ns: &str) -> Result<World, Error> {
     let client = ctx.client.clone();
-    let update_revision = apply_objects(vc, &client, ns).await?;
+    let (update_revision, storage) = apply_objects(vc, &client, ns).await?;
     let nodes = nodes_client(vc, ctx, &client, ns).await?;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pods = pods_api
@@ -102,17 +107,19 @@ pub(super) async fn observe(vc: &ValoriCluster, ctx: &Context, ns: &str) -> Resu
         views,
         nodes,
         update_revision,
+        storage,
     })
 }
 
 /// Applies the ConfigMap, the Services that do not follow the leader, the disruption budget
-/// and the StatefulSet; returns the StatefulSet's template revision once its controller has
-/// observed the template (until then a rollout waits).
+/// and the StatefulSet (its claims grown first when the spec's size grew); returns the
+/// StatefulSet's template revision once its controller has observed the template (until then
+/// a rollout waits), and the `StorageResized` condition when the size is or was changing.
 async fn apply_objects(
     vc: &ValoriCluster,
     client: &Client,
     ns: &str,
-) -> Result<Option<String>, Error> {
+) -> Result<(Option<String>, StorageCondition), Error> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     apply(
         &Api::<ConfigMap>::namespaced(client.clone(), ns),
@@ -127,16 +134,19 @@ async fn apply_objects(
         &desired::pod_disruption_budget(vc),
     )
     .await?;
-    let sts = apply(
-        &Api::<StatefulSet>::namespaced(client.clone(), ns),
-        &desired::stateful_set(vc),
-    )
-    .await?;
-    Ok(sts
-        .status
-        .as_ref()
-        .filter(|s| s.observed_generation == sts.metadata.generation)
-        .and_then(|s| s.update_revision.clone()))
+    let mut sts = desired::stateful_set(vc);
+    let storage = super::storage::storage(vc, client, ns, &mut sts).await?;
+    if !storage.apply {
+        return Ok((None, storage.condition));
+    }
+    let sts = apply(&Api::<StatefulSet>::namespaced(client.clone(), ns), &sts).await?;
+    Ok((
+        sts.status
+            .as_ref()
+            .filter(|s| s.observed_generation == sts.metadata.generation)
+            .and_then(|s| s.update_revision.clone()),
+        storage.condition,
+    ))
 }
 
 /// The client of the cluster's nodes: its read-write key from `spec.auth`, and for nodes

@@ -42,8 +42,13 @@ impl Call {
         } else {
             (segs[1].to_string(), 4)
         };
-        // Namespaced paths: .../namespaces/{ns}/{resource}[/{name}[/{sub}]]
-        let rest = &segs[base + 1..];
+        // Namespaced paths: .../namespaces/{ns}/{resource}[/{name}[/{sub}]]; cluster-scoped
+        // ones: .../{resource}[/{name}[/{sub}]].
+        let rest = if segs.get(base - 1) == Some(&"namespaces") {
+            &segs[base + 1..]
+        } else {
+            &segs[base - 1..]
+        };
         let mut resource = rest[0].to_string();
         if let Some(sub) = rest.get(2) {
             resource = format!("{resource}/{sub}");
@@ -147,7 +152,13 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 /// is (`/api/v1/namespaces/ns/pods`, `p`, `status`).
 fn parse(path: &str) -> (String, Option<String>, Option<String>) {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let base = if segs[0] == "api" { 5 } else { 6 };
+    let namespaced = |i: usize| segs.get(i) == Some(&"namespaces");
+    let base = match (segs[0] == "api", namespaced(2), namespaced(3)) {
+        (true, true, _) => 5,
+        (true, false, _) => 3,
+        (false, _, true) => 6,
+        (false, _, false) => 4,
+    };
     let collection = format!("/{}", segs[..base.min(segs.len())].join("/"));
     (
         collection,
@@ -268,6 +279,38 @@ impl ApiServer {
                     // what it applied before (fields it leaves out are removed); the status
                     // and the server's metadata stay.
                     (Some(old), true, None) => {
+                        // As the apiserver: a StatefulSet's spec may change only in some fields.
+                        if collection.ends_with("/statefulsets") {
+                            let fixed = |o: &Value| {
+                                let mut spec = o["spec"].clone();
+                                if let Some(m) = spec.as_object_mut() {
+                                    for f in [
+                                        "replicas",
+                                        "ordinals",
+                                        "template",
+                                        "updateStrategy",
+                                        "persistentVolumeClaimRetentionPolicy",
+                                        "minReadySeconds",
+                                    ] {
+                                        m.remove(f);
+                                    }
+                                }
+                                spec
+                            };
+                            if fixed(&old) != fixed(&call.body) {
+                                return status(
+                                    422,
+                                    "Invalid",
+                                    format!(
+                                        "{k} is invalid: spec: Forbidden: updates to statefulset \
+                                         spec for fields other than 'replicas', 'ordinals', \
+                                         'template', 'updateStrategy', \
+                                         'persistentVolumeClaimRetentionPolicy' and \
+                                         'minReadySeconds' are forbidden"
+                                    ),
+                                );
+                            }
+                        }
                         let mut o = call.body.clone();
                         for f in ["status"] {
                             if let Some(v) = old.get(f) {

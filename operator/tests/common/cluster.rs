@@ -24,6 +24,9 @@ use super::node::{http, Proc};
 /// The namespace of every scenario.
 pub const NS: &str = "agents";
 
+/// The StorageClass a claim that names none gets (the cluster's default).
+pub const DEFAULT_STORAGE_CLASS: &str = "standard";
+
 /// The cluster.
 pub struct Cluster {
     /// The mocked API server.
@@ -188,6 +191,7 @@ impl Cluster {
     /// the current template, remove pods above the replica count, run each pod's node, and
     /// report readiness.
     pub fn sync(&self) {
+        self.resize_claims();
         self.run_jobs();
         let Some(sts) = self.api.get(&self.sts_path()) else {
             return;
@@ -251,6 +255,45 @@ impl Cluster {
                     .is_ok_and(|r| r.status().is_success());
             self.set_ready(pod, ready);
         }
+    }
+
+    /// What a storage driver does: a claim whose request exceeds its capacity is expanded,
+    /// when its StorageClass allows it (a new claim is provisioned at its request).
+    fn resize_claims(&self) {
+        for claim in self
+            .api
+            .list(&format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"))
+        {
+            let want = claim["spec"]["resources"]["requests"]["storage"].clone();
+            let has = &claim["status"]["capacity"]["storage"];
+            if want.is_null() || *has == want {
+                continue;
+            }
+            let class = claim["spec"]["storageClassName"]
+                .as_str()
+                .unwrap_or(DEFAULT_STORAGE_CLASS);
+            let expands = self
+                .api
+                .get(&format!("/apis/storage.k8s.io/v1/storageclasses/{class}"))
+                .is_some_and(|c| c["allowVolumeExpansion"] == json!(true));
+            if has.is_null() || expands {
+                let name = claim["metadata"]["name"].as_str().unwrap();
+                self.api.patch(
+                    &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/{name}"),
+                    json!({"status": {"phase": "Bound", "capacity": {"storage": want}}}),
+                );
+            }
+        }
+    }
+
+    /// Adds a StorageClass (cluster-scoped), as an administrator would.
+    pub fn storage_class(&self, name: &str, allow_expansion: bool) {
+        self.api.put(
+            &format!("/apis/storage.k8s.io/v1/storageclasses/{name}"),
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                   "metadata": {"name": name}, "provisioner": "csi.example.com",
+                   "allowVolumeExpansion": allow_expansion}),
+        );
     }
 
     /// The restore Job's path.
@@ -363,10 +406,20 @@ impl Cluster {
         let dir = self.claim_dir(pod);
         if self.api.get(&self.claim_path(pod)).is_none() {
             let _ = std::fs::remove_dir_all(&dir);
+            // From the claim template; the default StorageClass when it names none.
+            let template = &sts["spec"]["volumeClaimTemplates"][0];
+            let mut spec = template["spec"].clone();
+            if spec["storageClassName"].is_null() {
+                spec["storageClassName"] = json!(DEFAULT_STORAGE_CLASS);
+            }
+            let size = spec["resources"]["requests"]["storage"].clone();
             self.api.put(
                 &self.claim_path(pod),
                 json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                       "metadata": {"name": format!("data-{pod}"), "namespace": NS}}),
+                       "metadata": {"name": format!("data-{pod}"), "namespace": NS,
+                                    "labels": template["metadata"]["labels"].clone()},
+                       "spec": spec,
+                       "status": {"phase": "Bound", "capacity": {"storage": size}}}),
             );
         }
         let mut labels = sts["spec"]["template"]["metadata"]["labels"].clone();
