@@ -118,9 +118,18 @@ pub struct Config {
     /// (default: its host name and HTTP port, unique per host and port).
     #[arg(long, env = "VALORI_FOLLOWER_NAME")]
     pub follower_name: Option<String>,
-    /// API key a follower presents to its leader.
+    /// API key a follower presents to its leader (default: `--cluster-api-key`).
     #[arg(long, env = "VALORI_LEADER_API_KEY", hide_env_values = true)]
     pub leader_api_key: Option<String>,
+    /// A read-write key of the cluster itself, accepted beside `--api-key`: followers present
+    /// it to their leader and an operator to every node, so that the users' keys can be
+    /// rotated without cutting replication or the operator off.
+    #[arg(long, env = "VALORI_CLUSTER_API_KEY", hide_env_values = true)]
+    pub cluster_api_key: Option<String>,
+    /// PEM bundle of CA certificates a follower trusts for its leader's TLS certificate,
+    /// besides the system's roots (a private CA, as cert-manager's `ca.crt`).
+    #[arg(long, env = "VALORI_LEADER_CA_FILE")]
+    pub leader_ca_file: Option<PathBuf>,
     /// Read-write API key. When any key is set, every /v1 route needs one.
     #[arg(long, env = "VALORI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -32,6 +32,16 @@ fn main() {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // Files the node needs later, checked before it serves.
+    if let Some(path) = &config.leader_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("--leader-ca-file {}: cannot read it", path.display()))?;
+        anyhow::ensure!(
+            pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"),
+            "--leader-ca-file {}: holds no PEM certificate",
+            path.display()
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -26,7 +26,8 @@ pub async fn serve(
     let (write_key, read_key) = config.keys()?;
     let service = Service::new(
         engine.clone(),
-        Keys::new(write_key.as_deref(), read_key.as_deref()),
+        Keys::new(write_key.as_deref(), read_key.as_deref())
+            .with_cluster_key(config.cluster_api_key.as_deref().filter(|k| !k.is_empty())),
         Settings {
             max_batch: config.max_batch,
             max_response_bytes: config.max_response_bytes,
@@ -150,8 +151,19 @@ fn follower_settings(
             replication::default_follower_name(host.as_deref(), listen)
         }
     };
+    let ca_pem = match &config.leader_ca_file {
+        Some(path) => Some(anyhow::Context::with_context(std::fs::read(path), || {
+            format!("--leader-ca-file {}: reading the CA bundle", path.display())
+        })?),
+        None => None,
+    };
     Ok(replication::FollowerSettings {
-        key: config.leader_api_key.clone(),
+        key: config
+            .leader_api_key
+            .clone()
+            .or_else(|| config.cluster_api_key.clone())
+            .filter(|k| !k.is_empty()),
+        ca_pem,
         heal: config.replication_heal,
         name,
     })

@@ -188,6 +188,84 @@ fn a_follower_replicates_from_an_https_leader() {
     });
 }
 
+/// A follower trusts its leader's private CA from `--leader-ca-file` (not the system's roots),
+/// and presents the cluster's key, which the leader accepts beside the users' key.
+#[test]
+fn a_follower_trusts_the_leader_ca_file_and_presents_the_cluster_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path());
+    let leader = common::Node::start(
+        &dir.path().join("leader"),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--api-key",
+            "users-key",
+            "--cluster-api-key",
+            "cluster-key",
+        ],
+    );
+    let url = leader.url.clone();
+    let no_roots = [
+        ("SSL_CERT_FILE", "/nonexistent"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let follower = common::Node::try_start_env(
+        &dir.path().join("f"),
+        &[
+            "--replication-mode",
+            "follower",
+            "--leader-url",
+            &url,
+            "--leader-ca-file",
+            &ca,
+            "--cluster-api-key",
+            "cluster-key",
+        ],
+        &no_roots,
+    )
+    .unwrap();
+    // Both keys write; any other is refused.
+    for (k, want) in [("users-key", true), ("cluster-key", true), ("other", false)] {
+        let (ok, body) = curl(&[
+            "--cacert",
+            &ca,
+            "-H",
+            &format!("authorization: Bearer {k}"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"vector": [1, 2, 3]}"#,
+            &format!("{url}/v1/records"),
+        ]);
+        assert!(ok, "{body}");
+        assert_eq!(body.contains("\"seq\""), want, "{k}: {body}");
+    }
+    let fc = follower.client().with_key("cluster-key");
+    common::wait_until(30, "the follower to replicate over TLS", || {
+        fc.state().0 == 2
+    });
+
+    // A CA file that cannot be read stops the node before it serves, naming the flag.
+    let err = common::Node::try_start_env(
+        &dir.path().join("g"),
+        &[
+            "--replication-mode",
+            "follower",
+            "--leader-url",
+            &url,
+            "--leader-ca-file",
+            "/nonexistent/ca.crt",
+        ],
+        &no_roots,
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("--leader-ca-file"), "{err}");
+}
+
 /// A machine without CA roots (a bare container image) still follows a plain-HTTP leader.
 #[test]
 fn a_follower_without_ca_roots_follows_a_plain_leader() {

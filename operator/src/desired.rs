@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretEnvSource,
     SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
     Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
@@ -28,6 +28,14 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{ServiceType, ValoriCluster};
+
+/// The key of the cluster-key Secret that holds it.
+pub const CLUSTER_KEY: &str = "api-key";
+/// The pod template's annotation: a hash of the Secrets the pods read, so that a rotated key,
+/// certificate or credential rolls the pods.
+pub const SECRETS_HASH_ANNOTATION: &str = "valori.dev/secrets-hash";
+/// Where the pods mount the TLS Secret.
+pub const TLS_DIR: &str = "/tls";
 
 /// The label naming the application.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -91,6 +99,10 @@ impl Names {
     /// Pod `ordinal`.
     pub fn pod(&self, ordinal: u32) -> String {
         format!("{}-{ordinal}", self.cluster)
+    }
+    /// The Secret holding the cluster's own key (created by the operator).
+    pub fn cluster_key(&self) -> String {
+        format!("{}-cluster-key", self.cluster)
     }
     /// The Job that restores the first pod's claim from a backup.
     pub fn restore_job(&self) -> String {
@@ -306,11 +318,12 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
             &auth.secret_name,
             &auth.write_key,
         ));
-        // A follower reads its leader's log and snapshots with the cluster's write key.
+        // The cluster's own key (a Secret the operator creates): followers present it to
+        // their leader, the operator to every node; the users' keys rotate freely beside it.
         env.push(secret_env(
-            "VALORI_LEADER_API_KEY",
-            &auth.secret_name,
-            &auth.write_key,
+            "VALORI_CLUSTER_API_KEY",
+            &names.cluster_key(),
+            CLUSTER_KEY,
         ));
         if let Some(read) = &auth.read_key {
             env.push(secret_env("VALORI_READ_API_KEY", &auth.secret_name, read));
@@ -325,17 +338,17 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
     if let Some(t) = &spec.tls {
         env.push(EnvVar {
             name: "VALORI_TLS_CERT".into(),
-            value: Some("/tls/tls.crt".into()),
+            value: Some(format!("{TLS_DIR}/tls.crt")),
             ..EnvVar::default()
         });
         env.push(EnvVar {
             name: "VALORI_TLS_KEY".into(),
-            value: Some("/tls/tls.key".into()),
+            value: Some(format!("{TLS_DIR}/tls.key")),
             ..EnvVar::default()
         });
         mounts.push(VolumeMount {
             name: "tls".into(),
-            mount_path: "/tls".into(),
+            mount_path: TLS_DIR.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -509,6 +522,80 @@ fn pod_security_context() -> PodSecurityContext {
         }),
         ..PodSecurityContext::default()
     }
+}
+
+/// The Secret holding the cluster's own key `key` (the operator creates it once, with a random
+/// key, and it goes with the cluster).
+pub fn cluster_key_secret(vc: &ValoriCluster, key: &str) -> Secret {
+    Secret {
+        metadata: meta(vc, Names::of(vc).cluster_key()),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([(CLUSTER_KEY.into(), key.into())])),
+        ..Secret::default()
+    }
+}
+
+/// What the pods' Secrets hold, as far as the pod template depends on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretsSeen {
+    /// A digest of every Secret the pods read (keys, certificate, backup credentials).
+    pub hash: String,
+    /// Whether the TLS Secret holds `ca.crt` (followers then trust it for their leader).
+    pub tls_ca: bool,
+}
+
+/// The StatefulSet's pod template as the Secrets make it: their digest as an annotation (a
+/// rotation rolls the pods), and the TLS Secret's CA trusted by followers when it has one.
+pub fn with_secrets(sts: &mut StatefulSet, seen: &SecretsSeen) {
+    let Some(template) = sts.spec.as_mut().map(|s| &mut s.template) else {
+        return;
+    };
+    template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(SECRETS_HASH_ANNOTATION.into(), seen.hash.clone());
+    if seen.tls_ca {
+        if let Some(c) = template
+            .spec
+            .as_mut()
+            .and_then(|p| p.containers.first_mut())
+        {
+            c.env.get_or_insert_with(Vec::new).push(EnvVar {
+                name: "VALORI_LEADER_CA_FILE".into(),
+                value: Some(format!("{TLS_DIR}/ca.crt")),
+                ..EnvVar::default()
+            });
+        }
+    }
+}
+
+/// A short digest of Secrets' contents: each Secret's name and its keys and values, in order.
+pub fn secrets_hash<'a>(
+    secrets: impl IntoIterator<Item = (&'a str, Option<&'a Secret>)>,
+) -> String {
+    let mut h = Sha256::new();
+    for (name, secret) in secrets {
+        h.update(name.as_bytes());
+        h.update([0]);
+        match secret.and_then(|s| s.data.as_ref()) {
+            None => h.update(b"absent\0"),
+            Some(data) => {
+                for (k, v) in data {
+                    h.update(k.as_bytes());
+                    h.update([0]);
+                    h.update((v.0.len() as u64).to_le_bytes());
+                    h.update(&v.0);
+                }
+            }
+        }
+        h.update([0xff]);
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The first pod's claim (`data-<cluster>-0`), created before the StatefulSet when the
@@ -869,16 +956,20 @@ resources: {requests: {cpu: "1", memory: 2Gi}}
         let sts = stateful_set(&v);
         let c = container(&sts);
         for (var, key) in [
-            ("VALORI_API_KEY", "rw"),
-            ("VALORI_LEADER_API_KEY", "rw"),
-            ("VALORI_READ_API_KEY", "ro"),
+            ("VALORI_API_KEY", ("keys", "rw")),
+            ("VALORI_READ_API_KEY", ("keys", "ro")),
+            (
+                "VALORI_CLUSTER_API_KEY",
+                ("memory-cluster-key", CLUSTER_KEY),
+            ),
         ] {
             let r = env(c, var)
                 .and_then(|e| e.value_from.as_ref())
                 .and_then(|f| f.secret_key_ref.as_ref())
                 .unwrap_or_else(|| panic!("{var} from the Secret"));
-            assert_eq!((r.name.as_str(), r.key.as_str()), ("keys", key));
+            assert_eq!((r.name.as_str(), r.key.as_str()), key);
         }
+        assert!(env(c, "VALORI_LEADER_API_KEY").is_none());
         // No key is ever written into the pod template or the ConfigMap in the clear.
         let cm = config_map(&v);
         assert!(!serde_json::to_string(&cm).unwrap().contains("keys"));

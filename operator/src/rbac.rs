@@ -99,8 +99,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         group: "",
         resource: "secrets",
-        verbs: &["get"],
-        why: "the API key a cluster's auth Secret holds, to call its nodes' role API",
+        verbs: &["get", "create"],
+        why: "the Secrets a cluster's pods read (hashed into the pod template, so that a rotation rolls the pods); create: the cluster's own key, which the operator presents to the nodes and followers to their leader",
     },
     Rule {
         group: "events.k8s.io",

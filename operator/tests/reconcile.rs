@@ -1011,3 +1011,64 @@ async fn a_larger_storage_size_grows_the_claims_without_restarting_a_pod() {
     );
     f.assert_permitted();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_rolls_the_pods_and_the_operator_keeps_its_view() {
+    let c = Cluster::new(
+        "rot",
+        &format!("{THREE}auth: {{secretName: keys, writeKey: api-key}}\n"),
+    );
+    c.secret("keys", "api-key", "first-key");
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    c.write("rot-0", 0, 5);
+    // The cluster's own key: created once, owned by the cluster, never the users' key.
+    let own = c
+        .api
+        .get(&format!("/api/v1/namespaces/{NS}/secrets/rot-cluster-key"))
+        .expect("the cluster's key");
+    assert_eq!(
+        own["metadata"]["ownerReferences"][0]["kind"],
+        "ValoriCluster"
+    );
+    let annotation = |c: &Cluster| {
+        c.api.get(&c.sts_path()).unwrap()["spec"]["template"]["metadata"]["annotations"]
+            ["valori.dev/secrets-hash"]
+            .clone()
+    };
+    let before = annotation(&c);
+    assert!(before.is_string());
+
+    // Rotated: every pod rolls onto the new key, the leader last by a switchover, while the
+    // operator goes on reaching every node with the cluster's key.
+    c.secret("keys", "api-key", "second-key");
+    c.step().await.unwrap();
+    assert_ne!(annotation(&c), before);
+    c.until("every pod on the new key", 120, |st| {
+        healthy(st, 3) && st.updated_instances == 3
+    })
+    .await;
+    assert_eq!(c.deleted_pods().len(), 3, "{:?}", c.deleted_pods());
+    assert!(
+        !c.events().iter().any(|(r, _)| r == "ReconcileFailed"),
+        "{:?}",
+        c.events()
+    );
+    let leader = c.status().current_leader.unwrap();
+    c.write(&leader, 5, 3);
+    c.until("the writes everywhere", 60, |st| {
+        healthy(st, 3) && st.instances_status.iter().all(|r| r.seq == 9)
+    })
+    .await;
+    for pod in ["rot-0", "rot-1", "rot-2"] {
+        let old = tokio::task::block_in_place(|| {
+            common::node::http()
+                .get(format!("{}/v1/state", c.url(pod)))
+                .bearer_auth("first-key")
+                .send()
+                .unwrap()
+                .status()
+        });
+        assert_eq!(old.as_u16(), 401, "{pod} still takes the old key");
+    }
+    c.assert_permitted();
+}

@@ -88,7 +88,7 @@ impl Follower {
             connect_timeout: LEADER_CONNECT_TIMEOUT,
             timeout: None,
             read_timeout: Some(LEADER_READ_TIMEOUT),
-            ca_pem: None,
+            ca_pem: settings.ca_pem.clone(),
             arbiter: None,
         };
         let leader = Client::new(leader, settings.key.clone(), &options)

@@ -18,6 +18,8 @@ pub use leader::{valid_follower_name, Followers};
 pub struct FollowerSettings {
     /// The key it presents to its leader.
     pub key: Option<String>,
+    /// CA certificates (PEM) it trusts for its leader besides the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
     /// Re-bootstrap on divergence even when the role came from flags.
     pub heal: bool,
     /// How it names itself to its leader.

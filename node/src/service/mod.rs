@@ -54,6 +54,7 @@ pub enum Access {
 pub struct Keys {
     write: Option<blake3::Hash>,
     read: Option<blake3::Hash>,
+    cluster: Option<blake3::Hash>,
 }
 
 impl Keys {
@@ -63,18 +64,28 @@ impl Keys {
         Keys {
             write: write.map(digest),
             read: read.map(digest),
+            cluster: None,
         }
+    }
+
+    /// Also accepts `key` as a read-write key: the cluster's own key, which its followers and
+    /// operator present, so that the users' key can be rotated without cutting them off.
+    pub fn with_cluster_key(mut self, key: Option<&str>) -> Self {
+        self.cluster = key.map(|k| blake3::hash(k.as_bytes()));
+        self
     }
 
     /// What a request presenting `key` may do: without configured keys anything; otherwise
     /// the presented key must be one of them.
     pub fn check(&self, key: Option<&str>) -> Result<Access, NodeError> {
-        if self.write.is_none() && self.read.is_none() {
+        if self.write.is_none() && self.read.is_none() && self.cluster.is_none() {
             return Ok(Access::Write);
         }
         let presented = blake3::hash(key.ok_or(NodeError::Unauthorized)?.as_bytes());
-        // Both comparisons run whatever the first one found.
-        let write = self.write.is_some_and(|k| k == presented);
+        // Every comparison runs whatever the others found.
+        let user = self.write.is_some_and(|k| k == presented);
+        let cluster = self.cluster.is_some_and(|k| k == presented);
+        let write = user | cluster;
         let read = self.read.is_some_and(|k| k == presented);
         match (write, read) {
             (true, _) => Ok(Access::Write),
@@ -333,5 +344,18 @@ mod tests {
         let read_only = Keys::new(None, Some("r"));
         assert_eq!(read_only.check(Some("r")).unwrap(), Access::Read);
         assert!(read_only.check(None).is_err());
+    }
+
+    #[test]
+    fn the_cluster_key_writes_beside_the_users_keys() {
+        let keys = Keys::new(Some("w"), Some("r")).with_cluster_key(Some("c"));
+        assert_eq!(keys.check(Some("c")).unwrap(), Access::Write);
+        assert_eq!(keys.check(Some("w")).unwrap(), Access::Write);
+        assert_eq!(keys.check(Some("r")).unwrap(), Access::Read);
+        assert!(keys.check(Some("x")).is_err() && keys.check(None).is_err());
+        // Alone, it still closes the node to requests without it.
+        let only = Keys::new(None, None).with_cluster_key(Some("c"));
+        assert_eq!(only.check(Some("c")).unwrap(), Access::Write);
+        assert!(only.check(None).is_err());
     }
 }

@@ -60,8 +60,9 @@ where
 /// Applies what does not depend on who leads and observes the cluster.
 pub(super) async fn observe(vc: &ValoriCluster, ctx: &Context, ns: &str) -> Result<World, Error> {
     let client = ctx.client.clone();
-    let (update_revision, storage) = apply_objects(vc, &client, ns).await?;
-    let nodes = nodes_client(vc, ctx, &client, ns).await?;
+    let material = material(vc, &client, ns).await?;
+    let (update_revision, storage) = apply_objects(vc, &client, ns, &material.seen).await?;
+    let nodes = nodes_client(ctx, &material)?;
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pods = pods_api
         .list(&ListParams::default().labels(&desired::selector_string(vc)))
@@ -119,6 +120,7 @@ async fn apply_objects(
     vc: &ValoriCluster,
     client: &Client,
     ns: &str,
+    secrets: &desired::SecretsSeen,
 ) -> Result<(Option<String>, StorageCondition), Error> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     apply(
@@ -135,6 +137,7 @@ async fn apply_objects(
     )
     .await?;
     let mut sts = desired::stateful_set(vc);
+    desired::with_secrets(&mut sts, secrets);
     let storage = super::storage::storage(vc, client, ns, &mut sts).await?;
     if !storage.apply {
         return Ok((None, storage.condition));
@@ -149,58 +152,127 @@ async fn apply_objects(
     ))
 }
 
-/// The client of the cluster's nodes: its read-write key from `spec.auth`, and for nodes
-/// serving TLS with a private CA the TLS Secret's `ca.crt` (as cert-manager writes it) trusted
-/// besides the system's roots.
-pub(super) async fn nodes_client(
-    vc: &ValoriCluster,
-    ctx: &Context,
-    client: &Client,
-    ns: &str,
-) -> Result<Nodes, Error> {
-    let key = match &vc.spec.auth {
-        Some(a) => Some(
-            read_secret_key(client, ns, &a.secret_name, &a.write_key, false)
-                .await?
-                .expect("a required key is present")
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let ca = match &vc.spec.tls {
-        Some(t) => read_secret_key(client, ns, &t.secret_name, "ca.crt", true).await?,
-        None => None,
-    };
-    Nodes::with_ca(key, ctx.node_timeout, ca.as_deref().map(str::as_bytes))
-        .map_err(|e| Error::Invalid(format!("the TLS Secret's ca.crt: {e}")))
+/// The Secrets a cluster's pods read, as one pass found them.
+pub(super) struct Material {
+    /// The cluster's own key, with `spec.auth` (what the operator presents to the nodes).
+    pub cluster_key: Option<String>,
+    /// The TLS Secret's `ca.crt`, if any.
+    pub ca: Option<String>,
+    /// What the pod template depends on.
+    pub seen: desired::SecretsSeen,
 }
 
-/// Key `key` of Secret `secret`; absent is `None` when `optional`, an error otherwise. A
-/// Secret that cannot be read for a moment is a transient error, not an invalid spec.
-async fn read_secret_key(
+/// Reads the Secrets the pods read: with `spec.auth` the users' keys (which must exist) and
+/// the cluster's own key, created once with a random key when missing; with TLS the
+/// certificate's Secret; with backups the credentials Secret.
+pub(super) async fn material(
+    vc: &ValoriCluster,
     client: &Client,
     ns: &str,
-    secret: &str,
-    key: &str,
-    optional: bool,
-) -> Result<Option<String>, Error> {
-    let s = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(secret)
-        .await
-        .map_err(|e| Error::reading_secret(secret, e))?;
-    let Some(bytes) = s.data.as_ref().and_then(|d| d.get(key)) else {
-        return if optional {
-            Ok(None)
-        } else {
-            Err(Error::Invalid(format!(
-                "the Secret {secret} has no key {key:?}"
-            )))
+) -> Result<Material, Error> {
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let names = Names::of(vc);
+    let mut read: Vec<(String, Option<Secret>)> = Vec::new();
+    let mut cluster_key = None;
+    if let Some(a) = &vc.spec.auth {
+        let users = api
+            .get(&a.secret_name)
+            .await
+            .map_err(|e| Error::reading_secret(&a.secret_name, e))?;
+        for k in std::iter::once(&a.write_key).chain(a.read_key.as_ref()) {
+            if !users.data.as_ref().is_some_and(|d| d.contains_key(k)) {
+                return Err(Error::Invalid(format!(
+                    "the Secret {} has no key {k:?}",
+                    a.secret_name
+                )));
+            }
+        }
+        read.push((a.secret_name.clone(), Some(users)));
+        let name = names.cluster_key();
+        let secret = match api.get_opt(&name).await? {
+            Some(s) => s,
+            None => {
+                let key = random_key()?;
+                let created = api
+                    .create(
+                        &kube::api::PostParams::default(),
+                        &desired::cluster_key_secret(vc, &key),
+                    )
+                    .await;
+                match created {
+                    Ok(s) => s,
+                    // Created meanwhile (another pass): read what is there.
+                    Err(kube::Error::Api(e)) if e.code == 409 => api.get(&name).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
-    };
-    String::from_utf8(bytes.0.clone())
-        .map(Some)
-        .map_err(|_| Error::Invalid(format!("{secret}/{key} is not UTF-8")))
+        cluster_key = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(desired::CLUSTER_KEY))
+            .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+            .or_else(|| {
+                // As the API server answers a create: `stringData` not yet folded into `data`.
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(desired::CLUSTER_KEY).cloned())
+            });
+        if cluster_key.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::Invalid(format!(
+                "the Secret {name} has no key {:?}",
+                desired::CLUSTER_KEY
+            )));
+        }
+        read.push((name, Some(secret)));
+    }
+    let mut ca = None;
+    if let Some(t) = &vc.spec.tls {
+        let tls = api.get_opt(&t.secret_name).await?;
+        ca = tls
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get("ca.crt"))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        read.push((t.secret_name.clone(), tls));
+    }
+    if let Some(b) = vc
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.credentials_secret.as_ref())
+    {
+        read.push((b.clone(), api.get_opt(b).await?));
+    }
+    let hash = desired::secrets_hash(read.iter().map(|(n, s)| (n.as_str(), s.as_ref())));
+    Ok(Material {
+        cluster_key,
+        seen: desired::SecretsSeen {
+            hash,
+            tls_ca: ca.is_some(),
+        },
+        ca,
+    })
+}
+
+/// 32 random bytes from the operating system, as hex.
+fn random_key() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| Error::Invalid(format!("no randomness for the cluster's key: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The client of the cluster's nodes: the cluster's own key, and for nodes serving TLS with a
+/// private CA the TLS Secret's `ca.crt` (as cert-manager writes it) trusted besides the
+/// system's roots.
+pub(super) fn nodes_client(ctx: &Context, material: &Material) -> Result<Nodes, Error> {
+    Nodes::with_ca(
+        material.cluster_key.clone(),
+        ctx.node_timeout,
+        material.ca.as_deref().map(str::as_bytes),
+    )
+    .map_err(|e| Error::Invalid(format!("the TLS Secret's ca.crt: {e}")))
 }
 
 /// Whether a pod's `Ready` condition is true.

@@ -89,7 +89,8 @@ pub async fn reconcile(vb: Arc<ValoriBackup>, ctx: Arc<Context>) -> Result<Actio
         ..ValoriBackupStatus::default()
     };
     write(&vb, &ctx, &running, None).await?;
-    let nodes = observe::nodes_client(&vc, &ctx, &ctx.client, &ns).await?;
+    let material = observe::material(&vc, &ctx.client, &ns).await?;
+    let nodes = observe::nodes_client(&ctx, &material)?;
     let node = NodeRef {
         name: leader.clone(),
         url: (ctx.urls)(&vc, &leader),

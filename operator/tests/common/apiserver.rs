@@ -409,9 +409,21 @@ impl ApiServer {
     }
 }
 
+/// As the API server stores a Secret: `stringData` folded into `data`, base64-encoded.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine as _;
+    if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        for (k, v) in sd {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or(""));
+            obj["data"][k] = json!(b64);
+        }
+    }
+}
+
 /// Sets what the server owns in an object's metadata: uid, creation time, resourceVersion,
 /// and generation (bumped when the spec changed).
 fn stamp(obj: &mut Value, version: &str, old: Option<(&Value, bool)>) {
+    fold_string_data(obj);
     let m = &mut obj["metadata"];
     match old {
         None => {
