@@ -1249,4 +1249,52 @@ bootstrap:
             Some(true)
         );
     }
+
+    #[test]
+    fn the_secrets_digest_and_ca_shape_the_template() {
+        use k8s_openapi::ByteString;
+        let secret = |v: &str| Secret {
+            data: Some(BTreeMap::from([("api-key".into(), ByteString(v.into()))])),
+            ..Secret::default()
+        };
+        let (a, b) = (secret("one"), secret("two"));
+        let h = |s: Option<&Secret>| secrets_hash([("keys", s)]);
+        assert_eq!(h(Some(&a)), h(Some(&a.clone())));
+        assert_ne!(h(Some(&a)), h(Some(&b)));
+        assert_ne!(h(Some(&a)), h(None));
+        assert_ne!(
+            secrets_hash([("keys", Some(&a))]),
+            secrets_hash([("other", Some(&a))])
+        );
+        let mut sts = stateful_set(&vc("instances: 2"));
+        with_secrets(
+            &mut sts,
+            &SecretsSeen {
+                hash: "abc".into(),
+                tls_ca: false,
+            },
+        );
+        let tpl = &sts.spec.as_ref().unwrap().template;
+        let ann = tpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
+        assert_eq!(ann[SECRETS_HASH_ANNOTATION], "abc");
+        assert!(
+            ann.contains_key(CONFIG_HASH_ANNOTATION),
+            "the config hash stays"
+        );
+        assert!(env(container(&sts), "VALORI_LEADER_CA_FILE").is_none());
+        with_secrets(
+            &mut sts,
+            &SecretsSeen {
+                hash: "abc".into(),
+                tls_ca: true,
+            },
+        );
+        assert_eq!(
+            env(container(&sts), "VALORI_LEADER_CA_FILE")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("/tls/ca.crt")
+        );
+    }
 }
