@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -61,7 +62,11 @@ use serde::{Deserialize, Serialize};
     validation = kube::core::Rule::new(
         "!has(self.replication) || !has(self.replication.minReplicasToWrite) || self.replication.minReplicasToWrite < self.instances"
     )
-    .message("minReplicasToWrite must be below instances: the leader would refuse every write")
+    .message("minReplicasToWrite must be below instances: the leader would refuse every write"),
+    validation = kube::core::Rule::new(
+        "has(self.auth) || !has(self.serviceType) || self.serviceType == 'ClusterIP'"
+    )
+    .message("a NodePort or LoadBalancer Service needs auth: without API keys anyone who reaches it may write, change roles and restore")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ValoriClusterSpec {
@@ -77,7 +82,8 @@ pub struct ValoriClusterSpec {
     /// Each pod's data volume.
     #[serde(default)]
     pub storage: StorageSpec,
-    /// CPU and memory of each pod.
+    /// CPU and memory of each pod. Without them the pods request 500m CPU and 1Gi of memory,
+    /// limited to 2Gi: size the memory at about twice the state's bytes (README, "Sizing").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// API keys, from a Secret.
@@ -107,6 +113,29 @@ pub struct ValoriClusterSpec {
     /// Backups to object storage: the leader uploads snapshots and ships its log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+    /// Labels and annotations every object of the cluster carries, its pods included (for
+    /// cost allocation, policy engines, service meshes).
+    #[serde(default, skip_serializing_if = "InheritedMetadata::is_empty")]
+    pub inherited_metadata: InheritedMetadata,
+    /// Annotations of the read-write, read-only and any-instance Services (an internal load
+    /// balancer, for example).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_annotations: BTreeMap<String, String>,
+    /// Secrets for pulling the image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The pods' PriorityClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+    /// Extra environment variables of the node container (proxies, `TZ`, ...). The node's own
+    /// `VALORI_*` settings come from the spec's fields and cannot be given here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = kube::core::Rule::new("self.all(e, !e.name.startsWith('VALORI_'))").message("VALORI_* settings come from the spec's fields, not env"))]
+    pub env: Vec<EnvVar>,
+    /// The nodes' log level.
+    #[serde(default)]
+    pub log_level: LogLevel,
     /// How a new cluster starts: empty, or restored from a backup. Read once, when the
     /// cluster is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +145,56 @@ pub struct ValoriClusterSpec {
 
 fn default_image() -> String {
     "valori-node:0.1.0".into()
+}
+
+/// Labels and annotations the cluster's objects inherit.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InheritedMetadata {
+    /// Labels (the operator's own labels win on a clash).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl InheritedMetadata {
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
+}
+
+/// How much the nodes log.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    #[default]
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// As `VALORI_LOG` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 /// When the kubelet pulls the image.

@@ -16,9 +16,10 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret, SecretEnvSource,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -138,13 +139,73 @@ pub fn ordinal(cluster: &str, pod: &str) -> Option<u32> {
 }
 
 fn meta(vc: &ValoriCluster, name: String) -> ObjectMeta {
+    let annotations = &vc.spec.inherited_metadata.annotations;
     ObjectMeta {
         name: Some(name),
         namespace: vc.namespace(),
-        labels: Some(labels(vc)),
+        labels: Some(object_labels(vc)),
+        annotations: (!annotations.is_empty()).then(|| annotations.clone()),
         owner_references: owner(vc).map(|o| vec![o]),
         ..ObjectMeta::default()
     }
+}
+
+/// The labels of an object (and of the pods): the inherited ones, then the cluster's own,
+/// which win on a clash (they are the selector).
+fn object_labels(vc: &ValoriCluster) -> BTreeMap<String, String> {
+    let mut l = vc.spec.inherited_metadata.labels.clone();
+    l.extend(labels(vc));
+    l
+}
+
+/// The resources of a pod whose spec names none: a modest preset (README, "Sizing").
+pub fn default_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.into());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), q("500m")),
+            ("memory".into(), q("1Gi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".into(), q("2Gi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The pods' affinity: the spec's, with the cluster's preference for one pod per node added
+/// to its pod anti-affinity (never replacing the user's rules).
+pub fn affinity(vc: &ValoriCluster) -> Affinity {
+    let Some(mut a) = vc.spec.scheduling.affinity.clone() else {
+        return default_affinity(vc);
+    };
+    let ours = default_affinity(vc)
+        .pod_anti_affinity
+        .and_then(|p| p.preferred_during_scheduling_ignored_during_execution)
+        .unwrap_or_default();
+    a.pod_anti_affinity
+        .get_or_insert_with(PodAntiAffinity::default)
+        .preferred_during_scheduling_ignored_during_execution
+        .get_or_insert_with(Vec::new)
+        .extend(ours);
+    a
+}
+
+/// The pods' spread: the spec's constraints, or by default as evenly as possible over zones
+/// (a preference: a single-zone cluster still schedules).
+pub fn topology_spread(vc: &ValoriCluster) -> Vec<TopologySpreadConstraint> {
+    let given = &vc.spec.scheduling.topology_spread_constraints;
+    if !given.is_empty() {
+        return given.clone();
+    }
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(labels(vc)),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
 }
 
 fn owner(vc: &ValoriCluster) -> Option<OwnerReference> {
@@ -190,7 +251,7 @@ pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
             "VALORI_SNAPSHOT_KEEP".into(),
             spec.snapshots.keep.to_string(),
         ),
-        ("VALORI_LOG".into(), "info".into()),
+        ("VALORI_LOG".into(), spec.log_level.as_str().into()),
     ]);
     if let Some(b) = &spec.backup {
         data.extend([
@@ -279,7 +340,6 @@ pub fn default_affinity(vc: &ValoriCluster) -> Affinity {
     }
 }
 
-/// The StatefulSet of the cluster's pods.
 /// The StatefulSet's replica count: `spec.instances`, except while the leader the status names
 /// has an ordinal the scale-down removes: the leadership moves first (a switchover), and only
 /// then do its pods go, so a scale-down never removes a leader.
@@ -387,7 +447,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
         image: Some(spec.image.clone()),
         image_pull_policy: Some(pull_policy(vc)),
         env_from: Some(env_from),
-        env: Some(env),
+        env: Some(env.into_iter().chain(spec.env.iter().cloned()).collect()),
         ports: Some(vec![
             ContainerPort {
                 name: Some("http".into()),
@@ -406,7 +466,7 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
         // or still bootstrapping follower is not ready). Neither waits on the kernel.
         liveness_probe: Some(probe("/healthz", tls, 10, 6)),
         readiness_probe: Some(probe("/readyz", tls, 5, 3)),
-        resources: spec.resources.clone(),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
         ..Container::default()
@@ -417,15 +477,14 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
         volumes: (!volumes.is_empty()).then_some(volumes),
         node_selector: (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone()),
         tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
-        affinity: Some(
-            sched
-                .affinity
-                .clone()
-                .unwrap_or_else(|| default_affinity(vc)),
-        ),
-        topology_spread_constraints: (!sched.topology_spread_constraints.is_empty())
-            .then(|| sched.topology_spread_constraints.clone()),
+        affinity: Some(affinity(vc)),
+        topology_spread_constraints: Some(topology_spread(vc)),
         security_context: Some(pod_security_context()),
+        image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+            .then(|| spec.image_pull_secrets.clone()),
+        priority_class_name: spec.priority_class_name.clone(),
+        // The nodes never call the Kubernetes API.
+        automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(30),
         ..PodSpec::default()
     };
@@ -456,11 +515,12 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(vc)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.into(),
-                        config_hash(&config_map(vc)),
-                    )])),
+                    labels: Some(object_labels(vc)),
+                    annotations: Some({
+                        let mut a = spec.inherited_metadata.annotations.clone();
+                        a.insert(CONFIG_HASH_ANNOTATION.into(), config_hash(&config_map(vc)));
+                        a
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -516,6 +576,8 @@ fn pod_security_context() -> PodSecurityContext {
         run_as_user: Some(RUN_AS_USER),
         run_as_group: Some(RUN_AS_USER),
         fs_group: Some(RUN_AS_USER),
+        // Ownership is fixed once, not walked over every file at each start.
+        fs_group_change_policy: Some("OnRootMismatch".into()),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".into(),
             ..SeccompProfile::default()
@@ -703,6 +765,10 @@ pub fn restore_job(vc: &ValoriCluster) -> Option<Job> {
                         .then(|| sched.node_selector.clone()),
                     tolerations: (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone()),
                     security_context: Some(pod_security_context()),
+                    image_pull_secrets: (!vc.spec.image_pull_secrets.is_empty())
+                        .then(|| vc.spec.image_pull_secrets.clone()),
+                    priority_class_name: vc.spec.priority_class_name.clone(),
+                    automount_service_account_token: Some(false),
                     ..PodSpec::default()
                 }),
             },
@@ -731,8 +797,16 @@ fn service(
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
+    let mut metadata = meta(vc, name);
+    // The client-facing Services carry the spec's annotations (an internal load balancer).
+    if !headless && !vc.spec.service_annotations.is_empty() {
+        metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(vc.spec.service_annotations.clone());
+    }
     Service {
-        metadata: meta(vc, name),
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
             cluster_ip: headless.then(|| "None".into()),
@@ -1119,20 +1193,127 @@ snapshots: {every: 5000, keep: 4}
             terms[0].pod_affinity_term.topology_key,
             "kubernetes.io/hostname"
         );
+        // The default spread: over zones, as a preference.
+        let spread = pod.topology_spread_constraints.unwrap();
+        assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+        assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+        // The user's affinity keeps its rules, and the cluster's preference is added to them.
         let v = vc(r#"
 instances: 3
 scheduling:
   nodeSelector: {disk: ssd}
-  affinity: {}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [db]}]}]
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 50
+        podAffinityTerm: {topologyKey: rack, labelSelector: {matchLabels: {app: other}}}
+  topologySpreadConstraints:
+  - {maxSkew: 2, topologyKey: rack, whenUnsatisfiable: DoNotSchedule}
   tolerations: [{key: dedicated, operator: Equal, value: valori, effect: NoSchedule}]
 "#);
         let pod = stateful_set(&v).spec.unwrap().template.spec.unwrap();
-        assert_eq!(pod.affinity, Some(Affinity::default()));
+        let a = pod.affinity.unwrap();
+        assert!(a.node_affinity.is_some(), "the user's node affinity stays");
+        let terms = a
+            .pod_anti_affinity
+            .unwrap()
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(
+            terms
+                .iter()
+                .map(|t| t.pod_affinity_term.topology_key.as_str())
+                .collect::<Vec<_>>(),
+            ["rack", "kubernetes.io/hostname"]
+        );
+        let spread = pod.topology_spread_constraints.unwrap();
+        assert_eq!(
+            (spread.len(), spread[0].max_skew),
+            (1, 2),
+            "the user's spread replaces ours"
+        );
         assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
         assert_eq!(
             pod.tolerations.unwrap()[0].key.as_deref(),
             Some("dedicated")
         );
+    }
+
+    #[test]
+    fn settings_policies_require_reach_the_pods_and_services() {
+        let plain = stateful_set(&vc("instances: 1")).spec.unwrap().template;
+        let pod = plain.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.security_context
+                .unwrap()
+                .fs_group_change_policy
+                .as_deref(),
+            Some("OnRootMismatch")
+        );
+        assert_eq!(pod.containers[0].resources, Some(default_resources()));
+        assert!(pod.image_pull_secrets.is_none() && pod.priority_class_name.is_none());
+        let v = vc(r#"
+instances: 2
+inheritedMetadata:
+  labels: {team: search, app.kubernetes.io/name: impostor}
+  annotations: {cost-center: "42"}
+serviceAnnotations: {networking.gke.io/load-balancer-type: Internal}
+imagePullSecrets: [{name: registry}]
+priorityClassName: databases
+env: [{name: HTTPS_PROXY, value: "http://proxy:3128"}]
+logLevel: debug
+resources: {requests: {cpu: "2", memory: 8Gi}}
+"#);
+        let sts = stateful_set(&v);
+        assert_eq!(sts.metadata.labels.as_ref().unwrap()["team"], "search");
+        let tpl = sts.spec.as_ref().unwrap().template.clone();
+        let meta = tpl.metadata.unwrap();
+        let labels = meta.labels.unwrap();
+        assert_eq!(labels["team"], "search");
+        assert_eq!(labels[NAME_LABEL], "valori", "the cluster's labels win");
+        let annotations = meta.annotations.unwrap();
+        assert_eq!(annotations["cost-center"], "42");
+        assert!(annotations.contains_key(CONFIG_HASH_ANNOTATION));
+        assert_eq!(
+            sts.spec.as_ref().unwrap().selector.match_labels,
+            Some(super::labels(&v)),
+            "the selector is the cluster's labels alone"
+        );
+        let pod = tpl.spec.unwrap();
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("databases"));
+        let c = &pod.containers[0];
+        assert_eq!(
+            env(c, "HTTPS_PROXY").unwrap().value.as_deref(),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(
+            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["memory"],
+            Quantity("8Gi".into())
+        );
+        assert_eq!(config_map(&v).data.unwrap()["VALORI_LOG"], "debug");
+        let rw = rw_service(&v, "memory-0");
+        let a = rw.metadata.annotations.unwrap();
+        assert_eq!(a["networking.gke.io/load-balancer-type"], "Internal");
+        assert_eq!(a["cost-center"], "42");
+        let headless = headless_service(&v).metadata.annotations.unwrap();
+        assert!(!headless.contains_key("networking.gke.io/load-balancer-type"));
+        let job_pod = restore_job(&vc(r#"
+instances: 1
+imagePullSecrets: [{name: registry}]
+bootstrap: {fromBackup: {destination: "s3://b/p"}}
+"#))
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+        assert_eq!(job_pod.image_pull_secrets.unwrap()[0].name, "registry");
     }
 
     #[test]

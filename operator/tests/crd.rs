@@ -129,6 +129,24 @@ fn validation_refuses_more_synchronous_replicas_than_followers() {
 }
 
 #[test]
+fn validation_refuses_an_open_cluster_outside_and_node_settings_in_env() {
+    let ok = |v| ValoriClusterSpec::validate_cel(&spec(v), None).is_ok();
+    assert!(ok(json!({"serviceType": "ClusterIP"})));
+    assert!(!ok(json!({"serviceType": "LoadBalancer"})));
+    assert!(!ok(json!({"serviceType": "NodePort"})));
+    assert!(ok(
+        json!({"serviceType": "LoadBalancer", "auth": {"secretName": "keys"}})
+    ));
+    assert!(ok(json!({"env": [{"name": "TZ", "value": "UTC"}]})));
+    let err = ValoriClusterSpec::validate_cel(
+        &spec(json!({"env": [{"name": "VALORI_API_KEY", "value": "x"}]})),
+        None,
+    )
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("VALORI_* settings"), "{err:?}");
+}
+
+#[test]
 fn validation_refuses_a_storage_size_that_shrinks() {
     let size = |s: &str| json!({"size": s});
     let check =
