@@ -83,7 +83,8 @@ pub struct ValoriClusterSpec {
     #[serde(default)]
     pub storage: StorageSpec,
     /// CPU and memory of each pod. Without them the pods request 500m CPU and 1Gi of memory,
-    /// limited to 2Gi: size the memory at about twice the state's bytes (README, "Sizing").
+    /// limited to 2Gi: size the memory at about 1.3 times the state's bytes plus the largest
+    /// batch (README, "Sizing").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// API keys, from a Secret.
