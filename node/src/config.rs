@@ -23,6 +23,10 @@ pub struct Config {
     /// ports do not clash.
     #[arg(long, env = "VALORI_GRPC_PORT")]
     pub grpc_port: Option<u16>,
+    /// Also serve `/healthz`, `/readyz` and `/metrics` on this port, in plain HTTP and outside
+    /// `--max-connections`: probes that a storm of client connections cannot starve.
+    #[arg(long, env = "VALORI_HEALTH_PORT")]
+    pub health_port: Option<u16>,
     /// Do not serve gRPC.
     #[arg(long, env = "VALORI_NO_GRPC")]
     pub no_grpc: bool,

@@ -61,6 +61,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         } else {
             Some(bind(config.grpc_port(), "gRPC", "--grpc-port").await?)
         };
+        let health = match config.health_port {
+            Some(port) => Some(bind(port, "the probes", "--health-port").await?),
+            None => None,
+        };
         // Tests and scripts read these lines to learn the ports (useful with port 0).
         let scheme = if config.tls_cert.is_some() {
             "https"
@@ -73,9 +77,12 @@ fn run(config: Config) -> anyhow::Result<()> {
                 g.local_addr()?
             );
         }
+        if let Some(h) = &health {
+            println!("valori-node probes listening on http://{}", h.local_addr()?);
+        }
         println!("valori-node listening on {scheme}://{addr}");
         tracing::info!(%addr, data_dir = %config.data_dir().display(), "serving");
-        valori_node::serve(&config, engine, listener, grpc, shutdown_signal()).await
+        valori_node::serve(&config, engine, listener, grpc, health, shutdown_signal()).await
     })
 }
 

@@ -21,6 +21,7 @@ pub async fn serve(
     engine: Engine,
     http: TcpListener,
     grpc: Option<TcpListener>,
+    health: Option<TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (write_key, read_key) = config.keys()?;
@@ -98,7 +99,20 @@ pub async fn serve(
         )?),
         None => None,
     };
+    let health_task = match health {
+        Some(listener) => Some(tokio::spawn(serve_health(
+            config,
+            service.clone(),
+            listener,
+            header_timeout,
+            stopped(stop_rx.clone()),
+        )?)),
+        None => None,
+    };
     serve_http(config, service, http, &front, stopped(stop_rx)).await?;
+    if let Some(t) = health_task {
+        t.await??;
+    }
     if let Some(t) = grpc_task {
         t.await??;
     }
@@ -279,6 +293,41 @@ async fn serve_http(
         }
     }
     Ok(())
+}
+
+/// The health port's server: plain HTTP, no connection gate (the header deadline still
+/// applies), the probes and metrics alone.
+fn serve_health(
+    config: &Config,
+    service: Service,
+    listener: TcpListener,
+    header_timeout: Duration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    let router = http::health_router(http::App::new(
+        service,
+        config.max_body_bytes,
+        config.max_concurrent_requests,
+    ));
+    let handle = axum_server::Handle::new();
+    {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            stop.await;
+            h.graceful_shutdown(Some(HTTP_DRAIN));
+        });
+    }
+    let server = http1_with_deadline(
+        axum_server::from_tcp(listener.into_std()?)?,
+        handle,
+        header_timeout,
+    );
+    Ok(async move {
+        server
+            .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+            .await?;
+        Ok(())
+    })
 }
 
 /// The HTTP server with its acceptor set: HTTP/1.1 alone, so that hyper's header deadline runs

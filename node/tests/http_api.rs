@@ -1116,9 +1116,22 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
 fn connections_beyond_the_limit_are_closed_at_once() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
     let node = Node::start(
         dir.path(),
-        &["--max-connections", "3", "--header-timeout-ms", "120000"],
+        &[
+            "--max-connections",
+            "3",
+            "--header-timeout-ms",
+            "120000",
+            "--health-port",
+            &health_port,
+        ],
     );
     let addr = node.url.trim_start_matches("http://").to_string();
     // Three idle connections hold every slot: each served one request and stays open.
@@ -1142,6 +1155,25 @@ fn connections_beyond_the_limit_are_closed_at_once() {
             ),
             "{e}"
         ),
+    }
+    // The health port answers the probes and the metrics meanwhile, and nothing else.
+    let health = format!("127.0.0.1:{health_port}");
+    for (path, want) in [
+        ("/healthz", "HTTP/1.1 200"),
+        ("/readyz", "HTTP/1.1 200"),
+        ("/metrics", "HTTP/1.1 200"),
+        ("/v1/state", "HTTP/1.1 404"),
+    ] {
+        let got = exchange(
+            &health,
+            format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            got.starts_with(want.as_bytes()),
+            "{path}: {}",
+            String::from_utf8_lossy(&got)
+        );
     }
     held.pop();
     common::wait_until(20, "a freed slot to be usable", || {

@@ -137,6 +137,10 @@ pub struct ValoriClusterSpec {
     /// The nodes' log level.
     #[serde(default)]
     pub log_level: LogLevel,
+    /// The kubelet's probes of the nodes (on a port of their own, outside the connection
+    /// limit).
+    #[serde(default)]
+    pub probes: ProbesSpec,
     /// How a new cluster starts: empty, or restored from a backup. Read once, when the
     /// cluster is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +150,53 @@ pub struct ValoriClusterSpec {
 
 fn default_image() -> String {
     "valori-node:0.1.0".into()
+}
+
+/// The probes: a start-up allowance (a node replays its log before it serves, which can take
+/// long on a large log), then liveness and readiness.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbesSpec {
+    /// How long a node may take to start serving before it is restarted (default an hour).
+    #[schemars(range(min = 10, max = 604800))]
+    pub startup_seconds: u32,
+    /// Liveness: whether the node process answers.
+    pub liveness: ProbeSettings,
+    /// Readiness: the node's own verdict (a diverged or bootstrapping follower is not ready).
+    pub readiness: ProbeSettings,
+}
+
+impl Default for ProbesSpec {
+    fn default() -> Self {
+        ProbesSpec {
+            startup_seconds: 3600,
+            liveness: ProbeSettings {
+                period_seconds: 10,
+                failure_threshold: 6,
+                timeout_seconds: 2,
+            },
+            readiness: ProbeSettings {
+                period_seconds: 5,
+                failure_threshold: 3,
+                timeout_seconds: 2,
+            },
+        }
+    }
+}
+
+/// One probe's timing.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSettings {
+    /// Seconds between probes.
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: u32,
+    /// Consecutive failures that count.
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
+    /// Seconds a probe may take.
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: u32,
 }
 
 /// Labels and annotations the cluster's objects inherit.

@@ -59,6 +59,8 @@ pub const FIELD_MANAGER: &str = "valori-operator";
 pub const HTTP_PORT: i32 = 3000;
 /// The node's gRPC port in the pods.
 pub const GRPC_PORT: i32 = 50051;
+/// The nodes' probe port (`--health-port`: the probes and metrics, plain HTTP).
+pub const HEALTH_PORT: i32 = 8081;
 /// Where the data volume is mounted.
 pub const DATA_DIR: &str = "/data";
 /// The user the node runs as (the image's own non-root user).
@@ -227,6 +229,7 @@ pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
     let mut data = BTreeMap::from([
         ("VALORI_HTTP_PORT".into(), HTTP_PORT.to_string()),
         ("VALORI_GRPC_PORT".into(), GRPC_PORT.to_string()),
+        ("VALORI_HEALTH_PORT".into(), HEALTH_PORT.to_string()),
         ("VALORI_DATA_DIR".into(), DATA_DIR.into()),
         ("VALORI_REPLICATION_MODE".into(), "follower".into()),
         (
@@ -302,20 +305,38 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn probe(path: &str, tls: bool, period: i32, failures: i32) -> Probe {
+/// A probe of `path` on the health port (plain HTTP, outside the connection limit, whether or
+/// not the API serves TLS).
+fn probe(path: &str, period: u32, failures: u32, timeout: u32) -> Probe {
+    let i = |n: u32| Some(i32::try_from(n).unwrap_or(i32::MAX));
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            scheme: Some(if tls { "HTTPS" } else { "HTTP" }.into()),
+            port: IntOrString::String("health".into()),
+            scheme: Some("HTTP".into()),
             ..HTTPGetAction::default()
         }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
+        period_seconds: i(period),
+        failure_threshold: i(failures),
+        timeout_seconds: i(timeout),
         ..Probe::default()
     }
 }
+
+/// The start-up probe: `/healthz` every 10 seconds for up to `spec.probes.startupSeconds`
+/// (liveness starts only once it passed, so a long recovery is not killed).
+fn startup_probe(vc: &ValoriCluster) -> Probe {
+    let p = vc.spec.probes;
+    probe(
+        "/healthz",
+        STARTUP_PERIOD_SECONDS,
+        p.startup_seconds.div_ceil(STARTUP_PERIOD_SECONDS),
+        p.liveness.timeout_seconds,
+    )
+}
+
+/// Seconds between start-up probes.
+const STARTUP_PERIOD_SECONDS: u32 = 10;
 
 /// The default affinity: pods prefer nodes (by hostname) that run no other pod of the cluster.
 pub fn default_affinity(vc: &ValoriCluster) -> Affinity {
@@ -359,7 +380,6 @@ pub fn replicas(vc: &ValoriCluster) -> u32 {
 pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
     let names = Names::of(vc);
     let spec = &vc.spec;
-    let tls = spec.tls.is_some();
     let mut env = vec![EnvVar {
         // Each follower names itself to its leader by its pod's name.
         name: "VALORI_FOLLOWER_NAME".into(),
@@ -461,11 +481,28 @@ pub fn stateful_set(vc: &ValoriCluster) -> StatefulSet {
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
+            ContainerPort {
+                name: Some("health".into()),
+                container_port: HEALTH_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
         ]),
         // Liveness is the process answering; readiness is the node's own verdict (a diverged
         // or still bootstrapping follower is not ready). Neither waits on the kernel.
-        liveness_probe: Some(probe("/healthz", tls, 10, 6)),
-        readiness_probe: Some(probe("/readyz", tls, 5, 3)),
+        startup_probe: Some(startup_probe(vc)),
+        liveness_probe: Some(probe(
+            "/healthz",
+            spec.probes.liveness.period_seconds,
+            spec.probes.liveness.failure_threshold,
+            spec.probes.liveness.timeout_seconds,
+        )),
+        readiness_probe: Some(probe(
+            "/readyz",
+            spec.probes.readiness.period_seconds,
+            spec.probes.readiness.failure_threshold,
+            spec.probes.readiness.timeout_seconds,
+        )),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
@@ -1058,7 +1095,9 @@ resources: {requests: {cpu: "1", memory: 2Gi}}
             .http_get
             .as_ref()
             .unwrap();
-        assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
+        // Probes go to the plain health port, whatever the API serves.
+        assert_eq!(probe.scheme.as_deref(), Some("HTTP"));
+        assert_eq!(probe.port, IntOrString::String("health".into()));
         assert_eq!(
             cm.data.as_ref().unwrap()["VALORI_LEADER_URL"],
             "https://memory-rw:3000"
@@ -1476,6 +1515,56 @@ bootstrap:
                 .value
                 .as_deref(),
             Some("/tls/ca.crt")
+        );
+    }
+
+    #[test]
+    fn a_long_start_is_allowed_and_the_probes_follow_the_spec() {
+        let c = |yaml: &str| {
+            let sts = stateful_set(&vc(yaml));
+            container(&sts).clone()
+        };
+        let d = c("instances: 1");
+        let startup = d.startup_probe.unwrap();
+        // An hour by default before a starting node is restarted.
+        assert_eq!(
+            startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+            3600
+        );
+        assert_eq!(
+            startup.http_get.unwrap().port,
+            IntOrString::String("health".into())
+        );
+        assert!(d
+            .ports
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some("health") && p.container_port == HEALTH_PORT));
+        assert_eq!(
+            config_map(&vc("instances: 1")).data.unwrap()["VALORI_HEALTH_PORT"],
+            HEALTH_PORT.to_string()
+        );
+        let set = c(r#"
+instances: 1
+probes:
+  startupSeconds: 95
+  liveness: {periodSeconds: 20, failureThreshold: 3, timeoutSeconds: 5}
+  readiness: {periodSeconds: 2, failureThreshold: 1, timeoutSeconds: 1}
+"#);
+        assert_eq!(
+            set.startup_probe.unwrap().failure_threshold,
+            Some(10),
+            "95 s, rounded up"
+        );
+        let l = set.liveness_probe.unwrap();
+        assert_eq!(
+            (l.period_seconds, l.failure_threshold, l.timeout_seconds),
+            (Some(20), Some(3), Some(5))
+        );
+        let r = set.readiness_probe.unwrap();
+        assert_eq!(
+            (r.period_seconds, r.failure_threshold, r.timeout_seconds),
+            (Some(2), Some(1), Some(1))
         );
     }
 }

@@ -37,7 +37,7 @@ fn start(
     let addr = listener.local_addr().unwrap().to_string();
     let e = engine.clone();
     rt.spawn(async move {
-        valori_node::serve(&config, e, listener, None, std::future::pending()).await
+        valori_node::serve(&config, e, listener, None, None, std::future::pending()).await
     });
     (engine, addr)
 }

@@ -170,6 +170,19 @@ async fn not_found() -> NodeError {
     NodeError::NotFound("no such route".into())
 }
 
+/// The router of the health port (`--health-port`): the probes and the metrics alone, without
+/// keys or the request limit, for kubelets and scrapers that a storm of client connections
+/// must not starve.
+pub fn health_router(app: App) -> Router {
+    use ops::*;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(Arc::new(app))
+}
+
 /// The router of a node: one handler per entry of [`valori_api::ROUTES`] (a test walks the
 /// table against a running node).
 pub fn router(app: App) -> Router {

@@ -451,7 +451,13 @@ impl Cluster {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
             .filter(|(k, _)| {
-                k != "VALORI_HTTP_PORT" && k != "VALORI_GRPC_PORT" && k != "VALORI_DATA_DIR"
+                !matches!(
+                    k.as_str(),
+                    "VALORI_HTTP_PORT"
+                        | "VALORI_GRPC_PORT"
+                        | "VALORI_HEALTH_PORT"
+                        | "VALORI_DATA_DIR"
+                )
             })
             .collect();
         // The read-write Service's name resolves to the pod it selects.
