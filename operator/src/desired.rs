@@ -95,6 +95,10 @@ impl Names {
     pub fn headless(&self) -> String {
         format!("{}-nodes", self.cluster)
     }
+    /// The leader's disruption budget.
+    pub fn leader_budget(&self) -> String {
+        format!("{}-leader", self.cluster)
+    }
     /// The ConfigMap of the nodes' settings.
     pub fn config(&self) -> String {
         format!("{}-config", self.cluster)
@@ -899,6 +903,38 @@ pub fn pod_disruption_budget(vc: &ValoriCluster) -> PodDisruptionBudget {
     }
 }
 
+/// The leader's own disruption budget (`NAME-leader`, selecting the pod labelled leader): with
+/// followers, no eviction of the leader is allowed, so a drain waits while the operator, seeing
+/// the leader's node cordoned, hands the leadership to a follower; the label moves and the old
+/// leader is then evicted as a follower. With one instance nothing can take over: the budget
+/// allows the eviction and says that the cluster is down until the pod is back.
+pub fn leader_disruption_budget(vc: &ValoriCluster) -> PodDisruptionBudget {
+    let mut selector = labels(vc);
+    selector.insert(ROLE_LABEL.into(), "leader".into());
+    let alone = vc.spec.instances < 2;
+    let mut metadata = meta(vc, Names::of(vc).leader_budget());
+    metadata.annotations.get_or_insert_with(BTreeMap::new).insert(
+        "valori.dev/disruption".into(),
+        if alone {
+            "one instance: a drain evicts the only pod and the cluster serves nothing until it runs again elsewhere".into()
+        } else {
+            "the leader is never evicted: when its node is cordoned the operator switches the leadership to a follower first".into()
+        },
+    );
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(i32::from(alone))),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
 /// The URL of pod `pod` through the headless Service (what followers are pointed at).
 pub fn pod_url(vc: &ValoriCluster, pod: &str) -> String {
     let scheme = if vc.spec.tls.is_some() {
@@ -1565,6 +1601,26 @@ probes:
         assert_eq!(
             (r.period_seconds, r.failure_threshold, r.timeout_seconds),
             (Some(2), Some(1), Some(1))
+        );
+    }
+
+    #[test]
+    fn the_leader_is_never_evicted_while_a_follower_can_take_over() {
+        let p = leader_disruption_budget(&vc("instances: 3"));
+        assert_eq!(p.metadata.name.as_deref(), Some("memory-leader"));
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(
+            spec.selector.unwrap().match_labels.unwrap()[ROLE_LABEL],
+            "leader"
+        );
+        let alone = leader_disruption_budget(&vc("instances: 1"));
+        assert_eq!(
+            alone.spec.unwrap().max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+        assert!(
+            alone.metadata.annotations.unwrap()["valori.dev/disruption"].contains("one instance")
         );
     }
 }

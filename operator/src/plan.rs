@@ -194,6 +194,25 @@ pub fn leader_move(pods: &[PodView], leader: &str, instances: u32) -> Option<Ste
     })
 }
 
+/// When the leader's node is cordoned (a drain): the follower to hand the leadership to first
+/// (the most advanced ready one, not on a cordoned node itself; the lowest ordinal on a tie),
+/// or why it must wait. `cordoned` names the pods whose node is cordoned.
+pub fn drain_move(pods: &[PodView], leader: &str, cordoned: &[String]) -> Option<Step> {
+    if !cordoned.iter().any(|p| p == leader) {
+        return None;
+    }
+    let best = pods
+        .iter()
+        .filter(|p| p.name != leader && p.ready() && !p.terminating && !cordoned.contains(&p.name))
+        .max_by_key(|p| (p.seq(), std::cmp::Reverse(p.ordinal)));
+    Some(match best {
+        Some(p) => Step::Switchover(p.name.clone()),
+        None => Step::Wait(format!(
+            "{leader}'s node is cordoned, but no follower on another node is ready to take over"
+        )),
+    })
+}
+
 pub fn rollout_step(
     pods: &[PodView],
     update_revision: Option<&str>,
@@ -722,6 +741,35 @@ mod tests {
         assert!(matches!(
             leader_move(&unready, "vc-2", 2),
             Some(Step::Wait(_))
+        ));
+    }
+
+    #[test]
+    fn a_cordoned_leader_hands_over_to_a_follower_elsewhere() {
+        let u = "http://vc-rw:3000";
+        let pods = [
+            leader(0, 2, 50),
+            follower(1, 2, 49, u),
+            follower(2, 2, 50, u),
+        ];
+        let none: Vec<String> = Vec::new();
+        assert_eq!(drain_move(&pods, "vc-0", &none), None);
+        // Only followers cordoned: nothing to move.
+        assert_eq!(drain_move(&pods, "vc-0", &["vc-1".to_string()]), None);
+        // The leader's node cordoned: the most advanced follower not cordoned itself.
+        assert_eq!(
+            drain_move(&pods, "vc-0", &["vc-0".to_string()]),
+            Some(Step::Switchover("vc-2".into()))
+        );
+        assert_eq!(
+            drain_move(&pods, "vc-0", &["vc-0".to_string(), "vc-2".to_string()]),
+            Some(Step::Switchover("vc-1".into()))
+        );
+        // Nobody to take over: wait, and say why.
+        let alone = [leader(0, 2, 50)];
+        assert!(matches!(
+            drain_move(&alone, "vc-0", &["vc-0".to_string()]),
+            Some(Step::Wait(w)) if w.contains("cordoned")
         ));
     }
 }

@@ -91,6 +91,12 @@ pub const CLUSTER_RULES: &[Rule] = &[
         why: "the first pod's claim, restored before the StatefulSet exists; grown when spec.storage.size grows; deleted to re-bootstrap a diverged follower from an empty volume",
     },
     Rule {
+        group: "",
+        resource: "nodes",
+        verbs: &["get"],
+        why: "whether the leader's node is cordoned (a drain): the leadership moves first",
+    },
+    Rule {
         group: "storage.k8s.io",
         resource: "storageclasses",
         verbs: &["get"],

@@ -1072,3 +1072,47 @@ async fn a_rotated_key_rolls_the_pods_and_the_operator_keeps_its_view() {
     }
     c.assert_permitted();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_of_the_leader_s_node_moves_the_leadership_first() {
+    let c = Cluster::new("dr", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    c.write("dr-0", 0, 5);
+    let old = c.status().current_leader.unwrap();
+    // The leader's own budget allows no eviction of the pod labelled leader.
+    let budget = c
+        .api
+        .get(&format!(
+            "/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/dr-leader"
+        ))
+        .expect("the leader's budget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 0);
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"]["valori.dev/role"],
+        "leader"
+    );
+    c.cordon(&old);
+    c.until("the leadership off the cordoned node", 60, |st| {
+        st.current_leader.as_deref().is_some_and(|l| l != old) && healthy(st, 3)
+    })
+    .await;
+    let new = c.status().current_leader.unwrap();
+    assert_eq!(selector_pod(&c, "rw"), new);
+    let labels = c.api.get(&c.pod_path(&old)).unwrap()["metadata"]["labels"].clone();
+    assert_eq!(
+        labels["valori.dev/role"], "follower",
+        "the drain may now evict it"
+    );
+    assert!(
+        c.events()
+            .iter()
+            .any(|(r, n)| r == "Switchover" && n.contains("is cordoned")),
+        "{:?}",
+        c.events()
+    );
+    assert!(c.deleted_pods().is_empty(), "{:?}", c.deleted_pods());
+    // Nothing was lost on the way.
+    let st = c.states();
+    assert!(st.values().all(|(seq, _)| *seq == 6), "{st:?}");
+    c.assert_permitted();
+}

@@ -360,8 +360,11 @@ pub(super) async fn roll_out(
             if done.switched {
                 let removed = desired::ordinal(&world.names.cluster, &old)
                     .is_some_and(|o| o >= vc.spec.instances);
+                let drained = world.cordoned.iter().find(|(p, _)| *p == old);
                 let why = if removed {
                     format!("so that the scale-down can remove {old}")
+                } else if let Some((_, node)) = drained {
+                    format!("because {old}'s node {node} is cordoned (a drain may evict it now)")
                 } else {
                     format!("so that {old} can take the new template")
                 };

@@ -231,9 +231,11 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
 
     // Rollout: at most one disruptive step a pass. A scale-down that removes the leader's
     // ordinal moves the leadership first (the StatefulSet keeps that ordinal until it has).
-    let moving = leader
-        .as_deref()
-        .and_then(|l| plan::leader_move(&world.views, l, spec.instances));
+    let cordoned: Vec<String> = world.cordoned.iter().map(|(p, _)| p.clone()).collect();
+    let moving = leader.as_deref().and_then(|l| {
+        plan::leader_move(&world.views, l, spec.instances)
+            .or_else(|| plan::drain_move(&world.views, l, &cordoned))
+    });
     let step = if let Some(step) = moving {
         step
     } else if diverged.is_empty() || !spec.cross_check.heal {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -37,6 +37,37 @@ pub(super) struct World {
     pub update_revision: Option<String>,
     /// The `StorageResized` condition, while the volumes' size is or was changing.
     pub storage: StorageCondition,
+    /// Pods whose Kubernetes node is cordoned (being drained), with the node's name.
+    pub cordoned: Vec<(String, String)>,
+}
+
+/// The pods whose node is cordoned (`spec.unschedulable`), each with its node's name. A node
+/// that cannot be read is taken as schedulable.
+async fn cordoned(client: &Client, pods: &[Pod]) -> Result<Vec<(String, String)>, Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut seen: BTreeMap<String, bool> = BTreeMap::new();
+    let mut out = Vec::new();
+    for p in pods {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        let unschedulable = match seen.get(&node) {
+            Some(u) => *u,
+            None => {
+                let u = nodes
+                    .get_opt(&node)
+                    .await?
+                    .and_then(|n| n.spec?.unschedulable)
+                    .unwrap_or(false);
+                seen.insert(node.clone(), u);
+                u
+            }
+        };
+        if unschedulable {
+            out.push((p.name_any(), node));
+        }
+    }
+    Ok(out)
 }
 
 /// A condition to set: (status, reason, message).
@@ -99,6 +130,7 @@ pub(super) async fn observe(vc: &ValoriCluster, ctx: &Context, ns: &str) -> Resu
         })
         .collect();
     views.sort_by_key(|v| v.ordinal);
+    let cordoned = cordoned(&client, &pods).await?;
     Ok(World {
         names,
         services: Api::namespaced(client, ns),
@@ -109,6 +141,7 @@ pub(super) async fn observe(vc: &ValoriCluster, ctx: &Context, ns: &str) -> Resu
         nodes,
         update_revision,
         storage,
+        cordoned,
     })
 }
 
@@ -131,11 +164,9 @@ async fn apply_objects(
     apply(&services, &desired::headless_service(vc)).await?;
     apply(&services, &desired::ro_service(vc)).await?;
     apply(&services, &desired::any_service(vc)).await?;
-    apply(
-        &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
-        &desired::pod_disruption_budget(vc),
-    )
-    .await?;
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns);
+    apply(&budgets, &desired::pod_disruption_budget(vc)).await?;
+    apply(&budgets, &desired::leader_disruption_budget(vc)).await?;
     let mut sts = desired::stateful_set(vc);
     desired::with_secrets(&mut sts, secrets);
     let storage = super::storage::storage(vc, client, ns, &mut sts).await?;

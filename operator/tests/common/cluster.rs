@@ -286,6 +286,16 @@ impl Cluster {
         }
     }
 
+    /// Cordons the Kubernetes node `pod` runs on (`kubectl cordon`, the first step of a drain).
+    pub fn cordon(&self, pod: &str) {
+        let node = format!("node-{pod}");
+        self.api.put(
+            &format!("/api/v1/nodes/{node}"),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
+                   "spec": {"unschedulable": true}}),
+        );
+    }
+
     /// Adds a StorageClass (cluster-scoped), as an administrator would.
     pub fn storage_class(&self, name: &str, allow_expansion: bool) {
         self.api.put(
@@ -425,11 +435,14 @@ impl Cluster {
         let mut labels = sts["spec"]["template"]["metadata"]["labels"].clone();
         labels["statefulset.kubernetes.io/pod-name"] = json!(pod);
         labels["controller-revision-hash"] = json!(rev);
+        // Scheduled on a Kubernetes node of its own.
+        let mut spec = sts["spec"]["template"]["spec"].clone();
+        spec["nodeName"] = json!(format!("node-{pod}"));
         self.api.put(
             &self.pod_path(pod),
             json!({"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": pod, "namespace": NS, "labels": labels},
-                   "spec": sts["spec"]["template"]["spec"].clone(),
+                   "spec": spec,
                    "status": {"podIP": "127.0.0.1",
                               "conditions": [{"type": "Ready", "status": "False"}]}}),
         );
