@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
     TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -141,6 +142,9 @@ pub struct ValoriClusterSpec {
     /// limit).
     #[serde(default)]
     pub probes: ProbesSpec,
+    /// Who may reach the nodes: a NetworkPolicy the operator keeps (on by default).
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// How a new cluster starts: empty, or restored from a backup. Read once, when the
     /// cluster is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +154,20 @@ pub struct ValoriClusterSpec {
 
 fn default_image() -> String {
     "valori-node:0.1.0".into()
+}
+
+/// The cluster's NetworkPolicy. The pods then accept connections only from each other, from the
+/// operator, from pods of their namespace, and from `from`; the probe and metrics port from
+/// anywhere.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Leave the pods open to every network peer (no NetworkPolicy).
+    #[serde(default)]
+    pub disabled: bool,
+    /// More clients allowed to the API ports (other namespaces, IP blocks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<NetworkPolicyPeer>,
 }
 
 /// The probes: a start-up allowance (a node replays its log before it serves, which can take

@@ -21,6 +21,10 @@ use k8s_openapi::api::core::v1::{
     ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -903,6 +907,66 @@ pub fn pod_disruption_budget(vc: &ValoriCluster) -> PodDisruptionBudget {
     }
 }
 
+/// The cluster's NetworkPolicy, `None` when `spec.networkPolicy.disabled`: the API ports
+/// (HTTP, gRPC) admit the cluster's own pods (replication), the operator's pods in any
+/// namespace (`app.kubernetes.io/name: valori-operator`), the pods of the cluster's namespace
+/// and the spec's `from` peers; the health port (probes, metrics) admits everyone.
+pub fn network_policy(vc: &ValoriCluster) -> Option<NetworkPolicy> {
+    let np = &vc.spec.network_policy;
+    if np.disabled {
+        return None;
+    }
+    let pods = |labels: BTreeMap<String, String>| LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
+    };
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let mut from = vec![
+        NetworkPolicyPeer {
+            pod_selector: Some(pods(labels(vc))),
+            ..NetworkPolicyPeer::default()
+        },
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            pod_selector: Some(pods(BTreeMap::from([(
+                NAME_LABEL.into(),
+                OPERATOR_NAME.into(),
+            )]))),
+            ..NetworkPolicyPeer::default()
+        },
+        NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector::default()),
+            ..NetworkPolicyPeer::default()
+        },
+    ];
+    from.extend(np.from.iter().cloned());
+    Some(NetworkPolicy {
+        metadata: meta(vc, Names::of(vc).cluster),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(pods(labels(vc))),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(from),
+                    ports: Some(vec![port(HTTP_PORT), port(GRPC_PORT)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![port(HEALTH_PORT)]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
+    })
+}
+
+/// The operator's pods' `app.kubernetes.io/name` (the chart's name).
+pub const OPERATOR_NAME: &str = "valori-operator";
+
 /// The leader's own disruption budget (`NAME-leader`, selecting the pod labelled leader): with
 /// followers, no eviction of the leader is allowed, so a drain waits while the operator, seeing
 /// the leader's node cordoned, hands the leadership to a follower; the label moves and the old
@@ -1622,5 +1686,54 @@ probes:
         assert!(
             alone.metadata.annotations.unwrap()["valori.dev/disruption"].contains("one instance")
         );
+    }
+
+    #[test]
+    fn the_network_policy_admits_the_cluster_the_operator_and_the_namespace() {
+        let np = network_policy(&vc("instances: 3")).unwrap().spec.unwrap();
+        assert_eq!(np.policy_types, Some(vec!["Ingress".to_string()]));
+        let rules = np.ingress.unwrap();
+        let from = rules[0].from.as_ref().unwrap();
+        assert_eq!(from.len(), 3);
+        assert_eq!(
+            from[1]
+                .pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[NAME_LABEL],
+            OPERATOR_NAME
+        );
+        assert!(
+            from[1].namespace_selector.is_some(),
+            "the operator in any namespace"
+        );
+        let ports: Vec<_> = rules[0]
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.port.clone().unwrap())
+            .collect();
+        assert_eq!(
+            ports,
+            [IntOrString::Int(HTTP_PORT), IntOrString::Int(GRPC_PORT)]
+        );
+        assert!(rules[1].from.is_none(), "probes and metrics from anywhere");
+        let more = network_policy(&vc(r#"
+instances: 1
+networkPolicy: {from: [{namespaceSelector: {matchLabels: {team: agents}}}]}
+"#))
+        .unwrap();
+        assert_eq!(
+            more.spec.unwrap().ingress.unwrap()[0]
+                .from
+                .as_ref()
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(network_policy(&vc("instances: 1\nnetworkPolicy: {disabled: true}")).is_none());
     }
 }

@@ -79,6 +79,12 @@ pub const CLUSTER_RULES: &[Rule] = &[
         why: "the cluster's PodDisruptionBudget",
     },
     Rule {
+        group: "networking.k8s.io",
+        resource: "networkpolicies",
+        verbs: &["create", "patch", "delete"],
+        why: "the cluster's NetworkPolicy (deleted when spec.networkPolicy.disabled)",
+    },
+    Rule {
         group: "",
         resource: "pods",
         verbs: &["list", "watch", "patch", "delete"],

@@ -315,6 +315,13 @@ async fn a_failing_reconcile_shows_in_the_phase_and_a_condition_until_it_passes(
     })
     .await;
     assert_eq!(failed(&c), 1);
+    // The NetworkPolicy the operator keeps, gone once the spec turns it off.
+    let np = format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/sec");
+    let policy = c.api.get(&np).expect("the cluster's NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    c.edit(json!({"networkPolicy": {"disabled": true}}));
+    c.step().await.unwrap();
+    assert!(c.api.get(&np).is_none());
     c.assert_permitted();
 }
 

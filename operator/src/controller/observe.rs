@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -167,6 +168,20 @@ async fn apply_objects(
     let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns);
     apply(&budgets, &desired::pod_disruption_budget(vc)).await?;
     apply(&budgets, &desired::leader_disruption_budget(vc)).await?;
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), ns);
+    match desired::network_policy(vc) {
+        Some(np) => {
+            apply(&policies, &np).await?;
+        }
+        None => match policies
+            .delete(&Names::of(vc).cluster, &Default::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
     let mut sts = desired::stateful_set(vc);
     desired::with_secrets(&mut sts, secrets);
     let storage = super::storage::storage(vc, client, ns, &mut sts).await?;
