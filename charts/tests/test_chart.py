@@ -2,6 +2,7 @@
 Kubernetes schemas (kubernetes-validate, strict: unknown fields are errors). Its content is
 read back into k8s-openapi types by operator/tests/chart.rs."""
 
+import re
 from pathlib import Path
 
 import helm_python
@@ -10,12 +11,20 @@ import pytest
 import yaml
 
 CHART = Path(__file__).resolve().parent.parent / "valori-operator"
+REPO = CHART.parent.parent
 KUBE = "1.33.0"
 
 VALUES = {
     "defaults": {},
     "ha": {"replicaCount": 3, "leaderElection": {"enabled": True, "leaseSeconds": 20}},
-    "monitored": {"metrics": {"port": 9090, "serviceMonitor": {"enabled": True, "interval": "15s"}}},
+    "monitored": {
+        "metrics": {
+            "port": 9090,
+            "serviceMonitor": {"enabled": True, "interval": "15s"},
+            "podMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "backupMaxAgeHours": 48},
+        }
+    },
     "own-account": {"serviceAccount": {"create": False, "name": "platform-operators"}},
     "scheduled": {
         "nodeSelector": {"pool": "system"},
@@ -27,7 +36,7 @@ VALUES = {
 }
 
 # Kinds that come from other projects' CRDs, which the Kubernetes schemas do not know.
-FOREIGN = {"ServiceMonitor"}
+FOREIGN = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 def render(values):
@@ -112,3 +121,31 @@ def test_notes_tell_how_to_create_a_cluster():
     notes = next(v for k, v in files.items() if k.endswith("NOTES.txt"))
     assert "kind: ValoriCluster" in notes and "kubectl get vc" in notes
     assert "leader-election Lease" in notes
+
+
+def test_the_nodes_are_scraped_and_alerted_on_when_asked():
+    objects = render(VALUES["monitored"])
+    pm = next(o for o in objects if o["kind"] == "PodMonitor")
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    assert pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "valori"
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "health"
+    rule = next(o for o in objects if o["kind"] == "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {
+        "ValoriNoLeader",
+        "ValoriFollowerDiverged",
+        "ValoriNodeFailed",
+        "ValoriReplicationLag",
+        "ValoriBackupTooOld",
+        "ValoriBackupFailing",
+    }
+    assert alerts["ValoriBackupTooOld"]["expr"].endswith("> 172800")
+    assert "{{ $labels.namespace }}" in alerts["ValoriNoLeader"]["annotations"]["summary"]
+    # Every metric an alert reads is one the nodes or the operator export.
+    exported = set(re.findall(r'"(valori_[a-z_]+)"', (REPO / "node" / "src" / "metrics.rs").read_text()))
+    exported |= set(re.findall(r'"(valori_operator_[a-z_]+)"', (REPO / "operator" / "src" / "metrics.rs").read_text()))
+    for a in alerts.values():
+        for metric in re.findall(r"valori_[a-z_]+", a["expr"]):
+            assert metric in exported, (a["alert"], metric)
+    # Off by default.
+    assert not [o for o in render({}) if o["kind"] in {"PodMonitor", "PrometheusRule"}]
