@@ -13,6 +13,9 @@ import yaml
 CHART = Path(__file__).resolve().parent.parent / "valori-operator"
 REPO = CHART.parent.parent
 KUBE = "1.33.0"
+# The Kubernetes versions whose schemas the rendered objects must meet (the chart's
+# kubeVersion allows 1.29 on; the schemas checked are the supported releases).
+KUBES = ["1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 
 VALUES = {
     "defaults": {},
@@ -35,6 +38,10 @@ VALUES = {
     },
 }
 
+# The production-like values the chart's examples commit, and an image pinned by digest.
+VALUES["production-example"] = yaml.safe_load((CHART.parent / "examples" / "values-production.yaml").read_text())
+VALUES["by-digest"] = {"image": {"repository": "registry.example.com/valori-operator", "digest": "sha256:" + "ab" * 32}}
+
 # Kinds that come from other projects' CRDs, which the Kubernetes schemas do not know.
 FOREIGN = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
@@ -55,8 +62,9 @@ def test_lint_is_clean_in_strict_mode(values):
     assert report["messages"] == [], report
 
 
+@pytest.mark.parametrize("kube", KUBES)
 @pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
-def test_rendered_objects_match_the_kubernetes_schemas(values):
+def test_rendered_objects_match_the_kubernetes_schemas(values, kube):
     objects = render(values)
     kinds = sorted(o["kind"] for o in objects)
     assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"} <= set(kinds)
@@ -64,14 +72,27 @@ def test_rendered_objects_match_the_kubernetes_schemas(values):
         if o["kind"] in FOREIGN:
             assert o["apiVersion"] == "monitoring.coreos.com/v1"
             continue
-        kubernetes_validate.validate(o, KUBE, strict=True)
+        kubernetes_validate.validate(o, kube, strict=True)
+
+
+def test_an_image_by_digest_ignores_the_tag():
+    deployment = next(o for o in render(VALUES["by-digest"]) if o["kind"] == "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "registry.example.com/valori-operator@sha256:" + "ab" * 32
+    with pytest.raises(helm_python.HelmError):
+        render({"image": {"repository": "r", "digest": "latest"}})
 
 
 @pytest.mark.parametrize("name", ["valoricluster.yaml", "valoribackup.yaml"])
-def test_the_crds_in_the_chart_match_the_schemas_and_the_generated_ones(name):
-    chart_crd = (CHART / "crds" / name).read_text()
-    assert chart_crd == (CHART.parent.parent / "crds" / name).read_text()
-    kubernetes_validate.validate(yaml.safe_load(chart_crd), KUBE, strict=True)
+def test_the_crds_the_chart_installs_match_the_schemas_and_the_generated_ones(name):
+    generated = yaml.safe_load((REPO / "crds" / name).read_text())
+    rendered = next(
+        o for o in render({}) if o["kind"] == "CustomResourceDefinition"
+        and o["spec"]["names"]["kind"] == generated["spec"]["names"]["kind"]
+    )
+    assert rendered["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+    assert rendered == generated
+    kubernetes_validate.validate(rendered, KUBE, strict=True)
 
 
 @pytest.mark.parametrize(

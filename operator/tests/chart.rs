@@ -213,17 +213,37 @@ fn the_deployment_runs_the_operator_hardened_and_as_configured() {
 #[test]
 fn the_chart_carries_the_generated_crds() {
     for file in valori_operator::CRD_FILES {
-        let text = std::fs::read_to_string(chart_dir().join("crds").join(file)).unwrap();
+        let path = chart_dir().join("templates").join(format!("crd-{file}"));
+        let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            valori_operator::crd_yaml_of(file).unwrap(),
-            "charts/valori-operator/crds/{file} is stale: copy crds/{file} into it"
+            valori_operator::chart_crd_template(file).unwrap(),
+            "{} is stale: run `cargo run -p valori-operator --bin crdgen -- --chart {file}`",
+            path.display()
         );
     }
-    let text = std::fs::read_to_string(chart_dir().join("crds/valoricluster.yaml")).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(crd, ValoriCluster::crd());
-    let text = std::fs::read_to_string(chart_dir().join("crds/valoribackup.yaml")).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(crd, valori_operator::crd::ValoriBackup::crd());
+    // Rendered, they are the CRDs, kept on uninstall; with crds.create false, absent.
+    let objects = render(json!({}));
+    let crds: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), 2);
+    for crd in crds {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+        let mut typed: CustomResourceDefinition = serde_json::from_value(crd.clone()).unwrap();
+        typed.metadata.annotations = None;
+        let want = if crd["spec"]["names"]["kind"] == "ValoriCluster" {
+            ValoriCluster::crd()
+        } else {
+            valori_operator::crd::ValoriBackup::crd()
+        };
+        assert_eq!(typed, want);
+    }
+    assert!(!render(json!({"crds": {"create": false}}))
+        .iter()
+        .any(|o| o["kind"] == "CustomResourceDefinition"));
 }
