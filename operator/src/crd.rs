@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
     shortname = "vc",
     status = "ValoriClusterStatus",
     doc = "A Valori cluster: a leader and followers that replicate it, cross-checked by their hashes and failed over by the operator",
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 52").message("a ValoriCluster's name is at most 52 characters: its pods' revision labels and Services append to it"),
     scale(
         spec_replicas_path = ".spec.instances",
         status_replicas_path = ".status.instances",
@@ -76,6 +77,7 @@ pub struct ValoriClusterSpec {
     pub instances: u32,
     /// The valori-node image.
     #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
     pub image: String,
     /// `Always`, `IfNotPresent` or `Never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,12 +316,15 @@ impl Default for StorageSpec {
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
     /// The Secret.
+    #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
     /// Its key holding the read-write API key.
     #[serde(default = "default_write_key")]
+    #[schemars(length(min = 1, max = 253))]
     pub write_key: String,
     /// Its key holding the read-only API key, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub read_key: Option<String>,
 }
 
@@ -421,6 +426,7 @@ impl Default for CrossCheckSpec {
 #[serde(rename_all = "camelCase")]
 pub struct FailoverSpec {
     /// Seconds the leader must stay unready before the operator fails over.
+    #[schemars(range(min = 1, max = 3600))]
     pub delay_seconds: u32,
     /// How the leader's pod is updated when the template changes.
     pub leader_update: LeaderUpdate,
@@ -482,6 +488,7 @@ pub struct SchedulingSpec {
 pub struct TlsSpec {
     /// The Secret holding `tls.crt` and `tls.key`, and optionally `ca.crt`: the CA that signed
     /// them, which the operator then trusts when it calls the nodes (as cert-manager writes it).
+    #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }
 
@@ -501,6 +508,7 @@ pub struct BackupSpec {
     /// `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_KEY`, ...). Without one, the pods'
     /// workload identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
     /// Seconds between log-shipping rounds: how far the backup may be behind (0: snapshots only).
     #[serde(default = "default_ship_interval_seconds")]
@@ -512,6 +520,7 @@ pub struct BackupSpec {
     /// Also take a snapshot backup on this schedule: a five-field cron expression in UTC
     /// (`0 3 * * *`: every day at 03:00).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 200))]
     pub schedule: Option<String>,
     /// How many backed-up snapshots to keep and for how long.
     #[serde(default)]
@@ -576,6 +585,7 @@ pub struct FromBackup {
     /// A Secret whose keys the restore receives as environment variables (as
     /// `spec.backup.credentialsSecret`). Without one, the workload identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,
     /// Restore exactly this sequence number (default: the newest the backup holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -647,7 +657,7 @@ pub struct RestoreStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ValoriBackupSpec {
     /// The ValoriCluster in this namespace to back up; it must have `spec.backup`.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 52))]
     pub cluster: String,
 }
 

@@ -248,3 +248,30 @@ fn the_example_clone_and_on_demand_backup_are_valid() {
     let vb: valori_operator::crd::ValoriBackup = serde_yaml::from_str(&text).unwrap();
     assert_eq!(vb.spec.cluster, source["metadata"]["name"]);
 }
+
+#[test]
+fn empty_names_zero_delays_and_long_cluster_names_are_refused() {
+    let crd: serde_json::Value = serde_yaml::from_str(&valori_operator::crd_yaml()).unwrap();
+    let v = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let spec = &v["properties"]["spec"]["properties"];
+    assert_eq!(spec["image"]["minLength"], 1);
+    assert_eq!(spec["auth"]["properties"]["secretName"]["minLength"], 1);
+    assert_eq!(spec["tls"]["properties"]["secretName"]["minLength"], 1);
+    assert_eq!(
+        spec["backup"]["properties"]["credentialsSecret"]["minLength"],
+        1
+    );
+    assert_eq!(
+        spec["failover"]["properties"]["delaySeconds"]["minimum"].as_f64(),
+        Some(1.0)
+    );
+    assert_eq!(
+        spec["crossCheck"]["properties"]["intervalSeconds"]["minimum"].as_f64(),
+        Some(1.0)
+    );
+    // The root's rule on the name (the apiserver evaluates it; kube's validator covers the spec).
+    let rules = v["x-kubernetes-validations"].as_array().unwrap();
+    assert!(rules
+        .iter()
+        .any(|r| r["rule"] == "self.metadata.name.size() <= 52"));
+}
