@@ -42,6 +42,20 @@ pub const SECRETS_HASH_ANNOTATION: &str = "valori.dev/secrets-hash";
 /// Where the pods mount the TLS Secret.
 pub const TLS_DIR: &str = "/tls";
 
+/// The cluster's annotation that stops every pod and keeps the claims (`"true"`); removing it
+/// (or any other value) starts them again.
+pub const HIBERNATE_ANNOTATION: &str = "valori.dev/hibernate";
+/// The cluster's annotation asking for a switchover to the pod it names; the operator removes
+/// it once done (or refused).
+pub const SWITCHOVER_ANNOTATION: &str = "valori.dev/switchover-to";
+
+/// Whether the cluster is asked to hibernate.
+pub fn hibernating(vc: &ValoriCluster) -> bool {
+    vc.annotations()
+        .get(HIBERNATE_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
 /// The label naming the application.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 /// The label naming the cluster (the `ValoriCluster`'s name).
@@ -373,6 +387,9 @@ pub fn default_affinity(vc: &ValoriCluster) -> Affinity {
 /// has an ordinal the scale-down removes: the leadership moves first (a switchover), and only
 /// then do its pods go, so a scale-down never removes a leader.
 pub fn replicas(vc: &ValoriCluster) -> u32 {
+    if hibernating(vc) {
+        return 0;
+    }
     let names = Names::of(vc);
     let leader = vc
         .status
@@ -1735,5 +1752,22 @@ networkPolicy: {from: [{namespaceSelector: {matchLabels: {team: agents}}}]}
             4
         );
         assert!(network_policy(&vc("instances: 1\nnetworkPolicy: {disabled: true}")).is_none());
+    }
+
+    #[test]
+    fn a_hibernating_cluster_runs_no_pod() {
+        let mut c = vc("instances: 3");
+        assert_eq!(replicas(&c), 3);
+        c.metadata.annotations = Some(BTreeMap::from([(
+            HIBERNATE_ANNOTATION.to_string(),
+            "true".to_string(),
+        )]));
+        assert!(hibernating(&c));
+        assert_eq!(stateful_set(&c).spec.unwrap().replicas, Some(0));
+        c.metadata.annotations = Some(BTreeMap::from([(
+            HIBERNATE_ANNOTATION.to_string(),
+            "false".to_string(),
+        )]));
+        assert_eq!(replicas(&c), 3);
     }
 }

@@ -213,6 +213,22 @@ pub fn drain_move(pods: &[PodView], leader: &str, cordoned: &[String]) -> Option
     })
 }
 
+/// A switchover asked for by hand (`valori.dev/switchover-to`): `None` once `target` leads;
+/// `Err` when it can never happen (no such pod); otherwise the step, or why it waits.
+pub fn manual_move(pods: &[PodView], leader: &str, target: &str) -> Option<Result<Step, String>> {
+    if target == leader {
+        return None;
+    }
+    let Some(p) = pods.iter().find(|p| p.name == target) else {
+        return Some(Err(format!("{target} is not a pod of this cluster")));
+    };
+    Some(Ok(if p.ready() && !p.terminating {
+        Step::Switchover(target.to_string())
+    } else {
+        Step::Wait(format!("the switchover to {target} waits: it is not ready"))
+    }))
+}
+
 pub fn rollout_step(
     pods: &[PodView],
     update_revision: Option<&str>,
@@ -770,6 +786,25 @@ mod tests {
         assert!(matches!(
             drain_move(&alone, "vc-0", &["vc-0".to_string()]),
             Some(Step::Wait(w)) if w.contains("cordoned")
+        ));
+    }
+
+    #[test]
+    fn a_switchover_by_hand_goes_to_a_ready_follower_only() {
+        let u = "http://vc-rw:3000";
+        let mut pods = vec![leader(0, 2, 5), follower(1, 2, 5, u), follower(2, 2, 5, u)];
+        assert_eq!(manual_move(&pods, "vc-0", "vc-0"), None);
+        assert_eq!(
+            manual_move(&pods, "vc-0", "vc-2"),
+            Some(Ok(Step::Switchover("vc-2".into())))
+        );
+        assert!(
+            matches!(manual_move(&pods, "vc-0", "vc-9"), Some(Err(e)) if e.contains("not a pod"))
+        );
+        pods[2].pod_ready = false;
+        assert!(matches!(
+            manual_move(&pods, "vc-0", "vc-2"),
+            Some(Ok(Step::Wait(w))) if w.contains("not ready")
         ));
     }
 }

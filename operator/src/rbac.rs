@@ -21,8 +21,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         group: "valori.dev",
         resource: "valoriclusters",
-        verbs: &["get", "list", "watch"],
-        why: "the resources it reconciles (get: the cluster a ValoriBackup names)",
+        verbs: &["get", "list", "watch", "patch"],
+        why: "the resources it reconciles (get: the cluster a ValoriBackup names; patch: removing a valori.dev/switchover-to annotation once carried out)",
     },
     Rule {
         group: "valori.dev",

@@ -1123,3 +1123,75 @@ async fn a_drain_of_the_leader_s_node_moves_the_leadership_first() {
     assert!(st.values().all(|(seq, _)| *seq == 6), "{st:?}");
     c.assert_permitted();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_by_hand_then_hibernation_keeps_every_write() {
+    let c = Cluster::new("hb", THREE);
+    c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
+    let old = c.status().current_leader.unwrap();
+    c.write(&old, 0, 4);
+    let path = c.vc_path();
+    let annotate = |key: &str, value: Value| {
+        c.api
+            .patch(&path, json!({"metadata": {"annotations": {key: value}}}));
+    };
+    // A switchover by hand: to the pod named, then the annotation goes.
+    let target = ["hb-0", "hb-1", "hb-2"]
+        .into_iter()
+        .find(|p| *p != old)
+        .unwrap()
+        .to_string();
+    annotate("valori.dev/switchover-to", json!(target));
+    c.until("the leadership on the pod asked for", 60, |st| {
+        st.current_leader.as_deref() == Some(target.as_str()) && healthy(st, 3)
+    })
+    .await;
+    c.step().await.unwrap();
+    assert!(c
+        .vc()
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("valori.dev/switchover-to")
+        .is_none());
+    assert!(c
+        .events()
+        .iter()
+        .any(|(r, n)| r == "Switchover" && n.contains("valori.dev/switchover-to")));
+    // A pod that is not the cluster's: refused, said once, and the annotation goes.
+    annotate("valori.dev/switchover-to", json!("elsewhere-0"));
+    c.step().await.unwrap();
+    assert!(c
+        .events()
+        .iter()
+        .any(|(r, n)| r == "SwitchoverRefused" && n.contains("elsewhere-0")));
+    assert!(c
+        .vc()
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("valori.dev/switchover-to")
+        .is_none());
+    assert_eq!(c.status().current_leader.as_deref(), Some(target.as_str()));
+
+    // Hibernation: every pod stops, the claims stay; woken up, the data is all there.
+    annotate("valori.dev/hibernate", json!("true"));
+    c.until("hibernated", 60, |st| {
+        st.phase.as_deref() == Some("Hibernated") && st.instances == 0
+    })
+    .await;
+    let sts = c.api.get(&c.sts_path()).unwrap();
+    assert_eq!(sts["spec"]["replicas"], 0);
+    for pod in ["hb-0", "hb-1", "hb-2"] {
+        assert!(c.api.get(&c.pod_path(pod)).is_none(), "{pod} still runs");
+        assert!(
+            c.api.get(&c.claim_path(pod)).is_some(),
+            "{pod}'s claim went"
+        );
+    }
+    annotate("valori.dev/hibernate", Value::Null);
+    c.until("awake and healthy", 120, |st| healthy(st, 3)).await;
+    let states = c.states();
+    assert!(states.values().all(|(seq, _)| *seq == 5), "{states:?}");
+    c.assert_permitted();
+}

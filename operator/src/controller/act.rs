@@ -363,6 +363,14 @@ pub(super) async fn roll_out(
                 let drained = world.cordoned.iter().find(|(p, _)| *p == old);
                 let why = if removed {
                     format!("so that the scale-down can remove {old}")
+                } else if vc
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(desired::SWITCHOVER_ANNOTATION))
+                    == Some(to)
+                {
+                    format!("as {} asks", desired::SWITCHOVER_ANNOTATION)
                 } else if let Some((_, node)) = drained {
                     format!("because {old}'s node {node} is cordoned (a drain may evict it now)")
                 } else {

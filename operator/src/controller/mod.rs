@@ -182,6 +182,9 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         restore::Restore::Failed(why) => return waiting(vc, ctx, pass, why, true).await,
     }
     let mut world = observe::observe(vc, ctx, &ns).await?;
+    if desired::hibernating(vc) {
+        return hibernate(vc, ctx, pass, &world).await;
+    }
 
     if let Some((ok, reason, message)) = world.storage.take() {
         if !ok {
@@ -232,8 +235,35 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     // Rollout: at most one disruptive step a pass. A scale-down that removes the leader's
     // ordinal moves the leadership first (the StatefulSet keeps that ordinal until it has).
     let cordoned: Vec<String> = world.cordoned.iter().map(|(p, _)| p.clone()).collect();
+    // A switchover asked for by hand: carried out, or refused once and for all.
+    let asked = vc
+        .annotations()
+        .get(desired::SWITCHOVER_ANNOTATION)
+        .cloned();
+    let mut asked_done = false;
+    let manual = match (leader.as_deref(), asked.as_deref()) {
+        (Some(l), Some(t)) => match plan::manual_move(&world.views, l, t) {
+            None => {
+                asked_done = true;
+                None
+            }
+            Some(Ok(step)) => Some(step),
+            Some(Err(why)) => {
+                pass.event(
+                    EventType::Warning,
+                    "SwitchoverRefused",
+                    "Promote",
+                    format!("{}: {why}", desired::SWITCHOVER_ANNOTATION),
+                );
+                asked_done = true;
+                None
+            }
+        },
+        _ => None,
+    };
     let moving = leader.as_deref().and_then(|l| {
         plan::leader_move(&world.views, l, spec.instances)
+            .or(manual)
             .or_else(|| plan::drain_move(&world.views, l, &cordoned))
     });
     let step = if let Some(step) = moving {
@@ -250,6 +280,18 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     };
     act::roll_out(vc, ctx, &mut world, &mut pass, leader.as_deref(), &step).await?;
     act::backups(vc, &world, &mut pass, leader.as_deref(), &ctx.metrics).await;
+    if asked_done {
+        // Done (or refused): the annotation goes, so that it never moves a later leader.
+        let vcs: Api<ValoriCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        vcs.patch(
+            &vc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {desired::SWITCHOVER_ANNOTATION: null}}
+            })),
+        )
+        .await?;
+    }
     if let Step::Wait(why) | Step::Restart(why) | Step::Switchover(why) = &step {
         pass.progressing = pass.progressing.take().or(Some(match &step {
             Step::Wait(_) => format!("rollout waits: {why}"),
@@ -282,6 +324,58 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
         REQUEUE_IN_MOTION
     } else {
         Duration::from_secs(u64::from(spec.cross_check.interval_seconds))
+    }))
+}
+
+/// A hibernating cluster (`valori.dev/hibernate: "true"`): its StatefulSet has no replica (the
+/// claims stay), nothing is asked of the nodes, and the status says `Hibernated` once every
+/// pod is gone. The leader and epoch in the status stay for the wake-up.
+async fn hibernate(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    mut pass: Pass,
+    world: &observe::World,
+) -> Result<Action, Error> {
+    let none = std::collections::BTreeMap::new();
+    let left = world.views.len();
+    let why = if left == 0 {
+        format!(
+            "{}: every pod stopped, the claims kept",
+            desired::HIBERNATE_ANNOTATION
+        )
+    } else {
+        format!(
+            "{}: {left} pods still stopping",
+            desired::HIBERNATE_ANNOTATION
+        )
+    };
+    let mut next = status::next(
+        std::mem::take(&mut pass.status),
+        &status::Observed {
+            views: &world.views,
+            leader: None,
+            chains: &none,
+            state_hashes: &none,
+            diverged: &[],
+            update_revision: world.update_revision.as_deref(),
+            progressing: (left > 0).then_some(why.as_str()),
+            degraded: None,
+            instances: 0,
+            generation: vc.metadata.generation,
+            now: &pass.now,
+            selector: desired::selector_string(vc),
+        },
+    );
+    if next.phase.as_deref() != Some("Hibernated") && left == 0 {
+        pass.event(EventType::Normal, "Hibernated", "Hibernate", why.clone());
+    }
+    next.phase = Some("Hibernated".into());
+    next.phase_reason = Some(why);
+    report(vc, ctx, &next, &pass.events).await?;
+    Ok(Action::requeue(if left > 0 {
+        REQUEUE_IN_MOTION
+    } else {
+        REQUEUE_INVALID
     }))
 }
 
