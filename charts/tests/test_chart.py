@@ -110,7 +110,15 @@ def test_the_examples_are_valori_resources(name, kind):
 
 
 def test_values_outside_the_schema_are_refused():
-    for bad in ({"replicaCount": 0}, {"image": {"repository": "x", "pullPolicy": "Sometimes"}}, {"replicas": 2}):
+    typos = (
+        {"resources": {"limit": {"memory": "1Gi"}}},
+        {"resources": {"requests": {"memory": "lots"}}},
+        {"tolerations": [{"key": "k", "operator": "Equals"}]},
+        {"affinity": {"podAntiAfinity": {}}},
+        {"securityContext": {"readOnlyRootFileSystem": True}},
+        {"podSecurityContext": {"seccompProfile": {"type": "Default"}}},
+    )
+    for bad in ({"replicaCount": 0}, {"image": {"repository": "x", "pullPolicy": "Sometimes"}}, {"replicas": 2}) + typos:
         with pytest.raises(helm_python.HelmError):
             render(bad)
 
