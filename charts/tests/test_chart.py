@@ -40,6 +40,7 @@ VALUES = {
 
 # The production-like values the chart's examples commit, and an image pinned by digest.
 VALUES["production-example"] = yaml.safe_load((CHART.parent / "examples" / "values-production.yaml").read_text())
+VALUES["namespaced"] = {"watchNamespaces": ["agents", "search"]}
 VALUES["by-digest"] = {"image": {"repository": "registry.example.com/valori-operator", "digest": "sha256:" + "ab" * 32}}
 
 # Kinds that come from other projects' CRDs, which the Kubernetes schemas do not know.

@@ -41,6 +41,10 @@ struct Args {
     /// The Lease's namespace (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     namespace: String,
+    /// The namespaces whose ValoriClusters to manage, comma-separated (default: every
+    /// namespace).
+    #[arg(long, env = "VALORI_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// This replica's identity in the Lease and in Events (its pod's name).
     #[arg(long, env = "POD_NAME", default_value = "valori-operator")]
     identity: String,
@@ -339,7 +343,7 @@ async fn run(
     }
     let lost = tokio::select! {
         // Asked to stop: the pass in progress finishes (graceful), then the Lease is given up.
-        _ = controller::run(ctx, async move {
+        _ = controller::run(ctx, &args.watch_namespaces, async move {
             let _ = stop.changed().await;
         }) => false,
         // The Lease lost: stop at once, cutting a pass in progress short (dropping its

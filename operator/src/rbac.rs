@@ -130,6 +130,12 @@ pub const NAMESPACE_RULES: &[Rule] = &[Rule {
     why: "the leader-election Lease",
 }];
 
+/// Whether a rule is about a cluster-scoped resource: always in the ClusterRole, also when the
+/// operator watches only some namespaces (then the other rules are Roles in each of them).
+pub fn cluster_scoped(r: &Rule) -> bool {
+    matches!(r.resource, "nodes" | "storageclasses")
+}
+
 /// Whether `rules` allow `verb` on `resource` in `group`.
 pub fn allows(rules: &[Rule], group: &str, resource: &str, verb: &str) -> bool {
     rules

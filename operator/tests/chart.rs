@@ -121,6 +121,54 @@ fn the_chart_grants_exactly_what_the_operator_uses() {
 }
 
 #[test]
+fn watching_some_namespaces_grants_namespaced_rights_there_only() {
+    use valori_operator::rbac::cluster_scoped;
+    let objects = render(json!({"watchNamespaces": ["agents", "search"]}));
+    let cr: ClusterRole = one(&objects, "ClusterRole");
+    let scoped: Vec<Rule> = CLUSTER_RULES
+        .iter()
+        .copied()
+        .filter(cluster_scoped)
+        .collect();
+    let namespaced: Vec<Rule> = CLUSTER_RULES
+        .iter()
+        .copied()
+        .filter(|r| !cluster_scoped(r))
+        .collect();
+    assert_eq!(grants(cr.rules.as_deref().unwrap()), wanted(&scoped));
+    assert!(
+        !grants(cr.rules.as_deref().unwrap())
+            .iter()
+            .any(|(_, r, _)| r == "secrets"),
+        "no Secret access across the cluster"
+    );
+    for ns in ["agents", "search"] {
+        let role: Role = serde_json::from_value(
+            objects
+                .iter()
+                .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == ns)
+                .unwrap_or_else(|| panic!("a Role in {ns}"))
+                .clone(),
+        )
+        .unwrap();
+        assert_eq!(grants(role.rules.as_deref().unwrap()), wanted(&namespaced));
+        assert!(objects.iter().any(|o| o["kind"] == "RoleBinding"
+            && o["metadata"]["namespace"] == ns
+            && o["roleRef"]["name"] == role.metadata.name.as_deref().unwrap()));
+    }
+    let d: Deployment = one(&objects, "Deployment");
+    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let watch = env
+        .iter()
+        .find(|e| e.name == "VALORI_OPERATOR_WATCH_NAMESPACES")
+        .unwrap();
+    assert_eq!(watch.value.as_deref(), Some("agents,search"));
+}
+
+#[test]
 fn the_deployment_runs_the_operator_hardened_and_as_configured() {
     let objects = render(json!({}));
     let d: Deployment = one(&objects, "Deployment");

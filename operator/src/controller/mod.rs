@@ -460,56 +460,78 @@ pub fn error_policy(_vc: Arc<ValoriCluster>, err: &Error, _ctx: Arc<Context>) ->
 }
 
 /// Runs the controllers until `shutdown` resolves: one watches ValoriClusters, the objects
-/// they own and their pods; the other ValoriBackups.
+/// they own and their pods; the other ValoriBackups. In every namespace, or (`namespaces` not
+/// empty) a pair in each of those only.
 pub async fn run(
     ctx: Arc<Context>,
+    namespaces: &[String],
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::FutureExt;
     let shutdown = shutdown.boxed().shared();
-    let client = ctx.client.clone();
-    let clusters: Api<ValoriCluster> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let cluster_controller = Controller::new(clusters, watcher::Config::default().any_semantic())
-        .owns(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .watches(
-            pods,
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                desired::MANAGED_BY_LABEL,
-                FIELD_MANAGER
-            )),
-            |pod: Pod| {
-                let ns = pod.namespace()?;
-                let name = pod.labels().get(INSTANCE_LABEL)?.clone();
-                Some(kube::runtime::reflector::ObjectRef::new(&name).within(&ns))
-            },
-        )
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "controller");
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let runs = scopes.into_iter().map(|scope| {
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let client = ctx.client.clone();
+            fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+            where
+                K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+                <K as kube::Resource>::DynamicType: Default,
+            {
+                match scope {
+                    Some(ns) => Api::namespaced(client.clone(), ns),
+                    None => Api::all(client.clone()),
+                }
             }
-        });
-    let backup_controller = Controller::new(
-        Api::<ValoriBackup>::all(client),
-        watcher::Config::default().any_semantic(),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(on_demand::reconcile, on_demand::error_policy, ctx)
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "backup controller");
+            let cluster_controller = Controller::new(
+                api::<ValoriCluster>(&client, &scope),
+                watcher::Config::default().any_semantic(),
+            )
+            .owns(
+                api::<StatefulSet>(&client, &scope),
+                watcher::Config::default(),
+            )
+            .owns(api::<Service>(&client, &scope), watcher::Config::default())
+            .owns(api::<Job>(&client, &scope), watcher::Config::default())
+            .watches(
+                api::<Pod>(&client, &scope),
+                watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    desired::MANAGED_BY_LABEL,
+                    FIELD_MANAGER
+                )),
+                |pod: Pod| {
+                    let ns = pod.namespace()?;
+                    let name = pod.labels().get(INSTANCE_LABEL)?.clone();
+                    Some(kube::runtime::reflector::ObjectRef::new(&name).within(&ns))
+                },
+            )
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "controller");
+                }
+            });
+            let backup_controller = Controller::new(
+                api::<ValoriBackup>(&client, &scope),
+                watcher::Config::default().any_semantic(),
+            )
+            .graceful_shutdown_on(shutdown)
+            .run(on_demand::reconcile, on_demand::error_policy, ctx)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "backup controller");
+                }
+            });
+            futures::join!(cluster_controller, backup_controller);
         }
     });
-    futures::join!(cluster_controller, backup_controller);
+    futures::future::join_all(runs).await;
 }
