@@ -768,6 +768,9 @@ pub struct ValoriClusterStatus {
     /// The epoch of the current leader's assignment.
     #[serde(default)]
     pub epoch: u64,
+    /// Whether the cluster is fenced (`valori.dev/fence`): its leader takes no write.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
     /// Since when the leader has been unready or unreachable (RFC 3339); the operator fails
     /// over once `spec.failover.delaySeconds` have passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -49,6 +49,17 @@ pub const HIBERNATE_ANNOTATION: &str = "valori.dev/hibernate";
 /// it once done (or refused).
 pub const SWITCHOVER_ANNOTATION: &str = "valori.dev/switchover-to";
 
+/// The cluster's annotation that fences it (`"true"`): the leader stops taking writes, every
+/// pod keeps serving reads; removing it gives the same leader writes again at a new epoch.
+pub const FENCE_ANNOTATION: &str = "valori.dev/fence";
+
+/// Whether the cluster is asked to be fenced.
+pub fn fence_asked(vc: &ValoriCluster) -> bool {
+    vc.annotations()
+        .get(FENCE_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
 /// Whether the cluster is asked to hibernate.
 pub fn hibernating(vc: &ValoriCluster) -> bool {
     vc.annotations()

@@ -1125,7 +1125,7 @@ async fn a_drain_of_the_leader_s_node_moves_the_leadership_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switchover_by_hand_then_hibernation_keeps_every_write() {
+async fn a_switchover_by_hand_fencing_and_hibernation_keep_every_write() {
     let c = Cluster::new("hb", THREE);
     c.until("a healthy cluster", 90, |st| healthy(st, 3)).await;
     let old = c.status().current_leader.unwrap();
@@ -1172,6 +1172,52 @@ async fn a_switchover_by_hand_then_hibernation_keeps_every_write() {
         .contains_key("valori.dev/switchover-to"));
     assert_eq!(c.status().current_leader.as_deref(), Some(target.as_str()));
 
+    // Fenced: the leader takes no write, reads go on, and no failover happens; unfenced, the
+    // same leader takes writes again at a newer epoch.
+    let epoch = c.status().epoch;
+    annotate("valori.dev/fence", json!("true"));
+    c.until("fenced", 30, |st| {
+        st.phase.as_deref() == Some("Fenced") && st.fenced
+    })
+    .await;
+    for _ in 0..3 {
+        c.step().await.unwrap();
+    }
+    let st = c.status();
+    assert_eq!(
+        st.current_leader.as_deref(),
+        Some(target.as_str()),
+        "no failover"
+    );
+    assert!(st.epoch > epoch);
+    let (write, read) = tokio::task::block_in_place(|| {
+        let h = common::node::http();
+        let write = h
+            .post(format!("{}/v1/collections/v/records", c.url(&target)))
+            .json(&json!({"vector": [1.0, 2.0, 3.0, 4.0]}))
+            .send()
+            .unwrap()
+            .status();
+        let read = h
+            .get(format!("{}/v1/state", c.url(&target)))
+            .send()
+            .unwrap()
+            .status();
+        (write, read)
+    });
+    assert!(!write.is_success(), "a fenced leader took a write: {write}");
+    assert!(read.is_success());
+    annotate("valori.dev/fence", Value::Null);
+    c.until("unfenced and healthy", 60, |st| {
+        !st.fenced && healthy(st, 3)
+    })
+    .await;
+    let st = c.status();
+    assert_eq!(st.current_leader.as_deref(), Some(target.as_str()));
+    let reasons: Vec<String> = c.events().into_iter().map(|(r, _)| r).collect();
+    assert!(reasons.iter().any(|r| r == "Fenced") && reasons.iter().any(|r| r == "Unfenced"));
+    c.write(&target, 100, 1);
+
     // Hibernation: every pod stops, the claims stay; woken up, the data is all there.
     annotate("valori.dev/hibernate", json!("true"));
     c.until("hibernated", 60, |st| {
@@ -1190,6 +1236,6 @@ async fn a_switchover_by_hand_then_hibernation_keeps_every_write() {
     annotate("valori.dev/hibernate", Value::Null);
     c.until("awake and healthy", 120, |st| healthy(st, 3)).await;
     let states = c.states();
-    assert!(states.values().all(|(seq, _)| *seq == 5), "{states:?}");
+    assert!(states.values().all(|(seq, _)| *seq == 6), "{states:?}");
     c.assert_permitted();
 }

@@ -500,6 +500,65 @@ async fn record_epoch(
     Ok(())
 }
 
+/// Fencing (`valori.dev/fence`): with the annotation, the leader is fenced at a new epoch
+/// (recorded first), so that it takes no write while every pod serves reads; without it, a
+/// fenced cluster's leader is given the leadership again at a newer epoch. Returns whether the
+/// cluster stays fenced (the pass then reports and stops).
+pub(super) async fn fence(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    world: &mut World,
+    pass: &mut Pass,
+) -> Result<bool, Error> {
+    let asked = desired::fence_asked(vc);
+    if !asked && !pass.status.fenced {
+        return Ok(false);
+    }
+    let Some(leader) = pass.status.current_leader.clone() else {
+        if asked {
+            pass.progressing = Some("fencing waits: the cluster has no leader yet".into());
+        }
+        return Ok(asked);
+    };
+    let Some(node) = world.refs.get(&leader).cloned() else {
+        pass.progressing = Some(format!("fencing waits: {leader} has no pod"));
+        return Ok(asked);
+    };
+    let answers: Vec<api::RoleInfo> = world.views.iter().filter_map(|v| v.node.clone()).collect();
+    let epoch = failover::next_epoch(pass.status.epoch, &answers);
+    if asked && !pass.status.fenced {
+        record_epoch(vc, ctx, pass, epoch).await?;
+        world.nodes.fence(&node, epoch).await?;
+        pass.status.fenced = true;
+        pass.event(
+            EventType::Normal,
+            "Fenced",
+            "Fence",
+            format!("{leader} takes no write from epoch {epoch} on; reads go on"),
+        );
+        return Ok(true);
+    }
+    if asked {
+        return Ok(true);
+    }
+    // Unfenced: the same leader, at a newer epoch.
+    record_epoch(vc, ctx, pass, epoch).await?;
+    world
+        .nodes
+        .set_role(&node, &api::SetRole::leader(epoch))
+        .await?;
+    pass.status.fenced = false;
+    pass.new_leader(&leader, epoch);
+    pass.event(
+        EventType::Normal,
+        "Unfenced",
+        "Fence",
+        format!("{leader} takes writes again at epoch {epoch}"),
+    );
+    world.refresh(&leader).await;
+    Ok(false)
+}
+
 /// Backups (`spec.backup`): a snapshot backup on the leader when the schedule is due, then the
 /// leader's report in the status with the `BackedUp` condition, and a Warning Event when
 /// backing up starts failing. Without a leader the last status stays.

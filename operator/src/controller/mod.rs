@@ -185,6 +185,9 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     if desired::hibernating(vc) {
         return hibernate(vc, ctx, pass, &world).await;
     }
+    if act::fence(vc, ctx, &mut world, &mut pass).await? {
+        return fenced(vc, ctx, pass, &world).await;
+    }
 
     if let Some((ok, reason, message)) = world.storage.take() {
         if !ok {
@@ -325,6 +328,44 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     } else {
         Duration::from_secs(u64::from(spec.cross_check.interval_seconds))
     }))
+}
+
+/// A fenced cluster (`valori.dev/fence: "true"`): every pod serves reads, the leader takes no
+/// write; nothing else is done (no failover: the leader is unwritable on purpose).
+async fn fenced(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    mut pass: Pass,
+    world: &observe::World,
+) -> Result<Action, Error> {
+    let none = std::collections::BTreeMap::new();
+    let why = pass.progressing.clone().unwrap_or_else(|| {
+        format!(
+            "{}: the leader takes no write, every pod serves reads",
+            desired::FENCE_ANNOTATION
+        )
+    });
+    let mut next = status::next(
+        std::mem::take(&mut pass.status),
+        &status::Observed {
+            views: &world.views,
+            leader: None,
+            chains: &none,
+            state_hashes: &none,
+            diverged: &[],
+            update_revision: world.update_revision.as_deref(),
+            progressing: None,
+            degraded: None,
+            instances: vc.spec.instances,
+            generation: vc.metadata.generation,
+            now: &pass.now,
+            selector: desired::selector_string(vc),
+        },
+    );
+    next.phase = Some("Fenced".into());
+    next.phase_reason = Some(why);
+    report(vc, ctx, &next, &pass.events).await?;
+    Ok(Action::requeue(REQUEUE_INVALID))
 }
 
 /// A hibernating cluster (`valori.dev/hibernate: "true"`): its StatefulSet has no replica (the
