@@ -330,41 +330,74 @@ async fn reconcile_inner(vc: &ValoriCluster, ctx: &Context) -> Result<Action, Er
     }))
 }
 
+/// What a pass that stops before choosing a leader (a restore, fencing, hibernation) saw.
+struct Held<'a> {
+    views: &'a [plan::PodView],
+    update_revision: Option<&'a str>,
+    instances: u32,
+    /// The phase to report, when not the one the observation gives.
+    phase: Option<&'static str>,
+    why: String,
+    /// Whether `why` is in motion (the `Progressing` condition).
+    progressing: bool,
+}
+
+/// Reports a pass that stopped before choosing a leader: the status the pods give, with the
+/// phase and its reason, and the pass's Events.
+async fn report_held(
+    vc: &ValoriCluster,
+    ctx: &Context,
+    mut pass: Pass,
+    held: Held<'_>,
+) -> Result<(), Error> {
+    let none = std::collections::BTreeMap::new();
+    let mut next = status::next(
+        std::mem::take(&mut pass.status),
+        &status::Observed {
+            views: held.views,
+            leader: None,
+            chains: &none,
+            state_hashes: &none,
+            diverged: &[],
+            update_revision: held.update_revision,
+            progressing: held.progressing.then_some(held.why.as_str()),
+            degraded: None,
+            instances: held.instances,
+            generation: vc.metadata.generation,
+            now: &pass.now,
+            selector: desired::selector_string(vc),
+        },
+    );
+    if let Some(phase) = held.phase {
+        next.phase = Some(phase.into());
+        next.phase_reason = Some(held.why);
+    }
+    report(vc, ctx, &next, &pass.events).await
+}
+
 /// A fenced cluster (`valori.dev/fence: "true"`): every pod serves reads, the leader takes no
 /// write; nothing else is done (no failover: the leader is unwritable on purpose).
 async fn fenced(
     vc: &ValoriCluster,
     ctx: &Context,
-    mut pass: Pass,
+    pass: Pass,
     world: &observe::World,
 ) -> Result<Action, Error> {
-    let none = std::collections::BTreeMap::new();
     let why = pass.progressing.clone().unwrap_or_else(|| {
         format!(
             "{}: the leader takes no write, every pod serves reads",
             desired::FENCE_ANNOTATION
         )
     });
-    let mut next = status::next(
-        std::mem::take(&mut pass.status),
-        &status::Observed {
-            views: &world.views,
-            leader: None,
-            chains: &none,
-            state_hashes: &none,
-            diverged: &[],
-            update_revision: world.update_revision.as_deref(),
-            progressing: None,
-            degraded: None,
-            instances: vc.spec.instances,
-            generation: vc.metadata.generation,
-            now: &pass.now,
-            selector: desired::selector_string(vc),
-        },
-    );
-    next.phase = Some("Fenced".into());
-    next.phase_reason = Some(why);
-    report(vc, ctx, &next, &pass.events).await?;
+    let held = Held {
+        views: &world.views,
+        update_revision: world.update_revision.as_deref(),
+        instances: vc.spec.instances,
+        phase: Some("Fenced"),
+        why,
+        progressing: false,
+    };
+    report_held(vc, ctx, pass, held).await?;
     Ok(Action::requeue(REQUEUE_INVALID))
 }
 
@@ -377,7 +410,6 @@ async fn hibernate(
     mut pass: Pass,
     world: &observe::World,
 ) -> Result<Action, Error> {
-    let none = std::collections::BTreeMap::new();
     let left = world.views.len();
     let why = if left == 0 {
         format!(
@@ -390,29 +422,18 @@ async fn hibernate(
             desired::HIBERNATE_ANNOTATION
         )
     };
-    let mut next = status::next(
-        std::mem::take(&mut pass.status),
-        &status::Observed {
-            views: &world.views,
-            leader: None,
-            chains: &none,
-            state_hashes: &none,
-            diverged: &[],
-            update_revision: world.update_revision.as_deref(),
-            progressing: (left > 0).then_some(why.as_str()),
-            degraded: None,
-            instances: 0,
-            generation: vc.metadata.generation,
-            now: &pass.now,
-            selector: desired::selector_string(vc),
-        },
-    );
-    if next.phase.as_deref() != Some("Hibernated") && left == 0 {
+    if pass.status.phase.as_deref() != Some("Hibernated") && left == 0 {
         pass.event(EventType::Normal, "Hibernated", "Hibernate", why.clone());
     }
-    next.phase = Some("Hibernated".into());
-    next.phase_reason = Some(why);
-    report(vc, ctx, &next, &pass.events).await?;
+    let held = Held {
+        views: &world.views,
+        update_revision: world.update_revision.as_deref(),
+        instances: 0,
+        phase: Some("Hibernated"),
+        why,
+        progressing: left > 0,
+    };
+    report_held(vc, ctx, pass, held).await?;
     Ok(Action::requeue(if left > 0 {
         REQUEUE_IN_MOTION
     } else {
@@ -426,33 +447,19 @@ async fn hibernate(
 async fn waiting(
     vc: &ValoriCluster,
     ctx: &Context,
-    mut pass: Pass,
+    pass: Pass,
     why: String,
     failed: bool,
 ) -> Result<Action, Error> {
-    let none = std::collections::BTreeMap::new();
-    let mut next = status::next(
-        std::mem::take(&mut pass.status),
-        &status::Observed {
-            views: &[],
-            leader: None,
-            chains: &none,
-            state_hashes: &none,
-            diverged: &[],
-            update_revision: None,
-            progressing: (!failed).then_some(why.as_str()),
-            degraded: None,
-            instances: vc.spec.instances,
-            generation: vc.metadata.generation,
-            now: &pass.now,
-            selector: desired::selector_string(vc),
-        },
-    );
-    if failed {
-        next.phase = Some("RestoreFailed".into());
-        next.phase_reason = Some(why);
-    }
-    report(vc, ctx, &next, &pass.events).await?;
+    let held = Held {
+        views: &[],
+        update_revision: None,
+        instances: vc.spec.instances,
+        phase: failed.then_some("RestoreFailed"),
+        why,
+        progressing: !failed,
+    };
+    report_held(vc, ctx, pass, held).await?;
     Ok(Action::requeue(if failed {
         REQUEUE_INVALID
     } else {
