@@ -257,19 +257,8 @@ async fn serve_http(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (gate, header_timeout) = (front.gate.clone(), front.header_timeout);
-    let router = http::router(http::App::new(
-        service,
-        config.max_body_bytes,
-        config.max_concurrent_requests,
-    ));
-    let handle = axum_server::Handle::new();
-    {
-        let h = handle.clone();
-        tokio::spawn(async move {
-            stop.await;
-            h.graceful_shutdown(Some(HTTP_DRAIN));
-        });
-    }
+    let router = http::router(app(config, service));
+    let handle = draining_on(stop);
     let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum_server::from_tcp(listener.into_std()?)?;
     match &front.tls {
@@ -295,6 +284,28 @@ async fn serve_http(
     Ok(())
 }
 
+/// The HTTP state of `service` with the configured limits.
+fn app(config: &Config, service: Service) -> http::App {
+    http::App::new(
+        service,
+        config.max_body_bytes,
+        config.max_concurrent_requests,
+    )
+}
+
+/// A server handle that drains (for at most [`HTTP_DRAIN`]) once `stop` resolves.
+fn draining_on(
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> axum_server::Handle<SocketAddr> {
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        stop.await;
+        h.graceful_shutdown(Some(HTTP_DRAIN));
+    });
+    handle
+}
+
 /// The health port's server: plain HTTP, no connection gate (the header deadline still
 /// applies), the probes and metrics alone.
 fn serve_health(
@@ -304,19 +315,8 @@ fn serve_health(
     header_timeout: Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
-    let router = http::health_router(http::App::new(
-        service,
-        config.max_body_bytes,
-        config.max_concurrent_requests,
-    ));
-    let handle = axum_server::Handle::new();
-    {
-        let h = handle.clone();
-        tokio::spawn(async move {
-            stop.await;
-            h.graceful_shutdown(Some(HTTP_DRAIN));
-        });
-    }
+    let router = http::health_router(app(config, service));
+    let handle = draining_on(stop);
     let server = http1_with_deadline(
         axum_server::from_tcp(listener.into_std()?)?,
         handle,
