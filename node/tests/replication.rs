@@ -208,6 +208,45 @@ fn a_follower_bootstraps_from_a_snapshot_when_the_log_is_pruned() {
     caught_up(&lc, &[&f.client()]);
 }
 
+/// A follower away while its leader took a snapshot and pruned the log past the follower's
+/// last entry comes back by bootstrapping from that snapshot: the leader no longer has the
+/// chain hash to compare with, which is not divergence (a rolling restart across a snapshot
+/// once stopped the follower as diverged).
+#[test]
+fn a_follower_back_after_its_leader_pruned_past_it_bootstraps_and_is_not_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Node::start(
+        &dir.path().join("leader"),
+        &["--snapshot-every", "0", "--snapshot-keep", "1"],
+    );
+    let lc = leader.client();
+    lc.post("/v1/collections", json!({"name": "v", "dimension": 8}));
+    write_mix(&lc, 0, 20);
+    let fdir = dir.path().join("f");
+    let mut f = follower(&fdir, &leader.url, &["--snapshot-every", "0"]);
+    caught_up(&lc, &[&f.client()]);
+    let away_at = f.client().state().0;
+    f.kill();
+    write_mix(&lc, 1, 20);
+    let (s, v) = lc.post("/v1/snapshots", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let (_, log) = lc.get("/v1/log?from=1&limit=1");
+    assert!(
+        log["first_retained"].as_u64().is_none_or(|r| r > away_at),
+        "the leader should have pruned past {away_at}: {log}"
+    );
+    let f = follower(&fdir, &leader.url, &["--snapshot-every", "0"]);
+    let fc = f.client();
+    caught_up(&lc, &[&fc]);
+    let (_, m) = fc.get("/metrics");
+    let m = m.as_str().unwrap();
+    assert!(m.contains("valori_replication_divergences_total 0"), "{m}");
+    assert!(m.contains("valori_replication_bootstraps_total 1"), "{m}");
+    assert_eq!(fc.get("/readyz").0, 200);
+    write_mix(&lc, 2, 5);
+    caught_up(&lc, &[&fc]);
+}
+
 /// The follower holds only the leader's read-only key, and the leader has no snapshot: healing
 /// starts from the empty state and streams the leader's whole log.
 #[test]

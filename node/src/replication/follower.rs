@@ -377,6 +377,19 @@ impl Follower {
         } else {
             self.leader_chain(top).await?
         };
+        if theirs_at_top.is_none() && top < leader.seq {
+            // The leader no longer retains our last entry (it took a snapshot and pruned its
+            // log while we were away): there is no chain hash to compare with, which is not
+            // divergence. The log shows the gap, and this node bootstraps from the leader's
+            // snapshot, its history by definition.
+            tracing::info!(
+                local,
+                leader = leader.seq,
+                "the leader no longer retains sequence number {top}: bootstrapping from its \
+                 snapshot"
+            );
+            return Ok(());
+        }
         let same_at_top = top == 0 || theirs_at_top.is_some() && theirs_at_top == ours(top);
         if same_at_top && local <= leader.seq {
             return Ok(());
