@@ -54,16 +54,16 @@ pub async fn serve(
                 upload_snapshots: config.backup_snapshots,
                 retain_count: config.backup_retain_count.max(1),
                 retain_age: config.backup_retain_age,
+                confirm_wait: Duration::from_millis(config.sync_timeout_ms),
             };
             let hold = engine
                 .log_hold()
                 .unwrap_or_else(|| Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)));
-            let backup = Arc::new(crate::backup::Backup::new(
-                dest,
-                engine.clone(),
-                settings,
-                hold,
-            ));
+            let confirmer = service.clone();
+            let backup = Arc::new(
+                crate::backup::Backup::new(dest, engine.clone(), settings, hold)
+                    .with_confirmation(Arc::new(move || confirmer.confirmed_through())),
+            );
             let task = tokio::spawn(Arc::clone(&backup).run(stop_rx.clone()));
             (service.with_backup(backup), Some(task))
         }

@@ -792,3 +792,77 @@ fn after_a_failover_the_new_leader_ships_on_into_the_same_backup() {
     let node = restore(&tmp.path().join("r2"), &url, Some(before.0), &[]).unwrap();
     assert_eq!(node.client().state(), before);
 }
+
+/// With synchronous replication the backup holds only what the followers hold: a write they do
+/// not have yet (answered `replication_timeout`, durable on the leader alone, which a failover
+/// may lose) is shipped once they have it, never before.
+#[test]
+fn with_synchronous_replication_only_what_the_followers_hold_is_shipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = file_url(&tmp.path().join("backup"));
+    let leader = backing_up(
+        &tmp.path().join("a"),
+        &url,
+        &[
+            "--backup-ship-interval-s",
+            "1",
+            "--sync-replicas",
+            "1",
+            "--sync-timeout-ms",
+            "400",
+        ],
+    );
+    let dir_b = tmp.path().join("b");
+    let mut follower = common::follower(&dir_b, &leader.url, &["--snapshot-every", "0"]);
+    let c = leader.client();
+    fill(&c, 0, 6, 3);
+    let held = wait_shipped(&c);
+    let confirmed = c.state().0;
+    assert_eq!(
+        held["shipping"]["shipped_through"].as_u64(),
+        Some(confirmed)
+    );
+
+    // The follower gone: a write is durable here only, and stays out of the backup.
+    follower.kill();
+    let (s, v) = c.post(
+        "/v1/collections/v/records/upsert",
+        json!({"records": [{"key": "late", "vector": vector(99, 8)}]}),
+    );
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["code"], "replication_timeout", "{v}");
+    assert_eq!(c.state().0, confirmed + 1);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let listing = ok(c.get("/v1/backups"));
+    assert_eq!(
+        listing["shipping"]["shipped_through"].as_u64(),
+        Some(confirmed),
+        "{listing}"
+    );
+    assert_eq!(listing["shipping"]["lag_events"].as_u64(), Some(1));
+    // Nor is it in a snapshot: an on-demand backup waits as a synchronous write does, then
+    // says why it cannot be taken.
+    let (s, v) = c.post("/v1/backups", json!({}));
+    assert_eq!(s, 502, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("synchronous followers do not hold"),
+        "{v}"
+    );
+    // Back, the follower takes the write, and then the backup does.
+    follower = common::follower(&dir_b, &leader.url, &["--snapshot-every", "0"]);
+    let fc = follower.client();
+    wait_until(30, "the follower to hold the write", || {
+        fc.state().0 == confirmed + 1
+    });
+    let listing = wait_shipped(&c);
+    assert_eq!(
+        listing["shipping"]["shipped_through"].as_u64(),
+        Some(confirmed + 1)
+    );
+    let (s, b) = c.post("/v1/backups", json!({}));
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["seq"].as_u64(), Some(confirmed + 1));
+}

@@ -86,6 +86,9 @@ pub struct BackupSettings {
     pub retain_count: usize,
     /// Remove snapshots older than this (the newest is always kept).
     pub retain_age: Option<Duration>,
+    /// How long an on-demand backup waits for the synchronous followers to hold its snapshot's
+    /// sequence number before it is refused (the node's `--sync-timeout-ms`).
+    pub confirm_wait: Duration,
 }
 
 impl Default for BackupSettings {
@@ -94,6 +97,7 @@ impl Default for BackupSettings {
             ship_interval: Some(Duration::from_secs(10)),
             upload_snapshots: true,
             retain_count: 7,
+            confirm_wait: Duration::from_secs(5),
             retain_age: None,
         }
     }
@@ -125,7 +129,14 @@ pub struct Backup {
     /// known of the destination.
     cursor: tokio::sync::Mutex<Cursor>,
     status: Mutex<BackupStatus>,
+    /// Through which sequence number writes are confirmed as the replication mode promises
+    /// (with synchronous replication, held by the required followers); nothing beyond is
+    /// backed up, since a failover may lose it.
+    confirmed: Option<Confirmed>,
 }
+
+/// Through which sequence number writes are confirmed ([`Backup::with_confirmation`]).
+pub type Confirmed = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// What the node knows of the destination, once listed.
 #[derive(Default)]
@@ -174,7 +185,37 @@ impl Backup {
             hold,
             cursor: Default::default(),
             status: Default::default(),
+            confirmed: None,
         }
+    }
+
+    /// Backs up only what `confirmed` says is confirmed (the service's
+    /// `confirmed_through`): with synchronous replication, a write the followers do not hold
+    /// yet is neither shipped nor in an uploaded snapshot.
+    pub fn with_confirmation(mut self, confirmed: Confirmed) -> Backup {
+        self.confirmed = Some(confirmed);
+        self
+    }
+
+    /// The highest sequence number that may be backed up now.
+    fn limit(&self) -> u64 {
+        self.confirmed.as_ref().map_or(u64::MAX, |f| f())
+    }
+
+    /// Waits until `seq` is confirmed, for at most the settings' `confirm_wait`.
+    async fn confirmed_up_to(&self, seq: u64) -> Result<(), BackupError> {
+        let deadline = tokio::time::Instant::now() + self.settings.confirm_wait;
+        while self.limit() < seq {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackupError::Local(format!(
+                    "the synchronous followers do not hold sequence number {seq} yet (they hold \
+                     {}): a backup holds only what a failover keeps; retry once they caught up",
+                    self.limit()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// The destination.
@@ -204,6 +245,7 @@ impl Backup {
         let mut cursor = self.cursor.lock().await;
         let result = async {
             let file = self.engine.snapshot().await?;
+            self.confirmed_up_to(file.seq).await?;
             self.upload(&mut cursor, &file).await
         }
         .await;
@@ -395,7 +437,10 @@ impl Backup {
         }
         if self.settings.upload_snapshots {
             let newest = self.engine.snapshots()?.into_iter().next_back();
-            if let Some(file) = newest.filter(|f| f.seq > cursor.newest_snapshot) {
+            let limit = self.limit();
+            // A snapshot beyond what is confirmed waits for a later round.
+            if let Some(file) = newest.filter(|f| f.seq > cursor.newest_snapshot && f.seq <= limit)
+            {
                 let result = self.upload(&mut cursor, &file).await;
                 self.record_backup(&result);
                 result?;
@@ -419,9 +464,14 @@ impl Backup {
             Some(f) => f > cursor.shipped + 1,
             None => head > cursor.shipped,
         };
+        let limit = self.limit();
         if needs_base {
             let base = cursor.newest_snapshot;
             let usable = base > cursor.shipped && first.map_or(head == base, |f| f <= base + 1);
+            if !usable && head > limit {
+                // A new base would hold writes not yet confirmed: later.
+                return Ok(());
+            }
             if !usable {
                 let file = self.engine.snapshot().await?;
                 let result = self.upload(cursor, &file).await;
@@ -432,7 +482,11 @@ impl Backup {
         }
         loop {
             let from = cursor.shipped + 1;
-            let entries = self.engine.entries(from, SEGMENT_ENTRIES, SEGMENT_BYTES)?;
+            if from > limit {
+                break;
+            }
+            let mut entries = self.engine.entries(from, SEGMENT_ENTRIES, SEGMENT_BYTES)?;
+            entries.retain(|e| e.seq <= limit);
             let Some(first) = entries.first() else { break };
             if first.seq != from {
                 return Err(BackupError::Missing(format!(

@@ -150,6 +150,24 @@ impl Followers {
             .count() as u32
     }
 
+    /// The highest sequence number that at least `needed` followers hold (by confirmations of
+    /// `generation` that count); 0 when fewer follow.
+    pub fn held_by(&self, needed: u32, generation: Generation, metrics: &Metrics) -> u64 {
+        let mut table = self.table.lock().expect("followers lock");
+        table.current(self.ttl, metrics);
+        let mut confirmed: Vec<u64> = table
+            .seen
+            .values()
+            .filter(|s| s.counts(generation))
+            .map(|s| s.confirmed)
+            .collect();
+        confirmed.sort_unstable_by(|a, b| b.cmp(a));
+        match needed {
+            0 => u64::MAX,
+            n => confirmed.get(n as usize - 1).copied().unwrap_or(0),
+        }
+    }
+
     /// How many followers confirmed (with confirmations that count) within `within`.
     pub fn recent(&self, within: Duration, generation: Generation, metrics: &Metrics) -> u32 {
         let mut table = self.table.lock().expect("followers lock");

@@ -248,6 +248,18 @@ impl Service {
         }
     }
 
+    /// Through which sequence number writes are as durable as the replication mode promises:
+    /// with synchronous replication, what the required followers hold (a write beyond it may
+    /// still be lost by a failover); otherwise everything (`u64::MAX`).
+    pub fn confirmed_through(&self) -> u64 {
+        let needed = self.settings.sync.replicas;
+        if needed == 0 {
+            return u64::MAX;
+        }
+        self.followers
+            .held_by(needed, self.generation(), self.engine.metrics())
+    }
+
     /// With synchronous replication, waits until enough followers hold the write at `seq`;
     /// answers `replication_timeout` (outcome unknown: the write is durable here) otherwise.
     /// Only confirmations of the generation the write committed in count.
