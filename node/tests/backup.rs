@@ -530,6 +530,37 @@ fn snapshots_the_node_takes_are_uploaded_and_unshipped_entries_are_never_pruned(
     assert_eq!(source.terminate(), Some(0));
     let snaps = files_under(&backup, |n| n.ends_with(".json"));
     assert_eq!(snaps.len(), 1, "{snaps:?}");
+    // Started again, the node reports the newest backup there as its last success (the
+    // metric is not 0 until it takes one itself).
+    let again = Node::start(
+        &data,
+        &[
+            "--snapshot-every",
+            "0",
+            "--backup-to",
+            &url,
+            "--backup-ship-interval-s",
+            "3600",
+        ],
+    );
+    let ac = again.client();
+    wait_until(30, "the first backup round", || {
+        ok(ac.get("/v1/backups"))["shipping"]["shipped_through"].is_u64()
+    });
+    let (_, m) = ac.get("/metrics");
+    let last = m
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("valori_backup_last_success_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(last > now - 600.0 && last <= now + 1.0, "{last} vs {now}");
+    drop(again);
     let node = restore(&tmp.path().join("b"), &url, None, &[]).unwrap();
     assert_eq!(node.client().state(), head);
     drop(node);

@@ -364,6 +364,20 @@ impl Backup {
     /// recorded there.
     async fn learn(&self, cursor: &mut Cursor) -> Result<(), BackupError> {
         let listing = self.dest.list().await?;
+        // The newest backup there is the last success this node can report, also after a
+        // restart (until it takes one itself).
+        if let Some(newest) = listing.snapshots.last() {
+            let mut status = self.status.lock().expect("status lock");
+            if status.last_backup.is_none() {
+                if let Ok(t) = humantime::parse_rfc3339_weak(&newest.finished) {
+                    self.engine
+                        .metrics()
+                        .backup_last_success
+                        .set(unix(t) as i64);
+                }
+                status.last_backup = Some(newest.clone());
+            }
+        }
         let reaches = listing.reaches();
         if reaches > 0 {
             let recorded = listing
