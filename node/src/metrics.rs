@@ -77,6 +77,9 @@ pub struct Metrics {
     pub backup_ship_lag_events: IntGauge,
     /// `valori_backup_ship_failures_total`: log-shipping rounds that failed.
     pub backup_ship_failures: IntCounter,
+    /// `valori_backup_list_requests_total`: listings of the backup destination (each one or
+    /// more LIST requests to the object store).
+    pub backup_lists: IntCounter,
     /// `valori_http_requests_total{route,method,status}`.
     pub http_requests: IntCounterVec,
     /// `valori_http_request_duration_seconds{route,method}`.
@@ -247,6 +250,11 @@ impl Metrics {
             "Log-shipping rounds that failed",
         )
         .unwrap();
+        let backup_lists = IntCounter::new(
+            "valori_backup_list_requests_total",
+            "Listings of the backup destination",
+        )
+        .unwrap();
         for c in [
             Box::new(events_committed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(commit_seconds.clone()),
@@ -277,6 +285,7 @@ impl Metrics {
             Box::new(backup_shipped_seq.clone()),
             Box::new(backup_ship_lag_events.clone()),
             Box::new(backup_ship_failures.clone()),
+            Box::new(backup_lists.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_seconds.clone()),
         ] {
@@ -313,6 +322,7 @@ impl Metrics {
             backup_shipped_seq,
             backup_ship_lag_events,
             backup_ship_failures,
+            backup_lists,
             http_requests,
             http_seconds,
         }

@@ -132,6 +132,23 @@ fn a_directory_backup_restores_to_the_newest_state_and_to_any_shipped_seq() {
     let head = c.state();
     assert_eq!(listing["reaches"].as_u64(), Some(head.0), "{listing}");
     assert_eq!(listing["backups"].as_array().unwrap().len(), 1, "{listing}");
+    // The leader answers from what it knows of the destination, which it writes: asking does
+    // not list the store again (each listing costs LIST requests).
+    let lists = || {
+        let (_, m) = c.get("/metrics");
+        m.as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("valori_backup_list_requests_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = lists();
+    assert!(before >= 1);
+    for _ in 0..5 {
+        assert_eq!(ok(c.get("/v1/backups")), listing);
+    }
+    assert_eq!(lists(), before);
     assert_eq!(listing["destination"].as_str(), Some(url.as_str()));
     assert_eq!(listing["shipping"]["lag_events"].as_u64(), Some(0));
     assert!(listing["last_error"].is_null() && listing["shipping"]["error"].is_null());

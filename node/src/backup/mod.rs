@@ -129,6 +129,11 @@ pub struct Backup {
     /// known of the destination.
     cursor: tokio::sync::Mutex<Cursor>,
     status: Mutex<BackupStatus>,
+    /// What the destination holds, as this node last listed it and changed it since: while it
+    /// is the destination's writer (the leader), `GET /v1/backups` answers from it instead of
+    /// listing the store each time. `None` until the first round's listing, and again when the
+    /// node stops leading; each retention pass lists the store afresh.
+    known: Mutex<Option<Listing>>,
     /// Through which sequence number writes are confirmed as the replication mode promises
     /// (with synchronous replication, held by the required followers); nothing beyond is
     /// backed up, since a failover may lose it.
@@ -185,6 +190,7 @@ impl Backup {
             hold,
             cursor: Default::default(),
             status: Default::default(),
+            known: Mutex::new(None),
             confirmed: None,
         }
     }
@@ -233,9 +239,25 @@ impl Backup {
         self.status.lock().expect("status lock").clone()
     }
 
-    /// What the destination holds.
+    /// What the destination holds: as this node knows it while it writes there, else listed.
     pub async fn list(&self) -> Result<Listing, BackupError> {
+        if let Some(l) = self.known.lock().expect("listing lock").clone() {
+            return Ok(l);
+        }
+        self.list_store().await
+    }
+
+    /// Lists the destination (counted: each listing costs the store LIST requests).
+    async fn list_store(&self) -> Result<Listing, BackupError> {
+        self.engine.metrics().backup_lists.inc();
         self.dest.list().await
+    }
+
+    /// Changes what this node knows of the destination, if it knows it.
+    fn note(&self, change: impl FnOnce(&mut Listing)) {
+        if let Some(l) = self.known.lock().expect("listing lock").as_mut() {
+            change(l);
+        }
     }
 
     /// Takes a snapshot now and uploads it, then applies retention. Refused on a follower
@@ -302,6 +324,12 @@ impl Backup {
             finished: String::new(),
         };
         self.dest.put_snapshot(&map, &mut manifest).await?;
+        self.note(|l| {
+            l.unfinished.retain(|&u| u != manifest.seq);
+            l.snapshots.retain(|m| m.seq != manifest.seq);
+            l.snapshots.push(manifest.clone());
+            l.snapshots.sort_by_key(|m| m.seq);
+        });
         tracing::info!(
             seq = manifest.seq,
             bytes = manifest.bytes,
@@ -319,41 +347,59 @@ impl Backup {
     /// whose upload never finished; once a snapshot goes, so do the segments that only lead up
     /// to the oldest snapshot kept.
     async fn retain(&self) -> Result<(), BackupError> {
-        let listing = self.dest.list().await?;
-        let Some(newest) = listing.snapshots.last() else {
+        let mut listing = self.list_store().await?;
+        let result = self.retain_from(&mut listing).await;
+        // What is there now (what could not be removed stays listed).
+        if let Some(known) = self.known.lock().expect("listing lock").as_mut() {
+            *known = listing;
+        }
+        result
+    }
+
+    /// Retention over `listing`, removing from it what it deletes.
+    async fn retain_from(&self, listing: &mut Listing) -> Result<(), BackupError> {
+        let Some(newest) = listing.snapshots.last().map(|m| m.seq) else {
             return Ok(());
         };
         let now = SystemTime::now();
         let keep = self.settings.retain_count.max(1);
         let by_count = listing.snapshots.len().saturating_sub(keep);
-        let mut kept = Vec::new();
-        for (i, s) in listing.snapshots.iter().enumerate() {
-            let too_old = self.settings.retain_age.is_some_and(|age| {
-                humantime::parse_rfc3339(&s.finished)
-                    .ok()
-                    .and_then(|t| now.duration_since(t).ok())
-                    .is_some_and(|d| d > age)
-            });
-            if s.seq != newest.seq && (i < by_count || too_old) {
-                self.dest.delete_snapshot(s.seq).await?;
-            } else {
-                kept.push(s.seq);
-            }
+        let gone: Vec<u64> = listing
+            .snapshots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                let too_old = self.settings.retain_age.is_some_and(|age| {
+                    humantime::parse_rfc3339(&s.finished)
+                        .ok()
+                        .and_then(|t| now.duration_since(t).ok())
+                        .is_some_and(|d| d > age)
+                });
+                s.seq != newest && (*i < by_count || too_old)
+            })
+            .map(|(_, s)| s.seq)
+            .collect();
+        for &seq in &gone {
+            self.dest.delete_snapshot(seq).await?;
+            listing.snapshots.retain(|m| m.seq != seq);
         }
-        for &seq in &listing.unfinished {
-            if seq < newest.seq {
+        for seq in listing.unfinished.clone() {
+            if seq < newest {
                 self.dest.delete_snapshot(seq).await?;
+                listing.unfinished.retain(|&u| u != seq);
             }
         }
         // While no snapshot has gone, every restore point stays, those before the first
         // snapshot included (replayed from the first event).
-        if kept.len() == listing.snapshots.len() {
+        if gone.is_empty() {
             return Ok(());
         }
-        let oldest_kept = kept.first().copied().unwrap_or(newest.seq);
-        for seg in &listing.segments {
+        let oldest_kept = listing.snapshots.first().map_or(newest, |m| m.seq);
+        for seg in listing.segments.clone() {
             if seg.last <= oldest_kept {
-                self.dest.delete_segment(seg).await?;
+                self.dest.delete_segment(&seg).await?;
+                listing.segments.retain(|s| *s != seg);
+                listing.shipped_ms.remove(&seg);
             }
         }
         Ok(())
@@ -363,7 +409,7 @@ impl Backup {
     /// node's chain hash at the highest sequence number the destination reaches must be the one
     /// recorded there.
     async fn learn(&self, cursor: &mut Cursor) -> Result<(), BackupError> {
-        let listing = self.dest.list().await?;
+        let listing = self.list_store().await?;
         // The newest backup there is the last success this node can report, also after a
         // restart (until it takes one itself).
         if let Some(newest) = listing.snapshots.last() {
@@ -421,6 +467,7 @@ impl Backup {
                     cursor.shipped = 0;
                     cursor.newest_snapshot = listing.snapshots.last().map_or(0, |s| s.seq);
                     cursor.known = true;
+                    *self.known.lock().expect("listing lock") = Some(listing);
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -429,6 +476,7 @@ impl Backup {
         cursor.shipped = reaches;
         cursor.newest_snapshot = listing.snapshots.last().map_or(0, |s| s.seq);
         cursor.known = true;
+        *self.known.lock().expect("listing lock") = Some(listing);
         Ok(())
     }
 
@@ -440,6 +488,7 @@ impl Backup {
             // The leader ships; this node prunes as it would without backups, and lists the
             // destination again if it becomes the leader.
             cursor.known = false;
+            *self.known.lock().expect("listing lock") = None;
             self.hold.store(u64::MAX, Ordering::Release);
             return Ok(());
         }
@@ -510,6 +559,14 @@ impl Backup {
             }
             let (name, bytes) = segment::encode(&entries);
             self.dest.put_segment(&name, bytes).await?;
+            let at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.note(|l| {
+                l.segments.push(name);
+                l.segments.sort();
+                l.shipped_ms.insert(name, at);
+            });
             cursor.shipped = name.last;
             self.hold.store(cursor.shipped, Ordering::Release);
             metrics.backup_shipped_seq.set(cursor.shipped as i64);
