@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{files_under, vector, wait_until, Client, Node};
+use common::{files_under, metric, vector, wait_until, Client, Node};
 use serde_json::{json, Value};
 
 fn ok((s, v): (u16, Value)) -> Value {
@@ -136,12 +136,7 @@ fn a_directory_backup_restores_to_the_newest_state_and_to_any_shipped_seq() {
     // not list the store again (each listing costs LIST requests).
     let lists = || {
         let (_, m) = c.get("/metrics");
-        m.as_str()
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("valori_backup_list_requests_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap()
+        metric(m.as_str().unwrap(), "valori_backup_list_requests_total").unwrap()
     };
     let before = lists();
     assert!(before >= 1);
@@ -549,29 +544,17 @@ fn snapshots_the_node_takes_are_uploaded_and_unshipped_entries_are_never_pruned(
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     // Started again, the node reports the newest backup there as its last success (the
     // metric is not 0 until it takes one itself).
-    let again = Node::start(
-        &data,
-        &[
-            "--snapshot-every",
-            "0",
-            "--backup-to",
-            &url,
-            "--backup-ship-interval-s",
-            "3600",
-        ],
-    );
+    let again = backing_up(&data, &url, &["--backup-ship-interval-s", "3600"]);
     let ac = again.client();
     wait_until(30, "the first backup round", || {
         ok(ac.get("/v1/backups"))["shipping"]["shipped_through"].is_u64()
     });
     let (_, m) = ac.get("/metrics");
-    let last = m
-        .as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("valori_backup_last_success_timestamp_seconds "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap();
+    let last = metric(
+        m.as_str().unwrap(),
+        "valori_backup_last_success_timestamp_seconds",
+    )
+    .unwrap() as f64;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -618,14 +601,7 @@ fn a_destination_holding_another_history_is_not_written_to() {
     assert!(why.contains("another history"), "{why}");
     assert_eq!(listing["reaches"].as_u64(), Some(reached), "{listing}");
     let (_, m) = c.get("/metrics");
-    let failures = m
-        .as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("valori_backup_ship_failures_total "))
-        .unwrap()
-        .parse::<u64>()
-        .unwrap();
+    let failures = metric(m.as_str().unwrap(), "valori_backup_ship_failures_total").unwrap();
     assert!(failures >= 1);
 }
 

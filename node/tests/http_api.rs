@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{b64, vector, Client, Node};
+use common::{b64, metric, vector, Client, Node};
 use serde_json::{json, Value};
 
 /// Asserts a request is refused with `status` and `code`, and that nothing changed.
@@ -1049,12 +1049,6 @@ fn probes_answer(c: &Client) -> String {
     let (s, metrics) = c.get("/metrics");
     assert_eq!(s, 200);
     metrics.as_str().unwrap().to_string()
-}
-
-/// The value of an unlabelled metric in a `/metrics` text.
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Sends `request` on a fresh connection and reads until the server closes it or 20 s pass:
