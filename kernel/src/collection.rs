@@ -20,7 +20,7 @@ use crate::kernel::Share;
 use crate::keyed::Extras;
 use crate::limits::*;
 use crate::payload::Payload;
-use crate::rows::Rows;
+use crate::rows::{ChunkStore, Rows};
 use alloc::string::String;
 
 /// A tag filter with at most this many live records is answered by an exact scan of the tag
@@ -340,6 +340,18 @@ impl Collection {
             + postings) as u64
             + self.index.as_ref().map_or(0, Hnsw::memory_bytes)
             + self.extras.memory_bytes()
+    }
+
+    /// Bytes of full-precision vectors held in a [`crate::rows::ChunkStore`] rather than on
+    /// the heap.
+    pub fn stored_vector_bytes(&self) -> u64 {
+        self.vectors.stored_bytes()
+    }
+
+    /// Keeps the full-precision vectors in `store` (on the heap with `None`), moving those
+    /// held so far ([`Rows::place`]).
+    pub(crate) fn place_vectors(&mut self, store: Option<&alloc::sync::Arc<dyn ChunkStore>>) {
+        self.vectors.place(store);
     }
 
     /// Adopts `other`'s chunks of full-precision vectors and of the walk copy, and with
@@ -715,7 +727,12 @@ impl Collection {
     }
 
     /// Decodes [`Collection::encode`]'s output, checking every invariant it relies on.
-    pub(crate) fn decode(r: &mut Reader<'_>, extras: bool) -> Result<Self, DecodeError> {
+    /// Its vectors are decoded into `store` when one is given.
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        extras: bool,
+        store: Option<&alloc::sync::Arc<dyn ChunkStore>>,
+    ) -> Result<Self, DecodeError> {
         let spec = decode_spec(r)?;
         check_spec(&spec).map_err(|_| DecodeError::Invalid("collection definition"))?;
         let slots = r.u64()?;
@@ -726,6 +743,7 @@ impl Collection {
             return Err(DecodeError::UnexpectedEnd);
         }
         let mut c = Collection::new(spec);
+        c.place_vectors(store);
         let mut vector = alloc::vec![0i32; dim];
         for _ in 0..slots {
             let live = match r.u8()? {

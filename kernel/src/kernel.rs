@@ -2,7 +2,9 @@
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::fmt;
 
 use crate::codec::{DecodeError, Reader, Sink};
 use crate::collection::{check_batch_shape, check_spec, Build, Collection, Hit, Record};
@@ -16,6 +18,7 @@ use crate::fixed::Fixed;
 use crate::graph::{Direction, Edge, Graph, Neighbor, Node, Traversal};
 use crate::hnsw::{BuildLog, SearchScratch};
 use crate::limits::*;
+use crate::rows::ChunkStore;
 
 /// A blake3 hash.
 pub type Hash = [u8; 32];
@@ -107,6 +110,27 @@ pub struct Kernel {
     graph: Graph,
     seq: u64,
     chain: Hash,
+    /// Where collections keep their full-precision vectors ([`Kernel::place_vectors`]).
+    vectors_in: Placement,
+}
+
+/// A store for the full-precision vectors, or the heap. Where bytes live is not part of the
+/// state: any two placements compare equal.
+#[derive(Clone, Default)]
+struct Placement(Option<Arc<dyn ChunkStore>>);
+
+impl PartialEq for Placement {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Placement {}
+
+impl fmt::Debug for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "store" } else { "heap" })
+    }
 }
 
 impl Kernel {
@@ -367,6 +391,31 @@ impl Kernel {
         }
     }
 
+    /// Keeps every collection's full-precision vectors in `store` from now on (on the heap with
+    /// `None`): those held so far are moved there, and collections created later take their
+    /// chunks from it too. Copies of this state keep the placement. Only where the bytes live
+    /// changes: values, results, encodings and hashes are those of the heap.
+    pub fn place_vectors(&mut self, store: Option<Arc<dyn ChunkStore>>) {
+        for c in self.collections.values_mut() {
+            c.place_vectors(store.as_ref());
+        }
+        self.vectors_in = Placement(store);
+    }
+
+    /// Bytes of full-precision vectors held in the store [`Kernel::place_vectors`] named.
+    pub fn stored_vector_bytes(&self) -> u64 {
+        self.collections
+            .values()
+            .map(Collection::stored_vector_bytes)
+            .sum()
+    }
+
+    /// Adds a collection created by an event, its vectors where this state keeps them.
+    fn add_collection(&mut self, name: &str, mut c: Collection) {
+        c.place_vectors(self.vectors_in.0.as_ref());
+        self.collections.insert(name.into(), c);
+    }
+
     /// Makes this state hold the parts of its storage that `parts` names in `other`'s memory,
     /// so that one copy serves both from now on (a later write to either copies only the chunks
     /// it touches). Both must be the same state (the same events applied: equal sequence number
@@ -476,8 +525,7 @@ impl Kernel {
     ) -> Applied {
         let applied = match event {
             Event::CreateCollection(spec) => {
-                self.collections
-                    .insert(spec.name.clone(), Collection::new(spec.clone()));
+                self.add_collection(&spec.name, Collection::new(spec.clone()));
                 Applied::Done
             }
             Event::DropCollection { name } => {
@@ -491,8 +539,7 @@ impl Kernel {
                 if !self.collections.contains_key(collection) {
                     let spec = Self::implicit_default(collection, records)
                         .expect("validated: the default collection may be created");
-                    self.collections
-                        .insert(collection.clone(), Collection::new(spec));
+                    self.add_collection(collection, Collection::new(spec));
                 }
                 let c = self
                     .collections
@@ -542,7 +589,7 @@ impl Kernel {
                     let c = self
                         .upsert_target(collection, records)
                         .expect("validated: the default collection may be created");
-                    self.collections.insert(collection.clone(), c);
+                    self.add_collection(collection, c);
                 }
                 let c = self
                     .collections
@@ -810,6 +857,16 @@ impl Kernel {
 
     /// Decodes [`Kernel::encode_state`]'s output into a state at `seq` with chain hash `chain`.
     pub fn decode_state(bytes: &[u8], seq: u64, chain: Hash) -> Result<Kernel, DecodeError> {
+        Kernel::decode_placed(bytes, seq, chain, None)
+    }
+
+    /// [`Kernel::decode_state`] with the full-precision vectors decoded into `store`.
+    pub(crate) fn decode_placed(
+        bytes: &[u8],
+        seq: u64,
+        chain: Hash,
+        store: Option<Arc<dyn ChunkStore>>,
+    ) -> Result<Kernel, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u32()?;
         let extras = match version {
@@ -820,11 +877,12 @@ impl Kernel {
         let mut k = Kernel {
             seq,
             chain,
+            vectors_in: Placement(store),
             ..Kernel::default()
         };
         let n = r.count("collections", u32::MAX, 16)?;
         for _ in 0..n {
-            let c = Collection::decode(&mut r, extras)?;
+            let c = Collection::decode(&mut r, extras, k.vectors_in.0.as_ref())?;
             let name = c.spec.name.clone();
             if k.collections
                 .keys()

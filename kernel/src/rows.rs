@@ -16,11 +16,19 @@
 //! lists between them: [`Rows::share_from`] makes one state use the other's chunks once both
 //! hold the same rows. Only the memory is shared; the
 //! values, the encoding and every hash are those of plain contiguous rows.
+//!
+//! Chunks live on the heap unless the rows are placed in a [`ChunkStore`] ([`Rows::place`]):
+//! memory the program provides, such as a memory-mapped file, which is how a node keeps its
+//! full-precision vectors out of its resident memory (`--vectors-on-disk`). Where a chunk
+//! lives changes nothing else.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::fmt;
 use core::marker::PhantomData;
+use core::ptr::NonNull;
 
 /// A huge page: chunks are whole multiples of it where the row size allows, so that a program
 /// whose allocator places large blocks on huge pages (the node's does) reads them with few TLB
@@ -66,9 +74,184 @@ impl Plain for u32 {}
 #[repr(C, align(64))]
 pub(crate) struct Line(pub(crate) [u8; 64]);
 
+/// Memory for chunks outside the heap, provided by the program (the kernel does no I/O): the
+/// node's implementation maps files. A store may decline ([`ChunkStore::allocate`] returns
+/// `None`), and the chunk then lives on the heap as it would without one.
+pub trait ChunkStore: Send + Sync {
+    /// `bytes` bytes (a multiple of 64) of zeroed memory starting on a 64-byte boundary,
+    /// readable and writable by this process alone until the region is dropped; `None` to
+    /// decline.
+    fn allocate(&self, bytes: usize) -> Option<Region>;
+}
+
+/// A block of memory from a [`ChunkStore`]; dropping it gives the memory back.
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Dropped with the region: gives the memory back (for a mapping, unmaps it).
+    _release: Box<dyn Any + Send + Sync>,
+}
+
+impl Region {
+    /// A region of `len` bytes at `ptr`, given back by dropping `release`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must start on a 64-byte boundary and point to `len` bytes of zeroed memory,
+    /// valid for reads and writes and used by nothing else until `release` is dropped.
+    #[allow(unsafe_code)]
+    pub unsafe fn new(ptr: NonNull<u8>, len: usize, release: Box<dyn Any + Send + Sync>) -> Self {
+        debug_assert_eq!(
+            ptr.as_ptr() as usize % 64,
+            0,
+            "a region starts on a cache line"
+        );
+        Region {
+            ptr,
+            len,
+            _release: release,
+        }
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+// SAFETY: a region is memory owned by its one holder (`Region::new`'s contract), like a
+// `Box<[u8]>`; the release guard is `Send + Sync` itself.
+#[allow(unsafe_code)]
+unsafe impl Send for Region {}
+// SAFETY: as for `Send`: shared access only reads.
+#[allow(unsafe_code)]
+unsafe impl Sync for Region {}
+
+/// A chunk's memory: growing cache lines on the heap, or a region of a store taken whole.
+enum Buf {
+    Heap(Vec<Line>),
+    Stored {
+        region: Region,
+        /// Lines in use from the first (the rest are zeros no row reached).
+        lines: usize,
+        /// Where copies of this chunk are taken from.
+        store: Arc<dyn ChunkStore>,
+    },
+}
+
+impl Buf {
+    /// Lines in use.
+    fn lines(&self) -> usize {
+        match self {
+            Buf::Heap(v) => v.len(),
+            Buf::Stored { lines, .. } => *lines,
+        }
+    }
+
+    fn as_ptr(&self) -> *const Line {
+        match self {
+            Buf::Heap(v) => v.as_ptr(),
+            Buf::Stored { region, .. } => region.ptr.as_ptr() as *const Line,
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut Line {
+        match self {
+            Buf::Heap(v) => v.as_mut_ptr(),
+            Buf::Stored { region, .. } => region.ptr.as_ptr() as *mut Line,
+        }
+    }
+
+    /// A region of `lines` lines from `store`, if it gives one.
+    fn stored(store: &Arc<dyn ChunkStore>, lines: usize) -> Option<Buf> {
+        let region = store.allocate(lines * 64)?;
+        assert!(
+            region.len >= lines * 64 && (region.ptr.as_ptr() as usize).is_multiple_of(64),
+            "a chunk store gave a region smaller than asked or off a cache line"
+        );
+        Some(Buf::Stored {
+            region,
+            lines: 0,
+            store: Arc::clone(store),
+        })
+    }
+
+    /// Makes `lines` lines usable (zeros where no row was yet), room for `full` at most being
+    /// what the chunk will ever need.
+    fn grow(&mut self, lines: usize, full: usize) {
+        if let Buf::Stored { region, store, .. } = self {
+            if lines * 64 > region.len {
+                // Taken whole, a region never needs this; a store's smaller one moves.
+                let store = Arc::clone(store);
+                let mut bigger = Buf::stored(&store, full.max(lines))
+                    .unwrap_or_else(|| Buf::Heap(Vec::with_capacity(full.max(lines))));
+                bigger.copy_from(self.as_ptr(), self.lines());
+                *self = bigger;
+            }
+        }
+        match self {
+            Buf::Heap(v) => {
+                if lines > v.capacity() {
+                    // Doubling, but never past a full chunk: a chunk copied while shared has no
+                    // spare room, and plain doubling from there would overshoot.
+                    let want = (v.capacity() * 2).clamp(lines, full);
+                    v.reserve_exact(want - v.len());
+                }
+                if lines > v.len() {
+                    v.resize(lines, Line([0; 64]));
+                }
+            }
+            Buf::Stored { lines: used, .. } => *used = (*used).max(lines),
+        }
+    }
+
+    /// Appends `lines` lines from `src` to an empty buffer.
+    #[allow(unsafe_code)]
+    fn copy_from(&mut self, src: *const Line, lines: usize) {
+        debug_assert_eq!(self.lines(), 0);
+        match self {
+            Buf::Heap(v) => {
+                // SAFETY: `src` points to `lines` initialised lines (the caller's chunk).
+                v.extend_from_slice(unsafe { core::slice::from_raw_parts(src, lines) });
+            }
+            Buf::Stored {
+                region,
+                lines: used,
+                ..
+            } => {
+                assert!(lines * 64 <= region.len);
+                // SAFETY: both hold `lines` lines; they are different memory.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(src, region.ptr.as_ptr() as *mut Line, lines)
+                };
+                *used = lines;
+            }
+        }
+    }
+}
+
+/// A copy has no spare room on the heap: a chunk copied while shared holds exactly its
+/// lines. A stored chunk is copied into a region of the same size from the same store.
+impl Clone for Buf {
+    fn clone(&self) -> Self {
+        let mut copy = match self {
+            Buf::Heap(v) => Buf::Heap(Vec::with_capacity(v.len())),
+            Buf::Stored { region, store, .. } => Buf::stored(store, region.len / 64)
+                .unwrap_or_else(|| Buf::Heap(Vec::with_capacity(self.lines()))),
+        };
+        copy.copy_from(self.as_ptr(), self.lines());
+        copy
+    }
+}
+
 /// A chunk: whole cache lines holding `len` elements of `T` from the first.
 struct Chunk<T> {
-    lines: Vec<Line>,
+    buf: Buf,
     len: usize,
     _t: PhantomData<T>,
 }
@@ -76,9 +259,13 @@ struct Chunk<T> {
 impl<T: Plain> Chunk<T> {
     const PER_LINE: usize = 64 / core::mem::size_of::<T>();
 
-    fn new() -> Self {
+    /// An empty chunk: in `store` (taken whole, `full` lines) when one is given and it gives
+    /// a region, else on the heap.
+    fn new(store: Option<&Arc<dyn ChunkStore>>, full: usize) -> Self {
         Chunk {
-            lines: Vec::new(),
+            buf: store
+                .and_then(|s| Buf::stored(s, full))
+                .unwrap_or(Buf::Heap(Vec::new())),
             len: 0,
             _t: PhantomData,
         }
@@ -88,19 +275,23 @@ impl<T: Plain> Chunk<T> {
     fn as_slice(&self) -> &[T] {
         // SAFETY: the lines hold at least `len` elements of `T` (`Rows::append`), the storage
         // is aligned for `T` (64 bytes) and every byte pattern is a `T` (`Plain`).
-        unsafe { core::slice::from_raw_parts(self.lines.as_ptr() as *const T, self.len) }
+        unsafe { core::slice::from_raw_parts(self.buf.as_ptr() as *const T, self.len) }
     }
 
     fn as_ptr(&self) -> *const T {
-        self.lines.as_ptr() as *const T
+        self.buf.as_ptr() as *const T
+    }
+
+    /// Whether it lives in a store.
+    fn stored(&self) -> bool {
+        matches!(self.buf, Buf::Stored { .. })
     }
 }
 
-/// A copy has no spare room: a chunk copied while shared holds exactly its lines.
 impl<T> Clone for Chunk<T> {
     fn clone(&self) -> Self {
         Chunk {
-            lines: self.lines.clone(),
+            buf: self.buf.clone(),
             len: self.len,
             _t: PhantomData,
         }
@@ -120,6 +311,8 @@ pub(crate) struct Rows<T> {
     /// at random places, the walks' and the exact rerank's, would otherwise wait on the chunk's
     /// header too). Kept equal to `chunks[i].as_ptr()` by every method that changes `chunks`.
     starts: Vec<Start<T>>,
+    /// Where new chunks are taken from (the heap when `None`).
+    store: Option<Arc<dyn ChunkStore>>,
 }
 /// A chunk's data pointer. The chunk it points into is owned by the same [`Rows`] (an `Arc`
 /// that only `&mut Rows` can change), so it lives as long as the table and is never written
@@ -154,7 +347,37 @@ impl<T: Plain> Rows<T> {
             len: 0,
             chunks: Vec::new(),
             starts: Vec::new(),
+            store: None,
         }
+    }
+
+    /// Keeps the rows in `store` from now on (on the heap with `None`): the rows held so far
+    /// are moved there, and new chunks are taken from it. Nothing changes when the rows are
+    /// already placed there. Values, encoding and hashes are the same wherever rows live.
+    pub(crate) fn place(&mut self, store: Option<&Arc<dyn ChunkStore>>) {
+        let same = match (&self.store, store) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let mut placed = Rows::new(self.width);
+        placed.store = store.cloned();
+        for row in self.rows_from(0) {
+            placed.push(row);
+        }
+        *self = placed;
+    }
+
+    /// Bytes of rows held in chunks of a store.
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        self.chunks
+            .iter()
+            .filter(|c| c.stored())
+            .map(|c| (c.len * core::mem::size_of::<T>()) as u64)
+            .sum()
     }
 
     /// Row `i`. Panics if `i >= len`.
@@ -185,10 +408,7 @@ impl<T: Plain> Rows<T> {
         // `width` elements each, aligned for `T` (every byte pattern is a `T`); the row is
         // borrowed through `&mut self`, so nothing reads it meanwhile.
         unsafe {
-            core::slice::from_raw_parts_mut(
-                (chunk.lines.as_mut_ptr() as *mut T).add(at),
-                self.width,
-            )
+            core::slice::from_raw_parts_mut((chunk.buf.as_mut_ptr() as *mut T).add(at), self.width)
         }
     }
 
@@ -211,32 +431,25 @@ impl<T: Plain> Rows<T> {
         let per_line = Chunk::<T>::PER_LINE;
         let full = (self.width << self.shift).div_ceil(per_line);
         if self.len & ((1 << self.shift) - 1) == 0 {
-            // The first chunk grows by doubling as rows arrive, so that a small collection
-            // holds no more than it needs; later ones are taken whole at once (pages of it
-            // that no row reached yet take no memory).
-            let mut chunk = Chunk::new();
-            if self.len > 0 {
-                chunk.lines.reserve_exact(full);
+            // On the heap the first chunk grows by doubling as rows arrive, so that a small
+            // collection holds no more than it needs; later ones, and every chunk in a store,
+            // are taken whole at once (pages of it that no row reached yet take no memory).
+            let mut chunk = Chunk::new(self.store.as_ref(), full);
+            if let (Buf::Heap(lines), true) = (&mut chunk.buf, self.len > 0) {
+                lines.reserve_exact(full);
             }
             self.chunks.push(Arc::new(chunk));
         }
         let last = self.chunks.last_mut().expect("a chunk was pushed");
         let chunk = Arc::make_mut(last);
-        let lines = (chunk.len + self.width).div_ceil(per_line);
-        if lines > chunk.lines.capacity() {
-            // Doubling, but never past a full chunk: a chunk copied while shared has no spare
-            // room, and plain doubling from there would overshoot.
-            let want = (chunk.lines.capacity() * 2).clamp(lines, full);
-            chunk.lines.reserve_exact(want - chunk.lines.len());
-        }
-        if lines > chunk.lines.len() {
-            chunk.lines.resize(lines, Line([0; 64]));
-        }
+        chunk
+            .buf
+            .grow((chunk.len + self.width).div_ceil(per_line), full);
         // SAFETY: the lines hold `chunk.len + width` elements (just ensured), aligned for `T`,
         // and every byte pattern is a `T` (`Plain`); the row is borrowed only during `fill`.
         let row = unsafe {
             core::slice::from_raw_parts_mut(
-                (chunk.lines.as_mut_ptr() as *mut T).add(chunk.len),
+                (chunk.buf.as_mut_ptr() as *mut T).add(chunk.len),
                 self.width,
             )
         };
@@ -325,6 +538,7 @@ impl<T> fmt::Debug for Rows<T> {
             .field("width", &self.width)
             .field("len", &self.len)
             .field("chunks", &self.chunks.len())
+            .field("stored", &self.store.is_some())
             .finish()
     }
 }
@@ -432,7 +646,7 @@ mod tests {
                 (i as i8, 0, -(i as i8))
             );
         }
-        assert_eq!(r.chunks[0].lines.len(), 4000usize.div_ceil(64));
+        assert_eq!(r.chunks[0].buf.lines(), 4000usize.div_ceil(64));
         let copy = r.clone();
         assert_eq!(copy, r);
     }

@@ -17,11 +17,13 @@
 //! decodes the body strictly and checks that the restored state hashes to the recorded state
 //! hash.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::codec::{DecodeError, Reader, Sink};
 use crate::kernel::{Hash, Kernel};
+use crate::rows::ChunkStore;
 
 /// First bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VALORISN";
@@ -138,9 +140,18 @@ impl Kernel {
 
     /// Restores a state from [`Kernel::snapshot`]'s output.
     pub fn restore(bytes: &[u8]) -> Result<Kernel, SnapshotError> {
+        Kernel::restore_placed(bytes, None)
+    }
+
+    /// [`Kernel::restore`] into a state whose full-precision vectors live in `store`
+    /// ([`Kernel::place_vectors`]), decoded straight there: they are never all on the heap.
+    pub fn restore_placed(
+        bytes: &[u8],
+        store: Option<Arc<dyn ChunkStore>>,
+    ) -> Result<Kernel, SnapshotError> {
         let (info, body) = verify(bytes)?;
-        let kernel =
-            Kernel::decode_state(body, info.seq, info.chain_hash).map_err(SnapshotError::Decode)?;
+        let kernel = Kernel::decode_placed(body, info.seq, info.chain_hash, store)
+            .map_err(SnapshotError::Decode)?;
         if kernel.state_hash() != info.state_hash {
             return Err(SnapshotError::StateHashMismatch);
         }

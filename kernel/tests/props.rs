@@ -1,9 +1,15 @@
 //! Property tests of the kernel's determinism rules.
 
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use valori_kernel::compact::{self, Component};
 use valori_kernel::distance::{self, Bound};
 use valori_kernel::fixed::FixedError;
+use valori_kernel::rows::{ChunkStore, Region};
 use valori_kernel::{
     CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, RecordRef,
     SearchParams, Share,
@@ -143,6 +149,163 @@ fn run(events: &[Event]) -> (Kernel, Vec<Vec<u8>>) {
     (k, log)
 }
 
+/// A chunk store that lends 64-byte aligned heap blocks, declining every `decline`-th request
+/// (0: never), and counts the regions it has out.
+struct Lender {
+    decline: usize,
+    asked: AtomicUsize,
+    out: Arc<AtomicUsize>,
+}
+
+impl Lender {
+    fn lend(decline: usize) -> (Arc<dyn ChunkStore>, Arc<AtomicUsize>) {
+        let out = Arc::new(AtomicUsize::new(0));
+        let store = Lender {
+            decline,
+            asked: AtomicUsize::new(0),
+            out: Arc::clone(&out),
+        };
+        (Arc::new(store), out)
+    }
+}
+
+/// Gives a lent block back.
+struct Returned {
+    at: usize,
+    layout: Layout,
+    out: Arc<AtomicUsize>,
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        // SAFETY: `at` was allocated with `layout` by `Lender::allocate` and is freed once.
+        unsafe { std::alloc::dealloc(self.at as *mut u8, self.layout) };
+        self.out.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ChunkStore for Lender {
+    fn allocate(&self, bytes: usize) -> Option<Region> {
+        let n = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.decline > 0 && n.is_multiple_of(self.decline) {
+            return None;
+        }
+        let layout = Layout::from_size_align(bytes.max(64), 64).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        self.out.fetch_add(1, Ordering::SeqCst);
+        let returned = Returned {
+            at: ptr.as_ptr() as usize,
+            layout,
+            out: Arc::clone(&self.out),
+        };
+        // SAFETY: a fresh zeroed block of `bytes` bytes on a 64-byte boundary, ours alone until
+        // `returned` is dropped.
+        Some(unsafe { Region::new(ptr, bytes, Box::new(returned)) })
+    }
+}
+
+/// Vectors placed in a store give the state, the hashes and the search results of vectors on
+/// the heap, across chunk boundaries, through copies and copy on write in the store, and the
+/// store gets every region back once the states are gone. Where its regions run out (it
+/// declines), chunks live on the heap beside them, with the same result.
+#[test]
+fn vectors_in_a_store_change_no_result_or_hash() {
+    let dim = 128;
+    let spec = CollectionSpec {
+        name: "docs".into(),
+        dimension: dim as u32,
+        metric: Metric::L2,
+        index: IndexSpec::Hnsw(HnswParams {
+            m: 8,
+            ef_construction: 24,
+            ef_search: 32,
+        }),
+    };
+    let batch = |seed: u64, n: usize| Event::Insert {
+        collection: "docs".into(),
+        records: (0..n)
+            .map(|i| NewRecord {
+                vector: (0..dim)
+                    .map(|j| {
+                        let x = (seed * 7919 + i as u64 * 131 + j as u64 * 17) % 2001;
+                        Fixed((x as i32 - 1000) << 8)
+                    })
+                    .collect(),
+                tag: i as u64 % 3,
+                metadata: None,
+            })
+            .collect(),
+    };
+    let events: Vec<Event> = std::iter::once(Event::CreateCollection(spec))
+        .chain((0..3).map(|s| batch(s, 1500)))
+        .collect();
+    for decline in [0, 3] {
+        let (store, out) = Lender::lend(decline);
+        let mut heap = Kernel::new();
+        let mut placed = Kernel::new();
+        placed.place_vectors(Some(Arc::clone(&store)));
+        // Half the events before the other state is placed, so that it moves what it holds.
+        let mut moved = Kernel::new();
+        for (i, e) in events.iter().enumerate() {
+            if i == 2 {
+                moved.place_vectors(Some(Arc::clone(&store)));
+            }
+            let applied = heap.apply(e);
+            assert_eq!(placed.apply(e), applied);
+            assert_eq!(moved.apply(e), applied);
+        }
+        let vectors = (4500 * dim * 4) as u64;
+        assert_eq!(heap.stored_vector_bytes(), 0);
+        if decline == 0 {
+            assert_eq!(placed.stored_vector_bytes(), vectors);
+            assert_eq!(moved.stored_vector_bytes(), vectors);
+        } else {
+            assert!(placed.stored_vector_bytes() < vectors);
+        }
+        // A copy shares the store's chunks; a write to it copies the last one within the store.
+        let mut copy = placed.clone();
+        let later = batch(9, 300);
+        assert_eq!(copy.apply(&later), heap.clone().apply(&later));
+        for (a, b) in [(&placed, &heap), (&moved, &heap)] {
+            assert_eq!(a, b);
+            assert_eq!(a.state_hash(), b.state_hash());
+            assert_eq!(a.snapshot(), b.snapshot());
+        }
+        // A snapshot restored into the store decodes its vectors there.
+        let restored = Kernel::restore_placed(&heap.snapshot(), Some(Arc::clone(&store))).unwrap();
+        assert_eq!(restored, heap);
+        if decline == 0 {
+            assert_eq!(restored.stored_vector_bytes(), vectors);
+        }
+        drop(restored);
+        let mut heap_later = heap.clone();
+        heap_later.apply(&later).unwrap();
+        assert_eq!(copy.state_hash(), heap_later.state_hash());
+        let query: Vec<Fixed> = (0..dim).map(|j| Fixed((j % 50) << 9)).collect();
+        for k in [&placed, &moved, &copy] {
+            for tag in [None, Some(1)] {
+                let params = SearchParams {
+                    k: 10,
+                    tag,
+                    ef: Some(64),
+                };
+                assert_eq!(
+                    k.search("docs", &query, &params),
+                    heap.search("docs", &query, &params)
+                );
+            }
+        }
+        // Back on the heap: the store gets everything back once the states are gone.
+        moved.place_vectors(None);
+        assert_eq!(moved.stored_vector_bytes(), 0);
+        assert_eq!(moved.state_hash(), heap.state_hash());
+        assert!(out.load(Ordering::SeqCst) > 0);
+        drop((placed, copy));
+        assert_eq!(out.load(Ordering::SeqCst), 0, "every region given back");
+    }
+}
+
 fn naive_distance(metric: Metric, a: &[i32], b: &[i32]) -> i128 {
     let dot: i128 = a.iter().zip(b).map(|(&x, &y)| x as i128 * y as i128).sum();
     match metric {
@@ -219,6 +382,40 @@ proptest! {
         prop_assert_eq!(copy.state_hash(), expected.state_hash());
         prop_assert_eq!(original.state_hash(), hash);
         prop_assert_eq!(&original, &run(&events).0);
+    }
+
+    /// A state whose vectors live in a store (from the start, or moved there halfway) applies
+    /// every event exactly as one on the heap, its copies write privately, and it hashes the
+    /// same.
+    #[test]
+    fn stored_vectors_apply_as_the_heap(
+        events in prop::collection::vec(event(), 0..60),
+        later in prop::collection::vec(event(), 0..20),
+    ) {
+        let (store, out) = Lender::lend(4);
+        let mut placed = Kernel::new();
+        placed.place_vectors(Some(Arc::clone(&store)));
+        let mut moved = Kernel::new();
+        let mut heap = Kernel::new();
+        for (i, e) in events.iter().enumerate() {
+            if i == events.len() / 2 {
+                moved.place_vectors(Some(Arc::clone(&store)));
+            }
+            let applied = heap.apply(e);
+            prop_assert_eq!(placed.apply(e), applied.clone());
+            prop_assert_eq!(moved.apply(e), applied);
+        }
+        let mut copy = placed.clone();
+        let before = placed.state_hash();
+        for e in &later {
+            prop_assert_eq!(copy.apply(e), heap.apply(e));
+        }
+        prop_assert_eq!(placed.state_hash(), before);
+        prop_assert_eq!(&copy, &heap);
+        prop_assert_eq!(copy.state_hash(), heap.state_hash());
+        prop_assert_eq!(moved.snapshot(), run(&events).0.snapshot());
+        drop((placed, moved, copy));
+        prop_assert_eq!(out.load(Ordering::SeqCst), 0);
     }
 
     /// A snapshot restores to the identical state, hash, sequence number and chain.

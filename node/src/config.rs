@@ -197,6 +197,14 @@ pub struct Config {
     /// ms instead of 2 ms at the median there).
     #[arg(long, env = "VALORI_GRAPH_SHARE_IDLE_MS", default_value_t = limits::DEFAULT_GRAPH_SHARE_IDLE_MS)]
     pub graph_share_idle_ms: u64,
+    /// Keep the full-precision vectors in memory-mapped files under the data directory's
+    /// `vectors/` instead of in memory. Searches walk the compact copy and the graph, which stay
+    /// in memory, and read full vectors only to rerank their candidates: the vectors' pages
+    /// are then cache the system drops under memory pressure (a container's limit included)
+    /// and reads back when needed. Results and hashes are unchanged. Costs: disk writes of
+    /// the vectors, and reranks that wait on the disk for pages not in memory.
+    #[arg(long, env = "VALORI_VECTORS_ON_DISK")]
+    pub vectors_on_disk: bool,
     /// Threads for index construction (default: all cores).
     #[arg(long, env = "VALORI_INDEX_THREADS")]
     pub index_threads: Option<usize>,

@@ -100,6 +100,7 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.index_nice = config.index_nice.clamp(0, 19);
     ec.graph_share_idle = (config.graph_share_idle_ms > 0)
         .then(|| std::time::Duration::from_millis(config.graph_share_idle_ms));
+    ec.vectors_on_disk = config.vectors_on_disk;
     ec.commit_gate = config.test_commit_gate.clone();
     ec.crash_at = config.test_crash_at;
     if let Some(t) = config.index_threads {

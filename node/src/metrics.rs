@@ -21,6 +21,9 @@ pub struct Metrics {
     pub storage_bytes: IntGauge,
     /// `valori_snapshots_total`: snapshots written.
     pub snapshots: IntCounter,
+    /// `valori_vectors_mapped_bytes`: bytes of files mapped for full-precision vectors
+    /// (`--vectors-on-disk`; 0 without it).
+    pub vectors_mapped: IntGauge,
     /// `valori_state_copies_total`: times the writer copied the whole state because a reader
     /// still held the copy it had just replaced (see ARCHITECTURE.md, "Write path").
     pub state_copies: IntCounter,
@@ -122,6 +125,11 @@ impl Metrics {
         let state_copies = IntCounter::new(
             "valori_state_copies_total",
             "Whole-state copies made because a reader held the replaced copy too long",
+        )
+        .unwrap();
+        let vectors_mapped = IntGauge::new(
+            "valori_vectors_mapped_bytes",
+            "Bytes of files mapped for full-precision vectors (--vectors-on-disk)",
         )
         .unwrap();
         let failed = IntGauge::new(
@@ -263,6 +271,7 @@ impl Metrics {
             Box::new(storage_bytes.clone()),
             Box::new(snapshots.clone()),
             Box::new(state_copies.clone()),
+            Box::new(vectors_mapped.clone()),
             Box::new(failed.clone()),
             Box::new(replication_lag_seconds.clone()),
             Box::new(replication_lag_events.clone()),
@@ -300,6 +309,7 @@ impl Metrics {
             storage_bytes,
             snapshots,
             state_copies,
+            vectors_mapped,
             failed,
             replication_lag_seconds,
             replication_lag_events,

@@ -140,6 +140,12 @@ pub struct ValoriClusterSpec {
     /// The nodes' log level.
     #[serde(default)]
     pub log_level: LogLevel,
+    /// Keep the full-precision vectors in memory-mapped files on the data volume instead of
+    /// in memory (`--vectors-on-disk`): the pods then need memory for the walk copy, the
+    /// graph and the rest, while the vectors' pages are cache the kernel reclaims under the
+    /// limit. Results are the same; reranks read the disk for pages not in memory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vectors_on_disk: bool,
     /// The kubelet's probes of the nodes (on a port of their own, outside the connection
     /// limit).
     #[serde(default)]

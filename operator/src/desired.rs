@@ -289,6 +289,10 @@ pub fn config_map(vc: &ValoriCluster) -> ConfigMap {
         ),
         ("VALORI_LOG".into(), spec.log_level.as_str().into()),
     ]);
+    if spec.vectors_on_disk {
+        // Only when asked: a cluster without it keeps the ConfigMap (and its pods) it had.
+        data.insert("VALORI_VECTORS_ON_DISK".into(), "true".into());
+    }
     if let Some(b) = &spec.backup {
         data.extend([
             ("VALORI_BACKUP_TO".into(), b.destination.clone()),
@@ -1298,6 +1302,10 @@ snapshots: {every: 5000, keep: 4}
         assert_eq!(d["VALORI_MIN_REPLICAS_TO_WRITE"], "0");
         assert_eq!(d["VALORI_SNAPSHOT_EVERY"], "5000");
         assert_eq!(d["VALORI_SNAPSHOT_KEEP"], "4");
+        // Vectors in memory unless asked, and then in files.
+        assert!(!d.contains_key("VALORI_VECTORS_ON_DISK"));
+        let on_disk = config_map(&vc("instances: 1\nvectorsOnDisk: true\n"));
+        assert_eq!(on_disk.data.unwrap()["VALORI_VECTORS_ON_DISK"], "true");
         // Every pod starts as a follower; roles come from the role API.
         assert_eq!(d["VALORI_REPLICATION_MODE"], "follower");
         assert_eq!(d["VALORI_LEADER_URL"], "http://memory-rw:3000");

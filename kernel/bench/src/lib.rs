@@ -725,19 +725,25 @@ pub fn run_queries(
 
 /// Resident memory of this process in bytes (Linux), for memory figures.
 pub fn rss_bytes() -> u64 {
-    rss_bytes_of("/proc/self/status")
+    status_bytes("/proc/self/status", "VmRSS:")
 }
 
-/// The resident set a `/proc/<pid>/status` file gives, in bytes (0 where there is none).
-pub fn rss_bytes_of(status: &str) -> u64 {
+/// A memory figure a `/proc/<pid>/status` file gives, in bytes (0 where there is none):
+/// `field` is `VmRSS:` (the resident set), `RssAnon:` (its private memory) or `RssFile:`
+/// (its mapped files' pages).
+pub fn status_bytes(status: &str, field: &str) -> u64 {
     std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            s.lines().find_map(|l| {
+                l.strip_prefix(field)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
         })
-        .map_or(0, |kb| kb * 1024)
+        .map_or(0, |kb: u64| kb * 1024)
 }
 
 /// The machine, for the record: CPU model, cores, and which distance kernels run (exact and

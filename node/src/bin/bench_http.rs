@@ -6,7 +6,11 @@
 //! health probe's latency meanwhile.
 //!
 //! `cargo build --release -p valori-node --bins &&
-//!  $CARGO_TARGET_DIR/release/bench_http --synthetic 100000 [--json]`
+//!  $CARGO_TARGET_DIR/release/bench_http --synthetic 100000 [--dim 128] [--json]`
+//!
+//! `--vectors-on-disk` runs the node with its full-precision vectors in mapped files;
+//! `--memory-limit-mib M` runs it in a memory cgroup of M MiB (as a container's limit would;
+//! needs root and a cgroup memory controller), and reports the cgroup's peak.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -73,6 +77,76 @@ impl Conn {
     }
 }
 
+/// A memory cgroup the node runs in, as a container's memory limit: version 1's `memory`
+/// hierarchy or version 2's unified one. Removed when dropped (once its process is gone).
+struct Cgroup {
+    dir: std::path::PathBuf,
+    v1: bool,
+}
+
+impl Cgroup {
+    fn new(limit_mib: u64) -> Cgroup {
+        let name = format!("valori-bench-{}", std::process::id());
+        let v1 = std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+        let dir = match v1 {
+            true => std::path::Path::new("/sys/fs/cgroup/memory").join(name),
+            false => std::path::Path::new("/sys/fs/cgroup").join(name),
+        };
+        let made = std::fs::create_dir_all(&dir).and_then(|()| {
+            let limit = (limit_mib << 20).to_string();
+            match v1 {
+                true => std::fs::write(dir.join("memory.limit_in_bytes"), limit),
+                false => std::fs::write(dir.join("memory.max"), limit),
+            }
+        });
+        if let Err(e) = made {
+            eprintln!(
+                "bench_http: cannot make a memory cgroup at {} ({e}): --memory-limit-mib needs root and a cgroup memory controller",
+                dir.display()
+            );
+            std::process::exit(2);
+        }
+        Cgroup { dir, v1 }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("join the cgroup");
+    }
+
+    fn read(&self, v1: &str, v2: &str) -> u64 {
+        let file = self.dir.join(if self.v1 { v1 } else { v2 });
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The most the cgroup was charged (anonymous memory and page cache), in bytes.
+    fn peak(&self) -> u64 {
+        self.read("memory.max_usage_in_bytes", "memory.peak")
+    }
+
+    /// Times its limit was hit (version 1) or it was out of memory (version 2's `max` events).
+    fn limit_hits(&self) -> u64 {
+        match self.v1 {
+            true => self.read("memory.failcnt", ""),
+            false => std::fs::read_to_string(self.dir.join("memory.events"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
+                })
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 /// A `valori-node` process serving a temporary data directory; killed and its directory
 /// removed when dropped.
 struct Node {
@@ -82,7 +156,12 @@ struct Node {
 }
 
 impl Node {
-    fn start(bin: &std::path::Path, share_idle_ms: u64) -> Node {
+    fn start(
+        bin: &std::path::Path,
+        share_idle_ms: u64,
+        vectors_on_disk: bool,
+        cgroup: Option<&Cgroup>,
+    ) -> Node {
         let dir = std::env::temp_dir().join(format!("valori-bench-http-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut child = std::process::Command::new(bin)
@@ -99,9 +178,14 @@ impl Node {
             .arg(&dir)
             // An environment variable, which a node from before the setting ignores.
             .env("VALORI_GRAPH_SHARE_IDLE_MS", share_idle_ms.to_string())
+            .env("VALORI_VECTORS_ON_DISK", vectors_on_disk.to_string())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start valori-node");
+        if let Some(cgroup) = cgroup {
+            // Before the node has its address, so before it holds any state.
+            cgroup.add(child.id());
+        }
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = lines
             .by_ref()
@@ -118,7 +202,13 @@ impl Node {
 
     /// The node's resident set, from `/proc`.
     fn rss_bytes(&self) -> u64 {
-        valori_bench::rss_bytes_of(&format!("/proc/{}/status", self.child.id()))
+        self.status("VmRSS:")
+    }
+
+    /// A line of `/proc/PID/status` in bytes: `RssAnon:` (heap and other private memory) or
+    /// `RssFile:` (mapped files' pages in memory: the vectors' with `--vectors-on-disk`).
+    fn status(&self, field: &str) -> u64 {
+        valori_bench::status_bytes(&format!("/proc/{}/status", self.child.id()), field)
     }
 }
 
@@ -144,10 +234,13 @@ fn main() {
             "--mixed-qps",
             "--node",
             "--share-idle-ms",
+            "--dim",
+            "--memory-limit-mib",
         ],
-        &["--json"],
-        "usage: bench_http [--synthetic N] [--batch N] [--clients N] [--queries N] \
-         [--mixed-batches N] [--mixed-qps QPS] [--node PATH] [--share-idle-ms MS] [--json]",
+        &["--json", "--vectors-on-disk"],
+        "usage: bench_http [--synthetic N] [--dim D] [--batch N] [--clients N] [--queries N] \
+         [--mixed-batches N] [--mixed-qps QPS] [--node PATH] [--share-idle-ms MS] \
+         [--vectors-on-disk] [--memory-limit-mib M] [--json]",
     );
     let n: usize = flag("--synthetic", 100_000);
     let batch: usize = flag("--batch", 1000);
@@ -157,7 +250,10 @@ fn main() {
     // The node's `--graph-share-idle-ms` (0, its default: never); with N, the idle figures and
     // the single writes below come after pauses of N ms, so they see the lists shared.
     let share_idle_ms: u64 = flag("--share-idle-ms", 0);
-    let data = synthetic(n, 128, 1);
+    let dim: usize = flag("--dim", 128);
+    let vectors_on_disk = std::env::args().any(|a| a == "--vectors-on-disk");
+    let memory_limit_mib: u64 = flag("--memory-limit-mib", 0);
+    let data = synthetic(n, dim, 1);
     let fixed: Vec<Vec<Fixed>> = valori_bench::to_fixed(&data);
 
     // In-process reference: the same collection, batches and threads, no server. Best of two
@@ -197,13 +293,14 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let node = Node::start(&node_bin, share_idle_ms);
+    let cgroup = (memory_limit_mib > 0).then(|| Cgroup::new(memory_limit_mib));
+    let node = Node::start(&node_bin, share_idle_ms, vectors_on_disk, cgroup.as_ref());
     let addr = node.addr.clone();
     let rss_at_start = node.rss_bytes();
     let mut conn = Conn::new(&addr);
     let (s, _) = conn.post(
         "/v1/collections",
-        br#"{"name":"bench","dimension":128,"metric":"l2","index":{"type":"hnsw","m":16,"ef_construction":200,"ef_search":64}}"#,
+        format!(r#"{{"name":"bench","dimension":{dim},"metric":"l2","index":{{"type":"hnsw","m":16,"ef_construction":200,"ef_search":64}}}}"#).as_bytes(),
     );
     assert_eq!(s, 201);
     // One client sends the batches in order (so the ids and the graph match the in-process
@@ -217,6 +314,7 @@ fn main() {
     // Memory once the ingest is acknowledged, before the writer goes idle: the node's resident
     // set against the bytes the state holds (the node keeps a second copy for its writer).
     let rss_after_ingest = node.rss_bytes();
+    let (anon_after_ingest, file_after_ingest) = (node.status("RssAnon:"), node.status("RssFile:"));
     let (s, state) = conn.get("/v1/state");
     assert_eq!(s, 200);
     let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
@@ -231,11 +329,12 @@ fn main() {
     let share_idle = std::time::Duration::from_millis(share_idle_ms);
     std::thread::sleep(share_idle + std::time::Duration::from_secs(1));
     let rss_idle = node.rss_bytes();
+    let (anon_idle, file_idle) = (node.status("RssAnon:"), node.status("RssFile:"));
     let mib = |b: u64| b as f64 / 1048576.0;
 
     // Single writes, each after the copies have shared the lists: the first group after that
     // pays for copying the lists it links into.
-    let singles = synthetic(SINGLES, 128, 4);
+    let singles = synthetic(SINGLES, dim, 4);
     let mut single_ms: Vec<f64> = (0..SINGLES)
         .map(|i| {
             std::thread::sleep(share_idle + std::time::Duration::from_millis(500));
@@ -250,7 +349,7 @@ fn main() {
     let spct = |p: f64| single_ms[((single_ms.len() as f64 * p) as usize).min(single_ms.len() - 1)];
 
     // Search latency under concurrent clients.
-    let qdata = synthetic(queries, 128, 2);
+    let qdata = synthetic(queries, dim, 2);
     let qbodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..queries)
             .map(|i| {
@@ -318,7 +417,7 @@ fn main() {
             }
         }
     };
-    let extra = synthetic(mixed_batches * batch, 128, 3);
+    let extra = synthetic(mixed_batches * batch, dim, 3);
     let extra_bodies: Vec<Vec<u8>> = (0..mixed_batches)
         .map(|b| extra.json_batch(b * batch..(b + 1) * batch))
         .collect();
@@ -375,10 +474,26 @@ fn main() {
     let mpct = |p: f64| mixed[((mixed.len() as f64 * p) as usize).min(mixed.len() - 1)];
     let rss_end = node.rss_bytes();
     drop(node);
+    let (cgroup_peak, limit_hits) = cgroup
+        .as_ref()
+        .map_or((0, 0), |c| (c.peak(), c.limit_hits()));
+    drop(cgroup);
 
     let inproc_vps = n as f64 / inproc_secs;
     let http_vps = n as f64 / http_secs;
-    println!("dataset: synthetic SIFT-shaped {n} x 128, batches of {batch}");
+    println!("dataset: synthetic SIFT-shaped {n} x {dim}, batches of {batch}");
+    println!(
+        "node: full-precision vectors {}, {}",
+        if vectors_on_disk {
+            "in mapped files (--vectors-on-disk)"
+        } else {
+            "in memory"
+        },
+        match memory_limit_mib {
+            0 => "no memory limit".to_string(),
+            m => format!("in a memory cgroup of {m} MiB"),
+        }
+    );
     println!("machine: {}", machine());
     println!("in-process index build (2 threads): {inproc_vps:.0} vectors/s");
     println!(
@@ -403,6 +518,20 @@ fn main() {
         over(rss_after_ingest),
         over(rss_idle)
     );
+    println!(
+        "of which private (RssAnon) {:.1} MiB after ingest, {:.1} MiB idle; mapped files' pages (RssFile) {:.1} and {:.1} MiB; full-precision vectors {:.1} MiB of the state",
+        mib(anon_after_ingest),
+        mib(anon_idle),
+        mib(file_after_ingest),
+        mib(file_idle),
+        mib((n * dim * 4) as u64)
+    );
+    if memory_limit_mib > 0 {
+        println!(
+            "memory cgroup: limit {memory_limit_mib} MiB, peak charge {:.1} MiB (page cache included), limit reached {limit_hits} times",
+            mib(cgroup_peak)
+        );
+    }
     println!(
         "single writes, each after {share_idle_ms} ms + 0.5 s idle: {SINGLES}, p50 {:.3} ms, max {:.3} ms",
         spct(0.5),
@@ -434,6 +563,16 @@ fn main() {
             "{}",
             Json::default()
                 .num("vectors", n as f64)
+                .num("dim", dim as f64)
+                .num("vectors_on_disk", f64::from(u8::from(vectors_on_disk)))
+                .num("memory_limit_mib", memory_limit_mib as f64)
+                .num("cgroup_peak_mib", mib(cgroup_peak))
+                .num("cgroup_limit_hits", limit_hits as f64)
+                .num("rss_anon_mib_after_ingest", mib(anon_after_ingest))
+                .num("rss_file_mib_after_ingest", mib(file_after_ingest))
+                .num("rss_anon_mib_idle", mib(anon_idle))
+                .num("rss_file_mib_idle", mib(file_idle))
+                .num("vector_bytes", (n * dim * 4) as f64)
                 .num("batch", batch as f64)
                 .num("inprocess_vectors_per_s", inproc_vps)
                 .num("http_vectors_per_s", http_vps)

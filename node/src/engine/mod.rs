@@ -32,6 +32,7 @@ mod recover;
 mod restore;
 mod role;
 mod snapshots;
+pub mod vectors;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
+use valori_kernel::rows::ChunkStore;
 use valori_kernel::{Applied, Event, Hash, Kernel, GENESIS_CHAIN};
 
 pub use config::{EngineConfig, RestoreStep};
@@ -89,6 +91,8 @@ struct Shared {
     health: Mutex<Health>,
     metrics: Arc<Metrics>,
     config: EngineConfig,
+    /// Where the full-precision vectors live when not on the heap (`--vectors-on-disk`).
+    vectors: Option<Arc<dyn ChunkStore>>,
     /// The role; changed by the writer (assignments, restores) or by
     /// [`Engine::observe_epoch`].
     roles: Roles,
@@ -183,7 +187,17 @@ impl Engine {
         if let Some((file, _)) = restore::finish_restore(&store, &config)? {
             tracing::warn!(path = %file.path.display(), "finished a restore a crash interrupted");
         }
-        let kernel = recover::recover(&store, &config)?;
+        let vectors = match config.vectors_on_disk {
+            true => Some(
+                vectors::VectorFiles::open(&config.data_dir, metrics.vectors_mapped.clone())
+                    .doing(|| {
+                        let dir = config.data_dir.join(vectors::VECTOR_DIR);
+                        format!("mapping files for vectors in {}", dir.display())
+                    })?,
+            ),
+            false => None,
+        };
+        let kernel = recover::recover(&store, &config, vectors.as_ref())?;
         metrics.seq.set(kernel.seq() as i64);
         // A persisted role wins over the flags: it came from the arbiter or from a fencing.
         let role = role::load(&store, config.follow.clone())?;
@@ -201,6 +215,7 @@ impl Engine {
             roles: Roles::new(role, &metrics),
             metrics,
             config,
+            vectors,
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -342,7 +357,7 @@ impl Engine {
         written_at: Option<u64>,
     ) -> Result<SnapshotFile, NodeError> {
         // Decoded and synced before the writer sees the job (it only renames and records).
-        let kernel = restore::decode(path).await?;
+        let kernel = restore::decode(path, self.shared.vectors.clone()).await?;
         let job = |reply| {
             Job::Restore(
                 Box::new(kernel),

@@ -2,7 +2,10 @@
 //! applied and its chain hash compared with the stored one. A gap, an undecodable entry or a
 //! chain mismatch stops the node with an error naming the sequence number.
 
+use std::sync::Arc;
+
 use valori_kernel::exec::Threads;
+use valori_kernel::rows::ChunkStore;
 use valori_kernel::{Event, Kernel};
 
 use super::EngineConfig;
@@ -10,7 +13,12 @@ use crate::error::{Doing, OpenError};
 use crate::store::{Entry, Store};
 
 /// The state the store holds: what a start recovers, and what a failed append is rebuilt from.
-pub(super) fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, OpenError> {
+/// Its full-precision vectors live in `vectors` when given (`--vectors-on-disk`).
+pub(super) fn recover(
+    store: &Store,
+    config: &EngineConfig,
+    vectors: Option<&Arc<dyn ChunkStore>>,
+) -> Result<Kernel, OpenError> {
     let exec = Threads::new(config.index_threads);
     let mut kernel = Kernel::new();
     let mut unusable = Vec::new();
@@ -22,7 +30,7 @@ pub(super) fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, Op
     {
         let bytes = crate::store::map_snapshot(&snap.path)
             .doing(|| format!("reading snapshot {}", snap.path.display()))?;
-        match Kernel::restore(&bytes) {
+        match Kernel::restore_placed(&bytes, vectors.cloned()) {
             Ok(k) => {
                 tracing::info!(seq = k.seq(), path = %snap.path.display(), "loaded snapshot");
                 kernel = k;
@@ -41,6 +49,8 @@ pub(super) fn recover(store: &Store, config: &EngineConfig) -> Result<Kernel, Op
             files: unusable.join(", "),
         });
     }
+    // A snapshot's vectors were decoded there; the log's events append there too.
+    kernel.place_vectors(vectors.cloned());
     // The snapshot must agree with the log where they overlap.
     if kernel.seq() > 0 {
         let at = kernel.seq();

@@ -6,7 +6,9 @@
 //! staged file without one means it was never decided, and the file is removed.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use valori_kernel::rows::ChunkStore;
 use valori_kernel::Kernel;
 
 use super::config::{crash_point, RestoreStep};
@@ -36,7 +38,11 @@ const RESTORE_KEY: &str = "restore";
 /// Decodes and verifies the snapshot file at `path` (synced first) on a thread of its own: a
 /// large state takes long to decode, and the writer must not wait for it. Not the runtime's
 /// blocking pool: embedded callers have none.
-pub(super) async fn decode(path: &Path) -> Result<Kernel, NodeError> {
+/// Its full-precision vectors are decoded into `vectors` when given (`--vectors-on-disk`).
+pub(super) async fn decode(
+    path: &Path,
+    vectors: Option<Arc<dyn ChunkStore>>,
+) -> Result<Kernel, NodeError> {
     let file = path.to_path_buf();
     let (done, decoded) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -48,7 +54,7 @@ pub(super) async fn decode(path: &Path) -> Result<Kernel, NodeError> {
                     .and_then(|f| f.sync_all())
                     .doing(reading)?;
                 let map = crate::store::map_snapshot(&file).doing(reading)?;
-                Ok::<_, NodeError>(Kernel::restore(&map)?)
+                Ok::<_, NodeError>(Kernel::restore_placed(&map, vectors)?)
             })();
             let _ = done.send(kernel);
         })

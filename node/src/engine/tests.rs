@@ -61,7 +61,7 @@ fn both_copies_follow_the_log_whether_replayed_or_copied() {
         insert(&engine, 70, round + 20);
     }
     let live = engine.read().unwrap();
-    let durable = recover(&engine.shared.store, &engine.shared.config).unwrap();
+    let durable = recover(&engine.shared.store, &engine.shared.config, None).unwrap();
     assert_eq!(*live, durable);
     // The back copy too: a snapshot is written from it.
     let file = engine.snapshot_blocking().unwrap();
@@ -169,7 +169,7 @@ fn the_two_copies_hold_each_vector_once() {
     let published = engine.read().unwrap();
     let one = Kernel::held_bytes(&[&published]);
     assert_eq!(held_bytes_when_idle(&engine, one), one);
-    let durable = recover(&engine.shared.store, &engine.shared.config).unwrap();
+    let durable = recover(&engine.shared.store, &engine.shared.config, None).unwrap();
     assert_eq!(*published, durable);
     assert_eq!(
         published.shared_bytes(&durable),
@@ -360,4 +360,121 @@ fn a_restore_keeps_the_highest_epoch_heard_of() {
     drop(engine);
     let reopened = Engine::open(EngineConfig::new(&data), Arc::new(Metrics::new())).unwrap();
     assert_eq!(reopened.role().seen_epoch, 5, "and on disk");
+}
+
+/// The files `vectors/` of `data_dir` that this process has mapped, as `/proc/self/maps`
+/// names them (unlinked files show with their directory).
+fn mapped_vector_files(data_dir: &std::path::Path) -> usize {
+    let dir = data_dir.join(vectors::VECTOR_DIR);
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("{}/", dir.display())))
+        .count()
+}
+
+/// With `--vectors-on-disk` the full-precision vectors live in files mapped from `vectors/`
+/// (all of them, through the writer's two copies, a restart and a snapshot restore), and
+/// the node answers and hashes exactly as one that keeps them in memory. Files are unlinked
+/// while mapped: the directory stays empty, what a crash left there is removed at open, and
+/// closing the node unmaps them all.
+#[test]
+fn vectors_on_disk_live_in_mapped_files_and_change_no_answer() {
+    let dim = 128;
+    let (on_disk, in_memory) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::create_dir_all(on_disk.path().join("vectors")).unwrap();
+    std::fs::write(on_disk.path().join("vectors/chunk-7"), b"left by a crash").unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let mut config = EngineConfig::new(on_disk.path());
+    config.vectors_on_disk = true;
+    let disk = Engine::open(config.clone(), Arc::clone(&metrics)).unwrap();
+    let memory = Engine::open(
+        EngineConfig::new(in_memory.path()),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_dir(on_disk.path().join("vectors"))
+            .unwrap()
+            .count(),
+        0,
+        "a crash's leftovers are removed"
+    );
+    // More than one chunk of vectors (4,096 rows of 512 bytes each).
+    for engine in [&disk, &memory] {
+        create_wide(engine, dim as u32);
+        for seed in 0..5 {
+            insert_wide(engine, dim, 1000, seed);
+        }
+    }
+    let vector_bytes = 5000 * dim as u64 * 4;
+    let query: Vec<valori_kernel::Fixed> = (0..dim)
+        .map(|j| valori_kernel::Fixed(((j as i32 % 9) - 4) << 14))
+        .collect();
+    let params = valori_kernel::SearchParams {
+        k: 10,
+        tag: None,
+        ef: Some(64),
+    };
+    let answers = |engine: &Engine| {
+        let state = engine.read().unwrap();
+        (
+            state.state_hash(),
+            state.search("wide", &query, &params).unwrap(),
+            state.stored_vector_bytes(),
+        )
+    };
+    let expected = answers(&memory);
+    assert_eq!(expected.2, 0);
+    assert_eq!(
+        answers(&disk),
+        (expected.0, expected.1.clone(), vector_bytes)
+    );
+    assert!(metrics.vectors_mapped.get() as u64 >= vector_bytes);
+    assert!(mapped_vector_files(on_disk.path()) >= 2);
+    assert_eq!(
+        std::fs::read_dir(on_disk.path().join("vectors"))
+            .unwrap()
+            .count(),
+        0,
+        "mapped files are unlinked"
+    );
+    // A snapshot taken from the mapped vectors restores, into the files again.
+    let file = disk.snapshot_blocking().unwrap();
+    insert_wide(&disk, dim, 10, 99);
+    let copy = on_disk.path().join("taken.vsnap");
+    std::fs::copy(&file.path, &copy).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(disk.install_copy(&copy)).unwrap();
+    assert_eq!(
+        answers(&disk),
+        (expected.0, expected.1.clone(), vector_bytes)
+    );
+    // A restart recovers them into the files too.
+    drop(disk);
+    assert_eq!(mapped_vector_files(on_disk.path()), 0, "closing unmaps");
+    assert_eq!(metrics.vectors_mapped.get(), 0);
+    let disk = Engine::open(config, Arc::clone(&metrics)).unwrap();
+    insert_wide(&disk, dim, 10, 99);
+    insert_wide(&memory, dim, 10, 99);
+    let expected = answers(&memory);
+    assert_eq!(
+        answers(&disk),
+        (expected.0, expected.1, vector_bytes + 10 * 128 * 4)
+    );
+}
+
+/// A data directory whose `vectors` cannot be a directory stops the node at open, naming it.
+#[test]
+fn vectors_on_disk_refuse_a_directory_they_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vectors"), b"a file").unwrap();
+    let mut config = EngineConfig::new(dir.path());
+    config.vectors_on_disk = true;
+    let err = Engine::open(config, Arc::new(Metrics::new()))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("vectors"), "{err}");
 }

@@ -231,7 +231,7 @@ fn latch(shared: &Shared, copies: &mut Copies, why: Failure) {
         .lock()
         .expect("health lock")
         .distrust_memory(why);
-    match super::recover::recover(&shared.store, &shared.config) {
+    match super::recover::recover(&shared.store, &shared.config, shared.vectors.as_ref()) {
         Ok(durable) => {
             tracing::warn!(seq = durable.seq(), "serving reads from the durable state");
             copies.install(&shared.published, &shared.metrics, durable);
