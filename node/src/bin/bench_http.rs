@@ -56,7 +56,10 @@ impl Conn {
         let status: u16 = status_line
             .split_whitespace()
             .nth(1)
-            .unwrap()
+            .expect(
+                "the node closed the connection: it exited or was killed (under \
+                 --memory-limit-mib an out-of-memory kill shows in dmesg)",
+            )
             .parse()
             .unwrap();
         let mut len = 0usize;
