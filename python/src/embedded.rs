@@ -20,8 +20,10 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens (recovering) or creates the data directory.
-    pub fn open(dir: PathBuf) -> Res<Embedded> {
+    /// Opens (recovering) or creates the data directory; with `vectors_on_disk`, the
+    /// full-precision vectors live in files mapped from its `vectors/` (the node's
+    /// `--vectors-on-disk`).
+    pub fn open(dir: PathBuf, vectors_on_disk: bool) -> Res<Embedded> {
         std::fs::create_dir_all(&dir).map_err(|e| {
             ApiError::new(
                 Kind::Other,
@@ -29,14 +31,15 @@ impl Embedded {
                 format!("cannot create {}: {e}", dir.display()),
             )
         })?;
-        let engine =
-            Engine::open(EngineConfig::new(&dir), Arc::new(Metrics::new())).map_err(|e| {
-                ApiError::new(
-                    Kind::Other,
-                    "open_failed",
-                    format!("cannot open {}: {e}", dir.display()),
-                )
-            })?;
+        let mut config = EngineConfig::new(&dir);
+        config.vectors_on_disk = vectors_on_disk;
+        let engine = Engine::open(config, Arc::new(Metrics::new())).map_err(|e| {
+            ApiError::new(
+                Kind::Other,
+                "open_failed",
+                format!("cannot open {}: {e}", dir.display()),
+            )
+        })?;
         Ok(Embedded {
             service: Service::embedded(engine),
             dir,

@@ -127,7 +127,7 @@ fn index_in(
 #[pymethods]
 impl Valori {
     #[new]
-    #[pyo3(signature = (path=None, *, remote=None, api_key=None, timeout=30.0, ca_cert=None))]
+    #[pyo3(signature = (path=None, *, remote=None, api_key=None, timeout=30.0, ca_cert=None, vectors_on_disk=false))]
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
@@ -135,10 +135,14 @@ impl Valori {
         api_key: Option<String>,
         timeout: f64,
         ca_cert: Option<PathBuf>,
+        vectors_on_disk: bool,
     ) -> PyResult<Valori> {
         let made: Res<Valori> = py.detach(|| match (path, remote) {
             (Some(_), Some(_)) => Err(ApiError::invalid(
                 "give either path (embedded) or remote (a node's URL), not both",
+            )),
+            (None, Some(_)) if vectors_on_disk => Err(ApiError::invalid(
+                "vectors_on_disk applies to embedded mode only (a node takes --vectors-on-disk)",
             )),
             (None, Some(url)) => {
                 let timeout = Duration::try_from_secs_f64(timeout)
@@ -164,7 +168,7 @@ impl Valori {
                     return Err(ApiError::invalid("ca_cert applies to remote mode only"));
                 }
                 let dir = path.unwrap_or_else(|| PathBuf::from("./valori_db"));
-                let e = embedded::Embedded::open(dir)?;
+                let e = embedded::Embedded::open(dir, vectors_on_disk)?;
                 let target = e.dir().display().to_string();
                 Ok(Valori {
                     api: RwLock::new(Some(Arc::new(e))),

@@ -368,3 +368,33 @@ def test_the_gil_is_released_while_the_database_works(db: Valori) -> None:
         t.join()
     assert during_insert > 100, during_insert
     assert during_search > 300, during_search
+
+
+def test_vectors_on_disk_give_the_same_answers_from_mapped_files(tmp_path) -> None:
+    """Embedded with ``vectors_on_disk=True`` the full-precision vectors are mapped from files of
+    the directory's ``vectors/`` (unlinked, so the directory stays empty), and every answer and
+    the state hash are those of a database that keeps them in memory, after a reopen too."""
+    data = grid(500, 64)
+    answers = {}
+    for on_disk in (False, True):
+        path = tmp_path / ("disk" if on_disk else "memory")
+        with Valori(path=str(path), vectors_on_disk=on_disk) as db:
+            db.create_collection("docs", 64)
+            db.insert_batch(data, collection="docs")
+            hits = [h.id for h in db.search(data[7], k=5, collection="docs")]
+            with open("/proc/self/maps") as maps:
+                mapped = sum(f"{path.resolve()}/vectors/" in line for line in maps)
+            answers[on_disk] = (hits, db.state_hash(), mapped)
+        with Valori(path=str(path), vectors_on_disk=on_disk) as db:
+            assert db.state_hash() == answers[on_disk][1]
+            assert [h.id for h in db.search(data[7], k=5, collection="docs")] == hits
+        if on_disk:
+            assert list((path / "vectors").iterdir()) == []
+    assert answers[True][:2] == answers[False][:2]
+    assert answers[False][2] == 0 and answers[True][2] >= 1
+
+
+def test_vectors_on_disk_is_for_embedded_mode() -> None:
+    with pytest.raises(InvalidInputError) as e:
+        Valori(remote="http://127.0.0.1:9", vectors_on_disk=True)
+    assert "embedded mode only" in str(e.value)

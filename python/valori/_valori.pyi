@@ -27,7 +27,10 @@ class Valori:
     ``Valori(path)`` opens (recovering) or creates the data directory ``path`` (default
     ``./valori_db``); ``Valori(remote="http://host:3000", api_key=...)`` talks to a node.
     ``https://`` URLs verify the node's certificate against the system's trusted roots and,
-    when given, the PEM certificates in the file ``ca_cert`` (a private CA). Writes return once
+    when given, the PEM certificates in the file ``ca_cert`` (a private CA). Embedded,
+    ``vectors_on_disk=True`` keeps the full-precision vectors in files mapped from the
+    directory's ``vectors/`` instead of in memory (the node's ``--vectors-on-disk``: the same
+    results, less resident memory). Writes return once
     they are durable. The GIL is released while the database works, so threads may
     share one handle. Use it as a context manager, or call :meth:`close`.
     """
@@ -40,6 +43,7 @@ class Valori:
         api_key: Optional[str] = None,
         timeout: float = 30.0,
         ca_cert: Union[str, "os.PathLike[str]", None] = None,
+        vectors_on_disk: bool = False,
     ) -> None: ...
     @property
     def mode(self) -> Literal["embedded", "remote"]: ...

@@ -49,8 +49,16 @@ class AsyncValori:
         api_key: Optional[str] = None,
         timeout: float = 30.0,
         ca_cert: Union[str, "os.PathLike[str]", None] = None,
+        vectors_on_disk: bool = False,
     ) -> None:
-        self._db = Valori(path, remote=remote, api_key=api_key, timeout=timeout, ca_cert=ca_cert)
+        self._db = Valori(
+            path,
+            remote=remote,
+            api_key=api_key,
+            timeout=timeout,
+            ca_cert=ca_cert,
+            vectors_on_disk=vectors_on_disk,
+        )
 
     @classmethod
     def from_sync(cls, db: Valori) -> "AsyncValori":
