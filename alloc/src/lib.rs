@@ -1,5 +1,6 @@
-//! The global allocator of Valori's programs: the system's, with transparent huge pages for
-//! large blocks.
+//! Where Valori's programs keep their memory: the global allocator ([`HugePages`]: the
+//! system's, with transparent huge pages for large blocks) and the memory-mapped files that
+//! may hold the full-precision vectors instead of the heap ([`files::VectorFiles`]).
 //!
 //! A search reads vectors and neighbour lists at random places of a few large blocks (the walk
 //! copy, the full-precision vectors, the graph). With the usual 4 KiB pages nearly every such
@@ -15,6 +16,9 @@
 //! refuses (`never`), or on other systems, the blocks are ordinary ones.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+
+#[cfg(target_os = "linux")]
+pub mod files;
 
 /// A huge page, and the smallest block that is placed on one.
 pub const HUGE: usize = 2 << 20;
@@ -168,6 +172,19 @@ unsafe impl GlobalAlloc for HugePages {
             }
         }
         moved
+    }
+}
+
+/// Hands the memory the allocator holds free (what index builds, replays and request bodies
+/// used and dropped) back to the system, so that a program's resident memory after a burst of
+/// writes is what it holds. glibc keeps freed small blocks in each thread's arena until asked;
+/// the large blocks [`HugePages`] maps are returned when freed, and other allocators need
+/// nothing here.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a plain call into the C library's allocator, which is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

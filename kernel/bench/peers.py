@@ -8,6 +8,7 @@ QPS at recall@10 of 0.95 and 0.99, filtered recall and QPS at 10% selectivity, a
     python3 kernel/bench/peers.py --synthetic 100000            # SIFT-shaped synthetic set
     python3 kernel/bench/peers.py --lowrank 200000 --dim 768    # the shape of real embeddings
     python3 kernel/bench/peers.py --dataset ../shared/data/textdev10k
+    python3 kernel/bench/peers.py --synthetic 100000 --vectors-on-disk  # Valori's vectors in mapped files
 
 Valori's figures come from its own benchmark programs (bench_recall, bench_filter), which also
 write the synthetic set (with exact ground truth and tags) for the peers to read.
@@ -33,10 +34,11 @@ def read_vecs(path, dtype):
     return np.ascontiguousarray(rows.view(dtype))
 
 
-def rss():
+def rss(field="VmRSS:"):
+    """The resident set (or, with field "RssAnon:", its private memory) of this process, bytes."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -73,14 +75,14 @@ def at_recall(runs, target):
 
 def bench_hnswlib(base, queries, truth, threads, tags, tag_truth):
     import hnswlib
-    r0 = rss()
+    r0, p0 = rss(), rss("RssAnon:")
     index = hnswlib.Index(space="l2", dim=base.shape[1])
     index.init_index(max_elements=len(base), M=16, ef_construction=200, random_seed=100)
     index.set_num_threads(threads)
     t = time.perf_counter()
     index.add_items(base, np.arange(len(base)))
     build = time.perf_counter() - t
-    mem = rss() - r0
+    mem, private = rss() - r0, rss("RssAnon:") - p0
     index.set_num_threads(1)
     runs = []
     for ef in EFS:
@@ -98,19 +100,19 @@ def bench_hnswlib(base, queries, truth, threads, tags, tag_truth):
             filtered.append({"ef": ef, "recall_at_10": recall10(found, tag_truth), "qps": len(queries) / secs})
             if filtered[-1]["recall_at_10"] >= 0.995:
                 break
-    return {"build_vps": len(base) / build, "memory": mem, "runs": runs, "filtered": filtered}
+    return {"build_vps": len(base) / build, "memory": mem, "private": private, "runs": runs, "filtered": filtered}
 
 
 def bench_faiss(base, queries, truth, threads, tags, tag_truth):
     import faiss
-    r0 = rss()
+    r0, p0 = rss(), rss("RssAnon:")
     faiss.omp_set_num_threads(threads)
     index = faiss.IndexHNSWFlat(base.shape[1], 16)
     index.hnsw.efConstruction = 200
     t = time.perf_counter()
     index.add(base)
     build = time.perf_counter() - t
-    mem = rss() - r0
+    mem, private = rss() - r0, rss("RssAnon:") - p0
     faiss.omp_set_num_threads(1)
     runs = []
     for ef in EFS:
@@ -127,7 +129,7 @@ def bench_faiss(base, queries, truth, threads, tags, tag_truth):
             filtered.append({"ef": ef, "recall_at_10": recall10(labels, tag_truth), "qps": len(queries) / secs})
             if filtered[-1]["recall_at_10"] >= 0.995:
                 break
-    return {"build_vps": len(base) / build, "memory": mem, "runs": runs, "filtered": filtered}
+    return {"build_vps": len(base) / build, "memory": mem, "private": private, "runs": runs, "filtered": filtered}
 
 
 def fmt_at(runs, target):
@@ -151,6 +153,8 @@ def main():
     ap.add_argument("--dataset")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vectors-on-disk", action="store_true",
+                    help="Valori keeps its full-precision vectors in mapped files (the node's --vectors-on-disk)")
     a = ap.parse_args()
     if [a.synthetic, a.lowrank, a.dataset].count(None) != 2:
         ap.error("give --synthetic N, --lowrank N or --dataset DIR")
@@ -169,7 +173,8 @@ def main():
             data_dir = a.dataset
             extra_write = []
         print("running Valori bench_recall ...", file=sys.stderr)
-        v = run_valori("bench_recall", source, a.queries, a.threads, ["--ef", efs] + extra_write)
+        on_disk = ["--vectors-on-disk", os.path.join(tmp, "vectors")] if a.vectors_on_disk else []
+        v = run_valori("bench_recall", source, a.queries, a.threads, ["--ef", efs] + extra_write + on_disk)
         print("running Valori bench_filter ...", file=sys.stderr)
         vf = run_valori("bench_filter", source, a.queries, a.threads, ["--ef", efs] + extra_write)
         base = read_vecs(os.path.join(data_dir, "base.fvecs"), np.float32)
@@ -189,13 +194,15 @@ def main():
     sel = [r for r in vf.get("selectivities", []) if r["tag"] == 0]
     sel_note = f"{sel[0]['selectivity'] * 100:.1f}%" if sel else "?"
     print(f"\ndataset: {v['dataset']}; {len(queries)} queries, k=10, M=16, efConstruction=200")
-    print(f"machine: {v['machine']}; build with {a.threads} threads, queries on 1 thread\n")
+    print(f"machine: {v['machine']}; build with {a.threads} threads, queries on 1 thread")
+    print("Valori's full-precision vectors: " + ("in mapped files (--vectors-on-disk)" if a.vectors_on_disk else "on the heap") + "\n")
     rows = [
         ("build vectors/s", f"{v['build_vectors_per_s']:.0f}", f"{h['build_vps']:.0f}", f"{f['build_vps']:.0f}"),
         ("QPS @ recall@10 0.95", fmt_at(v["runs"], 0.95), fmt_at(h["runs"], 0.95), fmt_at(f["runs"], 0.95)),
         ("QPS @ recall@10 0.99", fmt_at(v["runs"], 0.99), fmt_at(h["runs"], 0.99), fmt_at(f["runs"], 0.99)),
         (f"filtered ({sel_note}) @0.99", fmt_filtered(valori_filtered), fmt_filtered(h["filtered"]), fmt_filtered(f["filtered"])),
         ("memory (MiB, RSS delta)", f"{v['memory_bytes'] / 2**20:.1f} ({v['memory_accounted_bytes'] / 2**20:.1f} held)", f"{h['memory'] / 2**20:.1f}", f"{f['memory'] / 2**20:.1f}"),
+        ("private (MiB, RssAnon delta)", f"{v['memory_private_bytes'] / 2**20:.1f} ({v['vectors_mapped_bytes'] / 2**20:.1f} in files)", f"{h['private'] / 2**20:.1f}", f"{f['private'] / 2**20:.1f}"),
     ]
     w = [max(len(r[i]) for r in rows + [("", "Valori", "hnswlib", "faiss HNSWFlat")]) for i in range(4)]
     line = lambda r: " | ".join(c.ljust(w[i]) for i, c in enumerate(r))

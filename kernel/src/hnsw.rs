@@ -362,8 +362,13 @@ pub(crate) struct Hnsw {
     /// lists so that a list of the usual `m` is a whole number of cache lines and its chunks
     /// whole huge pages.
     counts0: Vec<u16>,
-    /// Layers 1..=level: per slot, one `[count, n_0 .. n_(m-1)]` block per layer.
-    upper: Vec<Vec<u32>>,
+    /// Layers 1..=level of every slot above layer 0: one `[count, n_0 .. n_(m-1)]` block per
+    /// layer, the slots' blocks one after another in slot order. One array rather than a list
+    /// per slot: most slots have no upper layer, and an empty list per slot would cost 24
+    /// bytes each (a million slots: 24 MB, in each copy of the state).
+    upper: Vec<u32>,
+    /// Per slot, the index (in blocks) of its first block in `upper`.
+    upper_at: Vec<u32>,
     entry: Option<u32>,
     max_level: u8,
 }
@@ -376,6 +381,7 @@ impl Hnsw {
             layer0: Rows::new(2 * usize::from(params.m)),
             counts0: Vec::new(),
             upper: Vec::new(),
+            upper_at: Vec::new(),
             entry: None,
             max_level: 0,
         }
@@ -387,7 +393,7 @@ impl Hnsw {
 
     /// Bytes held by the graph.
     pub fn memory_bytes(&self) -> u64 {
-        let upper: usize = self.upper.iter().map(|u| u.len() * 4 + 24).sum();
+        let upper = (self.upper.len() + self.upper_at.len()) * 4;
         (self.levels.len() + self.counts0.len() * 2 + upper) as u64 + self.layer0.bytes()
     }
 
@@ -432,11 +438,17 @@ impl Hnsw {
             let count = usize::from(self.counts0[slot as usize]);
             &self.layer0.row(slot as usize)[..count]
         } else {
-            let base = (layer as usize - 1) * (self.m() + 1);
-            let block = &self.upper[slot as usize];
-            let count = block[base] as usize;
-            &block[base + 1..base + 1 + count]
+            let at = self.upper_block(slot, layer);
+            let count = self.upper[at] as usize;
+            &self.upper[at + 1..at + 1 + count]
         }
+    }
+
+    /// Where `slot`'s block of `layer` (1 or above, at most its level) starts in `upper`.
+    #[inline]
+    fn upper_block(&self, slot: u32, layer: u8) -> usize {
+        debug_assert!(layer >= 1 && layer <= self.levels[slot as usize]);
+        (self.upper_at[slot as usize] as usize + usize::from(layer) - 1) * (self.m() + 1)
     }
 
     fn set_neighbors(&mut self, slot: u32, layer: u8, list: &[u32]) {
@@ -449,8 +461,8 @@ impl Hnsw {
             return;
         }
         let m = self.m();
-        let base = (layer as usize - 1) * (m + 1);
-        let block = &mut self.upper[slot as usize][base..base + 1 + m];
+        let at = self.upper_block(slot, layer);
+        let block = &mut self.upper[at..at + 1 + m];
         block[0] = list.len() as u32;
         block[1..1 + list.len()].copy_from_slice(list);
         block[1 + list.len()..].fill(0);
@@ -462,8 +474,12 @@ impl Hnsw {
         self.levels.push(level);
         self.layer0.push_with(|_| {});
         self.counts0.push(0);
+        let block = self.m() + 1;
+        let blocks = u32::try_from(self.upper.len() / block)
+            .expect("fewer than 2^32 upper-layer blocks (each is a slot's layer above 0)");
+        self.upper_at.push(blocks);
         self.upper
-            .push(vec![0; usize::from(level) * (self.m() + 1)]);
+            .resize(self.upper.len() + usize::from(level) * block, 0);
     }
 
     /// Greedy descent from the entry point to `stop_layer + 1`'s best node.

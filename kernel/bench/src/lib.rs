@@ -9,9 +9,11 @@
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use valori_kernel::exec::Threads;
+use valori_kernel::rows::ChunkStore;
 use valori_kernel::{
     CollectionSpec, Event, Fixed, HnswParams, IndexSpec, Kernel, Metric, NewRecord, SearchScratch,
 };
@@ -329,6 +331,9 @@ pub struct Args {
     pub limit: Option<usize>,
     /// Write the (synthetic) data set to this directory in TEXMEX format and exit.
     pub write_dataset: Option<PathBuf>,
+    /// Keep the full-precision vectors in files mapped from this directory, as the node's
+    /// `--vectors-on-disk` does (`valori_alloc::files`), instead of on the heap.
+    pub vectors_on_disk: Option<PathBuf>,
 }
 
 impl Args {
@@ -348,12 +353,13 @@ impl Args {
             batch: 10_000,
             limit: None,
             write_dataset: None,
+            vectors_on_disk: None,
         };
         let usage = || -> ! {
             eprintln!(
                 "usage: {program} (DATASET_DIR | --synthetic N | --lowrank N) [--dim D] [--queries Q] [--threads T] \
                  [--m M] [--ef-construction E] [--ef 16,32,..] [--batch B] [--limit N] \
-                 [--write-dataset DIR] [--json]"
+                 [--write-dataset DIR] [--vectors-on-disk DIR] [--json]"
             );
             std::process::exit(2)
         };
@@ -379,6 +385,7 @@ impl Args {
                 "--batch" => a.batch = val().parse().unwrap_or_else(|_| usage()),
                 "--limit" => a.limit = Some(val().parse().unwrap_or_else(|_| usage())),
                 "--write-dataset" => a.write_dataset = Some(PathBuf::from(val())),
+                "--vectors-on-disk" => a.vectors_on_disk = Some(PathBuf::from(val())),
                 "--json" => a.json = true,
                 "-h" | "--help" => usage(),
                 s if !s.starts_with('-') && a.dataset.is_none() => a.dataset = Some(s.into()),
@@ -394,6 +401,19 @@ impl Args {
             usage();
         }
         a
+    }
+
+    /// The store `--vectors-on-disk` names (`None` without it: the heap); a directory that
+    /// cannot hold the files ends the program with a message.
+    pub fn vector_store(&self) -> Option<Arc<dyn ChunkStore>> {
+        let dir = self.vectors_on_disk.as_ref()?;
+        match valori_alloc::files::VectorFiles::open(dir, Arc::new(|_| {})) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                eprintln!("--vectors-on-disk {}: {e}", dir.display());
+                std::process::exit(2)
+            }
+        }
     }
 }
 
@@ -534,9 +554,13 @@ pub fn create_event(dim: usize, m: u16, ef_construction: u16) -> Event {
 }
 
 /// Builds the index over `base` in insert events of `args.batch` records on `args.threads`
-/// threads; returns the kernel and the seconds it took.
+/// threads, its vectors where `--vectors-on-disk` says; returns the kernel and the seconds it
+/// took.
 pub fn build(base: &[Vec<Fixed>], tags: Option<&[u64]>, args: &Args) -> (Kernel, f64) {
-    build_with(
+    let mut kernel = Kernel::new();
+    kernel.place_vectors(args.vector_store());
+    build_in(
+        kernel,
         base,
         tags,
         args.batch,
@@ -546,9 +570,11 @@ pub fn build(base: &[Vec<Fixed>], tags: Option<&[u64]>, args: &Args) -> (Kernel,
     )
 }
 
-/// [`build`] with explicit parameters: a collection `bench` (L2, HNSW `m`,
-/// `ef_construction`), filled in insert events of `batch` records on `threads` threads.
-pub fn build_with(
+/// [`build`] with explicit parameters, into `kernel` (a new one, its vectors placed where
+/// they are to live): a collection `bench` (L2, HNSW `m`, `ef_construction`), filled in insert
+/// events of `batch` records on `threads` threads.
+pub fn build_in(
+    mut kernel: Kernel,
     base: &[Vec<Fixed>],
     tags: Option<&[u64]>,
     batch: usize,
@@ -558,7 +584,6 @@ pub fn build_with(
 ) -> (Kernel, f64) {
     let dim = base.first().map_or(1, Vec::len);
     let batch = batch.max(1);
-    let mut kernel = Kernel::new();
     kernel
         .apply(&create_event(dim, m, ef_construction))
         .expect("create");

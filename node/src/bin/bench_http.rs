@@ -17,8 +17,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use valori_bench::{build_with, flag, machine, synthetic, Json, Rng};
-use valori_kernel::Fixed;
+use valori_bench::{build_in, flag, machine, synthetic, Json, Rng};
+use valori_kernel::{Fixed, Kernel};
 
 /// A minimal keep-alive HTTP/1.1 JSON client: the benchmark measures the server, not a client
 /// library.
@@ -267,7 +267,7 @@ fn main() {
     // for hash.
     let mut state_bytes = 0;
     for _ in 0..2 {
-        let (kernel, secs) = build_with(&fixed, None, batch, 2, 16, 200);
+        let (kernel, secs) = build_in(Kernel::new(), &fixed, None, batch, 2, 16, 200);
         inproc_secs = inproc_secs.min(secs);
         inproc_hash = kernel.state_hash();
         state_bytes = kernel.collection("bench").map_or(0, |c| c.memory_bytes());

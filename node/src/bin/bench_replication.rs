@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use valori_bench::{build_with, flag, machine, synthetic, to_fixed};
+use valori_bench::{build_in, flag, machine, synthetic, to_fixed};
 
 fn post(addr: &str, path: &str, body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -129,7 +129,15 @@ fn main() {
 
     // The leader's state: n synthetic vectors in an HNSW collection, as a snapshot file.
     let data = to_fixed(&synthetic(n, 128, 1));
-    let (k, build) = build_with(&data, None, 10_000, 2, 16, 200);
+    let (k, build) = build_in(
+        valori_kernel::Kernel::new(),
+        &data,
+        None,
+        10_000,
+        2,
+        16,
+        200,
+    );
     let snap = k.snapshot();
     drop(k);
     let snap_path = root.join("leader.vsnap");

@@ -32,7 +32,6 @@ mod recover;
 mod restore;
 mod role;
 mod snapshots;
-pub mod vectors;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +55,10 @@ use copies::Published;
 use health::Health;
 use role::Roles;
 use writer::{Job, Reply};
+
+/// The directory, under the data directory, of the files that hold the full-precision vectors
+/// with `--vectors-on-disk` (`valori_alloc::files`).
+pub const VECTOR_DIR: &str = "vectors";
 
 /// A committed write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,13 +191,15 @@ impl Engine {
             tracing::warn!(path = %file.path.display(), "finished a restore a crash interrupted");
         }
         let vectors = match config.vectors_on_disk {
-            true => Some(
-                vectors::VectorFiles::open(&config.data_dir, metrics.vectors_mapped.clone())
-                    .doing(|| {
-                        let dir = config.data_dir.join(vectors::VECTOR_DIR);
-                        format!("mapping files for vectors in {}", dir.display())
-                    })?,
-            ),
+            true => {
+                let dir = config.data_dir.join(VECTOR_DIR);
+                let gauge = metrics.vectors_mapped.clone();
+                let on_mapped = Arc::new(move |bytes: i64| gauge.add(bytes));
+                Some(
+                    valori_alloc::files::VectorFiles::open(&dir, on_mapped)
+                        .doing(|| format!("mapping files for vectors in {}", dir.display()))?,
+                )
+            }
             false => None,
         };
         let kernel = recover::recover(&store, &config, vectors.as_ref())?;

@@ -365,7 +365,7 @@ fn a_restore_keeps_the_highest_epoch_heard_of() {
 /// The files `vectors/` of `data_dir` that this process has mapped, as `/proc/self/maps`
 /// names them (unlinked files show with their directory).
 fn mapped_vector_files(data_dir: &std::path::Path) -> usize {
-    let dir = data_dir.join(vectors::VECTOR_DIR);
+    let dir = data_dir.join(VECTOR_DIR);
     let dir = dir.canonicalize().unwrap();
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()

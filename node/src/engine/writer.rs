@@ -76,7 +76,7 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if std::mem::take(&mut worked) {
-                    release_free_memory();
+                    valori_alloc::release_free_memory();
                 }
                 match wait_idle(shared, &mut copies, &rx, &mut apart) {
                     Some(job) => job,
@@ -137,18 +137,6 @@ fn wait_idle(
         }
     }
     rx.recv().ok()
-}
-
-/// Hands the memory the allocator holds free (what index builds, replays and request bodies
-/// used and dropped) back to the system, so that the node's resident memory after a burst of
-/// writes is what the state holds. glibc keeps freed memory in each thread's arena until asked;
-/// other allocators need nothing here.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: a plain call into the C library's allocator, which is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Lowers the calling thread's scheduling priority to `nice` (Linux: per thread). Failing is

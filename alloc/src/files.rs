@@ -1,15 +1,16 @@
-//! `--vectors-on-disk`: the full-precision vectors in memory-mapped files instead of the heap.
+//! Full-precision vectors in memory-mapped files instead of the heap (the node's
+//! `--vectors-on-disk`, and the benchmark programs' flag of the same name).
 //!
 //! Searches walk the compact copy and the graph, which stay on the heap; the full-precision
 //! vectors are read only to rerank a search's few candidates, to quantise new rows and to
-//! hash or snapshot the state. In files, the pages of those vectors are the kernel's page
+//! hash or snapshot the state. In files, the pages of those vectors are the system's page
 //! cache: resident while there is memory to spare, written back and dropped under memory
 //! pressure (a container's limit included) and read again when a rerank needs them. Nothing
 //! else changes: the kernel places each chunk of vectors in a region this store maps
 //! ([`valori_kernel::rows::ChunkStore`]) and reads and writes it as it would heap memory, so
 //! results, encodings and hashes are the same bytes.
 //!
-//! The files are scratch, not storage: the log and the snapshots hold the vectors durably,
+//! The files are scratch, not storage: the node's log and snapshots hold the vectors durably,
 //! and every file is unlinked while it is mapped (`O_TMPFILE`, or a name removed at once), so
 //! a crash leaves nothing behind and the space is freed when the chunk is dropped.
 
@@ -21,35 +22,33 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use prometheus::IntGauge;
 use valori_kernel::rows::{ChunkStore, Region};
 
-/// The directory, under the data directory, that holds the mapped files.
-pub const VECTOR_DIR: &str = "vectors";
+/// Told of every change in the bytes mapped: `+len` when a region is mapped, `-len` when it is
+/// released (the node keeps its `valori_vectors_mapped_bytes` gauge with it).
+pub type OnMapped = Arc<dyn Fn(i64) + Send + Sync>;
 
-/// Maps a file of the data directory's `vectors/` for each chunk of full-precision vectors.
+/// Maps a new file of one directory for each chunk of full-precision vectors.
 pub struct VectorFiles {
     dir: PathBuf,
     /// Names files where `O_TMPFILE` is not supported.
     next: AtomicU64,
-    /// `valori_vectors_mapped_bytes`.
-    mapped: IntGauge,
+    on_mapped: OnMapped,
 }
 
 impl VectorFiles {
-    /// The store of `data_dir`: creates `vectors/` and removes any file a crash left there.
-    pub fn open(data_dir: &Path, mapped: IntGauge) -> io::Result<Arc<dyn ChunkStore>> {
-        let dir = data_dir.join(VECTOR_DIR);
-        std::fs::create_dir_all(&dir)?;
-        for entry in std::fs::read_dir(&dir)? {
+    /// The store of `dir`: creates it and removes any file a crash left there. A directory
+    /// that cannot hold a mapping is refused here, not at the first insert.
+    pub fn open(dir: &Path, on_mapped: OnMapped) -> io::Result<Arc<dyn ChunkStore>> {
+        std::fs::create_dir_all(dir)?;
+        for entry in std::fs::read_dir(dir)? {
             std::fs::remove_file(entry?.path())?;
         }
         let files = VectorFiles {
-            dir,
+            dir: dir.to_path_buf(),
             next: AtomicU64::new(0),
-            mapped,
+            on_mapped,
         };
-        // Refuse at start, not at the first insert, a directory that cannot hold a mapping.
         drop(files.map(64)?);
         Ok(Arc::new(files))
     }
@@ -86,11 +85,11 @@ impl VectorFiles {
         // Reranks read single rows at random places: no read-ahead around them.
         let _ = map.advise(memmap2::Advice::Random);
         let ptr = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
-        self.mapped.add(bytes as i64);
+        (self.on_mapped)(bytes as i64);
         let release = Unmap {
             _map: map,
             bytes,
-            mapped: self.mapped.clone(),
+            on_mapped: self.on_mapped.clone(),
         };
         // SAFETY: a fresh mapping of a new file of `bytes` zeros, page-aligned, writable, and
         // used by nothing else until `release` (which owns it) is dropped.
@@ -103,7 +102,7 @@ impl ChunkStore for VectorFiles {
         match self.map(bytes) {
             Ok(region) => Some(region),
             Err(e) => {
-                // The chunk lives on the heap instead: the node goes on, with more memory.
+                // The chunk lives on the heap instead: the program goes on, with more memory.
                 tracing::warn!(error = %e, dir = %self.dir.display(), bytes, "cannot map a file for vectors; keeping this chunk in memory");
                 None
             }
@@ -115,11 +114,11 @@ impl ChunkStore for VectorFiles {
 struct Unmap {
     _map: memmap2::MmapMut,
     bytes: usize,
-    mapped: IntGauge,
+    on_mapped: OnMapped,
 }
 
 impl Drop for Unmap {
     fn drop(&mut self) {
-        self.mapped.sub(self.bytes as i64);
+        (self.on_mapped)(-(self.bytes as i64));
     }
 }
