@@ -176,7 +176,7 @@ def main():
         on_disk = ["--vectors-on-disk", os.path.join(tmp, "vectors")] if a.vectors_on_disk else []
         v = run_valori("bench_recall", source, a.queries, a.threads, ["--ef", efs] + extra_write + on_disk)
         print("running Valori bench_filter ...", file=sys.stderr)
-        vf = run_valori("bench_filter", source, a.queries, a.threads, ["--ef", efs] + extra_write)
+        vf = run_valori("bench_filter", source, a.queries, a.threads, ["--ef", efs] + extra_write + on_disk)
         base = read_vecs(os.path.join(data_dir, "base.fvecs"), np.float32)
         queries = read_vecs(os.path.join(data_dir, "query.fvecs"), np.float32)[: a.queries]
         truth = read_vecs(os.path.join(data_dir, "groundtruth.ivecs"), np.int32)[: a.queries]
