@@ -63,8 +63,11 @@ pub struct Collection {
     /// Full-precision vectors in stored form, one row per slot, in chunks that copies of the
     /// state share ([`Rows`]).
     pub(crate) vectors: Rows<i32>,
-    pub(crate) tags: Vec<u64>,
-    pub(crate) live: Vec<bool>,
+    /// Per slot its tag (0 once deleted), and whether it is live (1) or deleted (0): rows of
+    /// one value in shared chunks, like the vectors (appended, rarely rewritten), so the
+    /// node's two copies hold them once.
+    pub(crate) tags: Rows<u64>,
+    pub(crate) live: Rows<u8>,
     pub(crate) metadata: BTreeMap<u64, Vec<u8>>,
     pub(crate) live_count: u64,
     /// Largest absolute component ever stored: only chooses the narrow distance kernels,
@@ -128,8 +131,8 @@ impl Collection {
             spec,
             next_id: 0,
             vectors: Rows::new(dim),
-            tags: Vec::new(),
-            live: Vec::new(),
+            tags: Rows::new(1),
+            live: Rows::new(1),
             metadata: BTreeMap::new(),
             live_count: 0,
             max_abs: 0,
@@ -162,7 +165,7 @@ impl Collection {
 
     /// Whether `id` names a live record.
     pub fn contains(&self, id: u64) -> bool {
-        id < self.next_id && self.live[id as usize]
+        id < self.next_id && self.live.get(id as usize) != 0
     }
 
     /// A live record.
@@ -173,7 +176,7 @@ impl Collection {
         Some(Record {
             id,
             vector: self.slot(id),
-            tag: self.tags[id as usize],
+            tag: self.tags.get(id as usize),
             metadata: self.metadata.get(&id).map(|m| m.as_slice()),
             key: self.extras.key_of.get(&id).map(String::as_str),
             payload: self.extras.payloads.get(&id),
@@ -187,7 +190,7 @@ impl Collection {
 
     /// Live record ids in ascending order.
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        (0..self.next_id).filter(|&id| self.live[id as usize])
+        (0..self.next_id).filter(|&id| self.live.get(id as usize) != 0)
     }
 
     /// Checks a vector against the collection and returns its stored form (normalised for
@@ -334,8 +337,8 @@ impl Collection {
             }
             + self.compact_norms.len() * 8
             + self.saturated.len() * 4
-            + self.tags.len() * 8
-            + self.live.len()
+            + self.tags.bytes() as usize
+            + self.live.bytes() as usize
             + metadata
             + postings) as u64
             + self.index.as_ref().map_or(0, Hnsw::memory_bytes)
@@ -354,13 +357,19 @@ impl Collection {
         self.vectors.place(store);
     }
 
-    /// Adopts `other`'s chunks of full-precision vectors and of the walk copy, and with
-    /// [`Share::All`] of the graph's layer-0 neighbour lists ([`Rows::share_from`]); `other`
-    /// must be this collection in an equal state.
+    /// Adopts `other`'s chunks of full-precision vectors, of the walk copy, of the per-slot
+    /// tags, live flags, graph levels and upper-layer offsets, and with [`Share::All`] of the
+    /// graph's layer-0 neighbour lists ([`Rows::share_from`]); `other` must be this collection
+    /// in an equal state.
     pub(crate) fn share_storage(&mut self, other: &Collection, parts: Share) {
         self.vectors.share_from(&other.vectors);
-        if let (Share::All, Some(mine), Some(theirs)) = (parts, &mut self.index, &other.index) {
-            mine.share_from(theirs);
+        self.tags.share_from(&other.tags);
+        self.live.share_from(&other.live);
+        if let (Some(mine), Some(theirs)) = (&mut self.index, &other.index) {
+            mine.share_slots_from(theirs);
+            if parts == Share::All {
+                mine.share_from(theirs);
+            }
         }
         match (&mut self.compact, &other.compact) {
             (CompactCopy::Narrow(mine), CompactCopy::Narrow(theirs)) => {
@@ -374,15 +383,22 @@ impl Collection {
     }
 
     /// Calls `f` with the address and bytes of each chunk of full-precision vectors, of the
-    /// walk copy and of the graph's layer-0 lists: chunks shared with another state have the
-    /// same address.
+    /// walk copy, of the graph's layer-0 lists, levels and upper-layer offsets and of the tags
+    /// and live flags: chunks shared with another state have the same address.
     pub(crate) fn visit_chunks(&self, f: &mut dyn FnMut(usize, u64)) {
         let compact: &mut dyn Iterator<Item = (usize, u64)> = match &self.compact {
             CompactCopy::Narrow(c) => &mut c.chunks(),
             CompactCopy::Wide(c) => &mut c.chunks(),
         };
         let graph = self.index.iter().flat_map(Hnsw::chunks);
-        for (at, bytes) in self.vectors.chunks().chain(compact).chain(graph) {
+        let slots = self.tags.chunks().chain(self.live.chunks());
+        for (at, bytes) in self
+            .vectors
+            .chunks()
+            .chain(compact)
+            .chain(graph)
+            .chain(slots)
+        {
             f(at, bytes);
         }
     }
@@ -408,8 +424,8 @@ impl Collection {
         self.or_bits |= stored.iter().fold(0, |acc, &x| acc | x as u32);
         self.magnitudes[compact::bit_length(max_abs)] += 1;
         self.vectors.push(stored);
-        self.tags.push(tag);
-        self.live.push(true);
+        self.tags.push(&[tag]);
+        self.live.push(&[1]);
         self.postings.entry(tag).or_default().push(id as u32);
         if let Some(m) = metadata {
             self.metadata.insert(id, m);
@@ -420,7 +436,7 @@ impl Collection {
 
     /// Deletes a live record. Its vector stays as a routing point of the index.
     pub(crate) fn remove(&mut self, id: u64) {
-        let tag = self.tags[id as usize];
+        let tag = self.tags.get(id as usize);
         if let Some(list) = self.postings.get_mut(&tag) {
             if let Ok(i) = list.binary_search(&(id as u32)) {
                 list.remove(i);
@@ -429,8 +445,8 @@ impl Collection {
                 self.postings.remove(&tag);
             }
         }
-        self.tags[id as usize] = 0;
-        self.live[id as usize] = false;
+        self.tags.set(id as usize, 0);
+        self.live.set(id as usize, 0);
         self.metadata.remove(&id);
         self.extras.forget(id);
         self.live_count -= 1;
@@ -523,7 +539,7 @@ impl Collection {
         tag: Option<u64>,
         scratch: &mut SearchScratch,
     ) -> Vec<Hit> {
-        let live = |s: u32| self.live[s as usize];
+        let live = |s: u32| self.live.get(s as usize) != 0;
         match tag {
             None => self
                 .walk(index, compact, query, k, ef, &live, 0, scratch)
@@ -533,7 +549,7 @@ impl Collection {
                 if count <= FILTER_SCAN_MAX {
                     return self.search_exact(query, k, tag);
                 }
-                let accept = |s: u32| live(s) && self.tags[s as usize] == t;
+                let accept = |s: u32| live(s) && self.tags.get(s as usize) == t;
                 let need = count.min(k as u64) as usize;
                 self.walk(index, compact, query, k, ef, &accept, need, scratch)
                     .unwrap_or_else(|| self.search_exact(query, k, tag))
@@ -705,9 +721,9 @@ impl Collection {
         out.put_u64(self.next_id);
         let mut buf = Vec::with_capacity(self.dim() * 4);
         for id in 0..self.next_id {
-            if self.live[id as usize] {
+            if self.live.get(id as usize) != 0 {
                 out.put_u8(1);
-                out.put_u64(self.tags[id as usize]);
+                out.put_u64(self.tags.get(id as usize));
                 out.put_opt_bytes(self.metadata.get(&id).map(|m| m.as_slice()));
             } else {
                 out.put_u8(0);

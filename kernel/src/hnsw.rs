@@ -353,8 +353,9 @@ impl BuildLog {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Hnsw {
     params: HnswParams,
-    /// Level of every slot.
-    levels: Vec<u8>,
+    /// Level of every slot (appended only: in chunks that copies of the state share, as
+    /// `upper_at`).
+    levels: Rows<u8>,
     /// Layer 0: per slot its neighbours `n_0 .. n_(m0-1)`, unused entries zero, in chunks
     /// that copies of the state share ([`Rows`]; a write copies the chunk it touches).
     layer0: Rows<u32>,
@@ -368,7 +369,7 @@ pub(crate) struct Hnsw {
     /// bytes each (a million slots: 24 MB, in each copy of the state).
     upper: Vec<u32>,
     /// Per slot, the index (in blocks) of its first block in `upper`.
-    upper_at: Vec<u32>,
+    upper_at: Rows<u32>,
     entry: Option<u32>,
     max_level: u8,
 }
@@ -377,11 +378,11 @@ impl Hnsw {
     pub fn new(params: HnswParams) -> Self {
         Hnsw {
             params,
-            levels: Vec::new(),
+            levels: Rows::new(1),
             layer0: Rows::new(2 * usize::from(params.m)),
             counts0: Vec::new(),
             upper: Vec::new(),
-            upper_at: Vec::new(),
+            upper_at: Rows::new(1),
             entry: None,
             max_level: 0,
         }
@@ -393,8 +394,10 @@ impl Hnsw {
 
     /// Bytes held by the graph.
     pub fn memory_bytes(&self) -> u64 {
-        let upper = (self.upper.len() + self.upper_at.len()) * 4;
-        (self.levels.len() + self.counts0.len() * 2 + upper) as u64 + self.layer0.bytes()
+        (self.upper.len() * 4 + self.counts0.len() * 2) as u64
+            + self.levels.bytes()
+            + self.upper_at.bytes()
+            + self.layer0.bytes()
     }
 
     /// Adopts `other`'s chunks of layer-0 neighbour lists ([`Rows::share_from`]); `other`
@@ -407,9 +410,20 @@ impl Hnsw {
         self.layer0.share_from(&other.layer0)
     }
 
-    /// Each chunk of layer-0 neighbour lists: its address and bytes ([`Rows::chunks`]).
+    /// Adopts `other`'s chunks of the per-slot levels and upper-layer offsets, which writes
+    /// only append to; `other` must be this graph in an equal state.
+    pub(crate) fn share_slots_from(&mut self, other: &Hnsw) {
+        self.levels.share_from(&other.levels);
+        self.upper_at.share_from(&other.upper_at);
+    }
+
+    /// Each chunk of layer-0 neighbour lists, levels and upper-layer offsets: its address and
+    /// bytes ([`Rows::chunks`]).
     pub(crate) fn chunks(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.layer0.chunks()
+        self.layer0
+            .chunks()
+            .chain(self.levels.chunks())
+            .chain(self.upper_at.chunks())
     }
 
     fn m(&self) -> usize {
@@ -447,8 +461,8 @@ impl Hnsw {
     /// Where `slot`'s block of `layer` (1 or above, at most its level) starts in `upper`.
     #[inline]
     fn upper_block(&self, slot: u32, layer: u8) -> usize {
-        debug_assert!(layer >= 1 && layer <= self.levels[slot as usize]);
-        (self.upper_at[slot as usize] as usize + usize::from(layer) - 1) * (self.m() + 1)
+        debug_assert!(layer >= 1 && layer <= self.levels.get(slot as usize));
+        (self.upper_at.get(slot as usize) as usize + usize::from(layer) - 1) * (self.m() + 1)
     }
 
     fn set_neighbors(&mut self, slot: u32, layer: u8, list: &[u32]) {
@@ -471,13 +485,13 @@ impl Hnsw {
     /// Adds an empty, unreachable node for the next slot.
     fn push_node(&mut self, id: u64) {
         let level = level_for(id, self.params.m);
-        self.levels.push(level);
+        self.levels.push(&[level]);
         self.layer0.push_with(|_| {});
         self.counts0.push(0);
         let block = self.m() + 1;
         let blocks = u32::try_from(self.upper.len() / block)
             .expect("fewer than 2^32 upper-layer blocks (each is a slot's layer above 0)");
-        self.upper_at.push(blocks);
+        self.upper_at.push(&[blocks]);
         self.upper
             .resize(self.upper.len() + usize::from(level) * block, 0);
     }
@@ -697,7 +711,7 @@ impl Hnsw {
         slot: u32,
         scratch: &mut SearchScratch,
     ) -> Option<(Vec<Candidates>, Candidates)> {
-        let level = self.levels[slot as usize];
+        let level = self.levels.get(slot as usize);
         let q = &space.probe(slot);
         let entry = self.entry?;
         let top = level.min(self.max_level);
@@ -758,11 +772,11 @@ impl Hnsw {
         slot: u32,
         mut layers: Vec<Vec<(WalkDistance, u32)>>,
     ) -> Vec<Vec<u32>> {
-        let level = self.levels[slot as usize];
+        let level = self.levels.get(slot as usize);
         layers.resize(usize::from(level) + 1, Vec::new());
         let q = &space.probe(slot);
         for other in first..slot {
-            let other_level = self.levels[other as usize];
+            let other_level = self.levels.get(other as usize);
             let d = space.dist(q, other);
             for layer in layers
                 .iter_mut()
@@ -844,7 +858,7 @@ impl Hnsw {
                     }
                     back.extend(list.iter().map(|&n| (n, layer as u8, slot)));
                 }
-                let level = self.levels[slot as usize];
+                let level = self.levels.get(slot as usize);
                 if self.entry.is_none() || level > self.max_level {
                     self.entry = Some(slot);
                     self.max_level = level;
@@ -924,7 +938,7 @@ impl Hnsw {
         }
         out.put_u8(self.max_level);
         for slot in 0..self.slots() as u32 {
-            let level = self.levels[slot as usize];
+            let level = self.levels.get(slot as usize);
             out.put_u8(level);
             for layer in 0..=level {
                 let list = self.neighbors(slot, layer);
@@ -951,7 +965,7 @@ impl Hnsw {
         let mut list = Vec::new();
         for slot in 0..slots as u32 {
             let level = r.u8()?;
-            if level != h.levels[slot as usize] {
+            if level != h.levels.get(slot as usize) {
                 return Err(DecodeError::Invalid(
                     "index level differs from the id's level",
                 ));
@@ -964,7 +978,7 @@ impl Hnsw {
                 list.clear();
                 for _ in 0..count {
                     let n = r.u32()?;
-                    if u64::from(n) >= slots || h.levels[n as usize] < layer || n == slot {
+                    if u64::from(n) >= slots || h.levels.get(n as usize) < layer || n == slot {
                         return Err(DecodeError::Invalid("index neighbour out of range"));
                     }
                     list.push(n);
@@ -972,11 +986,11 @@ impl Hnsw {
                 h.set_neighbors(slot, layer, &list);
             }
         }
-        let top = h.levels.iter().copied().max();
+        let top = h.levels.values().max();
         match (entry, top) {
             (None, None) => {}
             (Some(e), Some(t))
-                if u64::from(e) < slots && h.levels[e as usize] == t && max_level == t => {}
+                if u64::from(e) < slots && h.levels.get(e as usize) == t && max_level == t => {}
             _ => return Err(DecodeError::Invalid("index entry point")),
         }
         h.entry = entry;

@@ -71,8 +71,10 @@ pub enum Applied {
 /// Which parts of a state's storage [`Kernel::share_storage`] shares.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Share {
-    /// The full-precision vectors and the walk copy. Writes only append to them, so two states
-    /// that share them and go on writing copy only their last chunks.
+    /// The full-precision vectors, the walk copy and the per-slot values (tags, live flags,
+    /// graph levels and upper-layer offsets). Writes append to them (a delete rewrites one
+    /// flag and one tag), so two states that share them and go on writing copy only their
+    /// last chunks.
     Appended,
     /// Those and the graph's layer-0 neighbour lists. Every insert rewrites lists all over the
     /// graph, so the first group written after sharing them copies most of their chunks.
@@ -433,8 +435,8 @@ impl Kernel {
         true
     }
 
-    /// Bytes of full-precision vectors, walk copies and layer-0 neighbour lists that `states`
-    /// hold between them, each chunk counted once however many of them share it
+    /// Bytes of full-precision vectors, walk copies, layer-0 neighbour lists and per-slot
+    /// values (those [`Share`] names) that `states` hold between them, each chunk counted once however many of them share it
     /// ([`Kernel::share_storage`]). For one state, the bytes of those parts.
     pub fn held_bytes(states: &[&Kernel]) -> u64 {
         let mut seen = alloc::collections::BTreeSet::new();

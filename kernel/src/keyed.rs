@@ -200,7 +200,7 @@ impl Collection {
         Subject {
             id,
             key: self.extras.key_of.get(&id).map(String::as_str),
-            tag: self.tags[id as usize],
+            tag: self.tags.get(id as usize),
             payload: self.extras.payloads.get(&id),
         }
     }
@@ -315,7 +315,7 @@ impl Collection {
 
     /// Changes a live record's tag, keeping the tag postings in step.
     fn retag(&mut self, id: u64, tag: u64) {
-        let old = self.tags[id as usize];
+        let old = self.tags.get(id as usize);
         if old == tag {
             return;
         }
@@ -331,7 +331,7 @@ impl Collection {
         if let Err(i) = list.binary_search(&(id as u32)) {
             list.insert(i, id as u32);
         }
-        self.tags[id as usize] = tag;
+        self.tags.set(id as usize, tag);
     }
 
     /// Checks a target's shape (key lengths, list sizes, filter bounds).
@@ -658,7 +658,7 @@ impl Collection {
         }
         let accept = |s: u32| {
             member[s as usize]
-                && self.live[s as usize]
+                && self.live.get(s as usize) != 0
                 && (c.checked || filter.matches(&self.subject(u64::from(s))))
         };
         // At least k matches exist when the candidates are exact; otherwise a walk that finds

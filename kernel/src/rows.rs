@@ -1,5 +1,6 @@
 //! Fixed-width rows in shared chunks: how a collection holds its full-precision vectors, its
-//! compact walk copy and its graph's layer-0 neighbour lists.
+//! compact walk copy, its graph's layer-0 neighbour lists and its per-slot values (tags, live
+//! flags, graph levels and upper-layer offsets, rows of one value).
 //!
 //! Rows live in chunks of a power-of-two number of rows ([`rows_per_chunk`]: a whole number of
 //! 2 MiB huge pages for the usual row sizes), every chunk behind its own reference count and
@@ -53,21 +54,26 @@ pub fn rows_per_chunk(row_bytes: usize) -> usize {
 }
 
 /// What rows may hold: plain integers, for which every byte pattern (zero included) is a value,
-/// whose size divides a cache line. Sealed: implemented for `i8`, `i16`, `i32` and `u32` only.
+/// whose size divides a cache line. Sealed: implemented for `i8`, `u8`, `i16`, `i32`, `u32` and
+/// `u64` only.
 pub trait Plain: Copy + PartialEq + Send + Sync + 'static + sealed::Sealed {}
 
 mod sealed {
     pub trait Sealed {}
     impl Sealed for i8 {}
+    impl Sealed for u8 {}
     impl Sealed for i16 {}
     impl Sealed for i32 {}
     impl Sealed for u32 {}
+    impl Sealed for u64 {}
 }
 
 impl Plain for i8 {}
+impl Plain for u8 {}
 impl Plain for i16 {}
 impl Plain for i32 {}
 impl Plain for u32 {}
+impl Plain for u64 {}
 
 /// One cache line of storage.
 #[derive(Clone, Copy)]
@@ -412,6 +418,27 @@ impl<T: Plain> Rows<T> {
         }
     }
 
+    /// The one element of row `i`, for rows of width 1 (per-slot values: tags, live flags,
+    /// levels). Panics if `i >= len`.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> T {
+        debug_assert_eq!(self.width, 1);
+        self.row(i)[0]
+    }
+
+    /// Sets the one element of row `i` (width 1), copying its chunk first if another state
+    /// shares it. Panics if `i >= len`.
+    pub(crate) fn set(&mut self, i: usize, value: T) {
+        debug_assert_eq!(self.width, 1);
+        self.row_mut(i)[0] = value;
+    }
+
+    /// Every row's one element, in order (width 1).
+    pub(crate) fn values(&self) -> impl Iterator<Item = T> + '_ {
+        debug_assert_eq!(self.width, 1);
+        self.rows_from(0).map(|r| r[0])
+    }
+
     /// Rows held.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -624,6 +651,38 @@ mod tests {
         }
         assert_eq!(b.shared_bytes(&a), (per_chunk * 256) as u64);
         assert!(a != b);
+    }
+
+    /// Rows of one value (per-slot tags, flags): values read back across chunks, a write
+    /// copies only the chunk it lands in, and sharing makes equal values one memory again.
+    #[test]
+    fn single_values_read_write_and_share_by_chunk() {
+        let per_chunk = rows_per_chunk(8);
+        assert_eq!(per_chunk * 8, HUGE_PAGE);
+        let mut a: Rows<u64> = Rows::new(1);
+        for i in 0..2 * per_chunk + 10 {
+            a.push(&[i as u64 * 3]);
+        }
+        let mut b = a.clone();
+        b.set(per_chunk + 1, 0);
+        assert_eq!(b.get(per_chunk + 1), 0);
+        assert_eq!(a.get(per_chunk + 1), (per_chunk as u64 + 1) * 3);
+        assert_eq!(b.shared_bytes(&a), a.bytes() - HUGE_PAGE as u64);
+        assert!(b
+            .values()
+            .enumerate()
+            .all(|(i, v)| v == if i == per_chunk + 1 { 0 } else { i as u64 * 3 }));
+        let mut c = a.clone();
+        c.set(per_chunk + 1, 0);
+        assert!(c.share_from(&b));
+        assert_eq!(c.shared_bytes(&b), b.bytes());
+
+        let mut flags: Rows<u8> = Rows::new(1);
+        for i in 0..1000u32 {
+            flags.push(&[(i % 2) as u8]);
+        }
+        assert_eq!(flags.values().filter(|&f| f == 1).count(), 500);
+        assert_eq!(flags.bytes(), 1000);
     }
 
     /// Narrow rows: a chunk holds whole lines, and a row that ends mid-line leaves the rest

@@ -462,8 +462,8 @@ fn recorded_builds_replay_to_the_identical_state() {
     assert_eq!(second, first);
 }
 
-/// A copy of a state shares its full-precision vectors, walk copy and layer-0 neighbour lists
-/// until it is written; writes to the copy (inserts, deletes) copy only the chunks they touch
+/// A copy of a state shares its full-precision vectors, walk copy, layer-0 neighbour lists and
+/// per-slot values until it is written; writes to the copy (inserts, deletes) copy only the chunks they touch
 /// (the last ones of vectors, those of the lists they link) and never show in the original; a
 /// state built apart comes to share the original's memory through `share_storage`, and every
 /// state stays what its log builds.
@@ -479,7 +479,10 @@ fn copies_share_vectors_and_writes_stay_private() {
     let original = build(&events, &Sequential);
     let hash = original.state_hash();
     let held = Kernel::held_bytes(&[&original]);
-    assert_eq!(held, (n * dim * (4 + 2) + n * 16 * 4) as u64);
+    // Per slot also a tag (8 bytes), a live flag, a graph level (1 byte each) and the offset
+    // of its upper-layer blocks (4 bytes), each in one chunk here.
+    let slots = (n * (8 + 1 + 1 + 4)) as u64;
+    assert_eq!(held, (n * dim * (4 + 2) + n * 16 * 4) as u64 + slots);
 
     let mut copy = original.clone();
     assert_eq!(
@@ -498,8 +501,9 @@ fn copies_share_vectors_and_writes_stay_private() {
     }
     assert_eq!(
         Kernel::held_bytes(&[&original, &copy]),
-        held,
-        "a delete keeps the vector and the links"
+        held + (n * (8 + 1)) as u64,
+        "a delete keeps the vector and the links, and copies the chunks of tags and of live \
+         flags it rewrites"
     );
     let inserts = insert_events(&vectors[n..n + 100], 50, |_| 3);
     for e in &inserts {
@@ -517,9 +521,9 @@ fn copies_share_vectors_and_writes_stay_private() {
     let rebuilt = build(&all, &Sequential);
     assert_eq!(copy, rebuilt);
     assert_eq!(copy.state_hash(), rebuilt.state_hash());
-    // The copy's own rows: the last chunks, which it appended to, and the one chunk of lists
-    // (the inserts linked into it); the full ones (two of vectors, one of the walk copy) stay
-    // shared.
+    // The copy's own rows: the last chunks, which it appended to, the one chunk of lists (the
+    // inserts linked into it) and the one chunk of each per-slot value; the full ones (two of
+    // vectors, one of the walk copy) stay shared.
     let huge = valori_kernel::rows::HUGE_PAGE as u64;
     assert_eq!(original.shared_bytes(&copy), 3 * huge);
 

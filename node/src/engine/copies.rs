@@ -12,8 +12,9 @@
 //! graphs' layer-0 neighbour lists, which every group rewrites all over the graph, are shared
 //! only once the writer has been idle for `graph_share_idle` (off by default;
 //! [`Copies::share_all`]): an idle node then holds them once, and the first group after the
-//! pause copies the chunks it links into. The rest (upper graph layers, norms, tags, maps) is
-//! held twice.
+//! pause copies the chunks it links into. The per-slot tags, live flags, graph levels and
+//! upper-layer offsets are shared as the vectors are; the rest (layer-0 counts, upper graph
+//! layers' blocks, norms, postings, maps) is held twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
