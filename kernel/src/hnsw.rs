@@ -378,11 +378,11 @@ impl Hnsw {
     pub fn new(params: HnswParams) -> Self {
         Hnsw {
             params,
-            levels: Rows::new(1),
+            levels: Rows::small(1),
             layer0: Rows::new(2 * usize::from(params.m)),
             counts0: Vec::new(),
             upper: Vec::new(),
-            upper_at: Rows::new(1),
+            upper_at: Rows::small(1),
             entry: None,
             max_level: 0,
         }

@@ -36,6 +36,9 @@ use core::ptr::NonNull;
 /// entries.
 pub const HUGE_PAGE: usize = 2 << 20;
 
+/// The chunk size of [`Rows::small`]: per-slot values.
+pub const SMALL_CHUNK: usize = 64 << 10;
+
 /// Rows per chunk for rows of `row_bytes` bytes: a power of two, so that one shift finds a
 /// row's chunk. For a row of `2^a * b` bytes (`b` odd) up to 7, the fewest rows that fill whole
 /// huge pages (a chunk of `b` times 2 MiB); for other sizes as many as fit in 4 MiB. Large
@@ -345,11 +348,28 @@ impl<T: Plain> Rows<T> {
     /// No rows, each of `width` elements (at least one), in chunks of [`rows_per_chunk`].
     pub(crate) fn new(width: usize) -> Self {
         let width = width.max(1);
-        let row_bytes = width * core::mem::size_of::<T>();
-        let rows = rows_per_chunk(row_bytes);
+        let rows = rows_per_chunk(width * core::mem::size_of::<T>());
+        Rows::with_chunk_rows(width, rows)
+    }
+
+    /// No rows, each of `width` elements, in chunks of [`SMALL_CHUNK`] bytes (or one row, if
+    /// larger): for per-slot values, which every group appends to. A group copies the last
+    /// chunk of each shared `Rows` it appends to, so 2 MiB chunks would cost every group a
+    /// copy of up to 2 MiB per value (a single write at 1M x 128 took 6.8 ms instead of
+    /// 2.7 ms with four such values); these are read one value at a time, where huge pages
+    /// matter little.
+    pub(crate) fn small(width: usize) -> Self {
+        let width = width.max(1);
+        let rows = (SMALL_CHUNK / (width * core::mem::size_of::<T>())).max(1);
+        Rows::with_chunk_rows(width, 1 << (usize::BITS - 1 - rows.leading_zeros()))
+    }
+
+    /// No rows, each of `width` (at least one) elements, `rows` (a power of two) to a chunk.
+    fn with_chunk_rows(width: usize, rows: usize) -> Self {
+        debug_assert!(width >= 1 && rows.is_power_of_two());
         Rows {
             width,
-            shift: usize::BITS - 1 - rows.leading_zeros(),
+            shift: rows.trailing_zeros(),
             len: 0,
             chunks: Vec::new(),
             starts: Vec::new(),
@@ -369,7 +389,7 @@ impl<T: Plain> Rows<T> {
         if same {
             return;
         }
-        let mut placed = Rows::new(self.width);
+        let mut placed = Rows::with_chunk_rows(self.width, 1 << self.shift);
         placed.store = store.cloned();
         for row in self.rows_from(0) {
             placed.push(row);
@@ -657,9 +677,8 @@ mod tests {
     /// copies only the chunk it lands in, and sharing makes equal values one memory again.
     #[test]
     fn single_values_read_write_and_share_by_chunk() {
-        let per_chunk = rows_per_chunk(8);
-        assert_eq!(per_chunk * 8, HUGE_PAGE);
-        let mut a: Rows<u64> = Rows::new(1);
+        let per_chunk = SMALL_CHUNK / 8;
+        let mut a: Rows<u64> = Rows::small(1);
         for i in 0..2 * per_chunk + 10 {
             a.push(&[i as u64 * 3]);
         }
@@ -667,7 +686,8 @@ mod tests {
         b.set(per_chunk + 1, 0);
         assert_eq!(b.get(per_chunk + 1), 0);
         assert_eq!(a.get(per_chunk + 1), (per_chunk as u64 + 1) * 3);
-        assert_eq!(b.shared_bytes(&a), a.bytes() - HUGE_PAGE as u64);
+        assert_eq!(b.shared_bytes(&a), a.bytes() - SMALL_CHUNK as u64);
+        assert_eq!(b.chunks.len(), 3);
         assert!(b
             .values()
             .enumerate()
@@ -677,7 +697,7 @@ mod tests {
         assert!(c.share_from(&b));
         assert_eq!(c.shared_bytes(&b), b.bytes());
 
-        let mut flags: Rows<u8> = Rows::new(1);
+        let mut flags: Rows<u8> = Rows::small(1);
         for i in 0..1000u32 {
             flags.push(&[(i % 2) as u8]);
         }

@@ -480,7 +480,7 @@ fn copies_share_vectors_and_writes_stay_private() {
     let hash = original.state_hash();
     let held = Kernel::held_bytes(&[&original]);
     // Per slot also a tag (8 bytes), a live flag, a graph level (1 byte each) and the offset
-    // of its upper-layer blocks (4 bytes), each in one chunk here.
+    // of its upper-layer blocks (4 bytes), in chunks of 64 KiB.
     let slots = (n * (8 + 1 + 1 + 4)) as u64;
     assert_eq!(held, (n * dim * (4 + 2) + n * 16 * 4) as u64 + slots);
 
@@ -501,9 +501,10 @@ fn copies_share_vectors_and_writes_stay_private() {
     }
     assert_eq!(
         Kernel::held_bytes(&[&original, &copy]),
-        held + (n * (8 + 1)) as u64,
+        held + (valori_kernel::rows::SMALL_CHUNK + n) as u64,
         "a delete keeps the vector and the links, and copies the chunks of tags and of live \
-         flags it rewrites"
+         flags it rewrites (the deleted ids are all in the first chunk of tags, and the live \
+         flags are one chunk)"
     );
     let inserts = insert_events(&vectors[n..n + 100], 50, |_| 3);
     for e in &inserts {
