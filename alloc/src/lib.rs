@@ -175,6 +175,29 @@ unsafe impl GlobalAlloc for HugePages {
     }
 }
 
+/// The size from which the system allocator maps a block on its own, fixed by
+/// [`settle_for_server`]: glibc's default.
+pub const MMAP_THRESHOLD: usize = 128 << 10;
+
+/// Sets the system allocator up for a long-running server; called once at its start, before
+/// its threads run.
+///
+/// glibc maps a block of 128 KiB or more on its own, but each time such a block is freed it
+/// raises that size to the block's (up to 32 MiB), and with it how much free memory each heap
+/// keeps before giving any back. A server receives request bodies and batches of a few hundred
+/// KiB to a few MiB, so it soon keeps every one of them in its threads' heaps once freed: about
+/// 30 MiB for a node ingesting batches of 1,000 records of 128 dimensions (BENCHMARKS.md).
+/// Fixing the size at [`MMAP_THRESHOLD`] keeps such blocks mapped on their own, returned to
+/// the system when freed. Only the node's binary calls this: a program that embeds Valori
+/// keeps its own allocator's settings.
+pub fn settle_for_server() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a plain call into the C library's allocator.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+    }
+}
+
 /// Hands the memory the allocator holds free (what index builds, replays and request bodies
 /// used and dropped) back to the system, so that a program's resident memory after a burst of
 /// writes is what it holds. glibc keeps freed small blocks in each thread's arena until asked;

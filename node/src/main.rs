@@ -14,6 +14,7 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("restore") {
         std::process::exit(restore(RestoreArgs::parse_from(std::env::args().skip(1))));
     }
+    valori_alloc::settle_for_server();
     let config = Config::parse();
     let telemetry = match valori_telemetry::Telemetry::init("valori-node", &config.log, false) {
         Ok(t) => t,
