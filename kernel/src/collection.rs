@@ -165,7 +165,13 @@ impl Collection {
 
     /// Whether `id` names a live record.
     pub fn contains(&self, id: u64) -> bool {
-        id < self.next_id && self.live.get(id as usize) != 0
+        id < self.next_id && self.is_live(id as usize)
+    }
+
+    /// Whether the existing slot `slot` holds a live record (panics past the last slot).
+    #[inline]
+    pub(crate) fn is_live(&self, slot: usize) -> bool {
+        self.live.get(slot) != 0
     }
 
     /// A live record.
@@ -190,7 +196,7 @@ impl Collection {
 
     /// Live record ids in ascending order.
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        (0..self.next_id).filter(|&id| self.live.get(id as usize) != 0)
+        (0..self.next_id).filter(|&id| self.is_live(id as usize))
     }
 
     /// Checks a vector against the collection and returns its stored form (normalised for
@@ -539,7 +545,7 @@ impl Collection {
         tag: Option<u64>,
         scratch: &mut SearchScratch,
     ) -> Vec<Hit> {
-        let live = |s: u32| self.live.get(s as usize) != 0;
+        let live = |s: u32| self.is_live(s as usize);
         match tag {
             None => self
                 .walk(index, compact, query, k, ef, &live, 0, scratch)
@@ -721,7 +727,7 @@ impl Collection {
         out.put_u64(self.next_id);
         let mut buf = Vec::with_capacity(self.dim() * 4);
         for id in 0..self.next_id {
-            if self.live.get(id as usize) != 0 {
+            if self.is_live(id as usize) {
                 out.put_u8(1);
                 out.put_u64(self.tags.get(id as usize));
                 out.put_opt_bytes(self.metadata.get(&id).map(|m| m.as_slice()));

@@ -436,8 +436,9 @@ impl Kernel {
     }
 
     /// Bytes of full-precision vectors, walk copies, layer-0 neighbour lists and per-slot
-    /// values (those [`Share`] names) that `states` hold between them, each chunk counted once however many of them share it
-    /// ([`Kernel::share_storage`]). For one state, the bytes of those parts.
+    /// values (those [`Share`] names) that `states` hold between them, each chunk counted once
+    /// however many of them share it ([`Kernel::share_storage`]). For one state, the bytes of
+    /// those parts.
     pub fn held_bytes(states: &[&Kernel]) -> u64 {
         let mut seen = alloc::collections::BTreeSet::new();
         let mut held = 0;

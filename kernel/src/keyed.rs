@@ -658,7 +658,7 @@ impl Collection {
         }
         let accept = |s: u32| {
             member[s as usize]
-                && self.live.get(s as usize) != 0
+                && self.is_live(s as usize)
                 && (c.checked || filter.matches(&self.subject(u64::from(s))))
         };
         // At least k matches exist when the candidates are exact; otherwise a walk that finds

@@ -463,8 +463,9 @@ fn recorded_builds_replay_to_the_identical_state() {
 }
 
 /// A copy of a state shares its full-precision vectors, walk copy, layer-0 neighbour lists and
-/// per-slot values until it is written; writes to the copy (inserts, deletes) copy only the chunks they touch
-/// (the last ones of vectors, those of the lists they link) and never show in the original; a
+/// per-slot values until it is written; writes to the copy (inserts, deletes) copy only the
+/// chunks they touch (the last ones of vectors and per-slot values, those of the lists they
+/// link, those of the tags and flags a delete rewrites) and never show in the original; a
 /// state built apart comes to share the original's memory through `share_storage`, and every
 /// state stays what its log builds.
 #[test]
