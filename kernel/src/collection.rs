@@ -5,6 +5,7 @@
 //! and metadata and is marked dead, but keeps its vector: the HNSW index routes through it. It
 //! costs its vector's memory until the collection is dropped.
 
+use alloc::borrow::Cow;
 use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
 
@@ -21,6 +22,7 @@ use crate::keyed::Extras;
 use crate::limits::*;
 use crate::payload::Payload;
 use crate::rows::{ChunkStore, Rows};
+use crate::vectors::{self, Vectors};
 use alloc::string::String;
 
 /// A tag filter with at most this many live records is answered by an exact scan of the tag
@@ -41,8 +43,9 @@ pub struct Hit {
 pub struct Record<'a> {
     /// Record id.
     pub id: u64,
-    /// The stored vector (unit length for cosine collections).
-    pub vector: &'a [i32],
+    /// The stored vector (unit length for cosine collections): borrowed, or decoded from the
+    /// 16-bit form the collection holds it in.
+    pub vector: Cow<'a, [i32]>,
     /// Tag.
     pub tag: u64,
     /// Metadata, if any.
@@ -60,9 +63,10 @@ pub struct Record<'a> {
 pub struct Collection {
     pub(crate) spec: CollectionSpec,
     pub(crate) next_id: u64,
-    /// Full-precision vectors in stored form, one row per slot, in chunks that copies of the
-    /// state share ([`Rows`]).
-    pub(crate) vectors: Rows<i32>,
+    /// Full-precision vectors in stored form, one row per slot, in 16 bits while every stored
+    /// vector allows it exactly ([`crate::vectors`]), in chunks that copies of the state share
+    /// ([`Rows`]).
+    pub(crate) vectors: Vectors,
     /// Per slot its tag (0 once deleted), and whether it is live (1) or deleted (0): rows of
     /// one value in shared chunks, like the vectors (appended, rarely rewritten), so the
     /// node's two copies hold them once.
@@ -130,7 +134,7 @@ impl Collection {
             extras: Extras::default(),
             spec,
             next_id: 0,
-            vectors: Rows::new(dim),
+            vectors: Vectors::new(dim),
             tags: Rows::small(1),
             live: Rows::small(1),
             metadata: BTreeMap::new(),
@@ -190,8 +194,16 @@ impl Collection {
         })
     }
 
-    pub(crate) fn slot(&self, id: u64) -> &[i32] {
-        self.vectors.row(id as usize)
+    /// The stored vector of slot `id`, borrowed when held in 32 bits.
+    pub(crate) fn slot(&self, id: u64) -> Cow<'_, [i32]> {
+        match &self.vectors {
+            Vectors::Full(rows) => Cow::Borrowed(rows.row(id as usize)),
+            packed => {
+                let mut buf = Vec::new();
+                packed.row(id as usize, &mut buf);
+                Cow::Owned(buf)
+            }
+        }
     }
 
     /// Live record ids in ascending order.
@@ -297,28 +309,31 @@ impl Collection {
         let limit_bits = match &mut self.compact {
             CompactCopy::Narrow(c) => {
                 let start = c.len();
-                for row in self.vectors.rows_from(first_slot) {
-                    c.push_with(|out| compact::quantize_row(row, params.shift, out));
-                }
+                self.vectors.for_each_from(first_slot, |row| {
+                    c.push_with(|out| compact::quantize_row(row, params.shift, out))
+                });
                 self.compact_norms
                     .extend(c.rows_from(start).map(compact::norms_of));
                 i8::LIMIT_BITS
             }
             CompactCopy::Wide(c) => {
-                for row in self.vectors.rows_from(first_slot) {
-                    c.push_with(|out| compact::quantize_row(row, params.shift, out));
-                }
+                self.vectors.for_each_from(first_slot, |row| {
+                    c.push_with(|out| compact::quantize_row(row, params.shift, out))
+                });
                 i16::LIMIT_BITS
             }
         };
         if first_slot == 0 {
             self.saturated.clear();
         }
-        for (i, v) in self.vectors.rows_from(first_slot).enumerate() {
+        let mut slot = first_slot as u32;
+        let saturated = &mut self.saturated;
+        self.vectors.for_each_from(first_slot, |v| {
             if compact::bit_length(distance::max_abs(v)) as u32 > params.shift + limit_bits {
-                self.saturated.push((first_slot + i) as u32);
+                saturated.push(slot);
             }
-        }
+            slot += 1;
+        });
     }
 
     /// The index's distance context over a compact copy.
@@ -429,7 +444,8 @@ impl Collection {
         self.max_abs = self.max_abs.max(max_abs);
         self.or_bits |= stored.iter().fold(0, |acc, &x| acc | x as u32);
         self.magnitudes[compact::bit_length(max_abs)] += 1;
-        self.vectors.push(stored);
+        self.vectors
+            .push(stored, vectors::packing(self.or_bits, self.max_abs));
         self.tags.push(&[tag]);
         self.live.push(&[1]);
         self.postings.entry(tag).or_default().push(id as u32);
@@ -495,9 +511,11 @@ impl Collection {
         let bound = self.bound_for(query);
         let metric = self.spec.metric;
         let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
+        let mut buf = Vec::new();
         let consider = |id: u64| {
+            let v = self.vectors.row(id as usize, &mut buf);
             let hit = Hit {
-                distance: distance::distance(metric, bound, query, self.slot(id)),
+                distance: distance::distance(metric, bound, query, v),
                 id,
             };
             if heap.len() < k {
@@ -701,16 +719,18 @@ impl Collection {
         // ahead of its distance, so the loads overlap the arithmetic.
         let ahead = |i: usize| {
             if let Some(&(_, slot)) = found.get(i) {
-                compact::prefetch_lines(self.slot(u64::from(slot)), usize::MAX);
+                self.vectors.prefetch(slot as usize);
             }
         };
         ahead(0);
         ahead(1);
         let mut hits: Vec<Hit> = Vec::with_capacity(found.len());
+        let mut buf = Vec::new();
         for (i, &(_, slot)) in found.iter().enumerate() {
             ahead(i + 2);
+            let v = self.vectors.row(slot as usize, &mut buf);
             hits.push(Hit {
-                distance: distance::distance(metric, bound, query, self.slot(u64::from(slot))),
+                distance: distance::distance(metric, bound, query, v),
                 id: u64::from(slot),
             });
         }
@@ -726,6 +746,7 @@ impl Collection {
         encode_spec(&self.spec, out);
         out.put_u64(self.next_id);
         let mut buf = Vec::with_capacity(self.dim() * 4);
+        let mut row = Vec::new();
         for id in 0..self.next_id {
             if self.is_live(id as usize) {
                 out.put_u8(1);
@@ -735,7 +756,7 @@ impl Collection {
                 out.put_u8(0);
             }
             buf.clear();
-            for x in self.slot(id) {
+            for x in self.vectors.row(id as usize, &mut row) {
                 buf.extend_from_slice(&x.to_le_bytes());
             }
             out.put(&buf);

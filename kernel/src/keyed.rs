@@ -249,7 +249,7 @@ impl Collection {
                             key: rec.key.clone(),
                         });
                     }
-                    if self.slot(id) != stored.as_slice() {
+                    if *self.slot(id) != *stored {
                         new_slots += 1;
                     }
                 }
@@ -282,7 +282,7 @@ impl Collection {
                 .stored_form(&rec.vector, 0)
                 .expect("record was validated before apply");
             let id = match self.id_of(&rec.key) {
-                Some(old) if self.slot(old) == stored.as_slice() => {
+                Some(old) if *self.slot(old) == *stored => {
                     self.retag(old, rec.tag);
                     match &rec.metadata {
                         Some(m) => {

@@ -56,6 +56,7 @@ pub mod limits;
 pub mod payload;
 pub mod rows;
 pub mod snapshot;
+mod vectors;
 
 pub use collection::{Collection, Hit, Record};
 pub use error::Error;

@@ -464,6 +464,16 @@ impl<T: Plain> Rows<T> {
         self.len
     }
 
+    /// Elements per row.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The store new chunks are taken from (`None`: the heap).
+    pub(crate) fn store(&self) -> Option<&Arc<dyn ChunkStore>> {
+        self.store.as_ref()
+    }
+
     /// Appends a row of exactly `width` elements. Copies the last chunk first if another
     /// state shares it.
     pub(crate) fn push(&mut self, row: &[T]) {

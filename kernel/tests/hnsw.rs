@@ -470,9 +470,10 @@ fn recorded_builds_replay_to_the_identical_state() {
 /// state stays what its log builds.
 #[test]
 fn copies_share_vectors_and_writes_stay_private() {
-    // 128 components: full-precision rows of 512 bytes (4,096 to a 2 MiB chunk) and a 16-bit
-    // walk copy (the test's integers need it), rows of 256 bytes (8,192 to a chunk); layer-0
-    // lists of 2 * 8 neighbours, 64 bytes (32,768 to a chunk: here one).
+    // 128 components of integer data (`v << 16`, v < 256): full-precision rows held exactly in
+    // 16 bits, 256 bytes (8,192 to a 2 MiB chunk), and a 16-bit walk copy (the test's integers
+    // need it), rows of 256 bytes too; layer-0 lists of 2 * 8 neighbours, 64 bytes (32,768 to a
+    // chunk: here one).
     let (dim, n) = (128, 9000);
     let vectors = clustered(n + 200, dim, 21);
     let mut events = vec![hnsw("h", dim as u32, Metric::L2)];
@@ -483,7 +484,7 @@ fn copies_share_vectors_and_writes_stay_private() {
     // Per slot also a tag (8 bytes), a live flag, a graph level (1 byte each) and the offset
     // of its upper-layer blocks (4 bytes), in chunks of 64 KiB.
     let slots = (n * (8 + 1 + 1 + 4)) as u64;
-    assert_eq!(held, (n * dim * (4 + 2) + n * 16 * 4) as u64 + slots);
+    assert_eq!(held, (n * dim * (2 + 2) + n * 16 * 4) as u64 + slots);
 
     let mut copy = original.clone();
     assert_eq!(
@@ -524,10 +525,10 @@ fn copies_share_vectors_and_writes_stay_private() {
     assert_eq!(copy, rebuilt);
     assert_eq!(copy.state_hash(), rebuilt.state_hash());
     // The copy's own rows: the last chunks, which it appended to, the one chunk of lists (the
-    // inserts linked into it) and the one chunk of each per-slot value; the full ones (two of
+    // inserts linked into it) and the one chunk of each per-slot value; the full ones (one of
     // vectors, one of the walk copy) stay shared.
     let huge = valori_kernel::rows::HUGE_PAGE as u64;
-    assert_eq!(original.shared_bytes(&copy), 3 * huge);
+    assert_eq!(original.shared_bytes(&copy), 2 * huge);
 
     // A state built apart holds its own vectors until it adopts the copy's.
     let mut apart = rebuilt;

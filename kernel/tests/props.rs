@@ -208,7 +208,8 @@ impl ChunkStore for Lender {
 /// Vectors placed in a store give the state, the hashes and the search results of vectors on
 /// the heap, across chunk boundaries, through copies and copy on write in the store, and the
 /// store gets every region back once the states are gone. Where its regions run out (it
-/// declines), chunks live on the heap beside them, with the same result.
+/// declines), chunks live on the heap beside them, with the same result. The first batches
+/// fit 16 bits and the last does not, so the vectors change form once, within the store.
 #[test]
 fn vectors_in_a_store_change_no_result_or_hash() {
     let dim = 128;
@@ -222,14 +223,16 @@ fn vectors_in_a_store_change_no_result_or_hash() {
             ef_search: 32,
         }),
     };
-    let batch = |seed: u64, n: usize| Event::Insert {
+    // `low` is or'ed into every component: 0 keeps them packable (multiples of 2^8 below
+    // 2^18: `x >> 8` fits 16 bits), 1 makes them need 32 bits.
+    let batch = |seed: u64, n: usize, low: i32| Event::Insert {
         collection: "docs".into(),
         records: (0..n)
             .map(|i| NewRecord {
                 vector: (0..dim)
                     .map(|j| {
                         let x = (seed * 7919 + i as u64 * 131 + j as u64 * 17) % 2001;
-                        Fixed((x as i32 - 1000) << 8)
+                        Fixed(((x as i32 - 1000) << 8) | low)
                     })
                     .collect(),
                 tag: i as u64 % 3,
@@ -238,7 +241,7 @@ fn vectors_in_a_store_change_no_result_or_hash() {
             .collect(),
     };
     let events: Vec<Event> = std::iter::once(Event::CreateCollection(spec))
-        .chain((0..3).map(|s| batch(s, 1500)))
+        .chain((0..3).map(|s| batch(s, 1500, i32::from(s == 2))))
         .collect();
     for decline in [0, 3] {
         let (store, out) = Lender::lend(decline);
@@ -265,7 +268,7 @@ fn vectors_in_a_store_change_no_result_or_hash() {
         }
         // A copy shares the store's chunks; a write to it copies the last one within the store.
         let mut copy = placed.clone();
-        let later = batch(9, 300);
+        let later = batch(9, 300, 0);
         assert_eq!(copy.apply(&later), heap.clone().apply(&later));
         for (a, b) in [(&placed, &heap), (&moved, &heap)] {
             assert_eq!(a, b);
@@ -547,7 +550,7 @@ proptest! {
         let mut expected: Vec<(i128, u64)> = c.ids()
             .map(|id| c.get(id).unwrap())
             .filter(|r| tag.is_none_or(|t| r.tag == t))
-            .map(|r| (naive_distance(metric, &q_stored, r.vector), r.id))
+            .map(|r| (naive_distance(metric, &q_stored, &r.vector), r.id))
             .collect();
         expected.sort();
         expected.truncate(k as usize);

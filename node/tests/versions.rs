@@ -14,7 +14,8 @@ use valori_node::{Engine, EngineConfig};
 const DIM: usize = 256;
 const MIB: u64 = 1 << 20;
 
-/// `n` records of pseudo-random vectors from `seed`.
+/// `n` records of pseudo-random vectors from `seed`, each component with its lowest bit set
+/// and beyond 16 bits, so that the collection holds them in 32 bits (`kernel/src/vectors.rs`).
 fn records(n: usize, seed: u64) -> Vec<NewRecord> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n)
@@ -24,7 +25,7 @@ fn records(n: usize, seed: u64) -> Vec<NewRecord> {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    Fixed(((x % 200) as i32 - 100) << 12)
+                    Fixed((((x % 200) as i32 - 100) << 12) | 1)
                 })
                 .collect(),
             tag: 0,
