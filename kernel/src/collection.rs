@@ -74,15 +74,16 @@ pub struct Collection {
     pub(crate) live: Rows<u8>,
     pub(crate) metadata: BTreeMap<u64, Vec<u8>>,
     pub(crate) live_count: u64,
-    /// Largest absolute component ever stored: only chooses the narrow distance kernels,
-    /// which compute the same exact values as the wide ones.
+    /// Largest absolute component ever stored: chooses the narrow distance kernels, which
+    /// compute the same exact values as the wide ones, and with `or_bits` the form the
+    /// vectors are held in ([`vectors::packing`]).
     pub(crate) max_abs: u32,
     /// The graph index, for HNSW collections.
     pub(crate) index: Option<Hnsw>,
     /// Live ids per tag, ascending: derived from `tags` and `live`, never encoded.
     pub(crate) postings: BTreeMap<u64, Vec<u32>>,
     /// OR of every stored component's bits: its trailing zeros say when the compact copy is
-    /// exact.
+    /// exact, and the shift of the vectors' 16-bit form ([`vectors::packing`]).
     pub(crate) or_bits: u32,
     /// How many stored vectors have a largest component of each bit length: chooses the
     /// compact copy's range ([`compact::params`]).
@@ -196,14 +197,7 @@ impl Collection {
 
     /// The stored vector of slot `id`, borrowed when held in 32 bits.
     pub(crate) fn slot(&self, id: u64) -> Cow<'_, [i32]> {
-        match &self.vectors {
-            Vectors::Full(rows) => Cow::Borrowed(rows.row(id as usize)),
-            packed => {
-                let mut buf = Vec::new();
-                packed.row(id as usize, &mut buf);
-                Cow::Owned(buf)
-            }
-        }
+        self.vectors.get(id as usize)
     }
 
     /// Live record ids in ascending order.
@@ -306,34 +300,36 @@ impl Collection {
         } else {
             first as usize
         };
-        let limit_bits = match &mut self.compact {
-            CompactCopy::Narrow(c) => {
-                let start = c.len();
-                self.vectors.for_each_from(first_slot, |row| {
-                    c.push_with(|out| compact::quantize_row(row, params.shift, out))
-                });
-                self.compact_norms
-                    .extend(c.rows_from(start).map(compact::norms_of));
-                i8::LIMIT_BITS
-            }
-            CompactCopy::Wide(c) => {
-                self.vectors.for_each_from(first_slot, |row| {
-                    c.push_with(|out| compact::quantize_row(row, params.shift, out))
-                });
-                i16::LIMIT_BITS
-            }
-        };
         if first_slot == 0 {
             self.saturated.clear();
         }
+        // One pass over the new rows (a row held in 16 bits is decoded once): quantise each,
+        // and note those beyond the compact range.
         let mut slot = first_slot as u32;
         let saturated = &mut self.saturated;
-        self.vectors.for_each_from(first_slot, |v| {
+        let mut note = |v: &[i32], limit_bits: u32| {
             if compact::bit_length(distance::max_abs(v)) as u32 > params.shift + limit_bits {
                 saturated.push(slot);
             }
             slot += 1;
-        });
+        };
+        match &mut self.compact {
+            CompactCopy::Narrow(c) => {
+                let start = c.len();
+                self.vectors.for_each_from(first_slot, |row| {
+                    c.push_with(|out| compact::quantize_row(row, params.shift, out));
+                    note(row, i8::LIMIT_BITS);
+                });
+                self.compact_norms
+                    .extend(c.rows_from(start).map(compact::norms_of));
+            }
+            CompactCopy::Wide(c) => {
+                self.vectors.for_each_from(first_slot, |row| {
+                    c.push_with(|out| compact::quantize_row(row, params.shift, out));
+                    note(row, i16::LIMIT_BITS);
+                });
+            }
+        }
     }
 
     /// The index's distance context over a compact copy.

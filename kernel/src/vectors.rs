@@ -3,7 +3,7 @@
 //!
 //! A stored Q16.16 component needs 32 bits in general, but real data rarely uses them: real
 //! unit embeddings of more than a few dozen dimensions almost never reach `±0.5` in any
-//! component (`|x| < 2^15`; the all-MiniLM-L6-v2 set in `../shared/data` stays below 0.27),
+//! component (`|x| < 2^15`; the all-MiniLM-L6-v2 set in `../shared/data` is held in 16 bits),
 //! and integer data such as SIFT descriptors is `v << 16` with small `v`. So the rows are held
 //! as `x >> shift` in an `i16` whenever that is exact for every vector the collection has
 //! stored: every component has at least `shift` trailing zero bits and `|x >> shift| < 2^15`
@@ -19,6 +19,7 @@
 //! collection's life. That write pays for it: it reads every row and writes it anew, and until
 //! it is done the old rows and the new ones are held side by side.
 
+use alloc::borrow::Cow;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -79,6 +80,18 @@ impl Vectors {
                 buf.clear();
                 buf.extend(row.iter().map(|&c| i32::from(c) << shift));
                 buf
+            }
+        }
+    }
+
+    /// Row `i` as stored, borrowed when held in 32 bits. Panics if `i >= len`.
+    pub(crate) fn get(&self, i: usize) -> Cow<'_, [i32]> {
+        match self {
+            Vectors::Full(rows) => Cow::Borrowed(rows.row(i)),
+            Vectors::Packed { .. } => {
+                let mut buf = Vec::new();
+                self.row(i, &mut buf);
+                Cow::Owned(buf)
             }
         }
     }
