@@ -522,7 +522,7 @@ fn main() {
         over(rss_idle)
     );
     println!(
-        "of which private (RssAnon) {:.1} MiB after ingest, {:.1} MiB idle; mapped files' pages (RssFile) {:.1} and {:.1} MiB; full-precision vectors {:.1} MiB of the state",
+        "of which private (RssAnon) {:.1} MiB after ingest, {:.1} MiB idle; mapped files' pages (RssFile) {:.1} and {:.1} MiB; full-precision vectors {:.1} MiB at 4 bytes a component (the state holds them in 2 where that is exact)",
         mib(anon_after_ingest),
         mib(anon_idle),
         mib(file_after_ingest),
