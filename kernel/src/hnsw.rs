@@ -26,6 +26,7 @@ use crate::codec::{DecodeError, Reader, Sink};
 use crate::compact::{prefetch, CompactKernels, Component, Norms};
 use crate::event::{HnswParams, Metric};
 use crate::exec::Executor;
+use crate::lists::Lists;
 use crate::rows::Rows;
 
 /// Highest layer a node can reach.
@@ -357,8 +358,9 @@ pub(crate) struct Hnsw {
     /// `upper_at`).
     levels: Rows<u8>,
     /// Layer 0: per slot its neighbours `n_0 .. n_(m0-1)`, unused entries zero, in chunks
-    /// that copies of the state share ([`Rows`]; a write copies the chunk it touches).
-    layer0: Rows<u32>,
+    /// that copies of the state share, with the lists each wrote over a shared chunk apart
+    /// ([`Lists`]).
+    layer0: Lists,
     /// Layer 0: per slot how many of its entries in `layer0` are neighbours. Apart from the
     /// lists so that a list of the usual `m` is a whole number of cache lines and its chunks
     /// whole huge pages.
@@ -379,7 +381,7 @@ impl Hnsw {
         Hnsw {
             params,
             levels: Rows::small(1),
-            layer0: Rows::new(2 * usize::from(params.m)),
+            layer0: Lists::new(2 * usize::from(params.m)),
             counts0: Vec::new(),
             upper: Vec::new(),
             upper_at: Rows::small(1),
@@ -400,14 +402,15 @@ impl Hnsw {
             + self.layer0.bytes()
     }
 
-    /// Adopts `other`'s chunks of layer-0 neighbour lists ([`Rows::share_from`]); `other`
-    /// must be this graph in an equal state.
-    pub(crate) fn share_from(&mut self, other: &Hnsw) -> bool {
+    /// Adopts the chunks of `other`'s layer-0 neighbour lists that `other` holds whole (with
+    /// no lists written over them apart), and with `edits` every other chunk too, with a copy
+    /// of those lists ([`Lists::adopt_from`]); `other` must be this graph in an equal state.
+    pub(crate) fn share_lists_from(&mut self, other: &Hnsw, edits: bool) {
         debug_assert!(
             self.counts0 == other.counts0,
             "graph shared from a different state"
         );
-        self.layer0.share_from(&other.layer0)
+        self.layer0.adopt_from(&other.layer0, edits);
     }
 
     /// Adopts `other`'s chunks of the per-slot levels and upper-layer offsets, which writes
@@ -450,7 +453,7 @@ impl Hnsw {
     fn neighbors(&self, slot: u32, layer: u8) -> &[u32] {
         if layer == 0 {
             let count = usize::from(self.counts0[slot as usize]);
-            &self.layer0.row(slot as usize)[..count]
+            &self.layer0.get(slot as usize)[..count]
         } else {
             let at = self.upper_block(slot, layer);
             let count = self.upper[at] as usize;
@@ -468,10 +471,8 @@ impl Hnsw {
     fn set_neighbors(&mut self, slot: u32, layer: u8, list: &[u32]) {
         if layer == 0 {
             self.counts0[slot as usize] = list.len() as u16;
-            let row = self.layer0.row_mut(slot as usize);
-            row[..list.len()].copy_from_slice(list);
-            // Keep unused entries zero so equal graphs are equal in memory too.
-            row[list.len()..].fill(0);
+            // Unused entries are kept zero so equal graphs are equal in memory too.
+            self.layer0.set(slot as usize, list);
             return;
         }
         let m = self.m();
@@ -486,7 +487,7 @@ impl Hnsw {
     fn push_node(&mut self, id: u64) {
         let level = level_for(id, self.params.m);
         self.levels.push(&[level]);
-        self.layer0.push_with(|_| {});
+        self.layer0.push_empty();
         self.counts0.push(0);
         let block = self.m() + 1;
         let blocks = u32::try_from(self.upper.len() / block)
@@ -659,7 +660,7 @@ impl Hnsw {
     #[inline]
     fn prefetch_neighbors(&self, slot: u32, layer: u8) {
         if layer == 0 && (slot as usize) < self.layer0.len() {
-            prefetch(self.layer0.row(slot as usize));
+            prefetch(self.layer0.get(slot as usize));
             prefetch(&self.counts0[slot as usize..=slot as usize]);
         }
     }

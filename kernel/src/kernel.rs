@@ -76,8 +76,14 @@ pub enum Share {
     /// flag and one tag), so two states that share them and go on writing copy only their
     /// last chunks.
     Appended,
-    /// Those and the graph's layer-0 neighbour lists. Every insert rewrites lists all over the
-    /// graph, so the first group written after sharing them copies most of their chunks.
+    /// Those and the chunks of the graph's layer-0 neighbour lists that the other state holds
+    /// whole (no list written over them apart), the sharing state dropping its own lists
+    /// written apart over them. Every insert rewrites lists all over the graph; a state writes
+    /// a list over a chunk it shares apart from the chunk, until enough are apart to fold them
+    /// into a copy of it (`kernel/src/lists.rs`).
+    Lists,
+    /// Those and every chunk of the graph's layer-0 neighbour lists, with a copy of the lists
+    /// the other state wrote apart over them.
     All,
 }
 

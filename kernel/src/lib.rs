@@ -53,6 +53,7 @@ pub mod hnsw;
 pub mod kernel;
 pub mod keyed;
 pub mod limits;
+mod lists;
 pub mod payload;
 pub mod rows;
 pub mod snapshot;

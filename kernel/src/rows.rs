@@ -9,13 +9,13 @@
 //! [`Rows`] copies only the list of chunks, so a clone shares every byte with the original; a
 //! write copies the one chunk it touches, and only while that chunk is shared (copy on write).
 //! Vectors are only ever appended, so two states that share them differ at most in the last
-//! chunk; neighbour lists are also rewritten in place ([`Rows::row_mut`]), which copies the
-//! chunks a group touches.
+//! chunk; the graph's neighbour lists, rewritten all over, are rows too but written over a
+//! shared chunk apart from it (`crate::lists`).
 //!
 //! This is what lets the node's two copies of the state (see `node/src/engine/copies.rs`) hold
-//! one copy of the vectors, of the walk copy and (while the writer is idle) of the graph's
-//! lists between them: [`Rows::share_from`] makes one state use the other's chunks once both
-//! hold the same rows. Only the memory is shared; the
+//! one copy of the vectors, of the walk copy and of the graph's lists between them:
+//! [`Rows::share_from`] makes one state use the other's chunks once both hold the same rows
+//! ([`Rows::adopt_chunk`] one chunk). Only the memory is shared; the
 //! values, the encoding and every hash are those of plain contiguous rows.
 //!
 //! Chunks live on the heap unless the rows are placed in a [`ChunkStore`] ([`Rows::place`]):
@@ -518,6 +518,38 @@ impl<T: Plain> Rows<T> {
             None => self.starts.push(start),
         }
         self.len += 1;
+    }
+
+    /// Rows per chunk: row `i` is in chunk `i / chunk_rows()`.
+    pub(crate) fn chunk_rows(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// Chunks held (the last may be partly filled).
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether chunk `c` is this state's alone, so that a write to it copies nothing.
+    pub(crate) fn chunk_is_own(&mut self, c: usize) -> bool {
+        Arc::get_mut(&mut self.chunks[c]).is_some()
+    }
+
+    /// Whether chunk `c` is the same memory in `self` and `other`.
+    pub(crate) fn chunk_shared_with(&self, c: usize, other: &Rows<T>) -> bool {
+        matches!((self.chunks.get(c), other.chunks.get(c)), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
+    }
+
+    /// Makes chunk `c` of `self` use `other`'s chunk `c`, which must hold the rows `self`'s
+    /// owner means it to (the caller knows; unlike [`Rows::share_from`] this is not checked,
+    /// since the rows may be stale in `self` and overridden elsewhere). Both must have the same
+    /// shape.
+    pub(crate) fn adopt_chunk(&mut self, c: usize, other: &Rows<T>) {
+        debug_assert!(
+            self.width == other.width && self.shift == other.shift && self.len == other.len
+        );
+        self.chunks[c] = Arc::clone(&other.chunks[c]);
+        self.starts[c] = Start(self.chunks[c].as_ptr());
     }
 
     /// Rows `from..`, in order.

@@ -464,8 +464,9 @@ fn recorded_builds_replay_to_the_identical_state() {
 
 /// A copy of a state shares its full-precision vectors, walk copy, layer-0 neighbour lists and
 /// per-slot values until it is written; writes to the copy (inserts, deletes) copy only the
-/// chunks they touch (the last ones of vectors and per-slot values, those of the lists they
-/// link, those of the tags and flags a delete rewrites) and never show in the original; a
+/// chunks they touch (the last ones of vectors, per-slot values and lists, those of the tags
+/// and flags a delete rewrites; lists written over a shared chunk are held apart) and never
+/// show in the original; a
 /// state built apart comes to share the original's memory through `share_storage`, and every
 /// state stays what its log builds.
 #[test]
@@ -544,6 +545,10 @@ fn copies_share_vectors_and_writes_stay_private() {
         apart.shared_bytes(&copy),
         Kernel::held_bytes(&[&copy]) - lists
     );
+    // Then the chunks of lists the copy holds whole: here all of them (its inserts copied the
+    // one chunk of lists, which it then wrote in place).
+    assert!(apart.share_storage(&copy, Share::Lists));
+    assert_eq!(apart.shared_bytes(&copy), Kernel::held_bytes(&[&copy]));
     assert!(apart.share_storage(&copy, Share::All));
     assert_eq!(apart.shared_bytes(&copy), Kernel::held_bytes(&[&copy]));
     // Both go on writing without disturbing each other.
@@ -553,4 +558,74 @@ fn copies_share_vectors_and_writes_stay_private() {
     all.extend(next);
     assert_eq!(apart, build(&all, &Sequential));
     assert_eq!(original.state_hash(), hash);
+}
+
+/// The node's two copies of the state taking turns (see `node/src/engine/copies.rs`): one
+/// applies a batch, recording its build; the other repeats the batch and adopts what the first
+/// holds whole (`Share::Lists`). Both stay what their log builds, and between them they
+/// hold the graph's lists about once: a list a batch links into while its chunk is shared is
+/// written apart (the chunk's edits, at most a quarter of its lists) or into a copy of the
+/// chunk, which the other adopts.
+#[test]
+fn copies_taking_turns_hold_the_graphs_lists_about_once() {
+    // m 64: layer-0 lists of 128 entries, 512 bytes, 4,096 to a chunk (four chunks here).
+    let (dim, n) = (4, 4 * 4096);
+    let vectors = clustered(n + 1200, dim, 77);
+    let mut events = vec![Event::CreateCollection(CollectionSpec {
+        name: "h".into(),
+        dimension: dim as u32,
+        metric: Metric::L2,
+        index: IndexSpec::Hnsw(HnswParams {
+            m: 64,
+            ef_construction: 16,
+            ef_search: 16,
+        }),
+    })];
+    events.extend(insert_events(&vectors[..n], 4096, |_| 0));
+    let base = build(&events, &Sequential);
+    let lists = (n * 128 * 4) as u64;
+    let mut copies = [base.clone(), base];
+    let mut apart = 0;
+    for (i, e) in insert_events(&vectors[n..], 40, |_| 1).iter().enumerate() {
+        let (a, b) = copies.split_at_mut(1);
+        let (writer, other) = if i % 2 == 0 {
+            (&mut a[0], &mut b[0])
+        } else {
+            (&mut b[0], &mut a[0])
+        };
+        let encoded = e.encode();
+        let (applied, replay) = writer.apply_recorded(e, &encoded, &Sequential).unwrap();
+        assert_eq!(other.replay(e, &encoded, &replay).unwrap(), applied);
+        assert!(other.share_storage(writer, Share::Lists));
+        let both = Kernel::held_bytes(&[writer, other]);
+        let alone = Kernel::held_bytes(&[writer]);
+        assert!(
+            both <= alone + lists / 2,
+            "batch {i}: the two hold {both} bytes, one {alone}, of which {lists} of lists"
+        );
+        apart = apart.max(both - alone);
+        events.push(e.clone());
+    }
+    assert!(apart > 0, "some lists were written apart");
+    let rebuilt = build(&events, &Sequential);
+    assert_eq!(copies[0], rebuilt);
+    assert_eq!(copies[1], rebuilt);
+    assert_eq!(copies[1].state_hash(), rebuilt.state_hash());
+    // Searches walk the lists wherever each copy holds them.
+    assert!(Kernel::held_bytes(&[&copies[0], &copies[1]]) > Kernel::held_bytes(&[&copies[0]]));
+    let mut scratch = SearchScratch::new();
+    for q in clustered(20, dim, 78) {
+        let params = SearchParams {
+            k: 10,
+            tag: None,
+            ef: Some(16),
+        };
+        let want = rebuilt.search_with("h", &q, &params, &mut scratch).unwrap();
+        for copy in &copies {
+            assert_eq!(
+                copy.search_with("h", &q, &params, &mut scratch).unwrap(),
+                want
+            );
+        }
+    }
 }

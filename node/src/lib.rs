@@ -98,9 +98,15 @@ pub fn open_engine(config: &Config) -> anyhow::Result<Engine> {
     ec.follow = config.follower_of().map(String::from);
     ec.max_queued_writes = config.max_queued_writes.max(1);
     ec.index_nice = config.index_nice.clamp(0, 19);
-    ec.graph_share_idle = (config.graph_share_idle_ms > 0)
-        .then(|| std::time::Duration::from_millis(config.graph_share_idle_ms));
+    if config.graph_share_idle_ms > 0 {
+        tracing::warn!(
+            "--graph-share-idle-ms (VALORI_GRAPH_SHARE_IDLE_MS) has no effect any more; \
+             --share-graph-lists (VALORI_SHARE_GRAPH_LISTS) shares the graph's lists between \
+             the two copies of the state after every group"
+        );
+    }
     ec.vectors_on_disk = config.vectors_on_disk;
+    ec.share_graph_lists = config.share_graph_lists;
     ec.commit_gate = config.test_commit_gate.clone();
     ec.crash_at = config.test_crash_at;
     if let Some(t) = config.index_threads {

@@ -52,13 +52,6 @@ pub const GRPC_LOG_STREAM_BUFFER: usize = 256;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// How long a stopping node lets in-flight HTTP requests finish.
 pub const HTTP_DRAIN: Duration = Duration::from_secs(30);
-/// Default of `--graph-share-idle-ms` (how long the writer is idle before the two copies of
-/// the state share the graph's neighbour lists): never. Sharing them makes the next write copy
-/// the chunks of lists it links into (at 1M x 128, a single write took 12-55 ms at the median
-/// instead of 2 ms, up to 135 ms, measured), for memory that matters at small dimensions only
-/// (the lists are 14% of a 1M x 128 state, 3% of a 1M x 768 one), and only while idle: during
-/// writes the lists are held twice whatever the setting.
-pub const DEFAULT_GRAPH_SHARE_IDLE_MS: u64 = 0;
 /// Default niceness of the writer thread and the index threads (`--index-nice`): above the
 /// request handlers' 0, so a read gets a core at once while a batch is indexed.
 pub const DEFAULT_INDEX_NICE: i32 = 10;

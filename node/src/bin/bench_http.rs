@@ -161,8 +161,8 @@ struct Node {
 impl Node {
     fn start(
         bin: &std::path::Path,
-        share_idle_ms: u64,
         vectors_on_disk: bool,
+        share_graph_lists: bool,
         cgroup: Option<&Cgroup>,
     ) -> Node {
         let dir = std::env::temp_dir().join(format!("valori-bench-http-{}", std::process::id()));
@@ -180,8 +180,8 @@ impl Node {
             .arg("--data-dir")
             .arg(&dir)
             // An environment variable, which a node from before the setting ignores.
-            .env("VALORI_GRAPH_SHARE_IDLE_MS", share_idle_ms.to_string())
             .env("VALORI_VECTORS_ON_DISK", vectors_on_disk.to_string())
+            .env("VALORI_SHARE_GRAPH_LISTS", share_graph_lists.to_string())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start valori-node");
@@ -236,25 +236,22 @@ fn main() {
             "--mixed-batches",
             "--mixed-qps",
             "--node",
-            "--share-idle-ms",
             "--dim",
             "--memory-limit-mib",
         ],
-        &["--json", "--vectors-on-disk"],
+        &["--json", "--vectors-on-disk", "--share-graph-lists"],
         "usage: bench_http [--synthetic N] [--dim D] [--batch N] [--clients N] [--queries N] \
-         [--mixed-batches N] [--mixed-qps QPS] [--node PATH] [--share-idle-ms MS] \
-         [--vectors-on-disk] [--memory-limit-mib M] [--json]",
+         [--mixed-batches N] [--mixed-qps QPS] [--node PATH] \
+         [--vectors-on-disk] [--share-graph-lists] [--memory-limit-mib M] [--json]",
     );
     let n: usize = flag("--synthetic", 100_000);
     let batch: usize = flag("--batch", 1000);
     let clients: usize = flag("--clients", 2);
     let queries: usize = flag("--queries", 2000);
     let json_out = std::env::args().any(|a| a == "--json");
-    // The node's `--graph-share-idle-ms` (0, its default: never); with N, the idle figures and
-    // the single writes below come after pauses of N ms, so they see the lists shared.
-    let share_idle_ms: u64 = flag("--share-idle-ms", 0);
     let dim: usize = flag("--dim", 128);
     let vectors_on_disk = std::env::args().any(|a| a == "--vectors-on-disk");
+    let share_graph_lists = std::env::args().any(|a| a == "--share-graph-lists");
     let memory_limit_mib: u64 = flag("--memory-limit-mib", 0);
     let data = synthetic(n, dim, 1);
     let fixed: Vec<Vec<Fixed>> = valori_bench::to_fixed(&data);
@@ -297,7 +294,12 @@ fn main() {
         std::process::exit(2);
     }
     let cgroup = (memory_limit_mib > 0).then(|| Cgroup::new(memory_limit_mib));
-    let node = Node::start(&node_bin, share_idle_ms, vectors_on_disk, cgroup.as_ref());
+    let node = Node::start(
+        &node_bin,
+        vectors_on_disk,
+        share_graph_lists,
+        cgroup.as_ref(),
+    );
     let addr = node.addr.clone();
     let rss_at_start = node.rss_bytes();
     let mut conn = Conn::new(&addr);
@@ -327,20 +329,17 @@ fn main() {
         "server state differs from the in-process build"
     );
 
-    // And once the writer has been idle long enough to share what it can with the published
-    // copy and hand freed memory back.
-    let share_idle = std::time::Duration::from_millis(share_idle_ms);
-    std::thread::sleep(share_idle + std::time::Duration::from_secs(1));
+    // And once the writer has been idle long enough to hand freed memory back.
+    std::thread::sleep(std::time::Duration::from_secs(1));
     let rss_idle = node.rss_bytes();
     let (anon_idle, file_idle) = (node.status("RssAnon:"), node.status("RssFile:"));
     let mib = |b: u64| b as f64 / 1048576.0;
 
-    // Single writes, each after the copies have shared the lists: the first group after that
-    // pays for copying the lists it links into.
+    // Single writes, each after a pause (the writer idle, its freed memory handed back).
     let singles = synthetic(SINGLES, dim, 4);
     let mut single_ms: Vec<f64> = (0..SINGLES)
         .map(|i| {
-            std::thread::sleep(share_idle + std::time::Duration::from_millis(500));
+            std::thread::sleep(std::time::Duration::from_millis(500));
             let body = singles.json_batch(i..i + 1);
             let t = Instant::now();
             let (s, resp) = conn.post("/v1/collections/bench/records/batch", &body);
@@ -486,11 +485,16 @@ fn main() {
     let http_vps = n as f64 / http_secs;
     println!("dataset: synthetic SIFT-shaped {n} x {dim}, batches of {batch}");
     println!(
-        "node: full-precision vectors {}, {}",
+        "node: full-precision vectors {}, graph lists {}, {}",
         if vectors_on_disk {
             "in mapped files (--vectors-on-disk)"
         } else {
             "in memory"
+        },
+        if share_graph_lists {
+            "shared by the two copies (--share-graph-lists)"
+        } else {
+            "held by each copy"
         },
         match memory_limit_mib {
             0 => "no memory limit".to_string(),
@@ -512,7 +516,7 @@ fn main() {
     let mixed_vps = (mixed_batches * batch) as f64 / mixed_secs;
     let over = |rss: u64| rss as f64 / state_bytes as f64;
     println!(
-        "node memory (a process of its own): {:.1} MiB resident at start, {:.1} MiB after ingest, {:.1} MiB idle ({share_idle_ms} ms + 1 s), {:.1} MiB at the end; state {:.1} MiB: resident {:.2}x the state after ingest, {:.2}x idle",
+        "node memory (a process of its own): {:.1} MiB resident at start, {:.1} MiB after ingest, {:.1} MiB idle (1 s), {:.1} MiB at the end; state {:.1} MiB: resident {:.2}x the state after ingest, {:.2}x idle",
         mib(rss_at_start),
         mib(rss_after_ingest),
         mib(rss_idle),
@@ -536,7 +540,7 @@ fn main() {
         );
     }
     println!(
-        "single writes, each after {share_idle_ms} ms + 0.5 s idle: {SINGLES}, p50 {:.3} ms, max {:.3} ms",
+        "single writes, each after 0.5 s idle: {SINGLES}, p50 {:.3} ms, max {:.3} ms",
         spct(0.5),
         single_ms.last().copied().unwrap_or(0.0)
     );
@@ -568,6 +572,7 @@ fn main() {
                 .num("vectors", n as f64)
                 .num("dim", dim as f64)
                 .num("vectors_on_disk", f64::from(u8::from(vectors_on_disk)))
+                .num("share_graph_lists", f64::from(u8::from(share_graph_lists)))
                 .num("memory_limit_mib", memory_limit_mib as f64)
                 .num("cgroup_peak_mib", mib(cgroup_peak))
                 .num("cgroup_limit_hits", limit_hits as f64)
@@ -582,7 +587,6 @@ fn main() {
                 .num("http_fraction_of_inprocess", http_vps / inproc_vps)
                 .num("search_clients", clients as f64)
                 .num("mixed_qps", mixed_qps)
-                .num("share_idle_ms", share_idle_ms as f64)
                 .num("search_qps", lat.len() as f64 / search_secs)
                 .num("search_p50_ms", pct(0.5))
                 .num("search_p99_ms", pct(0.99))

@@ -25,11 +25,13 @@ pub struct EngineConfig {
     pub index_threads: usize,
     /// Niceness of the writer and index threads (0: unchanged).
     pub index_nice: i32,
-    /// Idle time after which the two copies share the graph's lists (`None`: never).
-    pub graph_share_idle: Option<std::time::Duration>,
     /// Full-precision vectors in memory-mapped files under `vectors/` instead of the heap
     /// (`--vectors-on-disk`, [`super::vectors`]).
     pub vectors_on_disk: bool,
+    /// The two copies share the graph's layer-0 lists too (`--share-graph-lists`,
+    /// [`valori_kernel::Share::Lists`]), each holding apart only the lists it wrote over a
+    /// shared chunk lately.
+    pub share_graph_lists: bool,
     /// The leader to follow when no role is persisted (a follower's flags); `None`: a leader.
     pub follow: Option<String>,
     /// Most client writes waiting for the writer; more are refused with 503 `busy`.
@@ -58,8 +60,8 @@ impl EngineConfig {
             log_hold: None,
             index_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             index_nice: 0,
-            graph_share_idle: None,
             vectors_on_disk: false,
+            share_graph_lists: false,
             follow: None,
             max_queued_writes: DEFAULT_MAX_QUEUED_WRITES,
             max_group_bytes: MAX_GROUP_BYTES,

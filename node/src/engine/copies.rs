@@ -5,16 +5,19 @@
 //! group's recorded events once its last reader has let go, or by copying the published state
 //! if a reader holds it past [`RECLAIM_WAIT`].
 //!
-//! The two copies hold their full-precision vectors and their walk copies, the largest parts
-//! of a state, in the same memory: the replayed copy adopts the published copy's chunks
+//! The two copies hold their full-precision vectors, their walk copies and their per-slot
+//! tags, live flags, graph levels and upper-layer offsets, the largest parts of a state, in the
+//! same memory: the replayed copy adopts the published copy's chunks
 //! ([`Kernel::share_storage`], [`Share::Appended`]), a copied one shares them from the start,
 //! and the writer's next group copies only the last chunks it appends to (copy on write). The
-//! graphs' layer-0 neighbour lists, which every group rewrites all over the graph, are shared
-//! only once the writer has been idle for `graph_share_idle` (off by default;
-//! [`Copies::share_all`]): an idle node then holds them once, and the first group after the
-//! pause copies the chunks it links into. The per-slot tags, live flags, graph levels and
-//! upper-layer offsets are shared as the vectors are; the rest (layer-0 counts, upper graph
-//! layers' blocks, norms, postings, maps) is held twice.
+//! graphs' layer-0 neighbour lists, which every group rewrites all over the graph, are held
+//! twice by default. With `share_graph_lists` ([`Share::Lists`]) they are shared chunk by
+//! chunk: a list written over a shared chunk is held apart, in that copy's edits of the chunk,
+//! until the chunk's edits are many enough to be folded into a copy of it, which the other copy
+//! adopts after the group (`kernel/src/lists.rs`); each copy then holds the lists of the last
+//! few groups apart and the chunks once, for slower writes (reads of lists held apart, chunks
+//! copied). The rest (layer-0 counts, upper graph layers' blocks, norms, postings, maps) is
+//! held twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +26,7 @@ use tokio::sync::watch;
 use valori_kernel::exec::Threads;
 use valori_kernel::{Event, Kernel, Replay, Share};
 
+use super::Shared;
 use crate::limits::RECLAIM_WAIT;
 use crate::metrics::Metrics;
 
@@ -91,19 +95,6 @@ impl Copies {
         (old, fresh)
     }
 
-    /// Makes the back copy, equal to the published one between commits, hold its graph's lists
-    /// in the published copy's memory too ([`Share::All`]), so that an idle node holds one copy
-    /// of them. Done when the writer goes idle, not after every group: the next group copies
-    /// the chunks of lists it links into, most of them at once, which a burst of writes would
-    /// otherwise pay for every group.
-    pub(super) fn share_all(&mut self, published: &Published) {
-        let shared = self.back.share_storage(&published.get(), Share::All);
-        debug_assert!(
-            shared,
-            "the back copy is the published state between commits"
-        );
-    }
-
     /// Replaces both copies with `state` (a restore or a rebuild from the disk).
     pub(super) fn install(&mut self, published: &Published, metrics: &Metrics, state: Kernel) {
         published.replace(metrics, Arc::new(state.clone()));
@@ -114,7 +105,7 @@ impl Copies {
 /// The copy `old` brought up to `fresh`'s state: `done` replayed on it once its last reader has
 /// let go (within [`RECLAIM_WAIT`]), else a copy of `fresh`.
 pub(super) fn reclaim(
-    metrics: &Metrics,
+    shared: &Shared,
     mut old: Arc<Kernel>,
     fresh: &Arc<Kernel>,
     done: &Recorded,
@@ -144,14 +135,20 @@ pub(super) fn reclaim(
     }
     match kernel {
         Some(mut k) if k.seq() == fresh.seq() && k.chain_hash() == fresh.chain_hash() => {
-            // The replay appended its own copy of the group's vectors; from here on the two
-            // copies hold every vector once, in the published copy's chunks.
-            k.share_storage(fresh, Share::Appended);
+            // The replay appended its own copy of the group's vectors and wrote its own lists;
+            // from here on the two copies hold every vector once, in the published copy's
+            // chunks, and every chunk of lists the published copy holds whole.
+            let parts = if shared.config.share_graph_lists {
+                Share::Lists
+            } else {
+                Share::Appended
+            };
+            k.share_storage(fresh, parts);
             k
         }
         _ => {
             // Copies all but the vectors and the walk copy, which are shared.
-            metrics.state_copies.inc();
+            shared.metrics.state_copies.inc();
             (**fresh).clone()
         }
     }

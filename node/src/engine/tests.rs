@@ -116,39 +116,50 @@ fn held_bytes(engine: &Engine, others: &[&Arc<Kernel>]) -> u64 {
     answer_blocking(engine.ask(|reply| Job::HeldBytes(others, reply)).unwrap()).unwrap()
 }
 
-/// Engine settings whose copies share the graph's lists after 300 ms idle.
-fn sharing_soon(dir: &std::path::Path) -> EngineConfig {
-    let mut config = EngineConfig::new(dir);
-    config.graph_share_idle = Some(SHARE_IDLE);
-    config
+/// A collection of 8-wide vectors indexed with m 64: layer-0 lists of 128 entries, 512 bytes,
+/// 4,096 to a chunk, so that a few thousand records fill several chunks of lists.
+fn create_linked(engine: &Engine) {
+    engine
+        .submit_blocking(Event::CreateCollection(valori_kernel::CollectionSpec {
+            name: "linked".into(),
+            dimension: 8,
+            metric: valori_kernel::Metric::L2,
+            index: valori_kernel::IndexSpec::Hnsw(valori_kernel::HnswParams {
+                m: 64,
+                ef_construction: 16,
+                ef_search: 16,
+            }),
+        }))
+        .unwrap();
 }
 
-const SHARE_IDLE: Duration = Duration::from_millis(300);
-
-/// The bytes of chunked rows the node's copies hold, once the writer has gone idle and shared
-/// all it can with the published copy ([`Copies::share_all`], after [`SHARE_IDLE`]): asked
-/// until it is `expected` or ten seconds have passed, each time after longer than the writer
-/// waits to share (asking is a job for the writer too).
-fn held_bytes_when_idle(engine: &Engine, expected: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        std::thread::sleep(SHARE_IDLE + Duration::from_millis(100));
-        let held = held_bytes(engine, &[]);
-        if held == expected || Instant::now() > deadline {
-            return held;
-        }
-    }
+fn insert_linked(engine: &Engine, n: usize, seed: u64) {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let records = (0..n)
+        .map(|_| valori_kernel::NewRecord {
+            vector: (0..8)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    valori_kernel::Fixed(((x % 1000) as i32 - 500) << 10)
+                })
+                .collect(),
+            tag: 0,
+            metadata: None,
+        })
+        .collect();
+    insert_into(engine, "linked", records);
 }
 
 /// The node's two copies hold each vector once between them: the back copy, whether replayed
-/// or copied, shares every chunk of vectors and of the walk copy with the published state, which
-/// stays what the log replays to. The graph's layer-0 lists are shared too once the writer goes
-/// idle; until then the back copy may hold its own.
+/// or copied, shares every chunk of vectors and of the walk copy with the published state,
+/// which stays what the log replays to; by default each holds its own graph's lists.
 #[test]
 fn the_two_copies_hold_each_vector_once() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::new());
-    let engine = Engine::open(sharing_soon(dir.path()), Arc::clone(&metrics)).unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path()), Arc::clone(&metrics)).unwrap();
     create_wide(&engine, 128);
     for seed in 0..6 {
         insert_wide(&engine, 128, 400, seed);
@@ -159,12 +170,11 @@ fn the_two_copies_hold_each_vector_once() {
     assert!(one >= 2400 * 128 * 2, "{one}");
     // Layer-0 lists of 2 * 8 neighbours.
     let lists = 2400 * 16 * 4;
-    let busy = held_bytes(&engine, &[]);
-    assert!(
-        busy == one + lists || busy == one,
-        "replayed, then shared but for the lists: {busy} of {one}"
+    assert_eq!(
+        held_bytes(&engine, &[]),
+        one + lists,
+        "replayed, then shared but for the lists"
     );
-    assert_eq!(held_bytes_when_idle(&engine, one), one, "idle: all shared");
     // A reader held the replaced copy past the wait: the writer copied the published state,
     // and the copy shares all of it.
     insert_wide(&engine, 128, 50, 9);
@@ -176,7 +186,11 @@ fn the_two_copies_hold_each_vector_once() {
     drop(published);
     let published = engine.read().unwrap();
     let one = Kernel::held_bytes(&[&published]);
-    assert_eq!(held_bytes_when_idle(&engine, one), one);
+    assert_eq!(
+        held_bytes(&engine, &[]),
+        one,
+        "copied: all shared until the next write"
+    );
     let durable = recover(&engine.shared.store, &engine.shared.config, None).unwrap();
     assert_eq!(*published, durable);
     assert_eq!(
@@ -184,19 +198,73 @@ fn the_two_copies_hold_each_vector_once() {
         0,
         "a recovered state is its own"
     );
+    drop(published);
+    insert_wide(&engine, 128, 50, 10);
+    let one = Kernel::held_bytes(&[&engine.read().unwrap()]);
+    assert_eq!(
+        held_bytes(&engine, &[]),
+        one + 2500 * 16 * 4,
+        "the next write's lists are apart again"
+    );
 }
 
-/// Without `graph_share_idle` (the default) the copies keep their graph's lists apart however
-/// long the writer is idle, so no write ever pays for copying them back.
+/// With `share_graph_lists`, groups that link new records all over a graph of several chunks
+/// of lists leave the two copies holding the lists about once: beyond one copy's bytes, each holds only the lists of
+/// the last few groups apart (at most a quarter of each chunk's, with their table), never a
+/// second copy of the lists. Both stay what the log replays to.
+#[test]
+fn the_two_copies_hold_the_graphs_lists_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(sharing_lists(dir.path()), Arc::new(Metrics::new())).unwrap();
+    create_linked(&engine);
+    for seed in 0..3 {
+        insert_linked(&engine, 4096, seed);
+    }
+    let mut apart = 0;
+    for seed in 10..40 {
+        insert_linked(&engine, 10, seed);
+        let published = engine.read().unwrap();
+        let one = Kernel::held_bytes(&[&published]);
+        let lists = (3 * 4096 + 10 * (seed - 9)) * 128 * 4;
+        let node = held_bytes(&engine, &[]);
+        assert!(
+            node <= one + lists / 2,
+            "after group {seed}: the copies hold {node} bytes, one {one}, lists {lists}"
+        );
+        apart = apart.max(node - one);
+    }
+    assert!(apart > 0, "lists were written apart");
+    let live = engine.read().unwrap();
+    let durable = recover(&engine.shared.store, &engine.shared.config, None).unwrap();
+    assert_eq!(*live, durable);
+    let file = engine.snapshot_blocking().unwrap();
+    let bytes = std::fs::read(&file.path).unwrap();
+    assert_eq!(
+        Kernel::restore(&bytes).unwrap(),
+        durable,
+        "the back copy too"
+    );
+}
+
+/// Without `share_graph_lists` (the default) the copies keep their graph's lists apart.
 #[test]
 fn by_default_the_graph_lists_stay_apart() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(EngineConfig::new(dir.path()), Arc::new(Metrics::new())).unwrap();
-    create_wide(&engine, 128);
-    insert_wide(&engine, 128, 400, 0);
+    create_linked(&engine);
+    insert_linked(&engine, 4096, 0);
+    for seed in 1..6 {
+        insert_linked(&engine, 10, seed);
+    }
     let one = Kernel::held_bytes(&[&engine.read().unwrap()]);
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(held_bytes(&engine, &[]), one + 400 * 16 * 4);
+    assert_eq!(held_bytes(&engine, &[]), one + (4096 + 50) * 128 * 4);
+}
+
+/// Engine settings whose copies share the graph's lists.
+fn sharing_lists(dir: &std::path::Path) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
+    config.share_graph_lists = true;
+    config
 }
 
 /// A reader that holds a published state for seconds while groups commit keeps that one
@@ -205,7 +273,7 @@ fn by_default_the_graph_lists_stay_apart() {
 #[test]
 fn a_reader_holding_a_state_for_seconds_costs_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(sharing_soon(dir.path()), Arc::new(Metrics::new())).unwrap();
+    let engine = Engine::open(sharing_lists(dir.path()), Arc::new(Metrics::new())).unwrap();
     let dim = 256;
     create_wide(&engine, dim as u32);
     for seed in 0..6 {
@@ -223,9 +291,8 @@ fn a_reader_holding_a_state_for_seconds_costs_only_what_changed() {
     let now = engine.read().unwrap();
     let added = Kernel::held_bytes(&[&now]) - one;
     let node = held_bytes(&engine, &[&held]);
-    // What the held version holds alone: the last chunks of vectors and of the walk copy,
-    // which the groups appended to, and its graph's lists (with, until the writer goes idle,
-    // the back copy's own).
+    // What the held version holds alone: the last chunks of vectors, of the walk copy and of
+    // the graph's lists, which the groups appended to.
     let held_alone = node - Kernel::held_bytes(&[&now]);
     assert!(
         held_alone <= 2 * valori_kernel::rows::HUGE_PAGE as u64,
@@ -234,7 +301,7 @@ fn a_reader_holding_a_state_for_seconds_costs_only_what_changed() {
     assert_eq!(held.state_hash(), hash, "a reader's state never changes");
     drop(held);
     let one = Kernel::held_bytes(&[&now]);
-    assert_eq!(held_bytes_when_idle(&engine, one), one);
+    assert_eq!(held_bytes(&engine, &[]), one);
 }
 
 /// The whole state is hashed once per published state however many ask (the operator asks

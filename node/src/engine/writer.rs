@@ -69,8 +69,8 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
         back: state,
         exec: Threads::with_start(shared.config.index_threads, move || lower_priority(nice)),
     };
-    // Work since the writer last handed memory back; since the copies last shared the lists.
-    let (mut worked, mut apart) = (false, false);
+    // Work since the writer last handed memory back.
+    let mut worked = false;
     loop {
         let first = match rx.recv_timeout(IDLE_RELEASE) {
             Ok(job) => job,
@@ -78,14 +78,14 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
                 if std::mem::take(&mut worked) {
                     valori_alloc::release_free_memory();
                 }
-                match wait_idle(shared, &mut copies, &rx, &mut apart) {
-                    Some(job) => job,
-                    None => break,
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        (worked, apart) = (true, true);
+        worked = true;
         let mut events = Vec::new();
         let mut bytes = 0usize;
         let mut next = Some(first);
@@ -116,28 +116,6 @@ pub(super) fn run(shared: &Shared, state: Kernel, rx: mpsc::Receiver<Job>) {
 
 /// How long the writer waits idle after work before it hands freed memory back.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// The next job for an idle writer (`None` once every sender is gone). Once it has been idle
-/// for the configured time in all (`graph_share_idle`), the two copies first share what the
-/// writes kept apart ([`Copies::share_all`]): the graph's lists.
-fn wait_idle(
-    shared: &Shared,
-    copies: &mut Copies,
-    rx: &mpsc::Receiver<Job>,
-    apart: &mut bool,
-) -> Option<Job> {
-    if let (true, Some(after)) = (*apart, shared.config.graph_share_idle) {
-        match rx.recv_timeout(after.saturating_sub(IDLE_RELEASE)) {
-            Ok(job) => return Some(job),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                copies.share_all(&shared.published);
-                *apart = false;
-            }
-        }
-    }
-    rx.recv().ok()
-}
 
 /// Lowers the calling thread's scheduling priority to `nice` (Linux: per thread). Failing is
 /// harmless: the thread keeps the process's priority.
@@ -313,7 +291,7 @@ fn commit(shared: &Shared, copies: &mut Copies, events: Pending) {
     for (reply, r) in results {
         let _ = reply.send(r);
     }
-    copies.back = reclaim(&shared.metrics, old, &fresh, &done, &encoded);
+    copies.back = reclaim(shared, old, &fresh, &done, &encoded);
 }
 
 /// Applies entries streamed from the leader (see [`super::Engine::replicate`]).
@@ -381,7 +359,7 @@ fn replicate(shared: &Shared, copies: &mut Copies, entries: Vec<Entry>) -> Resul
     if !accepted.is_empty() {
         let encoded: Vec<&[u8]> = accepted.iter().map(|e| e.event.as_slice()).collect();
         let (old, fresh) = copies.swap(&shared.published, &shared.metrics);
-        copies.back = reclaim(&shared.metrics, old, &fresh, &done, &encoded);
+        copies.back = reclaim(shared, old, &fresh, &done, &encoded);
     }
     Ok(copies.back.seq())
 }
