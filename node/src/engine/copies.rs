@@ -137,7 +137,8 @@ pub(super) fn reclaim(
         Some(mut k) if k.seq() == fresh.seq() && k.chain_hash() == fresh.chain_hash() => {
             // The replay appended its own copy of the group's vectors and wrote its own lists;
             // from here on the two copies hold every vector once, in the published copy's
-            // chunks, and every chunk of lists the published copy holds whole.
+            // chunks, and with `share_graph_lists` every chunk of lists the published copy
+            // holds whole.
             let parts = if shared.config.share_graph_lists {
                 Share::Lists
             } else {
