@@ -375,19 +375,17 @@ impl Collection {
     }
 
     /// Adopts `other`'s chunks of full-precision vectors, of the walk copy, of the per-slot
-    /// tags, live flags, graph levels and upper-layer offsets, and with [`Share::Lists`] or
-    /// [`Share::All`] of the graph's layer-0 neighbour lists ([`Rows::share_from`],
-    /// `Lists::adopt_from`); `other` must be this collection in an equal state.
+    /// tags, live flags, graph levels and upper-layer offsets, and with [`Share::Lists`] of the
+    /// graph's layer-0 neighbour lists ([`Rows::share_from`], `Lists::adopt_from`); `other`
+    /// must be this collection in an equal state.
     pub(crate) fn share_storage(&mut self, other: &Collection, parts: Share) {
         self.vectors.share_from(&other.vectors);
         self.tags.share_from(&other.tags);
         self.live.share_from(&other.live);
         if let (Some(mine), Some(theirs)) = (&mut self.index, &other.index) {
             mine.share_slots_from(theirs);
-            match parts {
-                Share::Appended => {}
-                Share::Lists => mine.share_lists_from(theirs, false),
-                Share::All => mine.share_lists_from(theirs, true),
+            if parts == Share::Lists {
+                mine.share_lists_from(theirs);
             }
         }
         match (&mut self.compact, &other.compact) {

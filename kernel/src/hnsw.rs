@@ -403,14 +403,14 @@ impl Hnsw {
     }
 
     /// Adopts the chunks of `other`'s layer-0 neighbour lists that `other` holds whole (with
-    /// no lists written over them apart), and with `edits` every other chunk too, with a copy
-    /// of those lists ([`Lists::adopt_from`]); `other` must be this graph in an equal state.
-    pub(crate) fn share_lists_from(&mut self, other: &Hnsw, edits: bool) {
+    /// no lists written over them apart; [`Lists::adopt_from`]); `other` must be this graph in
+    /// an equal state.
+    pub(crate) fn share_lists_from(&mut self, other: &Hnsw) {
         debug_assert!(
             self.counts0 == other.counts0,
             "graph shared from a different state"
         );
-        self.layer0.adopt_from(&other.layer0, edits);
+        self.layer0.adopt_from(&other.layer0);
     }
 
     /// Adopts `other`'s chunks of the per-slot levels and upper-layer offsets, which writes

@@ -82,9 +82,6 @@ pub enum Share {
     /// a list over a chunk it shares apart from the chunk, until enough are apart to fold them
     /// into a copy of it (`kernel/src/lists.rs`).
     Lists,
-    /// Those and every chunk of the graph's layer-0 neighbour lists, with a copy of the lists
-    /// the other state wrote apart over them.
-    All,
 }
 
 /// How to repeat one applied event on an equal state cheaply ([`Kernel::replay`]): for an

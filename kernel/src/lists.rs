@@ -163,7 +163,7 @@ impl Lists {
     /// `slot`'s list, `width` entries. Panics if `slot >= len`.
     #[inline]
     pub(crate) fn get(&self, slot: usize) -> &[u32] {
-        if self.edited != 0 && slot < self.rows.len() && self.marked(slot) {
+        if self.edited != 0 && self.marked(slot) {
             let edits = &self.edits[slot >> self.shift];
             let entry = edits
                 .find(slot as u32)
@@ -176,8 +176,9 @@ impl Lists {
     /// How many lists a chunk's edits hold before they are folded into a copy of it: between
     /// an eighth and a quarter of its rows, varied by chunk, so that chunks written at the
     /// same rate (new nodes link all over the graph) are not all copied by the same group.
-    /// Lower limits copy chunks more often (at 1M x 128 over HTTP, between a sixteenth and an
-    /// eighth cost 8% of the ingest rate, BENCHMARKS.md), higher ones hold more lists apart.
+    /// Lower limits copy chunks more often, higher ones hold more lists apart, which reads must
+    /// look up (at 1M x 128 over HTTP, a sixteenth to an eighth ingested no faster than this,
+    /// BENCHMARKS.md, "Server memory", sixth series).
     pub(crate) fn fold_at(&self, c: usize) -> usize {
         let eighth = (self.rows.chunk_rows() / 8).max(1);
         eighth + eighth * ((c * 7) % 16) / 16
@@ -199,9 +200,9 @@ impl Lists {
                 .expect("a marked list is in its chunk's edits");
             edits.list_mut(entry, width)
         } else if self.edits[c].len < self.fold_at(c) {
+            let most = self.fold_at(c);
             self.set_mark(slot, true);
             self.edited += 1;
-            let most = self.fold_at(c);
             let edits = &mut self.edits[c];
             let entry = edits.insert(slot as u32, width, most);
             edits.list_mut(entry, width)
@@ -250,10 +251,10 @@ impl Lists {
 
     /// Makes `self`, which must hold the same lists as `other` (the caller knows the two are
     /// the same state), use `other`'s chunks that `other` holds whole (without edits), dropping
-    /// its own edits of them; with `edits`, every other chunk too, with a copy of `other`'s
-    /// edits of it. Returns false, changing nothing, unless both hold as many lists of the same
-    /// width. The lists are compared only in debug builds, where a difference panics.
-    pub(crate) fn adopt_from(&mut self, other: &Lists, edits: bool) -> bool {
+    /// its own edits of them. Returns false, changing nothing, unless both hold as many lists
+    /// of the same width. The lists are compared only in debug builds, where a difference
+    /// panics.
+    pub(crate) fn adopt_from(&mut self, other: &Lists) -> bool {
         if self.rows.len() != other.rows.len()
             || self.rows.width() != other.rows.width()
             || self.shift != other.shift
@@ -261,9 +262,8 @@ impl Lists {
             return false;
         }
         for c in 0..self.rows.chunk_count() {
-            let whole = other.edits[c].len == 0;
             let shared = self.rows.chunk_shared_with(c, &other.rows);
-            if (!whole && !edits) || (whole && shared && self.edits[c].len == 0) {
+            if other.edits[c].len != 0 || (shared && self.edits[c].len == 0) {
                 continue;
             }
             debug_assert!(
@@ -273,13 +273,6 @@ impl Lists {
             self.drop_edits(c);
             if !shared {
                 self.rows.adopt_chunk(c, &other.rows);
-            }
-            if !whole {
-                self.edits[c] = other.edits[c].clone();
-                for (slot, _) in other.edits[c].entries() {
-                    self.set_mark(slot, true);
-                }
-                self.edited += other.edits[c].len;
             }
         }
         true
@@ -433,21 +426,22 @@ mod tests {
         }
         assert_eq!(a, b);
         assert_eq!((a.edited(), b.edited()), (10, 10));
-        assert!(b.adopt_from(&a, false));
+        assert!(b.adopt_from(&a));
         assert!(b.rows.chunk_shared_with(0, &a.rows));
-        assert!(b.rows.chunk_shared_with(2, &a.rows));
-        assert_eq!(b.edited(), 10, "chunk 1 has edits in `a`: kept apart");
-        assert_eq!(a, b);
-        assert!(b.adopt_from(&a, true));
         assert!(b.rows.chunk_shared_with(1, &a.rows));
-        assert_eq!(b.edited(), 10, "with a copy of `a`'s edits");
+        assert!(b.rows.chunk_shared_with(2, &a.rows));
+        assert_eq!(
+            b.edited(),
+            10,
+            "chunk 1 has edits in `a`: `b` keeps its own"
+        );
         assert_eq!(a, b);
         // Both go on writing apart.
         b.set(rows + 1, &list(rows + 1, 3));
         assert_ne!(a, b);
         assert_eq!(&a.get(rows + 1)[..(rows + 1) % 5], &list(rows + 1, 0)[..]);
         let mut shorter = filled(n - 1);
-        assert!(!shorter.adopt_from(&a, false));
+        assert!(!shorter.adopt_from(&a));
     }
 
     /// Bytes of rows and edits that `states` hold between them, each chunk counted once.
@@ -506,7 +500,7 @@ mod tests {
             for (s, l) in &writes {
                 other.set(*s, l);
             }
-            assert!(other.adopt_from(writer, false));
+            assert!(other.adopt_from(writer));
             let both = held(&[writer, other]);
             assert!(
                 both <= rows + 2 * (rows / 4) * 5 / 4,

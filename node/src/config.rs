@@ -210,7 +210,7 @@ pub struct Config {
     /// The node's two copies of the state share the graph's neighbour lists too, each holding
     /// apart only the lists it changed lately (otherwise they hold the lists twice). Less
     /// memory (at 1M x 128: 1.16x the state's size after ingest instead of 1.29x), slower
-    /// ingest (about 10% fewer vectors a second there). Results and hashes are unchanged.
+    /// ingest (about 12% fewer vectors a second there). Results and hashes are unchanged.
     #[arg(long, env = "VALORI_SHARE_GRAPH_LISTS")]
     pub share_graph_lists: bool,
     /// Threads for index construction (default: all cores).
